@@ -1,0 +1,5 @@
+"""``python -m mmproxy``: the same as the ``mmproxy`` command."""
+
+from mmproxy.cli import main
+
+main()

@@ -1,0 +1,121 @@
+"""The ``mmproxy`` command: ``serve``, ``demo`` and ``simulate``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import subprocess
+import sys
+from importlib import resources
+from pathlib import Path
+
+from mmproxy import __version__
+from mmproxy.config import Config, ConfigError, load_config
+
+DEMO_MASTER_KEY = "sk-mmproxy-demo"
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="mmproxy", description="High-performance multi-model LLM gateway")
+    parser.add_argument("--version", action="version", version=f"mmproxy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="run the gateway on a LiteLLM-format config.yaml")
+    serve.add_argument("--config", required=True, help="path to config.yaml")
+    _add_listen_args(serve, default_port=4000)
+
+    demo = commands.add_parser("demo", help="run the gateway on the bundled demo config with a simulated provider")
+    _add_listen_args(demo, default_port=4000)
+    demo.add_argument("--sim-port", type=int, default=8800, help="port of the provider simulator")
+
+    from mmproxy.simulator import build_parser
+
+    commands.add_parser(
+        "simulate", help="run the provider simulator", parents=[build_parser(add_help=False)], add_help=True
+    )
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "serve":
+        _serve(_load(args.config), args)
+    elif args.command == "demo":
+        _demo(args)
+    else:
+        from mmproxy.simulator import run
+
+        run(args)
+
+
+def _add_listen_args(parser: argparse.ArgumentParser, default_port: int) -> None:
+    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+    parser.add_argument("--port", type=int, default=default_port, help=f"port (default {default_port})")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default 1)")
+
+
+def _load(path: str) -> Config:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        print(f"mmproxy: config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    for warning in config.warnings:
+        print(f"mmproxy: warning: {warning}", file=sys.stderr)
+    if not config.deployments:
+        print("mmproxy: warning: model_list has no usable deployment; every model request will fail",
+              file=sys.stderr)
+    return config
+
+
+def _serve(config: Config, args: argparse.Namespace) -> None:
+    from mmproxy.server.app import serve
+
+    if args.workers < 1:
+        print("mmproxy: --workers must be at least 1", file=sys.stderr)
+        raise SystemExit(2)
+    serve(config, args.host, args.port, args.workers)
+
+
+def _demo(args: argparse.Namespace) -> None:
+    """Start the simulator as a child process, then the gateway on the bundled demo config."""
+    simulator = subprocess.Popen(
+        [sys.executable, "-m", "mmproxy.simulator", "--host", "127.0.0.1", "--port", str(args.sim_port)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert simulator.stdout is not None
+        line = simulator.stdout.readline()
+        if "listening" not in line:
+            print("mmproxy: the provider simulator did not start", file=sys.stderr)
+            raise SystemExit(1)
+        os.environ["MMPROXY_DEMO_UPSTREAM"] = f"http://127.0.0.1:{args.sim_port}/v1"
+        config_path = resources.files("mmproxy") / "demo" / "config.yaml"
+        config = _load(str(config_path))
+        host = "127.0.0.1" if args.host == "0.0.0.0" else args.host
+        print(_demo_help(Path(str(config_path)), host, args.port), flush=True)
+        _serve(config, args)
+    finally:
+        simulator.terminate()
+        simulator.wait(timeout=10)
+
+
+def _demo_help(config_path: Path, host: str, port: int) -> str:
+    base = f"http://{host}:{port}"
+    return f"""
+mmproxy demo: simulated provider behind the gateway, config {config_path}
+Models: gpt-4o (frontier), gpt-4o-mini (workhorse, 2 deployments), llama-3.1-8b (economy),
+        text-embedding-3-small (embeddings). Master key: {DEMO_MASTER_KEY}
+
+  curl {base}/v1/chat/completions -H 'Authorization: Bearer {DEMO_MASTER_KEY}' \\
+       -H 'Content-Type: application/json' \\
+       -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+  from openai import OpenAI
+  client = OpenAI(base_url="{base}/v1", api_key="{DEMO_MASTER_KEY}")
+  reply = client.chat.completions.create(model="gpt-4o", messages=[{{"role": "user", "content": "Hi"}}])
+"""
+
+
+if __name__ == "__main__":
+    main()

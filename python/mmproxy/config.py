@@ -1,0 +1,282 @@
+"""Load a LiteLLM-format ``config.yaml`` into typed settings.
+
+An existing LiteLLM config must run unchanged, so every key LiteLLM knows is
+accepted; those mmproxy does not implement yet produce a start-up warning
+instead of being silently ignored. Errors name the offending key in one line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# Keys LiteLLM documents that mmproxy accepts but does not act on yet.
+_LITELLM_PARAMS_LATER = {
+    "rpm": "per-deployment rpm limits are parsed but not enforced yet",
+    "tpm": "per-deployment tpm limits are parsed but not enforced yet",
+    "max_retries": "retries are not implemented yet",
+    "organization": "is not sent upstream yet",
+    "api_version": "only applies to azure/, which is not supported yet",
+    "region_name": "only applies to providers not supported yet",
+    "input_cost_per_token": "set prices under model_info",
+    "output_cost_per_token": "set prices under model_info",
+    "tags": "tag routing is not implemented yet",
+    "order": "deployment ordering is not implemented yet",
+    "max_parallel_requests": "is not enforced yet",
+    "drop_params": "drop_params is not implemented yet",
+    "extra_headers": "extra upstream headers are not sent yet",
+}
+_LITELLM_PARAMS_DONE = {"model", "api_base", "api_key", "timeout", "stream_timeout", "weight"}
+
+_MODEL_INFO_DONE = {"id", "input_cost_per_token", "output_cost_per_token", "max_input_tokens", "mode"}
+_MODEL_INFO_MODES = {"chat", "embedding", "completion"}
+
+_GENERAL_DONE = {"master_key", "max_request_size_mb"}
+_TOP_LEVEL = {
+    "model_list",
+    "general_settings",
+    "litellm_settings",
+    "router_settings",
+    "environment_variables",
+}
+
+# Provider prefixes that speak the OpenAI wire format, with LiteLLM's default base URL
+# and the environment variable LiteLLM reads the key from.
+OPENAI_COMPATIBLE: dict[str, tuple[str | None, str | None]] = {
+    "openai": ("https://api.openai.com/v1", "OPENAI_API_KEY"),
+    "openai_compatible": (None, None),
+}
+_BARE_OPENAI_PREFIXES = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "davinci", "babbage")
+
+
+class ConfigError(Exception):
+    """A config problem; the message is one line and names the key."""
+
+
+@dataclass(frozen=True, slots=True)
+class Deployment:
+    """One upstream model endpoint that serves a public ``model_name``."""
+
+    model_name: str
+    provider: str
+    upstream_model: str
+    api_base: str
+    api_key: str | None = field(repr=False)
+    id: str
+    timeout: float
+    stream_timeout: float
+    weight: float
+    mode: str
+    input_cost_per_token: float | None
+    output_cost_per_token: float | None
+    max_input_tokens: int | None
+    rpm: int | None
+    tpm: int | None
+
+
+@dataclass(slots=True)
+class Config:
+    deployments: list[Deployment]
+    master_key: str | None = field(repr=False)
+    max_request_bytes: int
+    warnings: list[str]
+
+
+DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_MAX_REQUEST_MB = 32.0
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"config {path} is not valid YAML{where}") from None
+    return parse_config(raw if raw is not None else {})
+
+
+def parse_config(raw: Any) -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError("config: the top level must be a mapping")
+    warnings: list[str] = []
+    for key in raw:
+        if key not in _TOP_LEVEL:
+            warnings.append(f"{key}: unknown top-level key, ignored")
+
+    env_vars = _mapping(raw, "environment_variables")
+    for name, value in env_vars.items():
+        os.environ.setdefault(str(name), str(value))
+
+    general = _mapping(raw, "general_settings")
+    for key in general:
+        if key not in _GENERAL_DONE:
+            warnings.append(f"general_settings.{key}: not implemented yet, ignored")
+    master_key = _optional_secret(general, "master_key", "general_settings.master_key")
+    max_mb = _number(general, "max_request_size_mb", "general_settings.max_request_size_mb")
+    max_request_bytes = int((max_mb if max_mb is not None else DEFAULT_MAX_REQUEST_MB) * 1024 * 1024)
+
+    for section in ("litellm_settings", "router_settings"):
+        for key in _mapping(raw, section):
+            warnings.append(f"{section}.{key}: not implemented yet, ignored")
+
+    model_list = raw.get("model_list") or []
+    if not isinstance(model_list, list):
+        raise ConfigError("model_list: must be a list of deployments")
+    deployments: list[Deployment] = []
+    seen_ids: set[str] = set()
+    for index, entry in enumerate(model_list):
+        deployment = _parse_deployment(entry, f"model_list[{index}]", warnings)
+        if deployment is None:
+            continue
+        if deployment.id in seen_ids:
+            raise ConfigError(f"model_list[{index}].model_info.id: duplicate id {deployment.id!r}")
+        seen_ids.add(deployment.id)
+        deployments.append(deployment)
+    return Config(deployments, master_key, max_request_bytes, warnings)
+
+
+def _parse_deployment(entry: Any, where: str, warnings: list[str]) -> Deployment | None:
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: must be a mapping with model_name and litellm_params")
+    model_name = entry.get("model_name")
+    if not isinstance(model_name, str) or not model_name:
+        raise ConfigError(f"{where}.model_name: required, a non-empty string")
+    params = entry.get("litellm_params")
+    if not isinstance(params, dict):
+        raise ConfigError(f"{where}.litellm_params: required, a mapping")
+    info = entry.get("model_info") or {}
+    if not isinstance(info, dict):
+        raise ConfigError(f"{where}.model_info: must be a mapping")
+    pwhere = f"{where}.litellm_params"
+    iwhere = f"{where}.model_info"
+
+    model = params.get("model")
+    if not isinstance(model, str) or not model:
+        raise ConfigError(f"{pwhere}.model: required, a string such as openai/gpt-4o-mini")
+    provider, _, upstream_model = model.partition("/")
+    if not upstream_model:
+        provider, upstream_model = ("openai", model) if model.startswith(_BARE_OPENAI_PREFIXES) else ("", model)
+    api_base = _optional_secret(params, "api_base", f"{pwhere}.api_base")
+    if provider not in OPENAI_COMPATIBLE:
+        if not provider and api_base:
+            provider = "openai_compatible"
+        else:
+            warnings.append(
+                f"{pwhere}.model: provider {provider or '(none)'!r} of {model!r} is not supported yet; "
+                f"deployment of {model_name!r} skipped"
+            )
+            return None
+    default_base, key_env = OPENAI_COMPATIBLE[provider]
+    api_base = (api_base or default_base or "").rstrip("/")
+    if not api_base:
+        raise ConfigError(f"{pwhere}.api_base: required for {model!r}")
+    if not api_base.startswith(("http://", "https://")):
+        raise ConfigError(f"{pwhere}.api_base: must start with http:// or https://")
+
+    api_key = _optional_secret(params, "api_key", f"{pwhere}.api_key")
+    if api_key is None and key_env:
+        api_key = os.environ.get(key_env)
+
+    for key in params:
+        if key in _LITELLM_PARAMS_DONE:
+            continue
+        reason = _LITELLM_PARAMS_LATER.get(key, "not implemented yet, ignored")
+        warnings.append(f"{pwhere}.{key}: {reason}")
+    for key in info:
+        if key not in _MODEL_INFO_DONE:
+            warnings.append(f"{iwhere}.{key}: not implemented yet, ignored")
+
+    timeout = _number(params, "timeout", f"{pwhere}.timeout", positive=True) or DEFAULT_TIMEOUT_S
+    stream_timeout = _number(params, "stream_timeout", f"{pwhere}.stream_timeout", positive=True) or timeout
+    weight = _number(params, "weight", f"{pwhere}.weight", positive=True) or 1.0
+    rpm = _integer(params, "rpm", f"{pwhere}.rpm")
+    tpm = _integer(params, "tpm", f"{pwhere}.tpm")
+
+    mode = info.get("mode", "chat")
+    if mode not in _MODEL_INFO_MODES:
+        raise ConfigError(f"{iwhere}.mode: must be one of {', '.join(sorted(_MODEL_INFO_MODES))}")
+    dep_id = info.get("id")
+    if dep_id is not None and (not isinstance(dep_id, (str, int)) or isinstance(dep_id, bool)):
+        raise ConfigError(f"{iwhere}.id: must be a string")
+    if dep_id is None:
+        # Stable across restarts and instances so logs and headers can be joined.
+        digest = hashlib.sha256(f"{model_name}\0{model}\0{api_base}".encode()).hexdigest()
+        dep_id = f"dep-{digest[:12]}"
+
+    return Deployment(
+        model_name=model_name,
+        provider=provider,
+        upstream_model=upstream_model,
+        api_base=api_base,
+        api_key=api_key,
+        id=str(dep_id),
+        timeout=timeout,
+        stream_timeout=stream_timeout,
+        weight=weight,
+        mode=mode,
+        input_cost_per_token=_number(info, "input_cost_per_token", f"{iwhere}.input_cost_per_token"),
+        output_cost_per_token=_number(info, "output_cost_per_token", f"{iwhere}.output_cost_per_token"),
+        max_input_tokens=_integer(info, "max_input_tokens", f"{iwhere}.max_input_tokens"),
+        rpm=rpm,
+        tpm=tpm,
+    )
+
+
+def _mapping(raw: dict[str, Any], key: str) -> dict[str, Any]:
+    value = raw.get(key)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{key}: must be a mapping")
+    return value
+
+
+def _optional_secret(section: dict[str, Any], key: str, where: str) -> str | None:
+    """A string value that may be LiteLLM's ``os.environ/VAR`` indirection (keys, URLs)."""
+    value = section.get(key)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: must be a string")
+    if value.startswith("os.environ/"):
+        var = value.removeprefix("os.environ/")
+        resolved = os.environ.get(var)
+        if resolved is None:
+            raise ConfigError(f"{where}: environment variable {var} is not set")
+        return resolved
+    return value
+
+
+def _number(section: dict[str, Any], key: str, where: str, *, positive: bool = False) -> float | None:
+    value = section.get(key)
+    if value is None:
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            raise ConfigError(f"{where}: must be a number, got {value!r}") from None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where}: must be a number")
+    if value < 0 or (positive and value == 0):
+        raise ConfigError(f"{where}: must be {'positive' if positive else 'non-negative'}")
+    return float(value)
+
+
+def _integer(section: dict[str, Any], key: str, where: str) -> int | None:
+    value = _number(section, key, where)
+    if value is None:
+        return None
+    if value != int(value):
+        raise ConfigError(f"{where}: must be a whole number")
+    return int(value)

@@ -1,0 +1,86 @@
+"""OpenAI and every server that speaks its wire format.
+
+The request is forwarded with only ``model`` rewritten, so fields the gateway
+does not know about still reach the upstream unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from mmproxy.config import Deployment
+from mmproxy.errors import ProxyError
+from mmproxy.providers.base import Provider
+from mmproxy.upstream.http1 import UpstreamPool
+
+
+class OpenAIProvider(Provider):
+    def __init__(self, deployment: Deployment, pool: UpstreamPool) -> None:
+        super().__init__(deployment, pool)
+        base_path = urlsplit(deployment.api_base).path.rstrip("/")
+        self._chat_head = self._head(f"{base_path}/chat/completions")
+        self._embed_head = self._head(f"{base_path}/embeddings")
+
+    def _head(self, path: str) -> bytes:
+        lines = [
+            f"POST {path} HTTP/1.1",
+            f"Host: {self.pool.host_header}",
+            "Content-Type: application/json",
+            "Accept: application/json, text/event-stream",
+            "User-Agent: mmproxy",
+        ]
+        if self.deployment.api_key:
+            lines.append(f"Authorization: Bearer {self.deployment.api_key}")
+        return ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+
+    def chat_request(self, payload: dict[str, Any]) -> bytes:
+        payload["model"] = self.deployment.upstream_model
+        body = orjson.dumps(payload)
+        return b"%s%d\r\n\r\n%s" % (self._chat_head, len(body), body)
+
+    def embeddings_request(self, payload: dict[str, Any]) -> bytes:
+        payload["model"] = self.deployment.upstream_model
+        body = orjson.dumps(payload)
+        return b"%s%d\r\n\r\n%s" % (self._embed_head, len(body), body)
+
+    def error(self, status: int, body: bytes, retry_after: bytes | None) -> ProxyError:
+        message, code, err_type = _parse_error(body)
+        label = f"upstream {self.deployment.id} returned HTTP {status}"
+        text = f"{label}: {message}" if message else label
+        key = self.deployment.api_key
+        if key and key in text:
+            text = text.replace(key, "[redacted]")
+        headers = {"Retry-After": retry_after.decode("latin-1")} if retry_after else None
+        if status == 429:
+            return ProxyError(429, text, type="rate_limit_error", code=code or "rate_limit_exceeded",
+                              headers=headers)
+        if status == 408:
+            return ProxyError(504, text, type="upstream_error", code="upstream_timeout")
+        if 400 <= status < 500:
+            # The upstream judged the request itself; the client needs its verdict as is.
+            return ProxyError(status, text, type=err_type or "invalid_request_error", code=code)
+        return ProxyError(502, text, type="upstream_error", code=code or f"upstream_{status}", headers=headers)
+
+
+def _parse_error(body: bytes) -> tuple[str | None, str | None, str | None]:
+    try:
+        data = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body[:500].decode("utf-8", "replace").strip()
+        return (text or None), None, None
+    err = data.get("error") if isinstance(data, dict) else None
+    if isinstance(err, dict):
+        message = err.get("message")
+        code = err.get("code")
+        err_type = err.get("type")
+        return (
+            str(message) if message is not None else None,
+            str(code) if code is not None else None,
+            str(err_type) if err_type is not None else None,
+        )
+    if isinstance(err, str):
+        return err, None, None
+    return None, None, None

@@ -1,0 +1,1 @@
+"""The HTTP front end: routes, handlers, stream relay, process model."""

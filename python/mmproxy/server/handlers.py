@@ -1,0 +1,309 @@
+"""Request handlers: they orchestrate (auth, validate, route, forward) and hold no business rules."""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import itertools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from mmproxy import __version__, tokens
+from mmproxy.config import Config
+from mmproxy.cost import format_usd, usage_cost
+from mmproxy.errors import ProxyError, auth_error, error_body
+from mmproxy.providers import Provider, provider_for
+from mmproxy.router import Router
+from mmproxy.server.sse import SSERelay, error_event
+from mmproxy.upstream.http1 import UpstreamDisconnected, UpstreamError, UpstreamPool, UpstreamTimeout
+from mmproxy.validation import (
+    parse_json_object,
+    require_model,
+    unknown_model,
+    validate_chat,
+    validate_embeddings,
+)
+
+log = logging.getLogger("mmproxy")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+_JSON = "application/json"
+_NS_PER_MS = 1_000_000
+
+
+class Gateway:
+    """Process-wide state shared by the handlers: config, upstream pools, router."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self._master_key = config.master_key.encode() if config.master_key else None
+        self._pools: dict[str, UpstreamPool] = {}
+        self.router = Router([])
+        # Request ids: a random per-process prefix and a counter, unique across workers and instances.
+        self._id_prefix = os.urandom(6).hex()
+        self._ids = itertools.count(1)
+
+    async def start(self) -> None:
+        """Open pools and build providers; needs the running loop."""
+        tokens.warm()
+        providers: list[Provider] = []
+        for deployment in self.config.deployments:
+            origin = deployment.api_base.split("/", 3)[:3]
+            key = "/".join(origin)
+            pool = self._pools.get(key)
+            if pool is None:
+                pool = self._pools[key] = UpstreamPool(deployment.api_base)
+            providers.append(provider_for(deployment.provider)(deployment, pool))
+        self.router = Router(providers)
+
+    async def stop(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
+
+    # -- plumbing ------------------------------------------------------------------
+    def _request_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids)}"
+
+    def _authorize(self, request: web.Request) -> None:
+        master = self._master_key
+        if master is None:
+            return
+        headers = request.headers
+        supplied = headers.get("Authorization")
+        if supplied is not None:
+            scheme, _, token = supplied.partition(" ")
+            if scheme.lower() != "bearer":
+                raise auth_error("Authorization header must be 'Bearer <key>'")
+            supplied = token.strip()
+        else:
+            supplied = headers.get("x-api-key")
+        if not supplied:
+            raise auth_error("missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
+        if not hmac.compare_digest(supplied.encode(), master):
+            raise auth_error("invalid API key")
+
+    async def _read_json(self, request: web.Request) -> tuple[bytes, dict[str, Any]]:
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit_mb = self.config.max_request_bytes / (1024 * 1024)
+            raise ProxyError(
+                413, f"request body exceeds the {limit_mb:g} MB limit", code="request_too_large"
+            ) from None
+        return raw, parse_json_object(raw)
+
+    def _error_response(self, exc: ProxyError, request_id: str) -> web.Response:
+        headers = {"x-mmproxy-request-id": request_id, **exc.headers}
+        return web.Response(status=exc.status, body=exc.body(), content_type=_JSON, headers=headers)
+
+    def guarded(self, handler: Callable[[web.Request, str], Awaitable[web.StreamResponse]]) -> Handler:
+        """Wrap a handler so every failure leaves as an OpenAI-shaped error."""
+
+        async def run(request: web.Request) -> web.StreamResponse:
+            request_id = self._request_id()
+            try:
+                return await handler(request, request_id)
+            except ProxyError as exc:
+                return self._error_response(exc, request_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("internal error handling %s %s (request %s)", request.method, request.path,
+                              request_id)
+                return self._error_response(
+                    ProxyError(500, "internal gateway error; see the gateway log", type="server_error",
+                               code="internal_error"),
+                    request_id,
+                )
+
+        return run
+
+    def _route(self, model: str) -> Provider:
+        group = self.router.group(model)
+        if group is None:
+            raise unknown_model(model)
+        return group.pick()
+
+    # -- endpoints -----------------------------------------------------------------
+    async def chat_completions(self, request: web.Request, request_id: str) -> web.StreamResponse:
+        started = time.perf_counter_ns()
+        self._authorize(request)
+        raw, payload = await self._read_json(request)
+        model = require_model(payload)
+        validate_chat(payload)
+        provider = self._route(model)
+        deployment = provider.deployment
+        if deployment.mode == "embedding":
+            raise ProxyError(400, f"model {model!r} is an embedding model; use /v1/embeddings", param="model")
+        if deployment.max_input_tokens is not None:
+            self._check_context(raw, deployment.upstream_model, deployment.max_input_tokens)
+        data = provider.chat_request(payload)
+        if payload.get("stream") is True:
+            return await self._relay_stream(request, request_id, provider, data, started)
+        return await self._forward(provider, data, request_id, started)
+
+    async def embeddings(self, request: web.Request, request_id: str) -> web.StreamResponse:
+        started = time.perf_counter_ns()
+        self._authorize(request)
+        _, payload = await self._read_json(request)
+        model = require_model(payload)
+        validate_embeddings(payload)
+        provider = self._route(model)
+        if provider.deployment.mode != "embedding" and "embed" not in provider.deployment.upstream_model:
+            raise ProxyError(
+                400,
+                f"model {model!r} is not an embedding model (set model_info.mode: embedding)",
+                param="model",
+            )
+        return await self._forward(provider, provider.embeddings_request(payload), request_id, started)
+
+    async def models(self, request: web.Request, request_id: str) -> web.StreamResponse:
+        self._authorize(request)
+        data = [
+            {"id": name, "object": "model", "created": 0, "owned_by": "mmproxy"} for name in self.router.groups
+        ]
+        return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=_JSON)
+
+    async def liveliness(self, request: web.Request) -> web.StreamResponse:
+        return web.Response(body=b'"I\'m alive!"', content_type=_JSON)
+
+    async def readiness(self, request: web.Request) -> web.StreamResponse:
+        body = {"status": "healthy", "db": "Not connected", "cache": None, "mmproxy_version": __version__,
+                "models": len(self.router.groups)}
+        return web.Response(body=orjson.dumps(body), content_type=_JSON)
+
+    async def not_found(self, request: web.Request) -> web.StreamResponse:
+        body = error_body(f"no route for {request.method} {request.path}", "invalid_request_error",
+                          "not_found")
+        return web.Response(status=404, body=body, content_type=_JSON)
+
+    async def method_not_allowed(self, request: web.Request) -> web.StreamResponse:
+        body = error_body(f"method {request.method} is not allowed on {request.path}",
+                          "invalid_request_error", "method_not_allowed")
+        return web.Response(status=405, body=body, content_type=_JSON)
+
+    # -- forwarding ----------------------------------------------------------------
+    def _check_context(self, raw: bytes, upstream_model: str, limit: int) -> None:
+        try:
+            counted = tokens.count_chat(raw, upstream_model)
+        except ValueError:
+            return  # already validated as JSON; an uncountable shape is left to the upstream
+        if counted.count > limit:
+            kind = "" if counted.exact else " (estimated)"
+            raise ProxyError(
+                400,
+                f"this request has {counted.count} input tokens{kind}, over the model's context window of {limit}",
+                param="messages",
+                code="context_length_exceeded",
+            )
+
+    async def _forward(self, provider: Provider, data: bytes, request_id: str, started: int) -> web.Response:
+        deployment = provider.deployment
+        sent = time.perf_counter_ns()
+        try:
+            exchange = await provider.pool.fetch(data, deployment.timeout)
+        except UpstreamError as exc:
+            raise _upstream_failure(deployment.id, exc) from None
+        received = time.perf_counter_ns()
+        status = exchange.status
+        body = exchange.body()
+        retry_after = exchange.header(b"retry-after") if status >= 400 else None
+        exchange.release()
+        if status >= 300:
+            raise provider.error(status, body, retry_after)
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise ProxyError(502, f"upstream {deployment.id} returned a body that is not JSON",
+                             type="upstream_error", code="upstream_bad_response") from None
+        headers = {
+            "x-mmproxy-request-id": request_id,
+            "x-mmproxy-deployment": deployment.id,
+        }
+        cost = usage_cost(deployment, parsed.get("usage") if isinstance(parsed, dict) else None)
+        if cost is not None:
+            headers["x-mmproxy-cost-usd"] = format_usd(cost)
+        headers["x-mmproxy-overhead-ms"] = _overhead_ms(started, sent, received)
+        return web.Response(body=body, content_type=_JSON, headers=headers)
+
+    async def _relay_stream(
+        self, request: web.Request, request_id: str, provider: Provider, data: bytes, started: int
+    ) -> web.StreamResponse:
+        deployment = provider.deployment
+        sent = time.perf_counter_ns()
+        try:
+            exchange = await provider.pool.open(data, deployment.stream_timeout)
+        except UpstreamError as exc:
+            raise _upstream_failure(deployment.id, exc) from None
+        try:
+            if exchange.status >= 300:
+                retry_after = exchange.header(b"retry-after")
+                try:
+                    await exchange.done
+                except UpstreamError as exc:
+                    raise _upstream_failure(deployment.id, exc) from None
+                raise provider.error(exchange.status, exchange.body(), retry_after)
+            received = time.perf_counter_ns()
+            relay = SSERelay(exchange, asyncio.get_running_loop(), deployment.timeout)
+            await relay.ready
+            if not relay.events_seen:
+                # Nothing reached the client yet, so the failure can still be a plain error response.
+                failure = exchange.done.exception() if exchange.done.done() else None
+                if failure is not None:
+                    raise _upstream_failure(deployment.id, failure)  # type: ignore[arg-type]
+                raise ProxyError(502, f"upstream {deployment.id} ended the stream without any event",
+                                 type="upstream_error", code="upstream_bad_response")
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "x-mmproxy-request-id": request_id,
+                    "x-mmproxy-deployment": deployment.id,
+                    # A stream's headers leave first: this counts the overhead up to them.
+                    "x-mmproxy-overhead-ms": _overhead_ms(started, sent, received),
+                }
+            )
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            transport = request.transport
+            if transport is None:
+                exchange.abort()
+                return response
+            await relay.pipe(response, transport)
+            if not relay.saw_done:
+                failure = exchange.done.exception() if exchange.done.done() else None
+                if isinstance(failure, UpstreamTimeout):
+                    message, code = f"upstream {deployment.id} timed out mid-stream", "upstream_timeout"
+                elif failure is not None or not exchange.complete:
+                    message, code = f"upstream {deployment.id} cut the stream before it was complete", \
+                        "stream_cut"
+                else:
+                    message, code = f"upstream {deployment.id} ended the stream without [DONE]", "stream_cut"
+                log.warning("request %s: %s", request_id, message)
+                if not transport.is_closing():
+                    await response.write(error_event(message, code))
+            if not transport.is_closing():
+                await response.write_eof()
+            return response
+        finally:
+            exchange.release()
+
+
+def _overhead_ms(started: int, sent: int, received: int) -> str:
+    """Time spent in the gateway itself: before the upstream call and after its answer."""
+    return f"{((sent - started) + (time.perf_counter_ns() - received)) / _NS_PER_MS:.3f}"
+
+
+def _upstream_failure(deployment_id: str, exc: BaseException) -> ProxyError:
+    if isinstance(exc, UpstreamTimeout):
+        return ProxyError(504, f"upstream {deployment_id}: {exc}", type="upstream_error", code="upstream_timeout")
+    if isinstance(exc, UpstreamDisconnected):
+        return ProxyError(502, f"upstream {deployment_id}: {exc}", type="upstream_error",
+                          code="upstream_disconnected")
+    return ProxyError(502, f"upstream {deployment_id}: {exc}", type="upstream_error", code="upstream_unreachable")

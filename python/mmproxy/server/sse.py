@@ -1,0 +1,144 @@
+"""Relay an upstream SSE stream to the client as its events arrive.
+
+Per-event work happens in the upstream connection's ``data_received`` callback:
+find the last complete event, note ``[DONE]`` and the usage chunk, write one HTTP
+chunk to the client socket. No task switch, no JSON parsing per event. Only
+complete events are forwarded, so a stream the upstream cuts never hands the
+client half an event, and the client gets an error event instead of ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import orjson
+from aiohttp import web
+
+from mmproxy.upstream.http1 import Exchange
+
+# Pause reading the upstream while this much is queued for a slow client.
+_HIGH_WATER = 512 * 1024
+_LOW_WATER = 64 * 1024
+
+
+class SSERelay:
+    __slots__ = (
+        "_buffered",
+        "_exchange",
+        "_pending",
+        "_total_timeout",
+        "_transport",
+        "events_seen",
+        "finished",
+        "paused",
+        "ready",
+        "saw_done",
+        "usage_event",
+    )
+
+    def __init__(self, exchange: Exchange, loop: asyncio.AbstractEventLoop, total_timeout: float) -> None:
+        self._exchange = exchange
+        self._total_timeout = total_timeout
+        self._transport: asyncio.Transport | None = None
+        self._pending = b""
+        self._buffered: list[bytes] = []
+        self.events_seen = False
+        self.saw_done = False
+        self.paused = False
+        self.usage_event: bytes | None = None
+        # ``ready``: the first complete event is in (or the upstream ended without one).
+        self.ready: asyncio.Future[None] = loop.create_future()
+        # ``finished``: the upstream is done, failed, or reading was paused for backpressure.
+        self.finished: asyncio.Future[None] = loop.create_future()
+        exchange.done.add_done_callback(self._upstream_done)
+        exchange.set_sink(self.feed)
+
+    def feed(self, data: bytes) -> None:
+        if self._pending:
+            data = self._pending + data
+            self._pending = b""
+        end = data.rfind(b"\n\n")
+        if end >= 0:
+            end += 2
+        else:
+            end = data.rfind(b"\r\n\r\n")
+            if end < 0:
+                self._pending = data
+                return
+            end += 4
+        if end < len(data):
+            self._pending = data[end:]
+            data = data[:end]
+        if b'"usage"' in data:
+            self.usage_event = data
+        if data.endswith((b"[DONE]\n\n", b"[DONE]\r\n\r\n")):
+            self.saw_done = True
+        transport = self._transport
+        if transport is None:
+            self._buffered.append(data)
+            if not self.events_seen:
+                self.events_seen = True
+                self._exchange.set_deadline(self._total_timeout)
+                if not self.ready.done():
+                    self.ready.set_result(None)
+            return
+        if transport.is_closing():
+            # The client went away: stop paying for a generation nobody reads.
+            self._exchange.abort()
+            return
+        transport.write(b"%x\r\n%b\r\n" % (len(data), data))
+        if transport.get_write_buffer_size() > _HIGH_WATER:
+            self._exchange.pause_reading()
+            self.paused = True
+            if not self.finished.done():
+                self.finished.set_result(None)
+
+    def _upstream_done(self, fut: asyncio.Future[None]) -> None:
+        if not self.ready.done():
+            self.ready.set_result(None)
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+    def take_buffered(self) -> bytes:
+        data = b"".join(self._buffered)
+        self._buffered.clear()
+        return data
+
+    async def pipe(self, response: web.StreamResponse, transport: asyncio.Transport) -> None:
+        """Write buffered events, then let ``feed`` write straight to ``transport`` until the end."""
+        loop = asyncio.get_running_loop()
+        while self._buffered:
+            await response.write(self.take_buffered())
+        self._transport = transport
+        while True:
+            await self.finished
+            if not self.paused:
+                return
+            while transport.get_write_buffer_size() > _LOW_WATER and not transport.is_closing():
+                await asyncio.sleep(0.005)
+            self.paused = False
+            self.finished = loop.create_future()
+            if self._exchange.done.done():
+                return
+            self._exchange.resume_reading()
+
+    def usage(self) -> dict[str, object] | None:
+        """The ``usage`` object of the last event that carried one, if any."""
+        event = self.usage_event
+        if event is None:
+            return None
+        for line in event.splitlines():
+            if line.startswith(b"data:") and b'"usage"' in line:
+                try:
+                    chunk = orjson.loads(line[5:])
+                except orjson.JSONDecodeError:
+                    return None
+                usage = chunk.get("usage") if isinstance(chunk, dict) else None
+                if isinstance(usage, dict):
+                    return usage
+        return None
+
+
+def error_event(message: str, code: str) -> bytes:
+    body = orjson.dumps({"error": {"message": message, "type": "upstream_error", "param": None, "code": code}})
+    return b"data: %b\n\n" % body

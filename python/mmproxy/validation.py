@@ -1,0 +1,110 @@
+"""Request validation: wrong input becomes a 400 that names the field.
+
+Checks are type checks on the fields the gateway or OpenAI defines; unknown
+fields pass through untouched so provider-specific extras keep working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from mmproxy.errors import ProxyError, bad_request
+
+_NUMBER = (int, float)
+_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+
+# field -> (accepted types, description for the error message)
+_CHAT_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
+    "stream": ((bool,), "a boolean"),
+    "temperature": (_NUMBER, "a number"),
+    "top_p": (_NUMBER, "a number"),
+    "n": ((int,), "an integer"),
+    "max_tokens": ((int,), "an integer"),
+    "max_completion_tokens": ((int,), "an integer"),
+    "presence_penalty": (_NUMBER, "a number"),
+    "frequency_penalty": (_NUMBER, "a number"),
+    "seed": ((int,), "an integer"),
+    "logprobs": ((bool,), "a boolean"),
+    "top_logprobs": ((int,), "an integer"),
+    "stop": ((str, list), "a string or a list of strings"),
+    "tools": ((list,), "a list"),
+    "tool_choice": ((str, dict), "a string or an object"),
+    "parallel_tool_calls": ((bool,), "a boolean"),
+    "response_format": ((dict,), "an object"),
+    "stream_options": ((dict,), "an object"),
+    "logit_bias": ((dict,), "an object"),
+    "user": ((str,), "a string"),
+    "metadata": ((dict,), "an object"),
+}
+_POSITIVE_INTS = ("n", "max_tokens", "max_completion_tokens")
+
+
+def parse_json_object(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        raise bad_request("request body is empty; expected a JSON object")
+    try:
+        payload = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from None
+    if not isinstance(payload, dict):
+        raise bad_request("request body must be a JSON object")
+    return payload
+
+
+def require_model(payload: dict[str, Any]) -> str:
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("'model' is required and must be a non-empty string", param="model")
+    return model
+
+
+def validate_chat(payload: dict[str, Any]) -> None:
+    messages = payload.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise bad_request("'messages' is required and must be a non-empty list", param="messages")
+    for i, message in enumerate(messages):
+        if not isinstance(message, dict):
+            raise bad_request(f"messages[{i}] must be an object", param=f"messages[{i}]")
+        role = message.get("role")
+        if role not in _ROLES:
+            raise bad_request(
+                f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}", param=f"messages[{i}].role"
+            )
+        content = message.get("content")
+        if content is not None and not isinstance(content, (str, list)):
+            raise bad_request(
+                f"messages[{i}].content must be a string or a list of content parts",
+                param=f"messages[{i}].content",
+            )
+    for name, (types, what) in _CHAT_FIELDS.items():
+        value = payload.get(name)
+        if value is None:
+            continue
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise bad_request(f"'{name}' must be {what}", param=name)
+    for name in _POSITIVE_INTS:
+        value = payload.get(name)
+        if value is not None and value < 1:
+            raise bad_request(f"'{name}' must be at least 1", param=name)
+
+
+def validate_embeddings(payload: dict[str, Any]) -> None:
+    value = payload.get("input")
+    if isinstance(value, str) and value:
+        return
+    if isinstance(value, list) and value and all(isinstance(item, (str, int, list)) for item in value):
+        return
+    raise bad_request(
+        "'input' is required: a non-empty string, a list of strings or a list of token arrays", param="input"
+    )
+
+
+def unknown_model(model: str) -> ProxyError:
+    return ProxyError(
+        400,
+        f"model {model!r} is not configured on this gateway; GET /v1/models lists the available models",
+        param="model",
+        code="model_not_found",
+    )

@@ -1,0 +1,166 @@
+"""Fixtures that start real processes: the provider simulator and the gateway."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+MASTER_KEY = "sk-test-master-0123456789"
+UPSTREAM_KEY = "sk-upstream-secret-abcdef987654"
+_LISTENING = re.compile(r"listening on (http://[\d.]+:\d+)")
+
+
+@dataclass
+class Process:
+    proc: subprocess.Popen[str]
+    url: str
+    output: list[str]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+def start_process(args: list[str], timeout: float = 30.0, env: dict[str, str] | None = None) -> Process:
+    """Start a process that announces ``listening on http://host:port`` on stdout."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+    output: list[str] = []
+    found: list[str] = []
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            output.append(line)
+            match = _LISTENING.search(line)
+            if match and not found:
+                found.append(match.group(1))
+                ready.set()
+        ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    ready.wait(timeout)
+    if not found:
+        proc.kill()
+        raise RuntimeError(f"{args[0]} did not start:\n{''.join(output)}")
+    return Process(proc, found[0], output)
+
+
+@pytest.fixture(scope="session")
+def simulator() -> Iterator[Process]:
+    process = start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0",
+                             "--api-key", UPSTREAM_KEY])
+    yield process
+    process.stop()
+
+
+class SimControl:
+    """The simulator's control API, for scripting faults and reading what it received."""
+
+    def __init__(self, url: str) -> None:
+        self.http = httpx.Client(base_url=url, timeout=10)
+
+    def reset(self) -> None:
+        self.http.post("/_sim/reset").raise_for_status()
+
+    def fault(self, model: str, fault: str, count: int = 1, **extra: Any) -> None:
+        self.http.post("/_sim/faults", json={"model": model, "fault": fault, "count": count, **extra}
+                       ).raise_for_status()
+
+    def requests(self, limit: int = 10) -> list[dict[str, Any]]:
+        response = self.http.get("/_sim/requests", params={"limit": limit})
+        response.raise_for_status()
+        data = response.json()
+        return data["data"]
+
+    def last(self) -> dict[str, Any]:
+        return self.requests(1)[-1]
+
+    def stats(self) -> dict[str, Any]:
+        response = self.http.get("/_sim/stats")
+        response.raise_for_status()
+        return response.json()
+
+
+@pytest.fixture
+def sim(simulator: Process) -> Iterator[SimControl]:
+    control = SimControl(simulator.url)
+    control.reset()
+    yield control
+    control.reset()
+
+
+def gateway_config(sim_url: str, **extra: Any) -> dict[str, Any]:
+    """A config with three tiers of chat models and an embedding model on the simulator."""
+    base = f"{sim_url}/v1"
+    config: dict[str, Any] = {
+        "model_list": [
+            {
+                "model_name": "gpt-4o",
+                "litellm_params": {"model": "openai/sim-frontier", "api_base": base, "api_key": UPSTREAM_KEY},
+                "model_info": {"id": "frontier-1", "input_cost_per_token": 2.5e-06,
+                               "output_cost_per_token": 1e-05},
+            },
+            {
+                "model_name": "small",
+                "litellm_params": {"model": "openai/sim-small", "api_base": base,
+                                   "api_key": "os.environ/MMPROXY_TEST_UPSTREAM_KEY"},
+                "model_info": {"id": "small-1", "max_input_tokens": 50},
+            },
+            {
+                "model_name": "embed",
+                "litellm_params": {"model": "openai/sim-embed", "api_base": base, "api_key": UPSTREAM_KEY},
+                "model_info": {"id": "embed-1", "mode": "embedding"},
+            },
+            {
+                "model_name": "flaky",
+                "litellm_params": {"model": "openai/sim-flaky", "api_base": base, "api_key": UPSTREAM_KEY,
+                                   "timeout": 1.5, "stream_timeout": 1.0},
+                "model_info": {"id": "flaky-1"},
+            },
+        ],
+        "general_settings": {"master_key": MASTER_KEY},
+    }
+    for key, value in extra.items():
+        config[key] = value
+    return config
+
+
+def start_gateway(tmp_path: Path, config: dict[str, Any], *extra_args: str) -> Process:
+    path = tmp_path / f"config-{len(list(tmp_path.iterdir()))}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return start_process(
+        ["mmproxy", "serve", "--config", str(path), "--host", "127.0.0.1", "--port", "0", *extra_args],
+        env={"MMPROXY_TEST_UPSTREAM_KEY": UPSTREAM_KEY},
+    )
+
+
+@pytest.fixture(scope="module")
+def gateway(simulator: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    process = start_gateway(tmp_path_factory.mktemp("gw"), gateway_config(simulator.url))
+    yield process
+    process.stop()

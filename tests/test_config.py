@@ -1,0 +1,126 @@
+"""LiteLLM config compatibility: what starts, what warns, what fails with a one-line error."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import yaml
+from mmproxy.config import ConfigError, load_config, parse_config
+
+
+def _entry(**params):
+    return {"model_name": "m", "litellm_params": {"model": "openai/x", "api_base": "http://h:1/v1", **params}}
+
+
+def test_litellm_config_is_read(monkeypatch):
+    monkeypatch.setenv("MY_KEY", "sk-from-env")
+    config = parse_config({
+        "model_list": [
+            {"model_name": "gpt", "litellm_params": {
+                "model": "openai/gpt-4o", "api_base": "http://sim:8800/v1/", "api_key": "os.environ/MY_KEY",
+                "timeout": 30, "stream_timeout": "5", "weight": 2}, "model_info": {
+                "id": "dep-a", "input_cost_per_token": 1e-6, "output_cost_per_token": 2e-6,
+                "max_input_tokens": 1000, "mode": "chat"}},
+            {"model_name": "gpt", "litellm_params": {"model": "gpt-4o-mini"}},
+        ],
+        "general_settings": {"master_key": "sk-master"},
+    })
+    first, second = config.deployments
+    assert (first.provider, first.upstream_model, first.api_base) == ("openai", "gpt-4o", "http://sim:8800/v1")
+    assert first.api_key == "sk-from-env" and first.id == "dep-a"
+    assert (first.timeout, first.stream_timeout, first.weight) == (30.0, 5.0, 2.0)
+    assert first.max_input_tokens == 1000
+    # A bare OpenAI model name goes to OpenAI, like in LiteLLM; its id is generated and stable.
+    assert second.provider == "openai" and second.api_base == "https://api.openai.com/v1"
+    again = parse_config({"model_list": [{"model_name": "gpt", "litellm_params": {"model": "gpt-4o-mini"}}]})
+    assert second.id == again.deployments[0].id and second.id.startswith("dep-")
+    assert config.master_key == "sk-master"
+    assert config.warnings == []
+
+
+def test_secrets_do_not_show_in_repr():
+    config = parse_config({"model_list": [_entry(api_key="sk-secret-123")],
+                           "general_settings": {"master_key": "sk-master-456"}})
+    assert "sk-secret-123" not in repr(config) and "sk-master-456" not in repr(config)
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        ({"model_list": {"a": 1}}, "model_list"),
+        ({"model_list": [{"litellm_params": {"model": "openai/x"}}]}, "model_list[0].model_name"),
+        ({"model_list": [{"model_name": "m"}]}, "model_list[0].litellm_params"),
+        ({"model_list": [{"model_name": "m", "litellm_params": {}}]}, "model_list[0].litellm_params.model"),
+        ({"model_list": [_entry(timeout="soon")]}, "model_list[0].litellm_params.timeout"),
+        ({"model_list": [_entry(timeout=-1)]}, "model_list[0].litellm_params.timeout"),
+        ({"model_list": [_entry(api_key="os.environ/MMPROXY_UNSET_VAR")]}, "model_list[0].litellm_params.api_key"),
+        ({"model_list": [_entry(api_base="ftp://x")]}, "model_list[0].litellm_params.api_base"),
+        ({"model_list": [{**_entry(), "model_info": {"mode": "video"}}]}, "model_list[0].model_info.mode"),
+        ({"model_list": [{**_entry(), "model_info": {"id": "a"}}, {**_entry(), "model_info": {"id": "a"}}]},
+         "model_list[1].model_info.id"),
+        ({"general_settings": []}, "general_settings"),
+        ({"general_settings": {"master_key": 5}}, "general_settings.master_key"),
+        ({"model_list": [{"model_name": "m", "litellm_params": {"model": "openai_compatible/x"}}]},
+         "model_list[0].litellm_params.api_base"),
+    ],
+)
+def test_bad_config_names_the_key(raw, key):
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    message = str(info.value)
+    assert message.startswith(key + ":") and "\n" not in message
+
+
+def test_unimplemented_keys_warn():
+    config = parse_config({
+        "model_list": [_entry(rpm=10, drop_params=True), {"model_name": "claude", "litellm_params": {
+            "model": "anthropic/claude-sonnet-4"}}],
+        "router_settings": {"routing_strategy": "least-busy"},
+        "litellm_settings": {"drop_params": True},
+        "general_settings": {"database_url": "postgresql://x"},
+        "surprise": 1,
+    })
+    text = "\n".join(config.warnings)
+    for key in ("model_list[0].litellm_params.rpm", "model_list[0].litellm_params.drop_params",
+                "router_settings.routing_strategy", "litellm_settings.drop_params",
+                "general_settings.database_url", "surprise", "model_list[1].litellm_params.model"):
+        assert key in text
+    # The unsupported provider's deployment is skipped, not half-configured.
+    assert [d.model_name for d in config.deployments] == ["m"]
+
+
+def test_invalid_yaml(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("model_list: [\n  - {")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(path)
+
+
+def test_serve_with_bad_config_exits_with_one_line(tmp_path):
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({"model_list": [{"model_name": "m", "litellm_params": {"model": 3}}]}))
+    result = subprocess.run([sys.executable, "-m", "mmproxy", "serve", "--config", str(path), "--port", "0"],
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "model_list[0].litellm_params.model" in lines[0]
+
+
+def test_serve_warns_about_unimplemented_keys(tmp_path, simulator):
+    from tests.conftest import start_process
+
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump({
+        "model_list": [{"model_name": "m", "litellm_params": {
+            "model": "openai/x", "api_base": f"{simulator.url}/v1", "rpm": 5}}],
+        "router_settings": {"num_retries": 3},
+    }))
+    gw = start_process(["mmproxy", "serve", "--config", str(path), "--host", "127.0.0.1", "--port", "0"])
+    try:
+        text = "".join(gw.output)
+        assert "warning: model_list[0].litellm_params.rpm" in text
+        assert "warning: router_settings.num_retries" in text
+    finally:
+        gw.stop()

@@ -1,0 +1,333 @@
+"""The gateway end to end: real proxy process, real simulator, the real openai SDK."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl
+
+HELLO = [{"role": "user", "content": "Say hello to the gateway."}]
+
+
+@pytest.fixture
+def client(gateway: Process) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=MASTER_KEY, max_retries=0)
+
+
+@pytest.fixture
+def direct(simulator: Process) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{simulator.url}/v1", api_key=UPSTREAM_KEY, max_retries=0)
+
+
+@pytest.fixture
+def raw(gateway: Process) -> httpx.Client:
+    return httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=10)
+
+
+# -- answers -----------------------------------------------------------------------
+def test_chat_answer_is_the_upstream_answer(client, direct, sim: SimControl):
+    via = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=HELLO, temperature=0.2)
+    completion = via.parse()
+    upstream = direct.chat.completions.create(model="sim-frontier", messages=HELLO, temperature=0.2)
+    assert completion.choices[0].message.content == upstream.choices[0].message.content
+    assert completion.choices[0].finish_reason == "stop"
+    assert completion.usage.prompt_tokens == upstream.usage.prompt_tokens
+
+    headers = via.headers
+    assert headers["x-mmproxy-deployment"] == "frontier-1"
+    assert headers["x-mmproxy-request-id"]
+    expected = completion.usage.prompt_tokens * 2.5e-06 + completion.usage.completion_tokens * 1e-05
+    assert float(headers["x-mmproxy-cost-usd"]) == pytest.approx(expected, rel=1e-9)
+    assert "e" not in headers["x-mmproxy-cost-usd"]
+    assert float(headers["x-mmproxy-overhead-ms"]) >= 0
+
+
+def test_request_is_forwarded_with_only_the_model_rewritten(client, sim: SimControl):
+    client.chat.completions.create(
+        model="gpt-4o", messages=HELLO, max_tokens=7, seed=3, extra_body={"vendor_knob": {"a": [1, 2]}}
+    )
+    received = sim.last()
+    body = received["body"]
+    assert body["model"] == "sim-frontier"
+    assert body["messages"] == HELLO
+    assert body["max_tokens"] == 7 and body["seed"] == 3
+    assert body["vendor_knob"] == {"a": [1, 2]}
+    # The upstream gets the deployment's key, never the client's master key.
+    assert received["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert MASTER_KEY not in str(received["headers"])
+
+
+def test_api_key_from_environment_variable(client, sim: SimControl):
+    client.chat.completions.create(model="small", messages=HELLO)
+    assert sim.last()["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+
+
+async def test_async_client_concurrent_requests(gateway: Process, sim: SimControl):
+    aclient = openai.AsyncOpenAI(base_url=f"{gateway.url}/v1", api_key=MASTER_KEY, max_retries=0)
+    prompts = [[{"role": "user", "content": f"question number {i}"}] for i in range(40)]
+    results = await asyncio.gather(*(aclient.chat.completions.create(model="gpt-4o", messages=p)
+                                     for p in prompts))
+    assert all(r.choices[0].message.content for r in results)
+    # Different prompts get different deterministic answers: nothing was crossed between connections.
+    assert len({r.choices[0].message.content for r in results}) == len(prompts)
+    await aclient.close()
+
+
+def test_streaming_matches_non_streaming(client):
+    full = client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    stream = client.chat.completions.create(
+        model="gpt-4o", messages=HELLO, stream=True, stream_options={"include_usage": True}
+    )
+    chunks = list(stream)
+    assert all(c.object == "chat.completion.chunk" for c in chunks)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == full.choices[0].message.content
+    finishes = [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason]
+    assert finishes == ["stop"]
+    assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == full.usage.completion_tokens
+
+
+def test_stream_wire_format_ends_with_done(raw: httpx.Client):
+    body = {"model": "gpt-4o", "messages": HELLO, "stream": True}
+    with raw.stream("POST", "/v1/chat/completions", json=body) as response:
+        assert response.status_code == 200
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-mmproxy-deployment"] == "frontier-1"
+        text = "".join(response.iter_text())
+    events = [e for e in text.split("\n\n") if e]
+    assert all(e.startswith("data: ") for e in events)
+    assert events[-1] == "data: [DONE]"
+    assert text.count("[DONE]") == 1
+
+
+def test_stream_events_arrive_as_they_are_produced(raw: httpx.Client):
+    """With 150 ms between upstream events, the first event must reach the client long before the last."""
+    import time
+
+    body = {"model": "gpt-4o", "messages": HELLO, "stream": True, "sim": {"chunks": 4, "chunk_delay_ms": 150}}
+    arrivals = []
+    start = time.monotonic()
+    with raw.stream("POST", "/v1/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if line.startswith("data: "):
+                arrivals.append(time.monotonic() - start)
+    assert len(arrivals) >= 6
+    assert arrivals[-1] - arrivals[0] > 0.4  # spread out, not delivered in one burst at the end
+
+
+def test_cut_stream_is_not_passed_on_as_complete(client, raw: httpx.Client, sim: SimControl):
+    sim.fault("sim-flaky", "cut", count=2, cut_after=3)
+    with pytest.raises(openai.APIError):
+        for _ in client.chat.completions.create(model="flaky", messages=HELLO, stream=True):
+            pass
+    body = {"model": "flaky", "messages": HELLO, "stream": True}
+    with raw.stream("POST", "/v1/chat/completions", json=body) as response:
+        text = "".join(response.iter_text())
+    assert "[DONE]" not in text
+    last = [e for e in text.split("\n\n") if e][-1]
+    assert last.startswith("data: {\"error\"") and "stream_cut" in last
+
+
+def test_embeddings(client, direct):
+    result = client.embeddings.create(model="embed", input=["first text", "second text"])
+    upstream = direct.embeddings.create(model="sim-embed", input=["first text", "second text"])
+    assert len(result.data) == 2
+    assert result.data[0].embedding == upstream.data[0].embedding
+    floats = client.embeddings.create(model="embed", input="x", encoding_format="float")
+    assert len(floats.data[0].embedding) == len(result.data[0].embedding)
+
+
+def test_models_lists_every_model_name(client):
+    ids = sorted(m.id for m in client.models.list())
+    assert ids == ["embed", "flaky", "gpt-4o", "small"]
+
+
+def test_health_needs_no_key(gateway: Process):
+    assert httpx.get(f"{gateway.url}/health/liveliness").status_code == 200
+    ready = httpx.get(f"{gateway.url}/health/readiness")
+    assert ready.status_code == 200 and ready.json()["status"] == "healthy"
+
+
+# -- auth ----------------------------------------------------------------------------
+def test_auth_required(gateway: Process):
+    url = f"{gateway.url}/v1/chat/completions"
+    body = {"model": "gpt-4o", "messages": HELLO}
+    for headers in ({}, {"Authorization": "Bearer wrong"}, {"x-api-key": "wrong"}, {"Authorization": "Basic x"}):
+        response = httpx.post(url, json=body, headers=headers)
+        assert response.status_code == 401, headers
+        error = response.json()["error"]
+        assert error["type"] == "authentication_error" and error["message"]
+        assert MASTER_KEY not in response.text
+    ok = httpx.post(url, json=body, headers={"x-api-key": MASTER_KEY})
+    assert ok.status_code == 200
+    wrong_sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key="sk-nope", max_retries=0)
+    with pytest.raises(openai.AuthenticationError):
+        wrong_sdk.models.list()
+
+
+# -- bad input -------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        (b'{"model": "gpt-4o", "messages": [', None),
+        (b"[1, 2]", None),
+        (b"", None),
+        (b'{"messages": [{"role": "user", "content": "x"}]}', "model"),
+        (b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}', "model"),
+        (b'{"model": "gpt-4o"}', "messages"),
+        (b'{"model": "gpt-4o", "messages": []}', "messages"),
+        (b'{"model": "gpt-4o", "messages": ["hi"]}', "messages[0]"),
+        (b'{"model": "gpt-4o", "messages": [{"role": "robot", "content": "x"}]}', "messages[0].role"),
+        (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": 7}]}', "messages[0].content"),
+        (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}',
+         "temperature"),
+        (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "stream"),
+        (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "max_tokens": 0}', "max_tokens"),
+        (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "n": true}', "n"),
+        (b'{"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}', "model"),
+    ],
+)
+def test_bad_input_is_a_400_naming_the_problem(raw: httpx.Client, sim: SimControl, body: bytes, param):
+    response = raw.post("/v1/chat/completions", content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["type"] == "invalid_request_error" and error["message"]
+    assert error["param"] == param
+    assert sim.stats().get("requests", 0) == 0  # rejected before any upstream call
+
+
+def test_unknown_model_sdk_error(client):
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="gpt-9", messages=HELLO)
+    assert "gpt-9" in str(info.value) and info.value.code == "model_not_found"
+
+
+def test_oversized_body_is_413(simulator: Process, tmp_path):
+    from tests.conftest import gateway_config, start_gateway
+
+    config = gateway_config(simulator.url)
+    config["general_settings"]["max_request_size_mb"] = 0.01
+    gw = start_gateway(tmp_path, config)
+    try:
+        body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 20_000}]}
+        response = httpx.post(f"{gw.url}/v1/chat/completions", json=body,
+                              headers={"Authorization": f"Bearer {MASTER_KEY}"})
+        assert response.status_code == 413
+        assert response.json()["error"]["code"] == "request_too_large"
+    finally:
+        gw.stop()
+
+
+def test_unknown_route_and_method(raw: httpx.Client):
+    missing = raw.get("/v1/nothing-here")
+    assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+    wrong = raw.get("/v1/chat/completions")
+    assert wrong.status_code == 405 and wrong.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_embedding_model_rejected_on_chat(client):
+    with pytest.raises(openai.BadRequestError):
+        client.chat.completions.create(model="embed", messages=HELLO)
+
+
+def test_context_window_checked_before_the_call(client, sim: SimControl):
+    long = [{"role": "user", "content": "word " * 200}]
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model="small", messages=long)
+    assert info.value.code == "context_length_exceeded"
+    assert sim.stats().get("requests", 0) == 0
+    assert client.chat.completions.create(model="small", messages=HELLO).choices[0].message.content
+
+
+# -- upstream failures ------------------------------------------------------------------
+def test_upstream_500_is_502_with_its_status_and_message(client, sim: SimControl):
+    sim.fault("sim-flaky", "500")
+    with pytest.raises(openai.APIStatusError) as info:
+        client.chat.completions.create(model="flaky", messages=HELLO)
+    assert info.value.status_code == 502
+    message = info.value.message
+    assert "HTTP 500" in message and "flaky-1" in message
+    assert UPSTREAM_KEY not in message
+
+
+def test_upstream_429_keeps_status_and_retry_after(raw: httpx.Client, sim: SimControl):
+    sim.fault("sim-flaky", "429", retry_after=7)
+    response = raw.post("/v1/chat/completions", json={"model": "flaky", "messages": HELLO})
+    assert response.status_code == 429
+    assert response.headers["retry-after"] == "7"
+    assert response.json()["error"]["type"] == "rate_limit_error"
+
+
+def test_upstream_400_passes_its_verdict(raw: httpx.Client, sim: SimControl):
+    sim.fault("sim-flaky", "400_context")
+    response = raw.post("/v1/chat/completions", json={"model": "flaky", "messages": HELLO})
+    assert response.status_code == 400
+    assert response.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_upstream_timeout_is_504(raw: httpx.Client, sim: SimControl):
+    sim.fault("sim-flaky", "hang")
+    response = raw.post("/v1/chat/completions", json={"model": "flaky", "messages": HELLO})
+    assert response.status_code == 504
+    assert response.json()["error"]["code"] == "upstream_timeout"
+    # The pool recovers: the next request on the same deployment works.
+    assert raw.post("/v1/chat/completions", json={"model": "flaky", "messages": HELLO}).status_code == 200
+
+
+def test_stream_timeout_before_first_event_is_504(raw: httpx.Client, sim: SimControl):
+    body = {"model": "flaky", "messages": HELLO, "stream": True, "sim": {"ttft_ms": 3000}}
+    response = raw.post("/v1/chat/completions", json=body)
+    assert response.status_code == 504
+
+
+def test_upstream_bad_json_is_502(raw: httpx.Client, sim: SimControl):
+    sim.fault("sim-flaky", "bad_json")
+    response = raw.post("/v1/chat/completions", json={"model": "flaky", "messages": HELLO})
+    assert response.status_code == 502
+    assert response.json()["error"]["code"] == "upstream_bad_response"
+
+
+def test_upstream_error_on_stream_before_first_byte_is_a_plain_error(raw: httpx.Client, sim: SimControl):
+    sim.fault("sim-flaky", "503")
+    body = {"model": "flaky", "messages": HELLO, "stream": True}
+    response = raw.post("/v1/chat/completions", json=body)
+    assert response.status_code == 502
+    assert "HTTP 503" in response.json()["error"]["message"]
+
+
+def test_unreachable_upstream_is_502(simulator: Process, tmp_path):
+    from tests.conftest import start_gateway
+
+    config = {
+        "model_list": [{"model_name": "down", "litellm_params": {
+            "model": "openai/x", "api_base": "http://127.0.0.1:9/v1", "api_key": UPSTREAM_KEY}}],
+    }
+    gw = start_gateway(tmp_path, config)
+    try:
+        response = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "down", "messages": HELLO})
+        assert response.status_code == 502
+        assert response.json()["error"]["code"] == "upstream_unreachable"
+        assert UPSTREAM_KEY not in response.text
+    finally:
+        gw.stop()
+
+
+def test_client_disconnect_cancels_the_upstream_stream(raw: httpx.Client, sim: SimControl):
+    import time
+
+    body = {"model": "gpt-4o", "messages": HELLO, "stream": True, "sim": {"chunks": 50, "chunk_delay_ms": 100}}
+    with raw.stream("POST", "/v1/chat/completions", json=body) as response:
+        for line in response.iter_lines():
+            if '"content"' in line:
+                break
+    # The simulator sees its client (the gateway) go away long before the 5 s stream would end.
+    deadline = time.monotonic() + 3
+    while time.monotonic() < deadline:
+        if sim.stats().get("disconnects", 0) >= 1:
+            break
+        time.sleep(0.05)
+    assert sim.stats().get("disconnects", 0) >= 1
