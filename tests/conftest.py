@@ -132,6 +132,16 @@ def gateway_config(sim_url: str, **extra: Any) -> dict[str, Any]:
                 "model_info": {"id": "small-1", "max_input_tokens": 50},
             },
             {
+                "model_name": "mini",
+                "litellm_params": {"model": "openai/sim-mini", "api_base": base, "api_key": UPSTREAM_KEY, "weight": 3},
+                "model_info": {"id": "mini-a"},
+            },
+            {
+                "model_name": "mini",
+                "litellm_params": {"model": "openai/sim-mini", "api_base": base, "api_key": UPSTREAM_KEY, "weight": 1},
+                "model_info": {"id": "mini-b"},
+            },
+            {
                 "model_name": "embed",
                 "litellm_params": {"model": "openai/sim-embed", "api_base": base, "api_key": UPSTREAM_KEY},
                 "model_info": {"id": "embed-1", "mode": "embedding"},

@@ -132,6 +132,15 @@ def test_cut_stream_is_not_passed_on_as_complete(client, raw: httpx.Client, sim:
     assert last.startswith("data: {\"error\"") and "stream_cut" in last
 
 
+def test_weights_split_traffic_within_a_group(raw: httpx.Client):
+    picks = {"mini-a": 0, "mini-b": 0}
+    for _ in range(400):
+        response = raw.post("/v1/chat/completions", json={"model": "mini", "messages": HELLO})
+        picks[response.headers["x-mmproxy-deployment"]] += 1
+    # weight 3 : 1 → 300 expected for mini-a; the bounds are over 5 standard deviations wide.
+    assert 255 <= picks["mini-a"] <= 345, picks
+
+
 def test_embeddings(client, direct):
     result = client.embeddings.create(model="embed", input=["first text", "second text"])
     upstream = direct.embeddings.create(model="sim-embed", input=["first text", "second text"])
@@ -143,7 +152,7 @@ def test_embeddings(client, direct):
 
 def test_models_lists_every_model_name(client):
     ids = sorted(m.id for m in client.models.list())
-    assert ids == ["embed", "flaky", "gpt-4o", "small"]
+    assert ids == ["embed", "flaky", "gpt-4o", "mini", "small"]
 
 
 def test_health_needs_no_key(gateway: Process):
@@ -331,3 +340,45 @@ def test_client_disconnect_cancels_the_upstream_stream(raw: httpx.Client, sim: S
             break
         time.sleep(0.05)
     assert sim.stats().get("disconnects", 0) >= 1
+
+
+# -- process model and demo ------------------------------------------------------------------
+def test_workers_share_the_port(simulator: Process, tmp_path):
+    from tests.conftest import gateway_config, start_gateway
+
+    gw = start_gateway(tmp_path, gateway_config(simulator.url), "--workers", "2")
+    try:
+        prefixes = set()
+        for _ in range(30):
+            # A new connection each time, so the kernel spreads them over the workers.
+            response = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO},
+                                  headers={"Authorization": f"Bearer {MASTER_KEY}"})
+            assert response.status_code == 200
+            prefixes.add(response.headers["x-mmproxy-request-id"].rsplit("-", 1)[0])
+        assert len(prefixes) == 2
+    finally:
+        assert gw.stop() == 0
+
+
+def test_demo_command_serves_the_bundled_config():
+    import socket
+
+    from tests.conftest import start_process
+
+    ports = []
+    for _ in range(2):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            ports.append(s.getsockname()[1])
+    demo = start_process(["mmproxy", "demo", "--host", "127.0.0.1", "--port", str(ports[0]),
+                          "--sim-port", str(ports[1])])
+    try:
+        client = openai.OpenAI(base_url=f"{demo.url}/v1", api_key="sk-mmproxy-demo", max_retries=0)
+        assert {m.id for m in client.models.list()} == {"gpt-4o", "gpt-4o-mini", "llama-3.1-8b",
+                                                         "text-embedding-3-small"}
+        reply = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HELLO)
+        assert reply.headers["x-mmproxy-deployment"] in ("demo-gpt-4o-mini-a", "demo-gpt-4o-mini-b")
+        assert reply.parse().choices[0].message.content
+        assert "Master key: sk-mmproxy-demo" in "".join(demo.output)
+    finally:
+        assert demo.stop() == 0
