@@ -15,6 +15,21 @@ from mmproxy.errors import ProxyError
 from mmproxy.upstream.http1 import UpstreamPool
 
 
+class StreamTranslator(ABC):
+    """Turns a provider's streamed response body into OpenAI ``chat.completion.chunk`` SSE events.
+
+    ``feed`` gets raw body bytes as they arrive (any split) and returns the complete OpenAI
+    events they finish, ``b""`` if none; ``complete`` becomes True once the provider's own
+    end-of-stream marker has been translated (including ``data: [DONE]``).
+    """
+
+    complete: bool = False
+    usage: dict[str, Any] | None = None
+
+    @abstractmethod
+    def feed(self, data: bytes) -> bytes: ...
+
+
 class Provider(ABC):
     """Adapter for one upstream deployment (its URLs and credentials pre-encoded)."""
 
@@ -27,10 +42,27 @@ class Provider(ABC):
         """Complete HTTP/1.1 request bytes for an OpenAI-shaped chat payload."""
 
     @abstractmethod
+    def chat_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
+        """A successful upstream chat body as OpenAI ``chat.completion`` JSON, and its usage."""
+
+    def chat_stream(self) -> StreamTranslator | None:
+        """A translator for this provider's stream, or None when it already streams OpenAI SSE."""
+        return None
+
+    @abstractmethod
     def embeddings_request(self, payload: dict[str, Any]) -> bytes:
         """Complete HTTP/1.1 request bytes for an OpenAI-shaped embeddings payload."""
+
+    @abstractmethod
+    def embeddings_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
+        """A successful upstream embeddings body as OpenAI JSON, and its usage."""
 
     @abstractmethod
     def error(self, status: int, body: bytes, retry_after: bytes | None) -> ProxyError:
         """Map an upstream error response to the gateway's error shape."""
 
+
+
+def bad_upstream_response(deployment_id: str) -> ProxyError:
+    return ProxyError(502, f"upstream {deployment_id} returned a body that is not a valid response",
+                      type="upstream_error", code="upstream_bad_response")

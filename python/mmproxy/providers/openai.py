@@ -13,7 +13,7 @@ import orjson
 
 from mmproxy.config import Deployment
 from mmproxy.errors import ProxyError
-from mmproxy.providers.base import Provider
+from mmproxy.providers.base import Provider, bad_upstream_response
 from mmproxy.upstream.http1 import UpstreamPool
 
 
@@ -40,6 +40,21 @@ class OpenAIProvider(Provider):
         payload["model"] = self.deployment.upstream_model
         body = orjson.dumps(payload)
         return b"%s%d\r\n\r\n%s" % (self._chat_head, len(body), body)
+
+    def chat_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
+        return body, self._usage(body)
+
+    def embeddings_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
+        return body, self._usage(body)
+
+    def _usage(self, body: bytes) -> dict[str, Any] | None:
+        """Check the body is JSON (the client must not get garbage as a 200) and take its usage."""
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise bad_upstream_response(self.deployment.id) from None
+        usage = parsed.get("usage") if isinstance(parsed, dict) else None
+        return usage if isinstance(usage, dict) else None
 
     def embeddings_request(self, payload: dict[str, Any]) -> bytes:
         payload["model"] = self.deployment.upstream_model

@@ -146,7 +146,7 @@ class Gateway:
         data = provider.chat_request(payload)
         if payload.get("stream") is True:
             return await self._relay_stream(request, request_id, provider, data, started)
-        return await self._forward(provider, data, request_id, started)
+        return await self._forward(provider, data, provider.chat_response, request_id, started)
 
     async def embeddings(self, request: web.Request, request_id: str) -> web.StreamResponse:
         started = time.perf_counter_ns()
@@ -161,7 +161,8 @@ class Gateway:
                 f"model {model!r} is not an embedding model (set model_info.mode: embedding)",
                 param="model",
             )
-        return await self._forward(provider, provider.embeddings_request(payload), request_id, started)
+        data = provider.embeddings_request(payload)
+        return await self._forward(provider, data, provider.embeddings_response, request_id, started)
 
     async def models(self, request: web.Request, request_id: str) -> web.StreamResponse:
         self._authorize(request)
@@ -203,7 +204,14 @@ class Gateway:
                 code="context_length_exceeded",
             )
 
-    async def _forward(self, provider: Provider, data: bytes, request_id: str, started: int) -> web.Response:
+    async def _forward(
+        self,
+        provider: Provider,
+        data: bytes,
+        translate: Callable[[bytes], tuple[bytes, dict[str, Any] | None]],
+        request_id: str,
+        started: int,
+    ) -> web.Response:
         deployment = provider.deployment
         sent = time.perf_counter_ns()
         try:
@@ -217,16 +225,12 @@ class Gateway:
         exchange.release()
         if status >= 300:
             raise provider.error(status, body, retry_after)
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise ProxyError(502, f"upstream {deployment.id} returned a body that is not JSON",
-                             type="upstream_error", code="upstream_bad_response") from None
+        body, usage = translate(body)
         headers = {
             "x-mmproxy-request-id": request_id,
             "x-mmproxy-deployment": deployment.id,
         }
-        cost = usage_cost(deployment, parsed.get("usage") if isinstance(parsed, dict) else None)
+        cost = usage_cost(deployment, usage)
         if cost is not None:
             headers["x-mmproxy-cost-usd"] = format_usd(cost)
         headers["x-mmproxy-overhead-ms"] = _overhead_ms(started, sent, received)
@@ -250,7 +254,7 @@ class Gateway:
                     raise _upstream_failure(deployment.id, exc) from None
                 raise provider.error(exchange.status, exchange.body(), retry_after)
             received = time.perf_counter_ns()
-            relay = SSERelay(exchange, asyncio.get_running_loop(), deployment.timeout)
+            relay = SSERelay(exchange, asyncio.get_running_loop(), deployment.timeout, provider.chat_stream())
             await relay.ready
             if not relay.events_seen:
                 # Nothing reached the client yet, so the failure can still be a plain error response.

@@ -1,10 +1,11 @@
 """Relay an upstream SSE stream to the client as its events arrive.
 
 Per-event work happens in the upstream connection's ``data_received`` callback:
-find the last complete event, note ``[DONE]`` and the usage chunk, write one HTTP
-chunk to the client socket. No task switch, no JSON parsing per event. Only
-complete events are forwarded, so a stream the upstream cuts never hands the
-client half an event, and the client gets an error event instead of ``[DONE]``.
+find the last complete event (or let the provider's translator make OpenAI events),
+note ``[DONE]`` and the usage chunk, write one HTTP chunk to the client socket. No
+task switch, no JSON parsing per event on the OpenAI path. Only complete events are
+forwarded, so a stream the upstream cuts never hands the client half an event, and
+the client gets an error event instead of ``[DONE]``.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import orjson
 from aiohttp import web
 
+from mmproxy.providers.base import StreamTranslator
 from mmproxy.upstream.http1 import Exchange
 
 # Pause reading the upstream while this much is queued for a slow client.
@@ -27,6 +29,7 @@ class SSERelay:
         "_exchange",
         "_pending",
         "_total_timeout",
+        "_translator",
         "_transport",
         "events_seen",
         "finished",
@@ -36,8 +39,15 @@ class SSERelay:
         "usage_event",
     )
 
-    def __init__(self, exchange: Exchange, loop: asyncio.AbstractEventLoop, total_timeout: float) -> None:
+    def __init__(
+        self,
+        exchange: Exchange,
+        loop: asyncio.AbstractEventLoop,
+        total_timeout: float,
+        translator: StreamTranslator | None = None,
+    ) -> None:
         self._exchange = exchange
+        self._translator = translator
         self._total_timeout = total_timeout
         self._transport: asyncio.Transport | None = None
         self._pending = b""
@@ -54,6 +64,14 @@ class SSERelay:
         exchange.set_sink(self.feed)
 
     def feed(self, data: bytes) -> None:
+        translator = self._translator
+        if translator is not None:
+            data = translator.feed(data)
+            if translator.complete:
+                self.saw_done = True
+            if data:
+                self._write(data)
+            return
         if self._pending:
             data = self._pending + data
             self._pending = b""
@@ -73,6 +91,10 @@ class SSERelay:
             self.usage_event = data
         if data.endswith((b"[DONE]\n\n", b"[DONE]\r\n\r\n")):
             self.saw_done = True
+        self._write(data)
+
+    def _write(self, data: bytes) -> None:
+        """Send complete events to the client, or hold them until the response has started."""
         transport = self._transport
         if transport is None:
             self._buffered.append(data)
@@ -124,6 +146,8 @@ class SSERelay:
 
     def usage(self) -> dict[str, object] | None:
         """The ``usage`` object of the last event that carried one, if any."""
+        if self._translator is not None:
+            return self._translator.usage
         event = self.usage_event
         if event is None:
             return None
