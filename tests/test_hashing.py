@@ -80,6 +80,10 @@ def test_matches_reference_canonical_form() -> None:
 # --- request_hash ----------------------------------------------------------------------------------
 
 
+# Keys whose byte order differs from their escaped order, plus non-ASCII and empty-ish ones.
+KEYS = ["a", "A", "b", "", "é", "😀", 'q"', "c\x01", "a\n", "z\\", "ab", "\u2028"]
+
+
 def _random_value(rng: random.Random, depth: int) -> Any:
     kind = rng.randrange(8 if depth > 0 else 6)
     if kind == 0:
@@ -96,7 +100,7 @@ def _random_value(rng: random.Random, depth: int) -> Any:
         return "s" + str(rng.random())
     if kind == 6:
         return [_random_value(rng, depth - 1) for _ in range(rng.randint(0, 4))]
-    return {f"k{rng.randint(0, 30)}é": _random_value(rng, depth - 1) for _ in range(rng.randint(0, 5))}
+    return {rng.choice(KEYS) + str(rng.randint(0, 3)): _random_value(rng, depth - 1) for _ in range(rng.randint(0, 5))}
 
 
 def _permuted(v: Any, rng: random.Random) -> Any:

@@ -7,7 +7,9 @@ special tokens, so they behave like `encode_ordinary`. Nothing is downloaded.
 
 import hashlib
 import json
+import os
 import random
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from unittest import mock
 
@@ -30,7 +32,9 @@ def _reference(name: str) -> tiktoken.Encoding:
     def local(_url: str, expected_hash: str) -> dict[bytes, int]:
         return load_tiktoken_bpe(str(ASSETS / f"{name}.tiktoken"), expected_hash=expected_hash)
 
-    with mock.patch.object(openai_public, "load_tiktoken_bpe", local):
+    # An empty TIKTOKEN_CACHE_DIR stops tiktoken from copying the local file into its cache.
+    no_cache = mock.patch.dict(os.environ, {"TIKTOKEN_CACHE_DIR": ""})
+    with mock.patch.object(openai_public, "load_tiktoken_bpe", local), no_cache:
         spec = openai_public.ENCODING_CONSTRUCTORS[name]()
     return tiktoken.Encoding(
         name=name, pat_str=spec["pat_str"], mergeable_ranks=spec["mergeable_ranks"], special_tokens={}
@@ -251,6 +255,13 @@ def test_large_mixed_text_matches(ref: tiktoken.Encoding) -> None:
     assert len(text.encode()) > 8 * 1024
     assert tokens.encode(text, ref.name) == ref.encode_ordinary(text)
     assert tokens.count(text, ref.name) == len(ref.encode_ordinary(text))
+
+
+def test_concurrent_counts_agree(ref: tiktoken.Encoding) -> None:
+    text = "".join(STRINGS[:400])  # large enough to run with the GIL released
+    want = len(ref.encode_ordinary(text))
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(lambda _: tokens.count(text, ref.name), range(16))) == [want] * 16
 
 
 def test_special_tokens_are_ordinary_text(ref: tiktoken.Encoding) -> None:
