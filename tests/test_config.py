@@ -54,6 +54,7 @@ def test_secrets_do_not_show_in_repr():
         ({"model_list": [{"model_name": "m"}]}, "model_list[0].litellm_params"),
         ({"model_list": [{"model_name": "m", "litellm_params": {}}]}, "model_list[0].litellm_params.model"),
         ({"model_list": [_entry(timeout="soon")]}, "model_list[0].litellm_params.timeout"),
+        ({"model_list": [_entry(drop_params="yes")]}, "model_list[0].litellm_params.drop_params"),
         ({"model_list": [_entry(timeout=-1)]}, "model_list[0].litellm_params.timeout"),
         ({"model_list": [_entry(api_key="os.environ/MMPROXY_UNSET_VAR")]}, "model_list[0].litellm_params.api_key"),
         ({"model_list": [_entry(api_base="ftp://x")]}, "model_list[0].litellm_params.api_base"),
@@ -75,16 +76,16 @@ def test_bad_config_names_the_key(raw, key):
 
 def test_unimplemented_keys_warn():
     config = parse_config({
-        "model_list": [_entry(rpm=10, drop_params=True), {"model_name": "claude", "litellm_params": {
-            "model": "anthropic/claude-sonnet-4"}}],
+        "model_list": [_entry(rpm=10, drop_params=True), {"model_name": "titan", "litellm_params": {
+            "model": "bedrock/amazon.titan-text-express-v1"}}],
         "router_settings": {"routing_strategy": "least-busy"},
-        "litellm_settings": {"drop_params": True},
+        "litellm_settings": {"drop_params": True, "set_verbose": True},
         "general_settings": {"database_url": "postgresql://x"},
         "surprise": 1,
     })
     text = "\n".join(config.warnings)
-    for key in ("model_list[0].litellm_params.rpm", "model_list[0].litellm_params.drop_params",
-                "router_settings.routing_strategy", "litellm_settings.drop_params",
+    for key in ("model_list[0].litellm_params.rpm",
+                "router_settings.routing_strategy", "litellm_settings.set_verbose",
                 "general_settings.database_url", "surprise", "model_list[1].litellm_params.model"):
         assert key in text
     # The unsupported provider's deployment is skipped, not half-configured.
@@ -124,3 +125,29 @@ def test_serve_warns_about_unimplemented_keys(tmp_path, simulator):
         assert "warning: router_settings.num_retries" in text
     finally:
         gw.stop()
+
+
+def test_provider_defaults_follow_litellm(monkeypatch):
+    monkeypatch.setenv("MISTRAL_API_KEY", "sk-mistral")
+    monkeypatch.setenv("AZURE_API_BASE", "https://res.openai.azure.com/")
+    monkeypatch.delenv("AZURE_API_VERSION", raising=False)
+    monkeypatch.delenv("OLLAMA_API_BASE", raising=False)
+    config = parse_config({
+        "model_list": [
+            {"model_name": "a", "litellm_params": {"model": "mistral/mistral-large-latest"}},
+            {"model_name": "b", "litellm_params": {"model": "azure/my-gpt4o", "api_key": "k", "drop_params": False}},
+            {"model_name": "c", "litellm_params": {"model": "ollama_chat/llama3.1"}},
+            {"model_name": "d", "litellm_params": {"model": "claude-sonnet-4-5"}},
+            {"model_name": "e", "litellm_params": {"model": "groq/llama-3.1-8b-instant"}},
+        ],
+        "litellm_settings": {"drop_params": True},
+    })
+    mistral, azure, ollama, claude, groq = config.deployments
+    assert (mistral.api_base, mistral.api_key) == ("https://api.mistral.ai/v1", "sk-mistral")
+    assert (azure.api_base, azure.api_version, azure.upstream_model) == (
+        "https://res.openai.azure.com", "2024-10-21", "my-gpt4o")
+    assert (ollama.provider, ollama.api_base, ollama.api_key) == ("ollama_chat", "http://localhost:11434", None)
+    assert (claude.provider, claude.api_base) == ("anthropic", "https://api.anthropic.com")
+    assert groq.api_base == "https://api.groq.com/openai/v1"
+    # The global drop_params applies unless a deployment says otherwise.
+    assert mistral.drop_params is True and azure.drop_params is False

@@ -21,17 +21,18 @@ _LITELLM_PARAMS_LATER = {
     "tpm": "per-deployment tpm limits are parsed but not enforced yet",
     "max_retries": "retries are not implemented yet",
     "organization": "is not sent upstream yet",
-    "api_version": "only applies to azure/, which is not supported yet",
     "region_name": "only applies to providers not supported yet",
     "input_cost_per_token": "set prices under model_info",
     "output_cost_per_token": "set prices under model_info",
     "tags": "tag routing is not implemented yet",
     "order": "deployment ordering is not implemented yet",
     "max_parallel_requests": "is not enforced yet",
-    "drop_params": "drop_params is not implemented yet",
     "extra_headers": "extra upstream headers are not sent yet",
 }
-_LITELLM_PARAMS_DONE = {"model", "api_base", "api_key", "timeout", "stream_timeout", "weight"}
+_LITELLM_PARAMS_DONE = {
+    "model", "api_base", "api_key", "api_version", "timeout", "stream_timeout", "weight", "drop_params",
+}
+_LITELLM_SETTINGS_DONE = {"drop_params"}
 
 _MODEL_INFO_DONE = {"id", "input_cost_per_token", "output_cost_per_token", "max_input_tokens", "mode"}
 _MODEL_INFO_MODES = {"chat", "embedding", "completion"}
@@ -45,13 +46,36 @@ _TOP_LEVEL = {
     "environment_variables",
 }
 
-# Provider prefixes that speak the OpenAI wire format, with LiteLLM's default base URL
-# and the environment variable LiteLLM reads the key from.
-OPENAI_COMPATIBLE: dict[str, tuple[str | None, str | None]] = {
-    "openai": ("https://api.openai.com/v1", "OPENAI_API_KEY"),
-    "openai_compatible": (None, None),
+
+@dataclass(frozen=True, slots=True)
+class ProviderDefaults:
+    """What a LiteLLM model prefix implies when the config does not say it."""
+
+    api_base: str | None  # None: api_base is required (or comes from base_env)
+    key_env: str | None = None  # environment variable LiteLLM reads the key from
+    base_env: str | None = None  # environment variable LiteLLM reads the base URL from
+
+
+PROVIDERS: dict[str, ProviderDefaults] = {
+    "openai": ProviderDefaults("https://api.openai.com/v1", "OPENAI_API_KEY", "OPENAI_API_BASE"),
+    "openai_compatible": ProviderDefaults(None),
+    "hosted_vllm": ProviderDefaults(None, "HOSTED_VLLM_API_KEY", "HOSTED_VLLM_API_BASE"),
+    "azure": ProviderDefaults(None, "AZURE_API_KEY", "AZURE_API_BASE"),
+    "mistral": ProviderDefaults("https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
+    "groq": ProviderDefaults("https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+    "deepseek": ProviderDefaults("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
+    "together_ai": ProviderDefaults("https://api.together.xyz/v1", "TOGETHERAI_API_KEY"),
+    "openrouter": ProviderDefaults("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+    "anthropic": ProviderDefaults("https://api.anthropic.com", "ANTHROPIC_API_KEY"),
+    "gemini": ProviderDefaults("https://generativelanguage.googleapis.com/v1beta", "GEMINI_API_KEY"),
+    "ollama": ProviderDefaults("http://localhost:11434", None, "OLLAMA_API_BASE"),
+    "ollama_chat": ProviderDefaults("http://localhost:11434", None, "OLLAMA_API_BASE"),
 }
-_BARE_OPENAI_PREFIXES = ("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "davinci", "babbage")
+_BARE_PREFIXES = (
+    (("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "davinci", "babbage"), "openai"),
+    (("claude-",), "anthropic"),
+)
+AZURE_DEFAULT_API_VERSION = "2024-10-21"
 
 
 class ConfigError(Exception):
@@ -67,6 +91,8 @@ class Deployment:
     upstream_model: str
     api_base: str
     api_key: str | None = field(repr=False)
+    api_version: str | None
+    drop_params: bool
     id: str
     timeout: float
     stream_timeout: float
@@ -125,9 +151,13 @@ def parse_config(raw: Any) -> Config:
     max_mb = _number(general, "max_request_size_mb", "general_settings.max_request_size_mb")
     max_request_bytes = int((max_mb if max_mb is not None else DEFAULT_MAX_REQUEST_MB) * 1024 * 1024)
 
-    for section in ("litellm_settings", "router_settings"):
-        for key in _mapping(raw, section):
-            warnings.append(f"{section}.{key}: not implemented yet, ignored")
+    litellm_settings = _mapping(raw, "litellm_settings")
+    for key in litellm_settings:
+        if key not in _LITELLM_SETTINGS_DONE:
+            warnings.append(f"litellm_settings.{key}: not implemented yet, ignored")
+    drop_params = _flag(litellm_settings, "drop_params", "litellm_settings.drop_params") or False
+    for key in _mapping(raw, "router_settings"):
+        warnings.append(f"router_settings.{key}: not implemented yet, ignored")
 
     model_list = raw.get("model_list") or []
     if not isinstance(model_list, list):
@@ -135,7 +165,7 @@ def parse_config(raw: Any) -> Config:
     deployments: list[Deployment] = []
     seen_ids: set[str] = set()
     for index, entry in enumerate(model_list):
-        deployment = _parse_deployment(entry, f"model_list[{index}]", warnings)
+        deployment = _parse_deployment(entry, f"model_list[{index}]", warnings, drop_params)
         if deployment is None:
             continue
         if deployment.id in seen_ids:
@@ -145,7 +175,7 @@ def parse_config(raw: Any) -> Config:
     return Config(deployments, master_key, max_request_bytes, warnings)
 
 
-def _parse_deployment(entry: Any, where: str, warnings: list[str]) -> Deployment | None:
+def _parse_deployment(entry: Any, where: str, warnings: list[str], drop_params: bool) -> Deployment | None:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a mapping with model_name and litellm_params")
     model_name = entry.get("model_name")
@@ -164,28 +194,33 @@ def _parse_deployment(entry: Any, where: str, warnings: list[str]) -> Deployment
     if not isinstance(model, str) or not model:
         raise ConfigError(f"{pwhere}.model: required, a string such as openai/gpt-4o-mini")
     provider, _, upstream_model = model.partition("/")
-    if not upstream_model:
-        provider, upstream_model = ("openai", model) if model.startswith(_BARE_OPENAI_PREFIXES) else ("", model)
+    if not upstream_model or provider not in PROVIDERS:
+        provider, upstream_model = next(
+            (name for prefixes, name in _BARE_PREFIXES if model.startswith(prefixes)), ""
+        ), model
     api_base = _optional_secret(params, "api_base", f"{pwhere}.api_base")
-    if provider not in OPENAI_COMPATIBLE:
-        if not provider and api_base:
-            provider = "openai_compatible"
-        else:
+    if not provider:
+        if not api_base:
             warnings.append(
-                f"{pwhere}.model: provider {provider or '(none)'!r} of {model!r} is not supported yet; "
-                f"deployment of {model_name!r} skipped"
+                f"{pwhere}.model: provider of {model!r} is not supported yet; deployment of {model_name!r} skipped"
             )
             return None
-    default_base, key_env = OPENAI_COMPATIBLE[provider]
-    api_base = (api_base or default_base or "").rstrip("/")
+        provider = "openai_compatible"
+    defaults = PROVIDERS[provider]
+    api_base = (api_base or (os.environ.get(defaults.base_env) if defaults.base_env else None)
+                or defaults.api_base or "").rstrip("/")
     if not api_base:
         raise ConfigError(f"{pwhere}.api_base: required for {model!r}")
     if not api_base.startswith(("http://", "https://")):
         raise ConfigError(f"{pwhere}.api_base: must start with http:// or https://")
 
     api_key = _optional_secret(params, "api_key", f"{pwhere}.api_key")
-    if api_key is None and key_env:
-        api_key = os.environ.get(key_env)
+    if api_key is None and defaults.key_env:
+        api_key = os.environ.get(defaults.key_env)
+    api_version = _optional_secret(params, "api_version", f"{pwhere}.api_version")
+    if provider == "azure" and api_version is None:
+        api_version = os.environ.get("AZURE_API_VERSION", AZURE_DEFAULT_API_VERSION)
+    flag = _flag(params, "drop_params", f"{pwhere}.drop_params")
 
     for key in params:
         if key in _LITELLM_PARAMS_DONE:
@@ -219,6 +254,8 @@ def _parse_deployment(entry: Any, where: str, warnings: list[str]) -> Deployment
         upstream_model=upstream_model,
         api_base=api_base,
         api_key=api_key,
+        api_version=api_version,
+        drop_params=drop_params if flag is None else flag,
         id=str(dep_id),
         timeout=timeout,
         stream_timeout=stream_timeout,
@@ -255,6 +292,13 @@ def _optional_secret(section: dict[str, Any], key: str, where: str) -> str | Non
             raise ConfigError(f"{where}: environment variable {var} is not set")
         return resolved
     return value
+
+
+def _flag(section: dict[str, Any], key: str, where: str) -> bool | None:
+    value = section.get(key)
+    if value is None or isinstance(value, bool):
+        return value
+    raise ConfigError(f"{where}: must be true or false")
 
 
 def _number(section: dict[str, Any], key: str, where: str, *, positive: bool = False) -> float | None:

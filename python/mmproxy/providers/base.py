@@ -30,12 +30,49 @@ class StreamTranslator(ABC):
     def feed(self, data: bytes) -> bytes: ...
 
 
+# The request fields OpenAI defines. A translating provider maps a subset (``supported``);
+# one it cannot map is a 400 naming it, or dropped when ``drop_params`` is on. Fields outside
+# this set are provider-specific extras and pass through to the upstream body unchanged.
+OPENAI_PARAMS = frozenset({
+    "model", "messages", "frequency_penalty", "logit_bias", "logprobs", "top_logprobs", "max_tokens",
+    "max_completion_tokens", "n", "presence_penalty", "response_format", "seed", "service_tier", "stop",
+    "stream", "stream_options", "temperature", "top_p", "tools", "tool_choice", "parallel_tool_calls", "user",
+    "functions", "function_call", "metadata", "store", "reasoning_effort", "modalities", "audio", "prediction",
+    "web_search_options",
+})
+
+
 class Provider(ABC):
     """Adapter for one upstream deployment (its URLs and credentials pre-encoded)."""
+
+    # OpenAI request fields this provider can express; None means all (an OpenAI-wire upstream).
+    supported: frozenset[str] | None = None
 
     def __init__(self, deployment: Deployment, pool: UpstreamPool) -> None:
         self.deployment = deployment
         self.pool = pool
+
+    def check_params(self, payload: dict[str, Any]) -> None:
+        """Reject (or, with ``drop_params``, remove) OpenAI fields this provider cannot express."""
+        supported = self.supported
+        if supported is None:
+            return
+        for key in [k for k in payload if k in OPENAI_PARAMS and k not in supported]:
+            if self.deployment.drop_params:
+                del payload[key]
+            else:
+                raise ProxyError(
+                    400,
+                    f"parameter {key!r} is not supported by {self.deployment.provider}/"
+                    f"{self.deployment.upstream_model}; set drop_params: true to drop it",
+                    param=key,
+                    code="unsupported_parameter",
+                )
+
+    def request_head(self, method: str, target: str, headers: list[str]) -> bytes:
+        """The request line and headers up to ``Content-Length: `` (the length and body follow)."""
+        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.pool.host_header}", "User-Agent: mmproxy", *headers]
+        return ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
 
     @abstractmethod
     def chat_request(self, payload: dict[str, Any]) -> bytes:
@@ -45,8 +82,11 @@ class Provider(ABC):
     def chat_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
         """A successful upstream chat body as OpenAI ``chat.completion`` JSON, and its usage."""
 
-    def chat_stream(self) -> StreamTranslator | None:
-        """A translator for this provider's stream, or None when it already streams OpenAI SSE."""
+    def chat_stream(self, payload: dict[str, Any]) -> StreamTranslator | None:
+        """A translator for this provider's stream, or None when it already streams OpenAI SSE.
+
+        Called before ``chat_request``, with the client's payload.
+        """
         return None
 
     @abstractmethod
@@ -61,6 +101,10 @@ class Provider(ABC):
     def error(self, status: int, body: bytes, retry_after: bytes | None) -> ProxyError:
         """Map an upstream error response to the gateway's error shape."""
 
+
+def http_request(head: bytes, body: bytes) -> bytes:
+    """Complete request bytes from a ``request_head`` and a body."""
+    return b"%s%d\r\n\r\n%s" % (head, len(body), body)
 
 
 def bad_upstream_response(deployment_id: str) -> ProxyError:

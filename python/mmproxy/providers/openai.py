@@ -13,7 +13,7 @@ import orjson
 
 from mmproxy.config import Deployment
 from mmproxy.errors import ProxyError
-from mmproxy.providers.base import Provider, bad_upstream_response
+from mmproxy.providers.base import Provider, bad_upstream_response, http_request
 from mmproxy.upstream.http1 import UpstreamPool
 
 
@@ -21,25 +21,22 @@ class OpenAIProvider(Provider):
     def __init__(self, deployment: Deployment, pool: UpstreamPool) -> None:
         super().__init__(deployment, pool)
         base_path = urlsplit(deployment.api_base).path.rstrip("/")
-        self._chat_head = self._head(f"{base_path}/chat/completions")
-        self._embed_head = self._head(f"{base_path}/embeddings")
+        headers = ["Content-Type: application/json", "Accept: application/json, text/event-stream"]
+        headers += self.auth_headers()
+        self._chat_head = self.request_head("POST", self.endpoint(base_path, "chat/completions"), headers)
+        self._embed_head = self.request_head("POST", self.endpoint(base_path, "embeddings"), headers)
 
-    def _head(self, path: str) -> bytes:
-        lines = [
-            f"POST {path} HTTP/1.1",
-            f"Host: {self.pool.host_header}",
-            "Content-Type: application/json",
-            "Accept: application/json, text/event-stream",
-            "User-Agent: mmproxy",
-        ]
-        if self.deployment.api_key:
-            lines.append(f"Authorization: Bearer {self.deployment.api_key}")
-        return ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
+    def endpoint(self, base_path: str, operation: str) -> str:
+        """Request target of ``operation``: LiteLLM appends it to ``api_base``."""
+        return f"{base_path}/{operation}"
+
+    def auth_headers(self) -> list[str]:
+        key = self.deployment.api_key
+        return [f"Authorization: Bearer {key}"] if key else []
 
     def chat_request(self, payload: dict[str, Any]) -> bytes:
         payload["model"] = self.deployment.upstream_model
-        body = orjson.dumps(payload)
-        return b"%s%d\r\n\r\n%s" % (self._chat_head, len(body), body)
+        return http_request(self._chat_head, orjson.dumps(payload))
 
     def chat_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
         return body, self._usage(body)
@@ -58,8 +55,7 @@ class OpenAIProvider(Provider):
 
     def embeddings_request(self, payload: dict[str, Any]) -> bytes:
         payload["model"] = self.deployment.upstream_model
-        body = orjson.dumps(payload)
-        return b"%s%d\r\n\r\n%s" % (self._embed_head, len(body), body)
+        return http_request(self._embed_head, orjson.dumps(payload))
 
     def error(self, status: int, body: bytes, retry_after: bytes | None) -> ProxyError:
         message, code, err_type = _parse_error(body)

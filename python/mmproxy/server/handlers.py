@@ -19,6 +19,7 @@ from mmproxy.config import Config
 from mmproxy.cost import format_usd, usage_cost
 from mmproxy.errors import ProxyError, auth_error, error_body
 from mmproxy.providers import Provider, provider_for
+from mmproxy.providers.base import StreamTranslator
 from mmproxy.router import Router
 from mmproxy.server.sse import SSERelay, error_event
 from mmproxy.upstream.http1 import UpstreamDisconnected, UpstreamError, UpstreamPool, UpstreamTimeout
@@ -143,9 +144,12 @@ class Gateway:
             raise ProxyError(400, f"model {model!r} is an embedding model; use /v1/embeddings", param="model")
         if deployment.max_input_tokens is not None:
             self._check_context(raw, deployment.upstream_model, deployment.max_input_tokens)
-        data = provider.chat_request(payload)
+        provider.check_params(payload)
         if payload.get("stream") is True:
-            return await self._relay_stream(request, request_id, provider, data, started)
+            translator = provider.chat_stream(payload)
+            data = provider.chat_request(payload)
+            return await self._relay_stream(request, request_id, provider, data, translator, started)
+        data = provider.chat_request(payload)
         return await self._forward(provider, data, provider.chat_response, request_id, started)
 
     async def embeddings(self, request: web.Request, request_id: str) -> web.StreamResponse:
@@ -237,7 +241,13 @@ class Gateway:
         return web.Response(body=body, content_type=_JSON, headers=headers)
 
     async def _relay_stream(
-        self, request: web.Request, request_id: str, provider: Provider, data: bytes, started: int
+        self,
+        request: web.Request,
+        request_id: str,
+        provider: Provider,
+        data: bytes,
+        translator: StreamTranslator | None,
+        started: int,
     ) -> web.StreamResponse:
         deployment = provider.deployment
         sent = time.perf_counter_ns()
@@ -254,7 +264,7 @@ class Gateway:
                     raise _upstream_failure(deployment.id, exc) from None
                 raise provider.error(exchange.status, exchange.body(), retry_after)
             received = time.perf_counter_ns()
-            relay = SSERelay(exchange, asyncio.get_running_loop(), deployment.timeout, provider.chat_stream())
+            relay = SSERelay(exchange, asyncio.get_running_loop(), deployment.timeout, translator)
             await relay.ready
             if not relay.events_seen:
                 # Nothing reached the client yet, so the failure can still be a plain error response.
