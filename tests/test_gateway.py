@@ -304,8 +304,9 @@ def test_upstream_error_on_stream_before_first_byte_is_a_plain_error(raw: httpx.
     sim.fault("sim-flaky", "503")
     body = {"model": "flaky", "messages": HELLO, "stream": True}
     response = raw.post("/v1/chat/completions", json=body)
-    assert response.status_code == 502
-    assert "HTTP 503" in response.json()["error"]["message"]
+    assert response.status_code == 503  # overloaded stays distinguishable from a broken upstream
+    error = response.json()["error"]
+    assert "HTTP 503" in error["message"] and error["code"] == "overloaded"
 
 
 def test_unreachable_upstream_is_502(simulator: Process, tmp_path):

@@ -9,7 +9,9 @@ class ProxyError(Exception):
     """An error that becomes an OpenAI-shaped HTTP response.
 
     Raised anywhere on the request path; the handler layer turns it into
-    ``{"error": {"message", "type", "param", "code"}}`` with ``status``.
+    ``{"error": {"message", "type", "param", "code"}}`` with ``status``. ``kind`` is the
+    provider-independent class of an upstream failure (see ``providers.base.UPSTREAM_KINDS``),
+    which is what retry and fallback decisions look at.
     """
 
     def __init__(
@@ -21,8 +23,10 @@ class ProxyError(Exception):
         code: str | None = None,
         param: str | None = None,
         headers: dict[str, str] | None = None,
+        kind: str | None = None,
     ) -> None:
         super().__init__(message)
+        self.kind = kind
         self.status = status
         self.message = message
         self.type = type

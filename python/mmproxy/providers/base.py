@@ -107,6 +107,64 @@ def http_request(head: bytes, body: bytes) -> bytes:
     return b"%s%d\r\n\r\n%s" % (head, len(body), body)
 
 
+# Upstream failure classes, the same for every provider: kind -> (status, type, default code).
+# Adapters decide the kind from their provider's status and error body; nothing else varies.
+UPSTREAM_KINDS: dict[str, tuple[int, str, str]] = {
+    "invalid": (400, "invalid_request_error", "invalid_request"),
+    "context": (400, "invalid_request_error", "context_length_exceeded"),
+    "content_policy": (400, "invalid_request_error", "content_policy_violation"),
+    "auth": (401, "authentication_error", "upstream_auth_failed"),
+    "permission": (403, "permission_error", "upstream_permission_denied"),
+    "not_found": (404, "invalid_request_error", "model_not_found"),
+    "rate_limit": (429, "rate_limit_error", "rate_limit_exceeded"),
+    "overloaded": (503, "upstream_error", "overloaded"),
+    "server": (502, "upstream_error", "upstream_error"),
+    "timeout": (504, "upstream_error", "upstream_timeout"),
+}
+
+
+def kind_of_status(status: int) -> str:
+    """The failure class an HTTP status implies when the body says nothing more specific."""
+    if status in (401,):
+        return "auth"
+    if status == 403:
+        return "permission"
+    if status == 404:
+        return "not_found"
+    if status == 408:
+        return "timeout"
+    if status == 429:
+        return "rate_limit"
+    if status in (503, 529):
+        return "overloaded"
+    if status >= 500:
+        return "server"
+    return "invalid"
+
+
+def upstream_error(
+    deployment: Deployment,
+    status: int,
+    message: str | None,
+    kind: str,
+    *,
+    code: str | None = None,
+    retry_after: bytes | None = None,
+) -> ProxyError:
+    """The gateway's error for an upstream failure: status and type by ``kind``, the upstream's words kept."""
+    out_status, err_type, default_code = UPSTREAM_KINDS[kind]
+    if kind == "invalid" and 400 <= status < 500:
+        out_status = status  # 413, 422... keep the upstream's own verdict on the request
+    label = f"upstream {deployment.id} returned HTTP {status}"
+    text = f"{label}: {message}" if message else label
+    if deployment.api_key and deployment.api_key in text:
+        text = text.replace(deployment.api_key, "[redacted]")
+    headers = {"Retry-After": retry_after.decode("latin-1")} if retry_after else None
+    if kind == "server":
+        code = code or f"upstream_{status}"
+    return ProxyError(out_status, text, type=err_type, code=code or default_code, headers=headers, kind=kind)
+
+
 def bad_upstream_response(deployment_id: str) -> ProxyError:
     return ProxyError(502, f"upstream {deployment_id} returned a body that is not a valid response",
-                      type="upstream_error", code="upstream_bad_response")
+                      type="upstream_error", code="upstream_bad_response", kind="server")

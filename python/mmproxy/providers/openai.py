@@ -13,7 +13,13 @@ import orjson
 
 from mmproxy.config import Deployment
 from mmproxy.errors import ProxyError
-from mmproxy.providers.base import Provider, bad_upstream_response, http_request
+from mmproxy.providers.base import (
+    Provider,
+    bad_upstream_response,
+    http_request,
+    kind_of_status,
+    upstream_error,
+)
 from mmproxy.upstream.http1 import UpstreamPool
 
 
@@ -58,22 +64,15 @@ class OpenAIProvider(Provider):
         return http_request(self._embed_head, orjson.dumps(payload))
 
     def error(self, status: int, body: bytes, retry_after: bytes | None) -> ProxyError:
-        message, code, err_type = _parse_error(body)
-        label = f"upstream {self.deployment.id} returned HTTP {status}"
-        text = f"{label}: {message}" if message else label
-        key = self.deployment.api_key
-        if key and key in text:
-            text = text.replace(key, "[redacted]")
-        headers = {"Retry-After": retry_after.decode("latin-1")} if retry_after else None
-        if status == 429:
-            return ProxyError(429, text, type="rate_limit_error", code=code or "rate_limit_exceeded",
-                              headers=headers)
-        if status == 408:
-            return ProxyError(504, text, type="upstream_error", code="upstream_timeout")
-        if 400 <= status < 500:
-            # The upstream judged the request itself; the client needs its verdict as is.
-            return ProxyError(status, text, type=err_type or "invalid_request_error", code=code)
-        return ProxyError(502, text, type="upstream_error", code=code or f"upstream_{status}", headers=headers)
+        message, code, _ = _parse_error(body)
+        kind = kind_of_status(status)
+        if code == "context_length_exceeded" or (
+            status == 400 and message is not None and "maximum context length" in message
+        ):
+            kind = "context"
+        elif code == "content_filter" or code == "content_policy_violation":
+            kind = "content_policy"
+        return upstream_error(self.deployment, status, message, kind, code=code, retry_after=retry_after)
 
 
 def _parse_error(body: bytes) -> tuple[str | None, str | None, str | None]:

@@ -316,8 +316,10 @@ def _overhead_ms(started: int, sent: int, received: int) -> str:
 
 def _upstream_failure(deployment_id: str, exc: BaseException) -> ProxyError:
     if isinstance(exc, UpstreamTimeout):
-        return ProxyError(504, f"upstream {deployment_id}: {exc}", type="upstream_error", code="upstream_timeout")
+        return ProxyError(504, f"upstream {deployment_id}: {exc}", type="upstream_error", code="upstream_timeout",
+                          kind="timeout")
     if isinstance(exc, UpstreamDisconnected):
         return ProxyError(502, f"upstream {deployment_id}: {exc}", type="upstream_error",
-                          code="upstream_disconnected")
-    return ProxyError(502, f"upstream {deployment_id}: {exc}", type="upstream_error", code="upstream_unreachable")
+                          code="upstream_disconnected", kind="server")
+    return ProxyError(502, f"upstream {deployment_id}: {exc}", type="upstream_error", code="upstream_unreachable",
+                      kind="server")
