@@ -306,7 +306,7 @@ def test_upstream_error_on_stream_before_first_byte_is_a_plain_error(raw: httpx.
     response = raw.post("/v1/chat/completions", json=body)
     assert response.status_code == 503  # overloaded stays distinguishable from a broken upstream
     error = response.json()["error"]
-    assert "HTTP 503" in error["message"] and error["code"] == "overloaded"
+    assert "HTTP 503" in error["message"] and error["code"] == "server_is_overloaded"
 
 
 def test_unreachable_upstream_is_502(simulator: Process, tmp_path):
