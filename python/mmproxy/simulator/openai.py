@@ -419,7 +419,43 @@ class _OpenAIWire:
 _WIRE = _OpenAIWire()
 
 
+def check_azure_auth(app: SimApp, req: Request) -> Reply | None:
+    """Azure OpenAI authenticates with an ``api-key`` header instead of Bearer."""
+    if app.bearer and req.header(b"api-key") == app.bearer[len(b"Bearer "):]:
+        return None
+    return error_reply(401, "Access denied due to invalid subscription key or wrong API endpoint.",
+                       "invalid_request_error", "401")
+
+
+def azure_deployment(app: SimApp, req: Request) -> Reply:
+    """``/openai/deployments/{name}/{chat/completions|embeddings}?api-version=…``: the deployment is the model."""
+    name, _, operation = req.path.removeprefix("/openai/deployments/").partition("/")
+    if "api-version=" not in req.query:
+        return error_reply(404, "Resource not found", "invalid_request_error", "404")
+    parsed = _parse_azure(req, name, "messages" if operation == "chat/completions" else "input")
+    if isinstance(parsed, Reply):
+        return parsed
+    if operation == "chat/completions":
+        return app.serve_model(req, *parsed, _build_chat, _WIRE)
+    if operation == "embeddings":
+        return app.serve_model(req, *parsed, _build_embeddings, _WIRE)
+    return not_found(app, req)
+
+
+def _parse_azure(req: Request, deployment: str, required: str) -> tuple[dict[str, Any], str] | Reply:
+    try:
+        body = orjson.loads(req.body)
+    except orjson.JSONDecodeError:
+        return invalid(_INVALID_JSON)
+    if not isinstance(body, dict):
+        return invalid(_INVALID_JSON)
+    body.setdefault("model", deployment)
+    req.body = orjson.dumps(body)
+    return _parse(req, required)
+
+
 def register(app: SimApp) -> None:
+    app.prefix_route("POST", "/openai/deployments/", azure_deployment, check_azure_auth)
     for base in ("/v1", ""):
         app.route("POST", base + "/chat/completions", chat_completions, check_auth)
         app.route("POST", base + "/embeddings", embeddings, check_auth)
