@@ -20,10 +20,13 @@ class StreamTranslator(ABC):
 
     ``feed`` gets raw body bytes as they arrive (any split) and returns the complete OpenAI
     events they finish, ``b""`` if none; ``complete`` becomes True once the provider's own
-    end-of-stream marker has been translated (including ``data: [DONE]``).
+    end-of-stream marker has been translated (including ``data: [DONE]``). ``failed``
+    becomes True when the translator itself emitted an error event (an upstream error
+    inside the stream), so the relay does not add a second one.
     """
 
     complete: bool = False
+    failed: bool = False
     usage: dict[str, Any] | None = None
 
     @abstractmethod

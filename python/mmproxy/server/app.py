@@ -13,6 +13,7 @@ import uvloop
 from aiohttp import web
 
 from mmproxy.config import Config
+from mmproxy.inbound.anthropic import anthropic_error
 from mmproxy.server.handlers import Gateway
 
 log = logging.getLogger("mmproxy")
@@ -28,11 +29,13 @@ def build_app(config: Config) -> web.Application:
     chat = guarded(gateway.chat_completions)
     embeddings = guarded(gateway.embeddings)
     models = guarded(gateway.models)
+    messages = guarded(gateway.messages, anthropic_error)
     routes = [
         ("POST", "/v1/chat/completions", chat),
         ("POST", "/chat/completions", chat),
         ("POST", "/v1/embeddings", embeddings),
         ("POST", "/embeddings", embeddings),
+        ("POST", "/v1/messages", messages),
         ("GET", "/v1/models", models),
         ("GET", "/models", models),
         ("GET", "/health/liveliness", gateway.liveliness),

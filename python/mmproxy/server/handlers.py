@@ -18,6 +18,7 @@ from mmproxy import __version__, tokens
 from mmproxy.config import Config
 from mmproxy.cost import format_usd, usage_cost
 from mmproxy.errors import ProxyError, auth_error, error_body
+from mmproxy.inbound import anthropic as anthropic_inbound
 from mmproxy.providers import Provider, provider_for
 from mmproxy.providers.base import StreamTranslator
 from mmproxy.router import Router
@@ -99,25 +100,29 @@ class Gateway:
             ) from None
         return raw, parse_json_object(raw)
 
-    def _error_response(self, exc: ProxyError, request_id: str) -> web.Response:
-        headers = {"x-mmproxy-request-id": request_id, **exc.headers}
-        return web.Response(status=exc.status, body=exc.body(), content_type=_JSON, headers=headers)
+    def guarded(
+        self,
+        handler: Callable[[web.Request, str], Awaitable[web.StreamResponse]],
+        render: Callable[[ProxyError], bytes] = ProxyError.body,
+    ) -> Handler:
+        """Wrap a handler so every failure leaves as an error in the API's own shape (``render``)."""
 
-    def guarded(self, handler: Callable[[web.Request, str], Awaitable[web.StreamResponse]]) -> Handler:
-        """Wrap a handler so every failure leaves as an OpenAI-shaped error."""
+        def respond(exc: ProxyError, request_id: str) -> web.Response:
+            headers = {"x-mmproxy-request-id": request_id, **exc.headers}
+            return web.Response(status=exc.status, body=render(exc), content_type=_JSON, headers=headers)
 
         async def run(request: web.Request) -> web.StreamResponse:
             request_id = self._request_id()
             try:
                 return await handler(request, request_id)
             except ProxyError as exc:
-                return self._error_response(exc, request_id)
+                return respond(exc, request_id)
             except asyncio.CancelledError:
                 raise
             except Exception:
                 log.exception("internal error handling %s %s (request %s)", request.method, request.path,
                               request_id)
-                return self._error_response(
+                return respond(
                     ProxyError(500, "internal gateway error; see the gateway log", type="server_error",
                                code="internal_error"),
                     request_id,
@@ -138,19 +143,50 @@ class Gateway:
         raw, payload = await self._read_json(request)
         model = require_model(payload)
         validate_chat(payload)
-        provider = self._route(model)
-        deployment = provider.deployment
-        if deployment.mode == "embedding":
-            raise ProxyError(400, f"model {model!r} is an embedding model; use /v1/embeddings", param="model")
-        if deployment.max_input_tokens is not None:
-            self._check_context(raw, deployment.upstream_model, deployment.max_input_tokens)
+        provider = self._chat_provider(model)
+        if provider.deployment.max_input_tokens is not None:
+            self._check_context(raw, provider)
         provider.check_params(payload)
         if payload.get("stream") is True:
             translator = provider.chat_stream(payload)
             data = provider.chat_request(payload)
-            return await self._relay_stream(request, request_id, provider, data, translator, started)
+            return await self._relay_stream(request, request_id, provider, data, translator, started, error_event)
         data = provider.chat_request(payload)
         return await self._forward(provider, data, provider.chat_response, request_id, started)
+
+    async def messages(self, request: web.Request, request_id: str) -> web.StreamResponse:
+        """Anthropic Messages API in front of any model: translated to OpenAI's shape and back."""
+        started = time.perf_counter_ns()
+        self._authorize(request)
+        _, body = await self._read_json(request)
+        model = require_model(body)
+        provider = self._chat_provider(model)
+        payload = anthropic_inbound.to_openai(body, keep_cache_control=provider.deployment.provider == "anthropic")
+        validate_chat(payload)
+        provider.check_params(payload)
+        raw = orjson.dumps(payload) if provider.deployment.max_input_tokens is not None else None
+        if raw is not None:
+            self._check_context(raw, provider)
+        if payload.get("stream") is True:
+            inner = provider.chat_stream(payload)
+            outer = anthropic_inbound.OpenAIToAnthropicStream(model)
+            translator: StreamTranslator = outer if inner is None else ChainedTranslator(inner, outer)
+            data = provider.chat_request(payload)
+            return await self._relay_stream(
+                request, request_id, provider, data, translator, started, _anthropic_stream_error
+            )
+
+        def translate(upstream: bytes) -> tuple[bytes, dict[str, Any] | None]:
+            completion, usage = provider.chat_response(upstream)
+            return anthropic_inbound.from_openai(completion, model), usage
+
+        return await self._forward(provider, provider.chat_request(payload), translate, request_id, started)
+
+    def _chat_provider(self, model: str) -> Provider:
+        provider = self._route(model)
+        if provider.deployment.mode == "embedding":
+            raise ProxyError(400, f"model {model!r} is an embedding model; use /v1/embeddings", param="model")
+        return provider
 
     async def embeddings(self, request: web.Request, request_id: str) -> web.StreamResponse:
         started = time.perf_counter_ns()
@@ -194,9 +230,11 @@ class Gateway:
         return web.Response(status=405, body=body, content_type=_JSON)
 
     # -- forwarding ----------------------------------------------------------------
-    def _check_context(self, raw: bytes, upstream_model: str, limit: int) -> None:
+    def _check_context(self, raw: bytes, provider: Provider) -> None:
+        limit = provider.deployment.max_input_tokens
+        assert limit is not None
         try:
-            counted = tokens.count_chat(raw, upstream_model)
+            counted = tokens.count_chat(raw, provider.deployment.upstream_model)
         except ValueError:
             return  # already validated as JSON; an uncountable shape is left to the upstream
         if counted.count > limit:
@@ -248,6 +286,7 @@ class Gateway:
         data: bytes,
         translator: StreamTranslator | None,
         started: int,
+        stream_error: Callable[[str, str], bytes],
     ) -> web.StreamResponse:
         deployment = provider.deployment
         sent = time.perf_counter_ns()
@@ -300,13 +339,44 @@ class Gateway:
                 else:
                     message, code = f"upstream {deployment.id} ended the stream without [DONE]", "stream_cut"
                 log.warning("request %s: %s", request_id, message)
-                if not transport.is_closing():
-                    await response.write(error_event(message, code))
+                # A translator that already turned an upstream error into an error event has said it.
+                if not transport.is_closing() and not (translator and translator.failed):
+                    await response.write(stream_error(message, code))
             if not transport.is_closing():
                 await response.write_eof()
             return response
         finally:
             exchange.release()
+
+
+def _anthropic_stream_error(message: str, code: str) -> bytes:
+    return anthropic_inbound.stream_error(message, "timeout_error" if code == "upstream_timeout" else "api_error")
+
+
+class ChainedTranslator(StreamTranslator):
+    """Provider wire format → OpenAI SSE → another client-facing format, in one feed."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, inner: StreamTranslator, outer: StreamTranslator) -> None:
+        self._inner = inner
+        self._outer = outer
+
+    def feed(self, data: bytes) -> bytes:
+        middle = self._inner.feed(data)
+        return self._outer.feed(middle) if middle else b""
+
+    @property
+    def complete(self) -> bool:  # type: ignore[override]
+        return self._outer.complete
+
+    @property
+    def usage(self) -> dict[str, Any] | None:  # type: ignore[override]
+        return self._inner.usage or self._outer.usage
+
+    @property
+    def failed(self) -> bool:  # type: ignore[override]
+        return self._inner.failed or self._outer.failed
 
 
 def _overhead_ms(started: int, sent: int, received: int) -> str:
