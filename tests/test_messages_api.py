@@ -1,0 +1,103 @@
+"""``POST /v1/messages``: the Anthropic Messages API in front of any model, driven by the real anthropic SDK."""
+
+from __future__ import annotations
+
+import anthropic
+import httpx
+import pytest
+
+from tests.conftest import MASTER_KEY, Process, SimControl
+
+WEATHER_TOOL = {
+    "name": "get_weather",
+    "description": "Current weather in a city",
+    "input_schema": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+}
+HELLO = [{"role": "user", "content": "Say hello to the gateway."}]
+
+
+@pytest.fixture
+def claude(gateway: Process) -> anthropic.Anthropic:
+    # The SDK sends the key as x-api-key, which the gateway accepts like a Bearer key.
+    return anthropic.Anthropic(base_url=gateway.url, api_key=MASTER_KEY, max_retries=0)
+
+
+def test_plain_message_on_an_openai_model(claude, sim: SimControl, gateway: Process):
+    message = claude.messages.create(model="gpt-4o", max_tokens=64, system="Be brief.", messages=HELLO)
+    assert message.type == "message" and message.role == "assistant"
+    assert message.model == "gpt-4o"
+    assert message.content[0].type == "text" and message.content[0].text
+    assert message.stop_reason == "end_turn"
+    assert message.usage.input_tokens > 0 and message.usage.output_tokens > 0
+    # The upstream got the OpenAI translation of the same request.
+    body = sim.last()["body"]
+    assert body["model"] == "sim-frontier" and body["max_tokens"] == 64
+    assert body["messages"] == [{"role": "system", "content": "Be brief."}, *HELLO]
+    # Same answer as the OpenAI endpoint gives for the same request.
+    openai_reply = httpx.post(f"{gateway.url}/v1/chat/completions", headers={"x-api-key": MASTER_KEY}, json={
+        "model": "gpt-4o", "max_tokens": 64, "messages": [{"role": "system", "content": "Be brief."}, *HELLO]})
+    assert openai_reply.json()["choices"][0]["message"]["content"] == message.content[0].text
+
+
+def test_streaming_with_a_tool_on_an_openai_model(claude, sim: SimControl):
+    with claude.messages.stream(
+        model="gpt-4o", max_tokens=128, tools=[WEATHER_TOOL], tool_choice={"type": "any"},
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+    ) as stream:
+        events = [event.type for event in stream]
+        final = stream.get_final_message()
+    assert events[0] == "message_start" and events[-1] == "message_stop"
+    assert final.stop_reason == "tool_use"
+    tool_use = [block for block in final.content if block.type == "tool_use"]
+    assert len(tool_use) == 1 and tool_use[0].name == "get_weather"
+    assert isinstance(tool_use[0].input, dict)
+    sent = sim.last()["body"]
+    assert sent["tools"][0]["function"]["name"] == "get_weather" and sent["tool_choice"] == "required"
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+    assert final.usage.output_tokens > 0
+
+
+def test_tool_result_round_trip(claude, sim: SimControl):
+    first = claude.messages.create(
+        model="gpt-4o", max_tokens=128, tools=[WEATHER_TOOL], tool_choice={"type": "tool", "name": "get_weather"},
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+    )
+    call = next(block for block in first.content if block.type == "tool_use")
+    second = claude.messages.create(
+        model="gpt-4o", max_tokens=128, tools=[WEATHER_TOOL],
+        messages=[
+            {"role": "user", "content": "Weather in Paris?"},
+            {"role": "assistant", "content": [block.model_dump() for block in first.content]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "18C, sunny"}]},
+        ],
+    )
+    assert second.stop_reason == "end_turn" and second.content[0].text
+    sent = sim.last()["body"]["messages"]
+    assert sent[1]["tool_calls"][0]["id"] == call.id
+    assert sent[2] == {"role": "tool", "tool_call_id": call.id, "content": "18C, sunny"}
+
+
+def test_errors_come_back_in_anthropic_shape(claude, gateway: Process, sim: SimControl):
+    with pytest.raises(anthropic.BadRequestError) as info:
+        claude.messages.create(model="no-such-model", max_tokens=10, messages=HELLO)
+    assert info.value.body["type"] == "error"
+    assert info.value.body["error"]["type"] in ("invalid_request_error", "not_found_error")
+    missing = httpx.post(f"{gateway.url}/v1/messages", headers={"x-api-key": MASTER_KEY},
+                         json={"model": "gpt-4o", "messages": HELLO})
+    assert missing.status_code == 400
+    assert missing.json()["type"] == "error" and "max_tokens" in missing.json()["error"]["message"]
+    with pytest.raises(anthropic.AuthenticationError):
+        anthropic.Anthropic(base_url=gateway.url, api_key="wrong", max_retries=0).messages.create(
+            model="gpt-4o", max_tokens=10, messages=HELLO)
+    sim.fault("sim-flaky", "429", retry_after=3)
+    with pytest.raises(anthropic.RateLimitError) as limited:
+        claude.messages.create(model="flaky", max_tokens=10, messages=HELLO)
+    assert limited.value.response.headers["retry-after"] == "3"
+
+
+def test_cut_stream_ends_with_an_anthropic_error_event(claude, sim: SimControl):
+    sim.fault("sim-flaky", "cut", cut_after=4)
+    with pytest.raises(anthropic.APIError):
+        with claude.messages.stream(model="flaky", max_tokens=64, messages=HELLO) as stream:
+            for _ in stream:
+                pass
