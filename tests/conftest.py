@@ -147,6 +147,11 @@ def gateway_config(sim_url: str, **extra: Any) -> dict[str, Any]:
                 "model_info": {"id": "embed-1", "mode": "embedding"},
             },
             {
+                "model_name": "claude",
+                "litellm_params": {"model": "anthropic/sim-claude", "api_base": sim_url, "api_key": UPSTREAM_KEY},
+                "model_info": {"id": "claude-1", "input_cost_per_token": 3e-06, "output_cost_per_token": 1.5e-05},
+            },
+            {
                 "model_name": "flaky",
                 "litellm_params": {"model": "openai/sim-flaky", "api_base": base, "api_key": UPSTREAM_KEY,
                                    "timeout": 1.5, "stream_timeout": 1.0},

@@ -152,7 +152,7 @@ def test_embeddings(client, direct):
 
 def test_models_lists_every_model_name(client):
     ids = sorted(m.id for m in client.models.list())
-    assert ids == ["embed", "flaky", "gpt-4o", "mini", "small"]
+    assert ids == ["claude", "embed", "flaky", "gpt-4o", "mini", "small"]
 
 
 def test_health_needs_no_key(gateway: Process):

@@ -101,3 +101,43 @@ def test_cut_stream_ends_with_an_anthropic_error_event(claude, sim: SimControl):
         with claude.messages.stream(model="flaky", max_tokens=64, messages=HELLO) as stream:
             for _ in stream:
                 pass
+
+
+# -- an Anthropic upstream: the request passes through untouched ---------------------------------
+def test_passthrough_to_an_anthropic_model(claude, sim: SimControl):
+    system = [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}]
+    raw = claude.messages.with_raw_response.create(
+        model="claude", max_tokens=50, system=system, messages=HELLO, metadata={"user_id": "u-1"},
+        extra_body={"top_k": 5})
+    message = raw.parse()
+    assert message.content[0].text and message.stop_reason == "end_turn"
+    received = sim.last()
+    assert received["path"] == "/v1/messages"
+    # Byte-for-byte the client's request but for the model: no detour through OpenAI's shape.
+    assert received["body"] == {"model": "sim-claude", "max_tokens": 50, "system": system, "messages": HELLO,
+                                "top_k": 5, "metadata": {"user_id": "u-1"}}
+    assert received["headers"]["x-api-key"] != MASTER_KEY
+    assert raw.headers["x-mmproxy-deployment"] == "claude-1"
+    usage = message.usage
+    expected = (usage.input_tokens + usage.cache_read_input_tokens) * 3e-06 + usage.output_tokens * 1.5e-05
+    assert usage.cache_read_input_tokens > 0  # the simulator reports the cached system prompt
+    assert float(raw.headers["x-mmproxy-cost-usd"]) == pytest.approx(expected, rel=1e-9)
+
+
+def test_passthrough_stream_with_tools(claude, sim: SimControl):
+    with claude.messages.stream(
+        model="claude", max_tokens=200, tools=[WEATHER_TOOL], tool_choice={"type": "any"},
+        messages=[{"role": "user", "content": "Weather in Oslo?"}],
+    ) as stream:
+        final = stream.get_final_message()
+    assert final.stop_reason == "tool_use"
+    assert [b.name for b in final.content if b.type == "tool_use"] == ["get_weather"]
+    assert sim.last()["body"]["tools"] == [WEATHER_TOOL]
+
+
+def test_passthrough_cut_stream_is_an_error(claude, sim: SimControl, simulator: Process, tmp_path):
+    sim.fault("sim-claude", "cut", cut_after=3)
+    with pytest.raises(anthropic.APIError):
+        with claude.messages.stream(model="claude", max_tokens=64, messages=HELLO) as stream:
+            for _ in stream:
+                pass

@@ -92,6 +92,22 @@ class Provider(ABC):
         """
         return None
 
+    def messages_request(self, body: dict[str, Any]) -> bytes | None:
+        """An Anthropic Messages request sent as is (model rewritten), or None to translate it instead.
+
+        Only a provider that speaks the Messages API natively returns bytes; it then also
+        implements ``messages_response`` and ``messages_stream``.
+        """
+        return None
+
+    def messages_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
+        """A passed-through Messages response, unchanged, and its usage in OpenAI's shape."""
+        raise NotImplementedError
+
+    def messages_stream(self) -> StreamTranslator:
+        """A relay for a passed-through Messages stream: events unchanged, end and usage observed."""
+        raise NotImplementedError
+
     @abstractmethod
     def embeddings_request(self, payload: dict[str, Any]) -> bytes:
         """Complete HTTP/1.1 request bytes for an OpenAI-shaped embeddings payload."""

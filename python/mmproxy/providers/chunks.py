@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -48,17 +49,21 @@ def completion(
     usage: dict[str, Any] | None,
     *,
     id: str | None = None,
+    more: Sequence[tuple[dict[str, Any], str | None]] = (),
 ) -> bytes:
-    """A whole non-streaming ``chat.completion`` body."""
-    message.setdefault("role", "assistant")
-    message.setdefault("content", None)
-    message.setdefault("refusal", None)
+    """A whole non-streaming ``chat.completion`` body; ``more`` are the choices after the first (n > 1)."""
+    choices = []
+    for index, (msg, reason) in enumerate(((message, finish_reason), *more)):
+        msg.setdefault("role", "assistant")
+        msg.setdefault("content", None)
+        msg.setdefault("refusal", None)
+        choices.append({"index": index, "message": msg, "logprobs": None, "finish_reason": reason})
     return orjson.dumps({
         "id": id or completion_id(),
         "object": "chat.completion",
         "created": int(time.time()),
         "model": model,
-        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish_reason}],
+        "choices": choices,
         "usage": usage,
     })
 
@@ -86,6 +91,10 @@ class ChunkStream:
 
     def text(self, text: str) -> bytes:
         return self._choice({"content": text})
+
+    def reasoning(self, text: str) -> bytes:
+        """Thinking text, under LiteLLM's ``reasoning_content`` delta field."""
+        return self._choice({"reasoning_content": text})
 
     def tool_call(self, index: int, call_id: str | None, name: str | None, arguments: str) -> bytes:
         """A tool-call delta: the first one for ``index`` carries id and name, later ones argument text."""

@@ -161,12 +161,18 @@ class Gateway:
         _, body = await self._read_json(request)
         model = require_model(body)
         provider = self._chat_provider(model)
+        # Translating also validates: a malformed request is a 400 naming the field, never an upstream call.
         payload = anthropic_inbound.to_openai(body, keep_cache_control=provider.deployment.provider == "anthropic")
         validate_chat(payload)
+        if provider.deployment.max_input_tokens is not None:
+            self._check_context(orjson.dumps(payload), provider)
+        passthrough = provider.messages_request(body)
+        if passthrough is not None:  # the upstream speaks Messages itself: no detour via OpenAI's shape
+            if body.get("stream") is True:
+                return await self._relay_stream(request, request_id, provider, passthrough,
+                                                provider.messages_stream(), started, _anthropic_stream_error)
+            return await self._forward(provider, passthrough, provider.messages_response, request_id, started)
         provider.check_params(payload)
-        raw = orjson.dumps(payload) if provider.deployment.max_input_tokens is not None else None
-        if raw is not None:
-            self._check_context(raw, provider)
         if payload.get("stream") is True:
             inner = provider.chat_stream(payload)
             outer = anthropic_inbound.OpenAIToAnthropicStream(model)
