@@ -738,3 +738,11 @@ def test_request_bytes_for_a_bare_claude_model():
     assert lines[0] == b"POST /v1/messages HTTP/1.1"
     assert b"x-api-key: sk-ant-test" in lines and b"anthropic-version: 2023-06-01" in lines
     assert orjson.loads(body) == {"model": "claude-3-haiku-20240307", "messages": HELLO, "max_tokens": 4096}
+
+
+def test_gateway_metadata_is_not_sent_to_anthropic(client, sim):
+    """LiteLLM clients put logging tags in ``metadata``; it is the gateway's, not an Anthropic parameter."""
+    reply = client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "hi"}],
+                                           metadata={"team": "search"})
+    assert reply.choices[0].message.content
+    assert "team" not in str(sim.last()["body"])

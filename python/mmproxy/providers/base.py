@@ -45,6 +45,11 @@ OPENAI_PARAMS = frozenset({
 })
 
 
+# OpenAI fields that LiteLLM clients send for the gateway's own use (logging, tags): a provider that
+# cannot express them never sees them, and it is not an error.
+_GATEWAY_FIELDS = frozenset({"metadata"})
+
+
 class Provider(ABC):
     """Adapter for one upstream deployment (its URLs and credentials pre-encoded)."""
 
@@ -61,7 +66,7 @@ class Provider(ABC):
         if supported is None:
             return
         for key in [k for k in payload if k in OPENAI_PARAMS and k not in supported]:
-            if self.deployment.drop_params:
+            if key in _GATEWAY_FIELDS or self.deployment.drop_params:
                 del payload[key]
             else:
                 raise ProxyError(
