@@ -375,8 +375,11 @@ def test_demo_command_serves_the_bundled_config():
                           "--sim-port", str(ports[1])])
     try:
         client = openai.OpenAI(base_url=f"{demo.url}/v1", api_key="sk-mmproxy-demo", max_retries=0)
-        assert {m.id for m in client.models.list()} == {"gpt-4o", "gpt-4o-mini", "llama-3.1-8b",
-                                                         "text-embedding-3-small"}
+        assert {m.id for m in client.models.list()} == {"gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "claude-sonnet",
+                                                         "gemini-flash", "llama-local", "text-embedding-3-small"}
+        for model in ("claude-sonnet", "gemini-flash", "llama-local"):
+            streamed = client.chat.completions.create(model=model, messages=HELLO, stream=True)
+            assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices), model
         reply = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HELLO)
         assert reply.headers["x-mmproxy-deployment"] in ("demo-gpt-4o-mini-a", "demo-gpt-4o-mini-b")
         assert reply.parse().choices[0].message.content

@@ -89,7 +89,9 @@ def _demo(args: argparse.Namespace) -> None:
         if "listening" not in line:
             print("mmproxy: the provider simulator did not start", file=sys.stderr)
             raise SystemExit(1)
-        os.environ["MMPROXY_DEMO_UPSTREAM"] = f"http://127.0.0.1:{args.sim_port}/v1"
+        root = f"http://127.0.0.1:{args.sim_port}"
+        os.environ.update(MMPROXY_DEMO_ROOT=root, MMPROXY_DEMO_OPENAI_BASE=f"{root}/v1",
+                          MMPROXY_DEMO_GEMINI_BASE=f"{root}/v1beta")
         config_path = resources.files("mmproxy") / "demo" / "config.yaml"
         config = _load(str(config_path))
         host = "127.0.0.1" if args.host == "0.0.0.0" else args.host
@@ -105,11 +107,15 @@ def _demo_help(config_path: Path, host: str, port: int) -> str:
     return f"""
 mmproxy demo: simulated provider behind the gateway, config {config_path}
 Models: gpt-4o (frontier), gpt-4o-mini (workhorse, 2 deployments), llama-3.1-8b (economy),
+        claude-sonnet (Anthropic), gemini-flash (Gemini), llama-local (Ollama),
         text-embedding-3-small (embeddings). Master key: {DEMO_MASTER_KEY}
 
   curl {base}/v1/chat/completions -H 'Authorization: Bearer {DEMO_MASTER_KEY}' \\
        -H 'Content-Type: application/json' \\
        -d '{{"model": "gpt-4o-mini", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+
+  curl {base}/v1/messages -H 'x-api-key: {DEMO_MASTER_KEY}' -H 'Content-Type: application/json' \\
+       -d '{{"model": "gemini-flash", "max_tokens": 100, "messages": [{{"role": "user", "content": "Hi"}}]}}'
 
   from openai import OpenAI
   client = OpenAI(base_url="{base}/v1", api_key="{DEMO_MASTER_KEY}")

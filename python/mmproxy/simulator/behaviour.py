@@ -80,7 +80,7 @@ KNOB_HELP: dict[str, str] = {
     "embedding_dims": "embedding size when the request gives no 'dimensions'",
     "fault": "inject a fault: KIND[:PARAM], KIND in " + ", ".join(
         ("429", "500", "502", "503", "400", "400_context", "401", "404", "timeout", "slow", "cut",
-         "hang", "bad_json")
+         "hang", "bad_json", "safety", "safety_prompt")
     ),
     "fault_rate": "probability that --fault applies to a request",
     "retry_after": "Retry-After seconds sent with 429/503 faults",
@@ -122,7 +122,10 @@ STATUS_FAULTS: dict[str, int] = {
 }
 # Faults that change how a normal reply is delivered.
 TRANSPORT_FAULTS = frozenset({"timeout", "slow", "cut", "hang", "bad_json"})
-FAULT_KINDS = frozenset(STATUS_FAULTS) | TRANSPORT_FAULTS
+# Faults that change what a 200 says; only wire formats with the concept render them (Gemini: the answer
+# stopped with finishReason SAFETY / the prompt blocked by promptFeedback.blockReason), others ignore them.
+CONTENT_FAULTS = frozenset({"safety", "safety_prompt"})
+FAULT_KINDS = frozenset(STATUS_FAULTS) | TRANSPORT_FAULTS | CONTENT_FAULTS
 
 
 @dataclass(slots=True, frozen=True)

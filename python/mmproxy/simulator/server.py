@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, Protocol
 
-from . import control, openai
+from . import anthropic, control, gemini, ollama, openai
 from .behaviour import Fault, KnobError, Knobs
 from .control import SimConfig, SimState
 from .httpserver import HttpProtocol, Reply, Request, protocol_factory
@@ -41,6 +41,9 @@ class SimApp:
         self.routes: dict[tuple[str, str], tuple[Handler, AuthCheck | None]] = {}
         self.prefix_routes: list[tuple[str, str, Handler, AuthCheck | None]] = []
         openai.register(self)
+        anthropic.register(self)
+        ollama.register(self)
+        gemini.register(self)
         control.register(self)
 
     def route(self, method: str, path: str, handler: Handler, auth: AuthCheck | None) -> None:
