@@ -37,6 +37,7 @@ from .behaviour import (
     canonical_json,
     content_seed,
     corpus_tokens,
+    fake_value,
     format_seconds,
     group,
     limit_tokens,
@@ -44,7 +45,6 @@ from .behaviour import (
     split_tokens,
 )
 from .httpserver import Reply, Request, StreamBody
-from .openai import _fake_value as fake_value
 
 if TYPE_CHECKING:
     from .server import SimApp

@@ -306,3 +306,30 @@ def schedule(n_head: int, n_body: int, n_tail: int, knobs: Knobs, tokens: int, p
     last = due[-1] if due else ttft
     due.extend([last] * n_tail)
     return due
+
+
+def fake_value(schema: Any, seed: int, depth: int = 0) -> Any:
+    """A deterministic value satisfying a (simple) JSON schema, for tool-call arguments."""
+    if not isinstance(schema, dict) or depth > 4:
+        return None
+    if isinstance(schema.get("enum"), list) and schema["enum"]:
+        return schema["enum"][seed % len(schema["enum"])]
+    kind = schema.get("type", "object" if "properties" in schema else "string")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        props = schema.get("properties")
+        if not isinstance(props, dict):
+            return {}
+        return {name: fake_value(sub, seed + i, depth + 1) for i, (name, sub) in enumerate(props.items())}
+    if kind == "array":
+        return [fake_value(schema.get("items", {}), seed, depth + 1)]
+    if kind == "integer":
+        return seed % 100
+    if kind == "number":
+        return (seed % 1000) / 10
+    if kind == "boolean":
+        return bool(seed & 1)
+    if kind == "null":
+        return None
+    return corpus_tokens(seed, 1)[0].rstrip(".")

@@ -33,6 +33,7 @@ from .behaviour import (
     content_seed,
     corpus_tokens,
     embedding_vector,
+    fake_value,
     format_seconds,
     group,
     limit_tokens,
@@ -40,7 +41,6 @@ from .behaviour import (
     split_tokens,
 )
 from .httpserver import Reply, Request, StreamBody
-from .openai import _fake_value
 
 if TYPE_CHECKING:
     from .server import SimApp
@@ -184,7 +184,7 @@ def _new_id() -> str:
 
 
 def _lower_types(schema: Any) -> Any:
-    """An OpenAPI-subset ``parameters`` schema (types in capitals) as JSON Schema for ``_fake_value``."""
+    """An OpenAPI-subset ``parameters`` schema (types in capitals) as JSON Schema for ``fake_value``."""
     if isinstance(schema, dict):
         return {k: (v.lower() if k == "type" and isinstance(v, str) else _lower_types(v)) for k, v in schema.items()}
     if isinstance(schema, list):
@@ -350,13 +350,13 @@ def _candidate(body: dict[str, Any], fn: dict[str, Any] | None, seed: int, knobs
     config = body.get("generationConfig") or {}
     if fn is not None:
         schema = fn.get("parametersJsonSchema") or _lower_types(fn.get("parameters")) or {"type": "object"}
-        args = _fake_value(schema, seed)
+        args = fake_value(schema, seed)
         dumped = orjson.dumps(args).decode()
         return _Candidate(None, [], {"name": fn["name"], "args": args}, "STOP",
                           approx_tokens(len(fn["name"]) + len(dumped)))
     if config.get("responseMimeType") == "application/json":
         schema = config.get("responseJsonSchema") or _lower_types(config.get("responseSchema"))
-        value = _fake_value(schema, seed) if schema else {"answer": "".join(corpus_tokens(seed, knobs.tokens))}
+        value = fake_value(schema, seed) if schema else {"answer": "".join(corpus_tokens(seed, knobs.tokens))}
         text = orjson.dumps(value).decode()
         return _Candidate(text, group(list(text), knobs.chunks), None, "STOP", approx_tokens(len(text)))
     if knobs.content is not None:

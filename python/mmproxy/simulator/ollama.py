@@ -25,6 +25,7 @@ from .behaviour import (
     content_seed,
     corpus_tokens,
     embedding_vector,
+    fake_value,
     format_seconds,
     group,
     limit_tokens,
@@ -33,7 +34,6 @@ from .behaviour import (
 )
 from .control import DEFAULT_MODELS
 from .httpserver import Reply, Request, StreamBody
-from .openai import _fake_value
 
 if TYPE_CHECKING:
     from .server import SimApp
@@ -227,7 +227,7 @@ def _build_chat(app: SimApp, body: dict[str, Any], model: str, knobs: Knobs) -> 
     prompt_tokens = approx_tokens(len(dumped) + (len(orjson.dumps(body["tools"])) if body.get("tools") else 0))
     call = None
     if fn is not None:
-        args = _fake_value(fn.get("parameters") or {"type": "object"}, seed)
+        args = fake_value(fn.get("parameters") or {"type": "object"}, seed)
         call = {"function": {"index": 0, "name": fn["name"], "arguments": args}}
         text, finish = "", "stop"  # Ollama reports a tool call as an ordinary stop
         pieces: list[str] = []

@@ -25,6 +25,7 @@ from .behaviour import (
     content_seed,
     corpus_tokens,
     embedding_vector,
+    fake_value,
     float32_le_bytes,
     format_seconds,
     group,
@@ -180,33 +181,6 @@ class _Answer:
         return {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}
 
 
-def _fake_value(schema: Any, seed: int, depth: int = 0) -> Any:
-    """A deterministic value satisfying a (simple) JSON schema, for tool-call arguments."""
-    if not isinstance(schema, dict) or depth > 4:
-        return None
-    if isinstance(schema.get("enum"), list) and schema["enum"]:
-        return schema["enum"][seed % len(schema["enum"])]
-    kind = schema.get("type", "object" if "properties" in schema else "string")
-    if isinstance(kind, list):
-        kind = next((k for k in kind if k != "null"), "null")
-    if kind == "object":
-        props = schema.get("properties")
-        if not isinstance(props, dict):
-            return {}
-        return {name: _fake_value(sub, seed + i, depth + 1) for i, (name, sub) in enumerate(props.items())}
-    if kind == "array":
-        return [_fake_value(schema.get("items", {}), seed, depth + 1)]
-    if kind == "integer":
-        return seed % 100
-    if kind == "number":
-        return (seed % 1000) / 10
-    if kind == "boolean":
-        return bool(seed & 1)
-    if kind == "null":
-        return None
-    return corpus_tokens(seed, 1)[0].rstrip(".")
-
-
 def _pick_tool(body: dict[str, Any], messages: list[dict[str, Any]]) -> dict[str, Any] | Reply | None:
     """The function to call, or None for a text answer.
 
@@ -248,7 +222,7 @@ def _last_user_text(messages: list[dict[str, Any]]) -> str:
 def _answer(fn: dict[str, Any] | None, messages: list[dict[str, Any]], seed: int, index: int, knobs: Knobs,
             max_tokens: int | None, stop: list[str]) -> _Answer:
     if fn is not None:
-        args = orjson.dumps(_fake_value(fn.get("parameters") or {"type": "object"}, seed)).decode()
+        args = orjson.dumps(fake_value(fn.get("parameters") or {"type": "object"}, seed)).decode()
         call = {"id": f"call_{(seed + index) & ((1 << 96) - 1):024x}", "type": "function",
                 "function": {"name": fn["name"], "arguments": args}}
         return _Answer(None, group(list(args), knobs.chunks), call, "tool_calls",
