@@ -140,11 +140,8 @@ class AnthropicProvider(Provider):
         return http_request(self._head, orjson.dumps(body))
 
     def chat_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise bad_upstream_response(self.deployment.id) from None
-        blocks = data.get("content") if isinstance(data, dict) else None
+        data = self.load_object(body)
+        blocks = data.get("content")
         if not isinstance(blocks, list):
             raise bad_upstream_response(self.deployment.id)
         texts: list[str] = []
@@ -179,11 +176,8 @@ class AnthropicProvider(Provider):
         return http_request(self._head, orjson.dumps(body))
 
     def messages_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise bad_upstream_response(self.deployment.id) from None
-        if not isinstance(data, dict) or data.get("type") != "message":
+        data = self.load_object(body)
+        if data.get("type") != "message":
             raise bad_upstream_response(self.deployment.id)
         return body, _usage(data.get("usage") or {})
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any
 
+import orjson
+
 from mmproxy.config import Deployment
 from mmproxy.errors import ProxyError
 from mmproxy.upstream.http1 import UpstreamPool
@@ -76,6 +78,16 @@ class Provider(ABC):
                     param=key,
                     code="unsupported_parameter",
                 )
+
+    def load_object(self, body: bytes) -> dict[str, Any]:
+        """A successful upstream body as a JSON object; anything else is a bad upstream response."""
+        try:
+            data = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise bad_upstream_response(self.deployment.id) from None
+        if not isinstance(data, dict):
+            raise bad_upstream_response(self.deployment.id)
+        return data
 
     def request_head(self, method: str, target: str, headers: list[str]) -> bytes:
         """The request line and headers up to ``Content-Length: `` (the length and body follow)."""

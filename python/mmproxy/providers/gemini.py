@@ -119,7 +119,7 @@ class GeminiProvider(Provider):
         return http_request(head, orjson.dumps(_generate_body(payload)))
 
     def chat_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
-        data = _load_object(body, self.deployment.id)
+        data = self.load_object(body)
         usage = _usage(data.get("usageMetadata"))
         response_id = data.get("responseId")
         chat_id = f"chatcmpl-{response_id}" if isinstance(response_id, str) and response_id else None
@@ -169,7 +169,7 @@ class GeminiProvider(Provider):
     def embeddings_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
         """OpenAI's embeddings list. Gemini reports no usage: ``prompt_tokens`` is the o200k estimate
         (``mmproxy.tokens.count``) of the input texts, taken when the request was built."""
-        data = _load_object(body, self.deployment.id)
+        data = self.load_object(body)
         embeddings = data.get("embeddings")
         if not isinstance(embeddings, list):
             raise bad_upstream_response(self.deployment.id)
@@ -528,16 +528,6 @@ def _calling_config(choice: Any) -> dict[str, Any]:
 
 
 # -- response translation --------------------------------------------------------------
-def _load_object(body: bytes, deployment_id: str) -> dict[str, Any]:
-    try:
-        data = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        raise bad_upstream_response(deployment_id) from None
-    if not isinstance(data, dict):
-        raise bad_upstream_response(deployment_id)
-    return data
-
-
 def _choice(candidate: dict[str, Any]) -> tuple[dict[str, Any], str]:
     content = candidate.get("content")
     parts = content.get("parts") if isinstance(content, dict) else None

@@ -120,12 +120,7 @@ class _OllamaProvider(Provider):
         """(content, thinking, tool_calls) of a response object or stream line."""
 
     def chat_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise bad_upstream_response(self.deployment.id) from None
-        if not isinstance(data, dict):
-            raise bad_upstream_response(self.deployment.id)
+        data = self.load_object(body)
         text, thinking, calls = self.reply(data)
         message: dict[str, Any] = {"role": "assistant", "content": text if isinstance(text, str) else None}
         if thinking:
@@ -161,11 +156,8 @@ class _OllamaProvider(Provider):
         return http_request(self._embed_head, orjson.dumps(body))
 
     def embeddings_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
-        try:
-            data = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise bad_upstream_response(self.deployment.id) from None
-        vectors = data.get("embeddings") if isinstance(data, dict) else None
+        data = self.load_object(body)
+        vectors = data.get("embeddings")
         if not isinstance(vectors, list):
             raise bad_upstream_response(self.deployment.id)
         as_base64 = _EMBED_BASE64.get()

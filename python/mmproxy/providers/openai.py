@@ -15,7 +15,6 @@ from mmproxy.config import Deployment
 from mmproxy.errors import ProxyError
 from mmproxy.providers.base import (
     Provider,
-    bad_upstream_response,
     http_request,
     kind_of_status,
     upstream_error,
@@ -52,11 +51,7 @@ class OpenAIProvider(Provider):
 
     def _usage(self, body: bytes) -> dict[str, Any] | None:
         """Check the body is JSON (the client must not get garbage as a 200) and take its usage."""
-        try:
-            parsed = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            raise bad_upstream_response(self.deployment.id) from None
-        usage = parsed.get("usage") if isinstance(parsed, dict) else None
+        usage = self.load_object(body).get("usage")
         return usage if isinstance(usage, dict) else None
 
     def embeddings_request(self, payload: dict[str, Any]) -> bytes:
