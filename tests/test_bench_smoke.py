@@ -13,6 +13,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "benches"))
+from loadgen import LoadGen, chat_request, run_sync  # noqa: E402
+from run import Service, free_port, python_env  # noqa: E402
 
 
 def _mmproxy_cli_importable() -> bool:
@@ -59,3 +62,33 @@ def test_bench_smoke(tmp_path):
 
     assert report["targets"]["mmproxy"]["us_per_event"] is not None
     assert "### All scenarios" in proc.stdout
+
+
+@pytest.fixture
+def simulator(tmp_path):
+    """A simulator subprocess on a free port (faults are chosen per request through ``sim``)."""
+    pytest.importorskip("mmproxy.simulator")
+    port = free_port()
+    argv = [sys.executable, "-m", "mmproxy.simulator", "--port", str(port), "--record", "0"]
+    sim = Service("sim", argv, port=port, core=None, env=python_env(), logdir=tmp_path)
+    try:
+        sim.wait_ready(f"http://127.0.0.1:{port}/v1/models", 20)
+        yield port
+    finally:
+        sim.stop()
+
+
+@pytest.mark.parametrize(
+    ("fault", "stream", "kind"),
+    [("cut", True, "cut"), ("500", False, "http_500"), ("bad_json", False, "bad_body"), (None, True, None)],
+)
+def test_loadgen_counts_failures(simulator, fault, stream, kind):
+    """'Zero errors' in a benchmark only means something if broken replies are caught."""
+    extra = {"sim": {"fault": fault}} if fault else None
+    req = chat_request("m", stream=stream, extra=extra)
+    res = run_sync(LoadGen("127.0.0.1", simulator, [req], concurrency=2, count=20, warmup=0)).summary()
+    if kind is None:
+        assert res["requests"] == 20 and res["errors"] == 0, res
+        assert 0 < res["ttft_p50_ms"] <= res["p50_ms"]
+    else:
+        assert res["requests"] == 0 and res["error_kinds"] == {kind: 20}, res
