@@ -188,8 +188,8 @@ class Service:
 
 
 def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for child processes: they run the installed mmproxy (its Rust core is built there)."""
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT / "python"), env.get("PYTHONPATH")]))
     env.update(extra or {})
     return env
 
@@ -690,14 +690,14 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
-def write_results_section(body: str, path: Path = RESULTS_MD) -> None:
-    """Replace only the body of the ``## Gateway`` section; other sections belong to other tools."""
-    text = path.read_text() if path.exists() else "# Benchmark results\n\n## Gateway\n"
+def write_results_section(body: str, path: Path = RESULTS_MD, section: str = "## Gateway") -> None:
+    """Replace only the body of ``section``; other sections belong to other tools."""
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
     lines = text.splitlines()
     try:
-        start = lines.index("## Gateway")
+        start = lines.index(section)
     except ValueError:
-        lines += ["", "## Gateway"]
+        lines += ["", section]
         start = len(lines) - 1
     end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
     new = [*lines[: start + 1], "", *body.rstrip().splitlines(), "", *lines[end:]]
