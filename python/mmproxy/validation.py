@@ -38,7 +38,7 @@ _CHAT_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
     "user": ((str,), "a string"),
     "metadata": ((dict,), "an object"),
 }
-_POSITIVE_INTS = ("n", "max_tokens", "max_completion_tokens")
+_POSITIVE_INTS = frozenset({"n", "max_tokens", "max_completion_tokens"})
 
 
 def parse_json_object(raw: bytes) -> dict[str, Any]:
@@ -78,15 +78,15 @@ def validate_chat(payload: dict[str, Any]) -> None:
                 f"messages[{i}].content must be a string or a list of content parts",
                 param=f"messages[{i}].content",
             )
-    for name, (types, what) in _CHAT_FIELDS.items():
-        value = payload.get(name)
-        if value is None:
+    # A request has a handful of fields: walk those, not the table.
+    for name, value in payload.items():
+        spec = _CHAT_FIELDS.get(name)
+        if spec is None or value is None:
             continue
+        types, what = spec
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise bad_request(f"'{name}' must be {what}", param=name)
-    for name in _POSITIVE_INTS:
-        value = payload.get(name)
-        if value is not None and value < 1:
+        if name in _POSITIVE_INTS and value < 1:
             raise bad_request(f"'{name}' must be at least 1", param=name)
 
 

@@ -35,6 +35,32 @@ class StreamTranslator(ABC):
     def feed(self, data: bytes) -> bytes: ...
 
 
+class ChainedTranslator(StreamTranslator):
+    """Provider wire format → OpenAI SSE → another client-facing format, in one feed."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, inner: StreamTranslator, outer: StreamTranslator) -> None:
+        self._inner = inner
+        self._outer = outer
+
+    def feed(self, data: bytes) -> bytes:
+        middle = self._inner.feed(data)
+        return self._outer.feed(middle) if middle else b""
+
+    @property
+    def complete(self) -> bool:  # type: ignore[override]
+        return self._outer.complete
+
+    @property
+    def usage(self) -> dict[str, Any] | None:  # type: ignore[override]
+        return self._inner.usage or self._outer.usage
+
+    @property
+    def failed(self) -> bool:  # type: ignore[override]
+        return self._inner.failed or self._outer.failed
+
+
 # The request fields OpenAI defines. A translating provider maps a subset (``supported``);
 # one it cannot map is a 400 naming it, or dropped when ``drop_params`` is on. Fields outside
 # this set are provider-specific extras and pass through to the upstream body unchanged.

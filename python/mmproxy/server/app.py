@@ -1,4 +1,4 @@
-"""Build the aiohttp application and run it in one or several worker processes."""
+"""Build the aiohttp server and run it in one or several worker processes."""
 
 from __future__ import annotations
 
@@ -11,54 +11,63 @@ import sys
 
 import uvloop
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
+from aiohttp.web_protocol import RequestHandler
 
 from mmproxy.config import Config
 from mmproxy.inbound.anthropic import anthropic_error
-from mmproxy.server.handlers import Gateway
+from mmproxy.server.handlers import Gateway, Handler
 
 log = logging.getLogger("mmproxy")
 
-_GATEWAY = web.AppKey("gateway", Gateway)
+def build_server(gateway: Gateway) -> web.Server:
+    """aiohttp's low-level server with a dict lookup for routing.
 
-
-def build_app(config: Config) -> web.Application:
-    gateway = Gateway(config)
-    app = web.Application(client_max_size=config.max_request_bytes)
-    app[_GATEWAY] = gateway
+    ``web.Application`` (router, match info, middleware chain, signals) costs about 35 µs of CPU
+    per request at concurrency 1 on the benchmark machine; the gateway has nine fixed routes.
+    """
     guarded = gateway.guarded
     chat = guarded(gateway.chat_completions)
     embeddings = guarded(gateway.embeddings)
     models = guarded(gateway.models)
     messages = guarded(gateway.messages, anthropic_error)
-    routes = [
-        ("POST", "/v1/chat/completions", chat),
-        ("POST", "/chat/completions", chat),
-        ("POST", "/v1/embeddings", embeddings),
-        ("POST", "/embeddings", embeddings),
-        ("POST", "/v1/messages", messages),
-        ("GET", "/v1/models", models),
-        ("GET", "/models", models),
-        ("GET", "/health/liveliness", gateway.liveliness),
-        ("GET", "/health/readiness", gateway.readiness),
-    ]
-    seen: set[str] = set()
-    for method, path, handler in routes:
-        app.router.add_route(method, path, handler)
-    for _, path, _ in routes:
-        if path not in seen:
-            seen.add(path)
-            app.router.add_route("*", path, gateway.method_not_allowed)
-    app.router.add_route("*", "/{tail:.*}", gateway.not_found)
+    routes: dict[tuple[str, str], Handler] = {
+        ("POST", "/v1/chat/completions"): chat,
+        ("POST", "/chat/completions"): chat,
+        ("POST", "/v1/embeddings"): embeddings,
+        ("POST", "/embeddings"): embeddings,
+        ("POST", "/v1/messages"): messages,
+        ("GET", "/v1/models"): models,
+        ("GET", "/models"): models,
+        ("GET", "/health/liveliness"): gateway.liveliness,
+        ("GET", "/health/readiness"): gateway.readiness,
+    }
+    paths = {path for _, path in routes}
 
-    async def on_startup(app: web.Application) -> None:
-        await gateway.start()
+    async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
+        handler = routes.get((request.method, request.path))
+        if handler is not None:
+            return await handler(request)
+        if request.path in paths:
+            return await gateway.method_not_allowed(request)
+        return await gateway.not_found(request)
 
-    async def on_cleanup(app: web.Application) -> None:
-        await gateway.stop()
+    loop = asyncio.get_running_loop()
+    limit = gateway.config.max_request_bytes
 
-    app.on_startup.append(on_startup)
-    app.on_cleanup.append(on_cleanup)
-    return app
+    def make_request(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=limit)
+
+    # handler_cancellation: a client that disconnects cancels its handler, which aborts the upstream call.
+    return web.Server(dispatch, request_factory=make_request, handler_cancellation=True, access_log=None)
 
 
 def serve(config: Config, host: str, port: int, workers: int) -> None:
@@ -102,9 +111,9 @@ def _run_worker(config: Config, host: str, port: int, *, reuse_port: bool, annou
 
 
 async def _serve_forever(config: Config, host: str, port: int, reuse_port: bool, announce: bool) -> None:
-    app = build_app(config)
-    # handler_cancellation: a client that disconnects cancels its handler, which aborts the upstream call.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None)
+    gateway = Gateway(config)
+    await gateway.start()
+    runner = web.ServerRunner(build_server(gateway))
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
     await site.start()
@@ -115,7 +124,6 @@ async def _serve_forever(config: Config, host: str, port: int, reuse_port: bool,
     if announce:
         server = site._server
         bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
-        gateway = app[_GATEWAY]
         print(
             f"mmproxy listening on http://{host}:{bound} "
             f"({len(config.deployments)} deployments, {len(gateway.router.groups)} models, pid {os.getpid()})",
@@ -123,3 +131,4 @@ async def _serve_forever(config: Config, host: str, port: int, reuse_port: bool,
         )
     await stop.wait()
     await runner.cleanup()
+    await gateway.stop()

@@ -20,7 +20,7 @@ from mmproxy.cost import format_usd, usage_cost
 from mmproxy.errors import ProxyError, auth_error, error_body
 from mmproxy.inbound import anthropic as anthropic_inbound
 from mmproxy.providers import Provider, provider_for
-from mmproxy.providers.base import StreamTranslator
+from mmproxy.providers.base import ChainedTranslator, StreamTranslator
 from mmproxy.router import Router
 from mmproxy.server.sse import SSERelay, error_event
 from mmproxy.upstream.http1 import UpstreamDisconnected, UpstreamError, UpstreamPool, UpstreamTimeout
@@ -34,7 +34,7 @@ from mmproxy.validation import (
 
 log = logging.getLogger("mmproxy")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 _JSON = "application/json"
 _NS_PER_MS = 1_000_000
 
@@ -72,7 +72,7 @@ class Gateway:
     def _request_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids)}"
 
-    def _authorize(self, request: web.Request) -> None:
+    def _authorize(self, request: web.BaseRequest) -> None:
         master = self._master_key
         if master is None:
             return
@@ -90,7 +90,7 @@ class Gateway:
         if not hmac.compare_digest(supplied.encode(), master):
             raise auth_error("invalid API key")
 
-    async def _read_json(self, request: web.Request) -> tuple[bytes, dict[str, Any]]:
+    async def _read_json(self, request: web.BaseRequest) -> tuple[bytes, dict[str, Any]]:
         try:
             raw = await request.read()
         except web.HTTPRequestEntityTooLarge:
@@ -102,7 +102,7 @@ class Gateway:
 
     def guarded(
         self,
-        handler: Callable[[web.Request, str], Awaitable[web.StreamResponse]],
+        handler: Callable[[web.BaseRequest, str], Awaitable[web.StreamResponse]],
         render: Callable[[ProxyError], bytes] = ProxyError.body,
     ) -> Handler:
         """Wrap a handler so every failure leaves as an error in the API's own shape (``render``)."""
@@ -111,7 +111,7 @@ class Gateway:
             headers = {"x-mmproxy-request-id": request_id, **exc.headers}
             return web.Response(status=exc.status, body=render(exc), content_type=_JSON, headers=headers)
 
-        async def run(request: web.Request) -> web.StreamResponse:
+        async def run(request: web.BaseRequest) -> web.StreamResponse:
             request_id = self._request_id()
             try:
                 return await handler(request, request_id)
@@ -137,7 +137,7 @@ class Gateway:
         return group.pick()
 
     # -- endpoints -----------------------------------------------------------------
-    async def chat_completions(self, request: web.Request, request_id: str) -> web.StreamResponse:
+    async def chat_completions(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         started = time.perf_counter_ns()
         self._authorize(request)
         raw, payload = await self._read_json(request)
@@ -154,7 +154,7 @@ class Gateway:
         data = provider.chat_request(payload)
         return await self._forward(provider, data, provider.chat_response, request_id, started)
 
-    async def messages(self, request: web.Request, request_id: str) -> web.StreamResponse:
+    async def messages(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         """Anthropic Messages API in front of any model: translated to OpenAI's shape and back."""
         started = time.perf_counter_ns()
         self._authorize(request)
@@ -194,7 +194,7 @@ class Gateway:
             raise ProxyError(400, f"model {model!r} is an embedding model; use /v1/embeddings", param="model")
         return provider
 
-    async def embeddings(self, request: web.Request, request_id: str) -> web.StreamResponse:
+    async def embeddings(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         started = time.perf_counter_ns()
         self._authorize(request)
         _, payload = await self._read_json(request)
@@ -210,27 +210,27 @@ class Gateway:
         data = provider.embeddings_request(payload)
         return await self._forward(provider, data, provider.embeddings_response, request_id, started)
 
-    async def models(self, request: web.Request, request_id: str) -> web.StreamResponse:
+    async def models(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         self._authorize(request)
         data = [
             {"id": name, "object": "model", "created": 0, "owned_by": "mmproxy"} for name in self.router.groups
         ]
         return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=_JSON)
 
-    async def liveliness(self, request: web.Request) -> web.StreamResponse:
+    async def liveliness(self, request: web.BaseRequest) -> web.StreamResponse:
         return web.Response(body=b'"I\'m alive!"', content_type=_JSON)
 
-    async def readiness(self, request: web.Request) -> web.StreamResponse:
+    async def readiness(self, request: web.BaseRequest) -> web.StreamResponse:
         body = {"status": "healthy", "db": "Not connected", "cache": None, "mmproxy_version": __version__,
                 "models": len(self.router.groups)}
         return web.Response(body=orjson.dumps(body), content_type=_JSON)
 
-    async def not_found(self, request: web.Request) -> web.StreamResponse:
+    async def not_found(self, request: web.BaseRequest) -> web.StreamResponse:
         body = error_body(f"no route for {request.method} {request.path}", "invalid_request_error",
                           "not_found")
         return web.Response(status=404, body=body, content_type=_JSON)
 
-    async def method_not_allowed(self, request: web.Request) -> web.StreamResponse:
+    async def method_not_allowed(self, request: web.BaseRequest) -> web.StreamResponse:
         body = error_body(f"method {request.method} is not allowed on {request.path}",
                           "invalid_request_error", "method_not_allowed")
         return web.Response(status=405, body=body, content_type=_JSON)
@@ -286,7 +286,7 @@ class Gateway:
 
     async def _relay_stream(
         self,
-        request: web.Request,
+        request: web.BaseRequest,
         request_id: str,
         provider: Provider,
         data: bytes,
@@ -357,32 +357,6 @@ class Gateway:
 
 def _anthropic_stream_error(message: str, code: str) -> bytes:
     return anthropic_inbound.stream_error(message, "timeout_error" if code == "upstream_timeout" else "api_error")
-
-
-class ChainedTranslator(StreamTranslator):
-    """Provider wire format → OpenAI SSE → another client-facing format, in one feed."""
-
-    __slots__ = ("_inner", "_outer")
-
-    def __init__(self, inner: StreamTranslator, outer: StreamTranslator) -> None:
-        self._inner = inner
-        self._outer = outer
-
-    def feed(self, data: bytes) -> bytes:
-        middle = self._inner.feed(data)
-        return self._outer.feed(middle) if middle else b""
-
-    @property
-    def complete(self) -> bool:  # type: ignore[override]
-        return self._outer.complete
-
-    @property
-    def usage(self) -> dict[str, Any] | None:  # type: ignore[override]
-        return self._inner.usage or self._outer.usage
-
-    @property
-    def failed(self) -> bool:  # type: ignore[override]
-        return self._inner.failed or self._outer.failed
 
 
 def _overhead_ms(started: int, sent: int, received: int) -> str:
