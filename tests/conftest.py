@@ -19,7 +19,7 @@ import yaml
 
 MASTER_KEY = "sk-test-master-0123456789"
 UPSTREAM_KEY = "sk-upstream-secret-abcdef987654"
-_LISTENING = re.compile(r"listening on (http://[\d.]+:\d+)")
+_LISTENING = re.compile(r"listening on (https?://[\d.]+:\d+)")
 
 
 @dataclass

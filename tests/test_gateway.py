@@ -91,6 +91,35 @@ def test_streaming_matches_non_streaming(client):
     assert chunks[-1].choices == [] and chunks[-1].usage.completion_tokens == full.usage.completion_tokens
 
 
+WEATHER = {"type": "function", "function": {"name": "get_weather", "description": "Weather in a city",
+           "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def test_tools_pass_through_non_stream_and_stream(client, sim: SimControl):
+    messages = [{"role": "user", "content": "Weather in Rome?"}]
+    reply = client.chat.completions.create(model="gpt-4o", messages=messages, tools=[WEATHER], tool_choice="required")
+    call = reply.choices[0].message.tool_calls[0]
+    assert reply.choices[0].finish_reason == "tool_calls" and call.function.name == "get_weather"
+    assert sim.last()["body"]["tools"] == [WEATHER]
+    streamed = list(client.chat.completions.create(model="gpt-4o", messages=messages, tools=[WEATHER],
+                                                   tool_choice="required", stream=True))
+    deltas = [c.choices[0].delta.tool_calls for c in streamed if c.choices and c.choices[0].delta.tool_calls]
+    assert deltas[0][0].function.name == "get_weather"
+    assert "".join(d[0].function.arguments or "" for d in deltas) == call.function.arguments
+    # The tool result goes back to the upstream as the client wrote it.
+    follow = [*messages, reply.choices[0].message.model_dump(exclude_none=True),
+              {"role": "tool", "tool_call_id": call.id, "content": "21C"}]
+    client.chat.completions.create(model="gpt-4o", messages=follow, tools=[WEATHER])
+    assert sim.last()["body"]["messages"][2] == {"role": "tool", "tool_call_id": call.id, "content": "21C"}
+
+
+def test_image_parts_pass_through(client, sim: SimControl):
+    content = [{"type": "text", "text": "What is this?"},
+               {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo=", "detail": "low"}}]
+    client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": content}])
+    assert sim.last()["body"]["messages"][0]["content"] == content
+
+
 def test_stream_wire_format_ends_with_done(raw: httpx.Client):
     body = {"model": "gpt-4o", "messages": HELLO, "stream": True}
     with raw.stream("POST", "/v1/chat/completions", json=body) as response:

@@ -43,6 +43,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="requests kept for GET /_sim/requests (0 disables recording)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault-rate dice")
     parser.add_argument("--instance", default="sim", help="name shown in system_fingerprint and /_sim/health")
+    parser.add_argument("--tls-cert", default=None, help="PEM certificate: serve HTTPS (needs --tls-key)")
+    parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
     knobs = parser.add_argument_group("behaviour knobs (server defaults; overridable per model and per request)")
     for f in fields(Knobs):
         default = getattr(_DEFAULT_KNOBS, f.name)
@@ -89,7 +91,8 @@ def run(args: argparse.Namespace) -> None:
     uvloop.run(_serve_until_signal(options))
 
 
-_OPTION_NAMES = frozenset({"host", "port", "api_key", "models", "model_knobs", "record_limit", "seed", "instance"}
+_OPTION_NAMES = frozenset({"host", "port", "api_key", "models", "model_knobs", "record_limit", "seed", "instance",
+                           "tls_cert", "tls_key"}
                           | {f.name for f in fields(Knobs)})
 
 

@@ -35,6 +35,8 @@ class SimConfig:
     record_limit: int = 1000
     seed: int = 0
     instance: str = "sim"
+    tls_cert: str | None = None  # PEM certificate (and key below): serve HTTPS, like real providers
+    tls_key: str | None = None
     knobs: Knobs = field(default_factory=Knobs)
 
     def __post_init__(self) -> None:

@@ -7,6 +7,7 @@ a private loop, and ``cli.run`` is the blocking process entry point.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Callable
 from dataclasses import fields
@@ -126,7 +127,8 @@ class Simulator:
     @property
     def base_url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.app.config.tls_cert else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     @property
     def url(self) -> str:
@@ -164,8 +166,12 @@ async def serve(config: SimConfig) -> Simulator:
     """Bind and start serving ``config`` in the running loop."""
     app = SimApp(config)
     loop = asyncio.get_running_loop()
+    tls = None
+    if config.tls_cert:
+        tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        tls.load_cert_chain(config.tls_cert, config.tls_key)
     server = await loop.create_server(protocol_factory(app, app.connections), config.host, config.port,
-                                      backlog=1024)
+                                      backlog=1024, ssl=tls)
     return Simulator(app, server)
 
 
