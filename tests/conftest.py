@@ -159,6 +159,8 @@ def gateway_config(sim_url: str, **extra: Any) -> dict[str, Any]:
             },
         ],
         "general_settings": {"master_key": MASTER_KEY},
+        # Each test here scripts its own faults; cooldowns (tests/test_failover.py) would couple them.
+        "router_settings": {"cooldown_time": 0},
     }
     for key, value in extra.items():
         config[key] = value

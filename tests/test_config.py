@@ -116,13 +116,14 @@ def test_serve_warns_about_unimplemented_keys(tmp_path, simulator):
     path.write_text(yaml.safe_dump({
         "model_list": [{"model_name": "m", "litellm_params": {
             "model": "openai/x", "api_base": f"{simulator.url}/v1", "rpm": 5}}],
-        "router_settings": {"num_retries": 3},
+        "router_settings": {"num_retries": 3, "routing_strategy": "least-busy"},
     }))
     gw = start_process(["mmproxy", "serve", "--config", str(path), "--host", "127.0.0.1", "--port", "0"])
     try:
         text = "".join(gw.output)
         assert "warning: model_list[0].litellm_params.rpm" in text
-        assert "warning: router_settings.num_retries" in text
+        assert "warning: router_settings.routing_strategy" in text
+        assert "router_settings.num_retries" not in text
     finally:
         gw.stop()
 

@@ -55,7 +55,8 @@ def anthropic_gateway(simulator: Process, tmp_path_factory: pytest.TempPathFacto
         _deployment("claude-messages-url", MODEL, f"{root}/v1/messages"),
     ]
     path = tmp_path_factory.mktemp("anthropic") / "config.yaml"
-    path.write_text(yaml.safe_dump({"model_list": model_list, "general_settings": {"master_key": MASTER_KEY}}))
+    path.write_text(yaml.safe_dump({"model_list": model_list, "general_settings": {"master_key": MASTER_KEY},
+                                     "router_settings": {"cooldown_time": 0}}))
     gw = start_process(["mmproxy", "serve", "--config", str(path), "--host", "127.0.0.1", "--port", "0"])
     yield gw
     gw.stop()

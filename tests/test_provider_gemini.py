@@ -50,7 +50,8 @@ def gemini_gateway(simulator: Process, tmp_path_factory: pytest.TempPathFactory)
                                                        "api_key": UPSTREAM_KEY},
          "model_info": {"mode": "embedding"}},
     ]
-    config = {"model_list": model_list, "general_settings": {"master_key": MASTER_KEY}}
+    config = {"model_list": model_list, "general_settings": {"master_key": MASTER_KEY},
+              "router_settings": {"cooldown_time": 0}}
     gw = start_gateway(tmp_path_factory.mktemp("gemini"), config)
     yield gw
     gw.stop()

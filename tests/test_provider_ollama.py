@@ -54,6 +54,7 @@ def gateway(simulator: Process, tmp_path_factory: pytest.TempPathFactory) -> Ite
                         model_info={"mode": "embedding"}),
         ],
         "general_settings": {"master_key": MASTER_KEY},
+        "router_settings": {"cooldown_time": 0},  # fault tests must not cool deployments down for each other
     }
     process = start_gateway(tmp_path_factory.mktemp("ollama"), config)
     yield process

@@ -30,7 +30,8 @@ def family_gateway(simulator: Process, tmp_path_factory: pytest.TempPathFactory)
         "model": "azure/my-embedder", "api_base": simulator.url, "api_key": UPSTREAM_KEY},
         "model_info": {"mode": "embedding"}})
     path = tmp_path_factory.mktemp("family") / "config.yaml"
-    path.write_text(yaml.safe_dump({"model_list": model_list, "general_settings": {"master_key": MASTER_KEY}}))
+    path.write_text(yaml.safe_dump({"model_list": model_list, "general_settings": {"master_key": MASTER_KEY},
+                                     "router_settings": {"cooldown_time": 0}}))
     gw = start_process(["mmproxy", "serve", "--config", str(path), "--host", "127.0.0.1", "--port", "0"],
                        env={"MISTRAL_API_KEY": UPSTREAM_KEY})
     yield gw

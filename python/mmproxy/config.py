@@ -19,7 +19,7 @@ import yaml
 _LITELLM_PARAMS_LATER = {
     "rpm": "per-deployment rpm limits are parsed but not enforced yet",
     "tpm": "per-deployment tpm limits are parsed but not enforced yet",
-    "max_retries": "retries are not implemented yet",
+    "max_retries": "per-deployment retries are not implemented; use router_settings.num_retries",
     "organization": "is not sent upstream yet",
     "region_name": "only applies to providers not supported yet",
     "input_cost_per_token": "set prices under model_info",
@@ -32,7 +32,15 @@ _LITELLM_PARAMS_LATER = {
 _LITELLM_PARAMS_DONE = {
     "model", "api_base", "api_key", "api_version", "timeout", "stream_timeout", "weight", "drop_params",
 }
-_LITELLM_SETTINGS_DONE = {"drop_params"}
+_LITELLM_SETTINGS_DONE = {
+    "drop_params", "num_retries", "request_timeout", "fallbacks", "context_window_fallbacks",
+    "content_policy_fallbacks",
+}
+_ROUTER_SETTINGS_DONE = {
+    "num_retries", "retry_after", "timeout", "allowed_fails", "cooldown_time", "fallbacks",
+    "context_window_fallbacks", "content_policy_fallbacks",
+}
+_FALLBACK_KINDS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 
 _MODEL_INFO_DONE = {"id", "input_cost_per_token", "output_cost_per_token", "max_input_tokens", "mode"}
 _MODEL_INFO_MODES = {"chat", "embedding", "completion"}
@@ -105,12 +113,27 @@ class Deployment:
     tpm: int | None
 
 
+@dataclass(frozen=True, slots=True)
+class RouterSettings:
+    """Retries, fallbacks and cooldowns (LiteLLM's ``router_settings``; some also in ``litellm_settings``)."""
+
+    num_retries: int = 0
+    retry_after: float = 0.0  # minimum wait before retrying, seconds
+    allowed_fails: int = 3  # failures within a minute before a cooldown
+    cooldown_time: float = 5.0
+    # model group -> groups to try, in order, when it fails (generic / context too long / content policy)
+    fallbacks: dict[str, list[str]] = field(default_factory=dict)
+    context_window_fallbacks: dict[str, list[str]] = field(default_factory=dict)
+    content_policy_fallbacks: dict[str, list[str]] = field(default_factory=dict)
+
+
 @dataclass(slots=True)
 class Config:
     deployments: list[Deployment]
     master_key: str | None = field(repr=False)
     max_request_bytes: int
     warnings: list[str]
+    router: RouterSettings = field(default_factory=RouterSettings)
 
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -156,8 +179,13 @@ def parse_config(raw: Any) -> Config:
         if key not in _LITELLM_SETTINGS_DONE:
             warnings.append(f"litellm_settings.{key}: not implemented yet, ignored")
     drop_params = _flag(litellm_settings, "drop_params", "litellm_settings.drop_params") or False
-    for key in _mapping(raw, "router_settings"):
-        warnings.append(f"router_settings.{key}: not implemented yet, ignored")
+    router_settings = _mapping(raw, "router_settings")
+    for key in router_settings:
+        if key not in _ROUTER_SETTINGS_DONE:
+            warnings.append(f"router_settings.{key}: not implemented yet, ignored")
+    default_timeout = (_number(router_settings, "timeout", "router_settings.timeout", positive=True)
+                       or _number(litellm_settings, "request_timeout", "litellm_settings.request_timeout",
+                                  positive=True))
 
     model_list = raw.get("model_list") or []
     if not isinstance(model_list, list):
@@ -165,17 +193,63 @@ def parse_config(raw: Any) -> Config:
     deployments: list[Deployment] = []
     seen_ids: set[str] = set()
     for index, entry in enumerate(model_list):
-        deployment = _parse_deployment(entry, f"model_list[{index}]", warnings, drop_params)
+        deployment = _parse_deployment(entry, f"model_list[{index}]", warnings, drop_params, default_timeout)
         if deployment is None:
             continue
         if deployment.id in seen_ids:
             raise ConfigError(f"model_list[{index}].model_info.id: duplicate id {deployment.id!r}")
         seen_ids.add(deployment.id)
         deployments.append(deployment)
-    return Config(deployments, master_key, max_request_bytes, warnings)
+    router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments})
+    return Config(deployments, master_key, max_request_bytes, warnings, router)
 
 
-def _parse_deployment(entry: Any, where: str, warnings: list[str], drop_params: bool) -> Deployment | None:
+def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[str]) -> RouterSettings:
+    def setting(key: str) -> tuple[dict[str, Any], str]:
+        section = router if key in router else litellm
+        return section, f"{'router_settings' if section is router else 'litellm_settings'}.{key}"
+
+    section, where = setting("num_retries")
+    retries = _integer(section, "num_retries", where) or 0
+    lists: dict[str, dict[str, list[str]]] = {}
+    for kind in _FALLBACK_KINDS:
+        section, where = setting(kind)
+        lists[kind] = _fallbacks(section.get(kind), where, models)
+    allowed = _integer(router, "allowed_fails", "router_settings.allowed_fails")
+    cooldown = _number(router, "cooldown_time", "router_settings.cooldown_time")
+    return RouterSettings(
+        num_retries=retries,
+        retry_after=_number(router, "retry_after", "router_settings.retry_after") or 0.0,
+        allowed_fails=3 if allowed is None else max(1, allowed),
+        cooldown_time=5.0 if cooldown is None else cooldown,
+        **lists,
+    )
+
+
+def _fallbacks(value: Any, where: str, models: set[str]) -> dict[str, list[str]]:
+    """LiteLLM's shape: a list of one-key mappings, ``[{"gpt-4o": ["claude", "gemini"]}]``."""
+    if value is None:
+        return {}
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: must be a list like [{{model: [fallback, ...]}}]")
+    out: dict[str, list[str]] = {}
+    for i, item in enumerate(value):
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where}[{i}]: must be a mapping of a model to its fallbacks")
+        for model, targets in item.items():
+            targets = [targets] if isinstance(targets, str) else targets
+            if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+                raise ConfigError(f"{where}[{i}].{model}: must be a list of model names")
+            for name in (model, *targets):
+                if name not in models:
+                    raise ConfigError(f"{where}[{i}].{model}: {name!r} is not a model_name in model_list")
+            out.setdefault(str(model), []).extend(targets)
+    return out
+
+
+def _parse_deployment(
+    entry: Any, where: str, warnings: list[str], drop_params: bool, default_timeout: float | None
+) -> Deployment | None:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a mapping with model_name and litellm_params")
     model_name = entry.get("model_name")
@@ -231,7 +305,7 @@ def _parse_deployment(entry: Any, where: str, warnings: list[str], drop_params: 
         if key not in _MODEL_INFO_DONE:
             warnings.append(f"{iwhere}.{key}: not implemented yet, ignored")
 
-    timeout = _number(params, "timeout", f"{pwhere}.timeout", positive=True) or DEFAULT_TIMEOUT_S
+    timeout = _number(params, "timeout", f"{pwhere}.timeout", positive=True) or default_timeout or DEFAULT_TIMEOUT_S
     stream_timeout = _number(params, "stream_timeout", f"{pwhere}.stream_timeout", positive=True) or timeout
     weight = _number(params, "weight", f"{pwhere}.weight", positive=True) or 1.0
     rpm = _integer(params, "rpm", f"{pwhere}.rpm")

@@ -1,14 +1,17 @@
 """Choose the deployment that serves a request.
 
 Deployments sharing a ``model_name`` form a group; within a group the pick is
-weighted random (LiteLLM's ``simple-shuffle``), the only strategy so far.
+weighted random (LiteLLM's ``simple-shuffle``), the only strategy so far, among
+deployments that are not cooling down, preferring ones this request has not tried.
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Collection
 from itertools import accumulate
 
+from mmproxy.health import Health
 from mmproxy.providers import Provider
 
 
@@ -20,10 +23,24 @@ class ModelGroup:
         self.members = members
         self._cum_weights = list(accumulate(m.deployment.weight for m in members))
 
-    def pick(self) -> Provider:
-        if len(self.members) == 1:
-            return self.members[0]
-        return random.choices(self.members, cum_weights=self._cum_weights)[0]
+    def pick(self, health: Health, avoid: Collection[str] = ()) -> Provider | None:
+        """A deployment to try, or None when every one is cooling down."""
+        members = self.members
+        usable = [m for m in members if not health.cooling(m.deployment.id)]
+        if avoid:
+            fresh = [m for m in usable if m.deployment.id not in avoid]
+            usable = fresh or usable
+        if not usable:
+            return None
+        if len(usable) == 1:
+            return usable[0]
+        if len(usable) == len(members):
+            return random.choices(members, cum_weights=self._cum_weights)[0]
+        return random.choices(usable, weights=[m.deployment.weight for m in usable])[0]
+
+    def untried(self, health: Health, tried: Collection[str]) -> bool:
+        """Whether a healthy deployment this request has not tried yet is left."""
+        return any(m.deployment.id not in tried and not health.cooling(m.deployment.id) for m in self.members)
 
 
 class Router:

@@ -6,6 +6,7 @@ import asyncio
 import hmac
 import itertools
 import logging
+import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from mmproxy import __version__, tokens
 from mmproxy.config import Config
 from mmproxy.cost import format_usd, usage_cost
 from mmproxy.errors import ProxyError, auth_error, error_body
+from mmproxy.health import Health
 from mmproxy.inbound import anthropic as anthropic_inbound
 from mmproxy.providers import Provider, provider_for
 from mmproxy.providers.base import ChainedTranslator, StreamTranslator
@@ -37,6 +39,10 @@ log = logging.getLogger("mmproxy")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 _JSON = "application/json"
 _NS_PER_MS = 1_000_000
+# Failure kinds worth another attempt: the upstream's state, not the request, caused them.
+_RETRYABLE = frozenset({"rate_limit", "overloaded", "server", "timeout"})
+_BACKOFF_BASE_S = 0.25
+_MAX_RETRY_WAIT_S = 10.0
 
 
 class Gateway:
@@ -47,6 +53,7 @@ class Gateway:
         self._master_key = config.master_key.encode() if config.master_key else None
         self._pools: dict[str, UpstreamPool] = {}
         self.router = Router([])
+        self.health = Health(config.router.allowed_fails, config.router.cooldown_time)
         # Request ids: a random per-process prefix and a counter, unique across workers and instances.
         self._id_prefix = os.urandom(6).hex()
         self._ids = itertools.count(1)
@@ -130,11 +137,84 @@ class Gateway:
 
         return run
 
-    def _route(self, model: str) -> Provider:
+    # -- failover ------------------------------------------------------------------
+    async def _failover(
+        self, model: str, attempt: Callable[[Provider], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        """Run ``attempt`` on deployments of ``model`` until one answers: retries, then fallbacks.
+
+        Retries go to another healthy deployment of the group first and back off (honouring
+        ``Retry-After``) only when none is left. Which failures are retried and which fallback list
+        applies is decided by the error's kind, never by provider. An error without a kind is the
+        request's own fault and ends the request at once. A stream counts as answered once its
+        first byte reached the client, so it never falls back after that.
+        """
         group = self.router.group(model)
         if group is None:
             raise unknown_model(model)
-        return group.pick()
+        settings = self.config.router
+        health = self.health
+        chain = [group]
+        tried: set[str] = set()
+        error: ProxyError | None = None
+        position = 0
+        while position < len(chain):
+            current = chain[position]
+            position += 1
+            for retry in range(settings.num_retries + 1):
+                provider = current.pick(health, tried)
+                if provider is None:
+                    break
+                deployment_id = provider.deployment.id
+                try:
+                    response = await attempt(provider)
+                except ProxyError as exc:
+                    if exc.kind is None:
+                        raise
+                    health.failed(deployment_id, exc.kind)
+                    tried.add(deployment_id)
+                    error = exc
+                    if exc.kind not in _RETRYABLE or retry == settings.num_retries:
+                        break
+                    if not current.untried(health, tried) and not await self._backoff(retry, exc):
+                        break
+                    continue
+                health.succeeded(deployment_id)
+                return response
+            if position == 1:  # the requested group is done for: its fallbacks, one level deep as in LiteLLM
+                chain += [g for name in self._fallbacks(model, error) if (g := self.router.group(name)) is not None]
+        if error is not None:
+            raise error
+        wait = min(health.cooling(m.deployment.id) for m in group.members)
+        raise ProxyError(429, f"every deployment of {model!r} is cooling down after failures; retry shortly",
+                         type="rate_limit_error", code="no_healthy_deployment",
+                         headers={"Retry-After": str(max(1, math.ceil(wait)))}, kind="overloaded")
+
+    def _fallbacks(self, model: str, error: ProxyError | None) -> list[str]:
+        settings = self.config.router
+        kind = error.kind if error is not None else "overloaded"
+        if kind == "context":
+            return settings.context_window_fallbacks.get(model, [])
+        if kind == "content_policy":
+            return settings.content_policy_fallbacks.get(model, [])
+        if kind in _RETRYABLE or kind in ("auth", "not_found"):
+            return settings.fallbacks.get(model, [])
+        return []
+
+    async def _backoff(self, retry: int, error: ProxyError) -> bool:
+        """Wait before retrying the same deployments; False when the upstream asks for too long a wait."""
+        wait = max(self.config.router.retry_after, _BACKOFF_BASE_S * 2**retry)
+        asked = error.headers.get("Retry-After")
+        if asked is not None:
+            try:
+                seconds = float(asked)
+            except ValueError:
+                seconds = 0.0
+            if seconds > _MAX_RETRY_WAIT_S:
+                return False  # better served by a fallback than by waiting
+            wait = max(wait, seconds)
+        await asyncio.sleep(min(wait, _MAX_RETRY_WAIT_S))
+        return True
 
     # -- endpoints -----------------------------------------------------------------
     async def chat_completions(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
@@ -143,56 +223,62 @@ class Gateway:
         raw, payload = await self._read_json(request)
         model = require_model(payload)
         validate_chat(payload)
-        provider = self._chat_provider(model)
-        if provider.deployment.max_input_tokens is not None:
-            self._check_context(raw, provider)
-        provider.check_params(payload)
-        if payload.get("stream") is True:
-            translator = provider.chat_stream(payload)
-            data = provider.chat_request(payload)
-            return await self._relay_stream(request, request_id, provider, data, translator, started, error_event)
-        data = provider.chat_request(payload)
-        return await self._forward(provider, data, provider.chat_response, request_id, started)
+        stream = payload.get("stream") is True
+
+        async def attempt(provider: Provider) -> web.StreamResponse:
+            body = dict(payload)  # adapters rewrite and drop fields; a retry starts from the client's request
+            _check_chat_model(provider, model)
+            if provider.deployment.max_input_tokens is not None:
+                self._check_context(raw, provider)
+            provider.check_params(body)
+            if stream:
+                translator = provider.chat_stream(body)
+                data = provider.chat_request(body)
+                return await self._relay_stream(request, request_id, provider, data, translator, started, error_event)
+            data = provider.chat_request(body)
+            return await self._forward(provider, data, provider.chat_response, request_id, started)
+
+        return await self._failover(model, attempt)
 
     async def messages(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
-        """Anthropic Messages API in front of any model: translated to OpenAI's shape and back."""
+        """Anthropic Messages API in front of any model: passed through to Anthropic, translated for others."""
         started = time.perf_counter_ns()
         self._authorize(request)
         _, body = await self._read_json(request)
         model = require_model(body)
-        provider = self._chat_provider(model)
-        # Translating also validates: a malformed request is a 400 naming the field, never an upstream call.
-        payload = anthropic_inbound.to_openai(body, keep_cache_control=provider.deployment.provider == "anthropic")
-        validate_chat(payload)
-        if provider.deployment.max_input_tokens is not None:
-            self._check_context(orjson.dumps(payload), provider)
-        passthrough = provider.messages_request(body)
-        if passthrough is not None:  # the upstream speaks Messages itself: no detour via OpenAI's shape
-            if body.get("stream") is True:
-                return await self._relay_stream(request, request_id, provider, passthrough,
-                                                provider.messages_stream(), started, _anthropic_stream_error)
-            return await self._forward(provider, passthrough, provider.messages_response, request_id, started)
-        provider.check_params(payload)
-        if payload.get("stream") is True:
-            inner = provider.chat_stream(payload)
-            outer = anthropic_inbound.OpenAIToAnthropicStream(model)
-            translator: StreamTranslator = outer if inner is None else ChainedTranslator(inner, outer)
-            data = provider.chat_request(payload)
-            return await self._relay_stream(
-                request, request_id, provider, data, translator, started, _anthropic_stream_error
-            )
+        stream = body.get("stream") is True
 
-        def translate(upstream: bytes) -> tuple[bytes, dict[str, Any] | None]:
-            completion, usage = provider.chat_response(upstream)
-            return anthropic_inbound.from_openai(completion, model), usage
+        async def attempt(provider: Provider) -> web.StreamResponse:
+            _check_chat_model(provider, model)
+            # Translating also validates: a malformed request is a 400 naming the field, never an upstream call.
+            anthropic_upstream = provider.deployment.provider == "anthropic"
+            payload = anthropic_inbound.to_openai(body, keep_cache_control=anthropic_upstream)
+            validate_chat(payload)
+            if provider.deployment.max_input_tokens is not None:
+                self._check_context(orjson.dumps(payload), provider)
+            passthrough = provider.messages_request(dict(body))
+            if passthrough is not None:  # the upstream speaks Messages itself: no detour via OpenAI's shape
+                if stream:
+                    return await self._relay_stream(request, request_id, provider, passthrough,
+                                                    provider.messages_stream(), started, _anthropic_stream_error)
+                return await self._forward(provider, passthrough, provider.messages_response, request_id, started)
+            provider.check_params(payload)
+            if stream:
+                inner = provider.chat_stream(payload)
+                outer = anthropic_inbound.OpenAIToAnthropicStream(model)
+                translator: StreamTranslator = outer if inner is None else ChainedTranslator(inner, outer)
+                data = provider.chat_request(payload)
+                return await self._relay_stream(
+                    request, request_id, provider, data, translator, started, _anthropic_stream_error
+                )
 
-        return await self._forward(provider, provider.chat_request(payload), translate, request_id, started)
+            def translate(upstream: bytes) -> tuple[bytes, dict[str, Any] | None]:
+                completion, usage = provider.chat_response(upstream)
+                return anthropic_inbound.from_openai(completion, model), usage
 
-    def _chat_provider(self, model: str) -> Provider:
-        provider = self._route(model)
-        if provider.deployment.mode == "embedding":
-            raise ProxyError(400, f"model {model!r} is an embedding model; use /v1/embeddings", param="model")
-        return provider
+            return await self._forward(provider, provider.chat_request(payload), translate, request_id, started)
+
+        return await self._failover(model, attempt)
 
     async def embeddings(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         started = time.perf_counter_ns()
@@ -200,15 +286,30 @@ class Gateway:
         _, payload = await self._read_json(request)
         model = require_model(payload)
         validate_embeddings(payload)
-        provider = self._route(model)
-        if provider.deployment.mode != "embedding" and "embed" not in provider.deployment.upstream_model:
-            raise ProxyError(
-                400,
-                f"model {model!r} is not an embedding model (set model_info.mode: embedding)",
-                param="model",
-            )
-        data = provider.embeddings_request(payload)
-        return await self._forward(provider, data, provider.embeddings_response, request_id, started)
+
+        async def attempt(provider: Provider) -> web.StreamResponse:
+            if provider.deployment.mode != "embedding" and "embed" not in provider.deployment.upstream_model:
+                raise ProxyError(
+                    400,
+                    f"model {model!r} is not an embedding model (set model_info.mode: embedding)",
+                    param="model",
+                )
+            data = provider.embeddings_request(dict(payload))
+            return await self._forward(provider, data, provider.embeddings_response, request_id, started)
+
+        return await self._failover(model, attempt)
+
+    async def health_report(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
+        """Per-deployment health as the router sees it (cooldowns, recent failures)."""
+        self._authorize(request)
+        deployments = [
+            {"model_name": m.deployment.model_name, "id": m.deployment.id,
+             "provider": m.deployment.provider, **self.health.report(m.deployment.id)}
+            for group in self.router.groups.values() for m in group.members
+        ]
+        healthy = sum(1 for d in deployments if d["healthy"])
+        body = {"healthy_count": healthy, "unhealthy_count": len(deployments) - healthy, "deployments": deployments}
+        return web.Response(body=orjson.dumps(body), content_type=_JSON)
 
     async def models(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         self._authorize(request)
@@ -250,6 +351,7 @@ class Gateway:
                 f"this request has {counted.count} input tokens{kind}, over the model's context window of {limit}",
                 param="messages",
                 code="context_length_exceeded",
+                kind="context",
             )
 
     async def _forward(
@@ -317,7 +419,7 @@ class Gateway:
                 if failure is not None:
                     raise _upstream_failure(deployment.id, failure)  # type: ignore[arg-type]
                 raise ProxyError(502, f"upstream {deployment.id} ended the stream without any event",
-                                 type="upstream_error", code="upstream_bad_response")
+                                 type="upstream_error", code="upstream_bad_response", kind="server")
             response = web.StreamResponse(
                 headers={
                     "Content-Type": "text/event-stream",
@@ -353,6 +455,11 @@ class Gateway:
             return response
         finally:
             exchange.release()
+
+
+def _check_chat_model(provider: Provider, model: str) -> None:
+    if provider.deployment.mode == "embedding":
+        raise ProxyError(400, f"model {model!r} is an embedding model; use /v1/embeddings", param="model")
 
 
 def _anthropic_stream_error(message: str, code: str) -> bytes:
