@@ -27,3 +27,27 @@ def request_hash(body: bytes, namespace: str = "") -> str:
 
 def prefix_hashes(body: bytes) -> list[int]:
     """One rolling u64 hash per message, covering the tools and that message's whole prefix."""
+
+class RuleSet:
+    """Compiled `routing_rules` (syntax in mmproxy/rules.py); immutable and thread-safe."""
+
+    def __init__(self, spec: bytes) -> None:
+        """Compile a JSON list of rules; ValueError starting with the rule's index, name and key."""
+
+    @property
+    def uses_headers(self) -> bool:
+        """Whether any rule has a `headers` condition (otherwise headers need not be passed)."""
+
+    def actions(self) -> list[tuple[str, str | None, str | None, bool]]:
+        """(name, model, tier, local_only) of every rule, in order."""
+
+    def __len__(self) -> int: ...
+    def evaluate(
+        self,
+        body: bytes,
+        headers: list[tuple[str, str]] | tuple[()] = ...,
+        key: str | None = None,
+        team: str | None = None,
+        input_tokens: int = 0,
+    ) -> int | None:
+        """Index of the first rule matching the raw chat body and context; ValueError on a malformed body."""

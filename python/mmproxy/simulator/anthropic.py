@@ -70,6 +70,7 @@ _TOOL_NAME = re.compile(r"^[a-zA-Z0-9_-]{1,128}$")
 _FAULT_ERRORS: dict[str, tuple[int, str, str]] = {
     "400": (400, "invalid_request_error", "Simulated invalid request."),
     "400_context": (400, "invalid_request_error", "prompt is too long: 209871 tokens > 200000 maximum"),
+    "400_policy": (400, "invalid_request_error", "Output blocked by content filtering policy"),
     "401": (401, "authentication_error", "invalid x-api-key"),
     "404": (404, "not_found_error", "model: {model}"),
     "429": (429, "rate_limit_error", "This request would exceed the rate limit for your organization of 50 "

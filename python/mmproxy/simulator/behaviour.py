@@ -79,7 +79,7 @@ KNOB_HELP: dict[str, str] = {
     "tokens": "completion length in tokens (words) before max_tokens capping",
     "embedding_dims": "embedding size when the request gives no 'dimensions'",
     "fault": "inject a fault: KIND[:PARAM], KIND in " + ", ".join(
-        ("429", "500", "502", "503", "400", "400_context", "401", "404", "timeout", "slow", "cut",
+        ("429", "500", "502", "503", "400", "400_context", "400_policy", "401", "404", "timeout", "slow", "cut",
          "hang", "bad_json", "safety", "safety_prompt")
     ),
     "fault_rate": "probability that --fault applies to a request",
@@ -117,7 +117,7 @@ def _coerce(name: str, value: Any, param: str) -> Any:
 
 # Faults answered with an error status before any work; the wire module renders the body.
 STATUS_FAULTS: dict[str, int] = {
-    "400": 400, "400_context": 400, "401": 401, "404": 404,
+    "400": 400, "400_context": 400, "400_policy": 400, "401": 401, "404": 404,
     "429": 429, "500": 500, "502": 502, "503": 503,
 }
 # Faults that change how a normal reply is delivered.

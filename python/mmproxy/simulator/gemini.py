@@ -56,6 +56,7 @@ _GOOGLE_STATUS = {
 _FAULT_MESSAGES = {
     "400": "Request contains an invalid argument.",
     "400_context": "The input token count (1200000) exceeds the maximum number of tokens allowed (1048576).",
+    "400_policy": "The request was blocked because it violates the usage policy.",
     "401": "Request had invalid authentication credentials. Expected OAuth 2 access token, login cookie or "
            "other valid authentication credential.",
     "404": "models/{model} is not found for API version v1beta, or is not supported for generateContent. "

@@ -50,6 +50,7 @@ _EVAL_NS_PER_TOKEN = 12_000_000  # ~80 tokens/s, a mid-range GPU
 _FAULT_MESSAGES: dict[str, str] = {
     "400": "Simulated invalid request.",
     "400_context": "the input length exceeds the context length",
+    "400_policy": "the request was rejected by the content policy",
     "401": "unauthorized",
     "404": 'model "{model}" not found, try pulling it first',
     "429": "too many requests, retry in {retry}s",

@@ -54,6 +54,8 @@ _FAULT_ERRORS: dict[str, tuple[str, str | None, str, str | None]] = {
         "invalid_request_error", "context_length_exceeded",
         "This model's maximum context length is 8192 tokens. However, your messages resulted in 9000 "
         "tokens. Please reduce the length of the messages.", "messages"),
+    "400_policy": ("invalid_request_error", "content_policy_violation",
+                   "Your request was rejected as a result of our safety system.", None),
     "401": ("invalid_request_error", "invalid_api_key", "Incorrect API key provided: sk-sim***.", None),
     "404": ("invalid_request_error", "model_not_found",
             "The model `{model}` does not exist or you do not have access to it.", None),
