@@ -4,6 +4,7 @@ pub mod canonical;
 pub mod chat;
 pub mod hashing;
 pub mod json;
+pub mod rules;
 pub mod tokenizer;
 
 #[cfg(feature = "python")]
@@ -15,7 +16,7 @@ mod python {
     use pyo3::types::PyString;
 
     use crate::json::InvalidInput;
-    use crate::{chat, hashing, tokenizer};
+    use crate::{chat, hashing, rules, tokenizer};
 
     /// Inputs at least this large are processed with the GIL released, so other Python threads run
     /// meanwhile; below it the release/reacquire costs more than it frees.
@@ -99,6 +100,66 @@ mod python {
         run(py, body.len(), || hashing::prefix_hashes(body)).map_err(value_error)
     }
 
+    /// A compiled `routing_rules` list (see python/mmproxy/rules.py); immutable, shared across threads.
+    #[pyclass(frozen, name = "RuleSet", module = "mmproxy._native")]
+    struct PyRuleSet {
+        inner: rules::RuleSet,
+    }
+
+    #[pymethods]
+    impl PyRuleSet {
+        #[new]
+        fn new(spec: &[u8]) -> PyResult<Self> {
+            let inner = rules::RuleSet::compile(spec).map_err(value_error)?;
+            Ok(Self { inner })
+        }
+
+        /// (name, model, tier, local_only) of every rule, in order.
+        fn actions(&self) -> Vec<(String, Option<String>, Option<&'static str>, bool)> {
+            self.inner
+                .rules
+                .iter()
+                .map(|r| {
+                    let a = &r.action;
+                    (
+                        r.name.clone(),
+                        a.model.clone(),
+                        a.tier.map(rules::Tier::as_str),
+                        a.local_only,
+                    )
+                })
+                .collect()
+        }
+
+        #[getter]
+        fn uses_headers(&self) -> bool {
+            self.inner.uses_headers
+        }
+
+        fn __len__(&self) -> usize {
+            self.inner.rules.len()
+        }
+
+        #[pyo3(signature = (body, headers = Vec::new(), key = None, team = None, input_tokens = 0))]
+        fn evaluate(
+            &self,
+            py: Python<'_>,
+            body: &[u8],
+            headers: Vec<(String, String)>,
+            key: Option<&str>,
+            team: Option<&str>,
+            input_tokens: u64,
+        ) -> PyResult<Option<usize>> {
+            let ctx = rules::Context {
+                headers: &headers,
+                key,
+                team,
+                input_tokens,
+            };
+            run(py, body.len(), || self.inner.evaluate(body, &ctx)).map_err(value_error)
+        }
+    }
+
     #[pymodule]
     fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
         m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -110,6 +171,7 @@ mod python {
         m.add_function(wrap_pyfunction!(count_chat_tokens, m)?)?;
         m.add_function(wrap_pyfunction!(request_hash, m)?)?;
         m.add_function(wrap_pyfunction!(prefix_hashes, m)?)?;
+        m.add_class::<PyRuleSet>()?;
         Ok(())
     }
 }
