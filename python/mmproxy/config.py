@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from mmproxy.rules import TIERS, RuleSet
+
 # Keys LiteLLM documents that mmproxy accepts but does not act on yet.
 _LITELLM_PARAMS_LATER = {
     "rpm": "per-deployment rpm limits are parsed but not enforced yet",
@@ -42,7 +44,7 @@ _ROUTER_SETTINGS_DONE = {
 }
 _FALLBACK_KINDS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 
-_MODEL_INFO_DONE = {"id", "input_cost_per_token", "output_cost_per_token", "max_input_tokens", "mode"}
+_MODEL_INFO_DONE = {"id", "input_cost_per_token", "output_cost_per_token", "max_input_tokens", "mode", "tier"}
 _MODEL_INFO_MODES = {"chat", "embedding", "completion"}
 
 _GENERAL_DONE = {"master_key", "max_request_size_mb"}
@@ -52,6 +54,7 @@ _TOP_LEVEL = {
     "litellm_settings",
     "router_settings",
     "environment_variables",
+    "routing_rules",
 }
 
 
@@ -109,6 +112,7 @@ class Deployment:
     input_cost_per_token: float | None
     output_cost_per_token: float | None
     max_input_tokens: int | None
+    tier: str | None
     rpm: int | None
     tpm: int | None
 
@@ -134,6 +138,7 @@ class Config:
     max_request_bytes: int
     warnings: list[str]
     router: RouterSettings = field(default_factory=RouterSettings)
+    rules: RuleSet | None = None
 
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -201,7 +206,30 @@ def parse_config(raw: Any) -> Config:
         seen_ids.add(deployment.id)
         deployments.append(deployment)
     router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments})
-    return Config(deployments, master_key, max_request_bytes, warnings, router)
+    rules = _parse_rules(raw.get("routing_rules"), deployments, warnings)
+    return Config(deployments, master_key, max_request_bytes, warnings, router, rules)
+
+
+def _parse_rules(raw: Any, deployments: list[Deployment], warnings: list[str]) -> RuleSet | None:
+    """Compile ``routing_rules`` once, at start-up: a rule that does not compile stops the gateway."""
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise ConfigError("routing_rules: must be a list of rules")
+    try:
+        rules = RuleSet.compile(raw)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    models = {d.model_name for d in deployments}
+    tiers = {d.tier for d in deployments}
+    for index, rule in enumerate(raw):
+        route = rule.get("route") or {}
+        where = f"routing_rules[{index}] {rule.get('name')!r}"
+        if route.get("model") is not None and route["model"] not in models:
+            raise ConfigError(f"{where}: route.model: {route['model']!r} is not a model_name in model_list")
+        if route.get("tier") is not None and route["tier"] not in tiers:
+            warnings.append(f"{where}: route.tier: no deployment has model_info.tier {route['tier']!r}")
+    return rules
 
 
 def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[str]) -> RouterSettings:
@@ -338,6 +366,7 @@ def _parse_deployment(
         input_cost_per_token=_number(info, "input_cost_per_token", f"{iwhere}.input_cost_per_token"),
         output_cost_per_token=_number(info, "output_cost_per_token", f"{iwhere}.output_cost_per_token"),
         max_input_tokens=_integer(info, "max_input_tokens", f"{iwhere}.max_input_tokens"),
+        tier=_tier(info, iwhere),
         rpm=rpm,
         tpm=tpm,
     )
@@ -366,6 +395,13 @@ def _optional_secret(section: dict[str, Any], key: str, where: str) -> str | Non
             raise ConfigError(f"{where}: environment variable {var} is not set")
         return resolved
     return value
+
+
+def _tier(info: dict[str, Any], where: str) -> str | None:
+    tier = info.get("tier")
+    if tier is not None and tier not in TIERS:
+        raise ConfigError(f"{where}.tier: must be one of {', '.join(TIERS)}")
+    return tier
 
 
 def _flag(section: dict[str, Any], key: str, where: str) -> bool | None:

@@ -13,6 +13,7 @@ from itertools import accumulate
 
 from mmproxy.health import Health
 from mmproxy.providers import Provider
+from mmproxy.rules import TIERS, Decision
 
 
 class ModelGroup:
@@ -43,12 +44,36 @@ class ModelGroup:
         return any(m.deployment.id not in tried and not health.cooling(m.deployment.id) for m in self.members)
 
 
+# The local tier: models run by the operator's own Ollama, where data does not leave their machines.
+_LOCAL_PROVIDERS = frozenset({"ollama", "ollama_chat"})
+
+
+def is_local(provider: Provider) -> bool:
+    return provider.deployment.provider in _LOCAL_PROVIDERS
+
+
 class Router:
     def __init__(self, providers: list[Provider]) -> None:
         by_name: dict[str, list[Provider]] = {}
         for provider in providers:
             by_name.setdefault(provider.deployment.model_name, []).append(provider)
         self.groups = {name: ModelGroup(name, members) for name, members in by_name.items()}
+        # Rule targets that are not model names: a tier, local deployments, or both.
+        chat = [p for p in providers if p.deployment.mode != "embedding"]
+        virtual: dict[str, list[Provider]] = {"local": [p for p in chat if is_local(p)]}
+        for tier in TIERS:
+            virtual[f"tier:{tier}"] = [p for p in chat if p.deployment.tier == tier]
+            virtual[f"local:{tier}"] = [p for p in virtual["local"] if p.deployment.tier == tier]
+        self._virtual = {name: ModelGroup(name, members) for name, members in virtual.items() if members}
 
     def group(self, model: str) -> ModelGroup | None:
-        return self.groups.get(model)
+        return self.groups.get(model) or self._virtual.get(model)
+
+    @staticmethod
+    def target(decision: Decision) -> str:
+        """The group name a rule's decision routes to."""
+        if decision.model is not None:
+            return decision.model
+        if decision.local_only:
+            return f"local:{decision.tier}" if decision.tier else "local"
+        return f"tier:{decision.tier}"

@@ -42,6 +42,8 @@ _NS_PER_MS = 1_000_000
 # Failure kinds worth another attempt: the upstream's state, not the request, caused them.
 _RETRYABLE = frozenset({"rate_limit", "overloaded", "server", "timeout"})
 _BACKOFF_BASE_S = 0.25
+# A model name that routes purely by ``routing_rules``.
+AUTO_MODEL = "auto"
 _MAX_RETRY_WAIT_S = 10.0
 
 
@@ -190,6 +192,24 @@ class Gateway:
                          type="rate_limit_error", code="no_healthy_deployment",
                          headers={"Retry-After": str(max(1, math.ceil(wait)))}, kind="overloaded")
 
+    def _apply_rules(self, request: web.BaseRequest, body: bytes, model: str) -> tuple[str, dict[str, str]]:
+        """The group ``routing_rules`` send this request to (the requested model when none matches)."""
+        rules = self.config.rules
+        if rules is None:
+            return model, {}
+        decision = rules.evaluate(body, headers=request.headers, input_tokens=tokens.count_chat(body, model).count)
+        if decision is None:
+            if model == AUTO_MODEL:
+                raise ProxyError(400, f"no routing rule matched this request for model {AUTO_MODEL!r}; "
+                                 "add a default rule (one without `when`)", param="model", code="no_route")
+            return model, {}
+        target = Router.target(decision)
+        if self.router.group(target) is None:
+            raise ProxyError(503, f"routing rule {decision.rule!r} chose {target!r}, which has no deployment",
+                             type="upstream_error", code="no_deployment_for_route")
+        log.debug("route: rule %r -> %s", decision.rule, target)
+        return target, {"x-mmproxy-route-rule": decision.rule, "x-mmproxy-route-target": target}
+
     def _fallbacks(self, model: str, error: ProxyError | None) -> list[str]:
         settings = self.config.router
         kind = error.kind if error is not None else "overloaded"
@@ -224,6 +244,7 @@ class Gateway:
         model = require_model(payload)
         validate_chat(payload)
         stream = payload.get("stream") is True
+        target, route = self._apply_rules(request, raw, model)
 
         async def attempt(provider: Provider) -> web.StreamResponse:
             body = dict(payload)  # adapters rewrite and drop fields; a retry starts from the client's request
@@ -234,11 +255,12 @@ class Gateway:
             if stream:
                 translator = provider.chat_stream(body)
                 data = provider.chat_request(body)
-                return await self._relay_stream(request, request_id, provider, data, translator, started, error_event)
+                return await self._relay_stream(request, request_id, provider, data, translator, started,
+                                                error_event, route)
             data = provider.chat_request(body)
-            return await self._forward(provider, data, provider.chat_response, request_id, started)
+            return await self._forward(provider, data, provider.chat_response, request_id, started, route)
 
-        return await self._failover(model, attempt)
+        return await self._failover(target, attempt)
 
     async def messages(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         """Anthropic Messages API in front of any model: passed through to Anthropic, translated for others."""
@@ -247,6 +269,10 @@ class Gateway:
         _, body = await self._read_json(request)
         model = require_model(body)
         stream = body.get("stream") is True
+        route: dict[str, str] = {}
+        target = model
+        if self.config.rules is not None:
+            target, route = self._apply_rules(request, orjson.dumps(anthropic_inbound.to_openai(body)), model)
 
         async def attempt(provider: Provider) -> web.StreamResponse:
             _check_chat_model(provider, model)
@@ -260,8 +286,10 @@ class Gateway:
             if passthrough is not None:  # the upstream speaks Messages itself: no detour via OpenAI's shape
                 if stream:
                     return await self._relay_stream(request, request_id, provider, passthrough,
-                                                    provider.messages_stream(), started, _anthropic_stream_error)
-                return await self._forward(provider, passthrough, provider.messages_response, request_id, started)
+                                                    provider.messages_stream(), started, _anthropic_stream_error,
+                                                    route)
+                return await self._forward(provider, passthrough, provider.messages_response, request_id, started,
+                                           route)
             provider.check_params(payload)
             if stream:
                 inner = provider.chat_stream(payload)
@@ -269,16 +297,17 @@ class Gateway:
                 translator: StreamTranslator = outer if inner is None else ChainedTranslator(inner, outer)
                 data = provider.chat_request(payload)
                 return await self._relay_stream(
-                    request, request_id, provider, data, translator, started, _anthropic_stream_error
+                    request, request_id, provider, data, translator, started, _anthropic_stream_error, route
                 )
 
             def translate(upstream: bytes) -> tuple[bytes, dict[str, Any] | None]:
                 completion, usage = provider.chat_response(upstream)
                 return anthropic_inbound.from_openai(completion, model), usage
 
-            return await self._forward(provider, provider.chat_request(payload), translate, request_id, started)
+            return await self._forward(provider, provider.chat_request(payload), translate, request_id, started,
+                                       route)
 
-        return await self._failover(model, attempt)
+        return await self._failover(target, attempt)
 
     async def embeddings(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         started = time.perf_counter_ns()
@@ -313,9 +342,8 @@ class Gateway:
 
     async def models(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         self._authorize(request)
-        data = [
-            {"id": name, "object": "model", "created": 0, "owned_by": "mmproxy"} for name in self.router.groups
-        ]
+        names = [*self.router.groups, *([AUTO_MODEL] if self.config.rules is not None else [])]
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "mmproxy"} for name in names]
         return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=_JSON)
 
     async def liveliness(self, request: web.BaseRequest) -> web.StreamResponse:
@@ -361,6 +389,7 @@ class Gateway:
         translate: Callable[[bytes], tuple[bytes, dict[str, Any] | None]],
         request_id: str,
         started: int,
+        route: dict[str, str] | None = None,
     ) -> web.Response:
         deployment = provider.deployment
         sent = time.perf_counter_ns()
@@ -379,6 +408,7 @@ class Gateway:
         headers = {
             "x-mmproxy-request-id": request_id,
             "x-mmproxy-deployment": deployment.id,
+            **(route or {}),
         }
         cost = usage_cost(deployment, usage)
         if cost is not None:
@@ -395,6 +425,7 @@ class Gateway:
         translator: StreamTranslator | None,
         started: int,
         stream_error: Callable[[str, str], bytes],
+        route: dict[str, str] | None = None,
     ) -> web.StreamResponse:
         deployment = provider.deployment
         sent = time.perf_counter_ns()
@@ -426,6 +457,7 @@ class Gateway:
                     "Cache-Control": "no-cache",
                     "x-mmproxy-request-id": request_id,
                     "x-mmproxy-deployment": deployment.id,
+                    **(route or {}),
                     # A stream's headers leave first: this counts the overhead up to them.
                     "x-mmproxy-overhead-ms": _overhead_ms(started, sent, received),
                 }
