@@ -55,6 +55,7 @@ def test_secrets_do_not_show_in_repr():
         ({"model_list": [{"model_name": "m", "litellm_params": {}}]}, "model_list[0].litellm_params.model"),
         ({"model_list": [_entry(timeout="soon")]}, "model_list[0].litellm_params.timeout"),
         ({"model_list": [_entry(drop_params="yes")]}, "model_list[0].litellm_params.drop_params"),
+        ({"router_settings": {"routing_strategy": "fastest"}}, "router_settings.routing_strategy"),
         ({"model_list": [_entry(timeout=-1)]}, "model_list[0].litellm_params.timeout"),
         ({"model_list": [_entry(api_key="os.environ/MMPROXY_UNSET_VAR")]}, "model_list[0].litellm_params.api_key"),
         ({"model_list": [_entry(api_base="ftp://x")]}, "model_list[0].litellm_params.api_base"),
@@ -76,16 +77,16 @@ def test_bad_config_names_the_key(raw, key):
 
 def test_unimplemented_keys_warn():
     config = parse_config({
-        "model_list": [_entry(rpm=10, drop_params=True), {"model_name": "titan", "litellm_params": {
+        "model_list": [_entry(rpm=10, tags=["a"], drop_params=True), {"model_name": "titan", "litellm_params": {
             "model": "bedrock/amazon.titan-text-express-v1"}}],
-        "router_settings": {"routing_strategy": "least-busy"},
+        "router_settings": {"routing_strategy": "least-busy", "redis_host": "localhost"},
         "litellm_settings": {"drop_params": True, "set_verbose": True},
         "general_settings": {"database_url": "postgresql://x"},
         "surprise": 1,
     })
     text = "\n".join(config.warnings)
-    for key in ("model_list[0].litellm_params.rpm",
-                "router_settings.routing_strategy", "litellm_settings.set_verbose",
+    for key in ("model_list[0].litellm_params.tags",
+                "router_settings.redis_host", "litellm_settings.set_verbose",
                 "general_settings.database_url", "surprise", "model_list[1].litellm_params.model"):
         assert key in text
     # The unsupported provider's deployment is skipped, not half-configured.
@@ -115,14 +116,15 @@ def test_serve_warns_about_unimplemented_keys(tmp_path, simulator):
     path = tmp_path / "config.yaml"
     path.write_text(yaml.safe_dump({
         "model_list": [{"model_name": "m", "litellm_params": {
-            "model": "openai/x", "api_base": f"{simulator.url}/v1", "rpm": 5}}],
-        "router_settings": {"num_retries": 3, "routing_strategy": "least-busy"},
+            "model": "openai/x", "api_base": f"{simulator.url}/v1", "rpm": 5, "tags": ["t"]}}],
+        "router_settings": {"num_retries": 3, "redis_host": "localhost"},
     }))
     gw = start_process(["mmproxy", "serve", "--config", str(path), "--host", "127.0.0.1", "--port", "0"])
     try:
         text = "".join(gw.output)
-        assert "warning: model_list[0].litellm_params.rpm" in text
-        assert "warning: router_settings.routing_strategy" in text
+        assert "warning: model_list[0].litellm_params.tags" in text
+        assert "litellm_params.rpm" not in text
+        assert "warning: router_settings.redis_host" in text
         assert "router_settings.num_retries" not in text
     finally:
         gw.stop()

@@ -19,8 +19,6 @@ from mmproxy.rules import TIERS, RuleSet
 
 # Keys LiteLLM documents that mmproxy accepts but does not act on yet.
 _LITELLM_PARAMS_LATER = {
-    "rpm": "per-deployment rpm limits are parsed but not enforced yet",
-    "tpm": "per-deployment tpm limits are parsed but not enforced yet",
     "max_retries": "per-deployment retries are not implemented; use router_settings.num_retries",
     "organization": "is not sent upstream yet",
     "region_name": "only applies to providers not supported yet",
@@ -32,17 +30,19 @@ _LITELLM_PARAMS_LATER = {
     "extra_headers": "extra upstream headers are not sent yet",
 }
 _LITELLM_PARAMS_DONE = {
-    "model", "api_base", "api_key", "api_version", "timeout", "stream_timeout", "weight", "drop_params",
+    "model", "api_base", "api_key", "api_version", "timeout", "stream_timeout", "weight", "drop_params", "rpm", "tpm",
 }
 _LITELLM_SETTINGS_DONE = {
     "drop_params", "num_retries", "request_timeout", "fallbacks", "context_window_fallbacks",
     "content_policy_fallbacks",
 }
 _ROUTER_SETTINGS_DONE = {
-    "num_retries", "retry_after", "timeout", "allowed_fails", "cooldown_time", "fallbacks",
+    "routing_strategy", "num_retries", "retry_after", "timeout", "allowed_fails", "cooldown_time", "fallbacks",
     "context_window_fallbacks", "content_policy_fallbacks",
 }
 _FALLBACK_KINDS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
+ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing",
+                      "usage-based-routing-v2", "cost-based-routing")
 
 _MODEL_INFO_DONE = {"id", "input_cost_per_token", "output_cost_per_token", "max_input_tokens", "mode", "tier"}
 _MODEL_INFO_MODES = {"chat", "embedding", "completion"}
@@ -121,6 +121,7 @@ class Deployment:
 class RouterSettings:
     """Retries, fallbacks and cooldowns (LiteLLM's ``router_settings``; some also in ``litellm_settings``)."""
 
+    routing_strategy: str = "simple-shuffle"
     num_retries: int = 0
     retry_after: float = 0.0  # minimum wait before retrying, seconds
     allowed_fails: int = 3  # failures within a minute before a cooldown
@@ -243,9 +244,13 @@ def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[s
     for kind in _FALLBACK_KINDS:
         section, where = setting(kind)
         lists[kind] = _fallbacks(section.get(kind), where, models)
+    strategy = router.get("routing_strategy", "simple-shuffle")
+    if strategy not in ROUTING_STRATEGIES:
+        raise ConfigError(f"router_settings.routing_strategy: must be one of {', '.join(ROUTING_STRATEGIES)}")
     allowed = _integer(router, "allowed_fails", "router_settings.allowed_fails")
     cooldown = _number(router, "cooldown_time", "router_settings.cooldown_time")
     return RouterSettings(
+        routing_strategy=strategy,
         num_retries=retries,
         retry_after=_number(router, "retry_after", "router_settings.retry_after") or 0.0,
         allowed_fails=3 if allowed is None else max(1, allowed),

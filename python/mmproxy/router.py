@@ -1,43 +1,93 @@
 """Choose the deployment that serves a request.
 
-Deployments sharing a ``model_name`` form a group; within a group the pick is
-weighted random (LiteLLM's ``simple-shuffle``), the only strategy so far, among
-deployments that are not cooling down, preferring ones this request has not tried.
+Deployments sharing a ``model_name`` form a group. Within a group the pick is made by
+``router_settings.routing_strategy`` (LiteLLM's names) among deployments that are not
+cooling down and have rpm/tpm room, preferring ones this request has not tried yet.
 """
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Collection
-from itertools import accumulate
+from collections.abc import Callable, Collection
 
+from mmproxy.config import ROUTING_STRATEGIES
 from mmproxy.health import Health
 from mmproxy.providers import Provider
 from mmproxy.rules import TIERS, Decision
+from mmproxy.usage import Usage
+
+Strategy = Callable[[list[Provider], Usage], Provider]
+
+
+def _weighted(usable: list[Provider], usage: Usage) -> Provider:
+    return random.choices(usable, weights=[m.deployment.weight for m in usable])[0]
+
+
+def _least(usable: list[Provider], score: Callable[[Provider], float]) -> Provider:
+    """The lowest score; ties broken at random so equal deployments share the load."""
+    best = min(score(m) for m in usable)
+    return random.choice([m for m in usable if score(m) == best])
+
+
+def _least_busy(usable: list[Provider], usage: Usage) -> Provider:
+    return _least(usable, lambda m: usage.in_flight.get(m.deployment.id, 0))
+
+
+def _lowest_latency(usable: list[Provider], usage: Usage) -> Provider:
+    # A deployment without a sample yet is tried first, so every one gets measured.
+    return _least(usable, lambda m: usage.latency.get(m.deployment.id, -1.0))
+
+
+def _most_headroom(usable: list[Provider], usage: Usage) -> Provider:
+    def used(m: Provider) -> float:
+        d = m.deployment
+        shares = [usage.requests(d.id) / d.rpm if d.rpm else 0.0, usage.tokens(d.id) / d.tpm if d.tpm else 0.0]
+        return max(shares)
+
+    return _least(usable, used)
+
+
+def _cheapest(usable: list[Provider], usage: Usage) -> Provider:
+    def price(m: Provider) -> float:
+        d = m.deployment
+        if d.input_cost_per_token is None and d.output_cost_per_token is None:
+            return math.inf
+        return (d.input_cost_per_token or 0.0) + (d.output_cost_per_token or 0.0)
+
+    return _least(usable, price)
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "simple-shuffle": _weighted,
+    "least-busy": _least_busy,
+    "latency-based-routing": _lowest_latency,
+    "usage-based-routing": _most_headroom,
+    "usage-based-routing-v2": _most_headroom,
+    "cost-based-routing": _cheapest,
+}
+assert set(STRATEGIES) == set(ROUTING_STRATEGIES), "config and router disagree on strategy names"
 
 
 class ModelGroup:
-    __slots__ = ("_cum_weights", "members", "name")
+    __slots__ = ("members", "name")
 
     def __init__(self, name: str, members: list[Provider]) -> None:
         self.name = name
         self.members = members
-        self._cum_weights = list(accumulate(m.deployment.weight for m in members))
 
-    def pick(self, health: Health, avoid: Collection[str] = ()) -> Provider | None:
-        """A deployment to try, or None when every one is cooling down."""
-        members = self.members
-        usable = [m for m in members if not health.cooling(m.deployment.id)]
+    def pick(
+        self, health: Health, usage: Usage, strategy: Strategy, tokens: int, avoid: Collection[str] = ()
+    ) -> Provider | None:
+        """A deployment to try, or None when every one is cooling down or at its rpm/tpm limit."""
+        usable = [m for m in self.members
+                  if not health.cooling(m.deployment.id) and usage.has_room(m.deployment, tokens)]
         if avoid:
             fresh = [m for m in usable if m.deployment.id not in avoid]
             usable = fresh or usable
         if not usable:
             return None
-        if len(usable) == 1:
-            return usable[0]
-        if len(usable) == len(members):
-            return random.choices(members, cum_weights=self._cum_weights)[0]
-        return random.choices(usable, weights=[m.deployment.weight for m in usable])[0]
+        return usable[0] if len(usable) == 1 else strategy(usable, usage)
 
     def untried(self, health: Health, tried: Collection[str]) -> bool:
         """Whether a healthy deployment this request has not tried yet is left."""

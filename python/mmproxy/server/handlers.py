@@ -23,9 +23,10 @@ from mmproxy.health import Health
 from mmproxy.inbound import anthropic as anthropic_inbound
 from mmproxy.providers import Provider, provider_for
 from mmproxy.providers.base import ChainedTranslator, StreamTranslator
-from mmproxy.router import Router
+from mmproxy.router import STRATEGIES, Router
 from mmproxy.server.sse import SSERelay, error_event
 from mmproxy.upstream.http1 import UpstreamDisconnected, UpstreamError, UpstreamPool, UpstreamTimeout
+from mmproxy.usage import Usage
 from mmproxy.validation import (
     parse_json_object,
     require_model,
@@ -56,6 +57,10 @@ class Gateway:
         self._pools: dict[str, UpstreamPool] = {}
         self.router = Router([])
         self.health = Health(config.router.allowed_fails, config.router.cooldown_time)
+        self.usage = Usage()
+        self._strategy = STRATEGIES[config.router.routing_strategy]
+        # Input tokens are counted per request only when something reads them (tpm limits, rules).
+        self._count_tokens = config.rules is not None or any(d.tpm for d in config.deployments)
         # Request ids: a random per-process prefix and a counter, unique across workers and instances.
         self._id_prefix = os.urandom(6).hex()
         self._ids = itertools.count(1)
@@ -141,7 +146,7 @@ class Gateway:
 
     # -- failover ------------------------------------------------------------------
     async def _failover(
-        self, model: str, attempt: Callable[[Provider], Awaitable[web.StreamResponse]]
+        self, model: str, attempt: Callable[[Provider], Awaitable[web.StreamResponse]], tokens: int = 0
     ) -> web.StreamResponse:
         """Run ``attempt`` on deployments of ``model`` until one answers: retries, then fallbacks.
 
@@ -156,6 +161,7 @@ class Gateway:
             raise unknown_model(model)
         settings = self.config.router
         health = self.health
+        usage = self.usage
         chain = [group]
         tried: set[str] = set()
         error: ProxyError | None = None
@@ -164,10 +170,11 @@ class Gateway:
             current = chain[position]
             position += 1
             for retry in range(settings.num_retries + 1):
-                provider = current.pick(health, tried)
+                provider = current.pick(health, usage, self._strategy, tokens, tried)
                 if provider is None:
                     break
                 deployment_id = provider.deployment.id
+                usage.start(deployment_id, tokens)
                 try:
                     response = await attempt(provider)
                 except ProxyError as exc:
@@ -181,23 +188,31 @@ class Gateway:
                     if not current.untried(health, tried) and not await self._backoff(retry, exc):
                         break
                     continue
+                finally:
+                    usage.finish(deployment_id)
                 health.succeeded(deployment_id)
                 return response
             if position == 1:  # the requested group is done for: its fallbacks, one level deep as in LiteLLM
                 chain += [g for name in self._fallbacks(model, error) if (g := self.router.group(name)) is not None]
         if error is not None:
             raise error
+        if not any(usage.has_room(m.deployment, tokens) for m in group.members):
+            raise ProxyError(429, f"every deployment of {model!r} is at its rpm/tpm limit this minute",
+                             type="rate_limit_error", code="rate_limit_exceeded",
+                             headers={"Retry-After": str(usage.seconds_to_reset())}, kind="rate_limit")
         wait = min(health.cooling(m.deployment.id) for m in group.members)
         raise ProxyError(429, f"every deployment of {model!r} is cooling down after failures; retry shortly",
                          type="rate_limit_error", code="no_healthy_deployment",
                          headers={"Retry-After": str(max(1, math.ceil(wait)))}, kind="overloaded")
 
-    def _apply_rules(self, request: web.BaseRequest, body: bytes, model: str) -> tuple[str, dict[str, str]]:
+    def _apply_rules(
+        self, request: web.BaseRequest, body: bytes, model: str, input_tokens: int
+    ) -> tuple[str, dict[str, str]]:
         """The group ``routing_rules`` send this request to (the requested model when none matches)."""
         rules = self.config.rules
         if rules is None:
             return model, {}
-        decision = rules.evaluate(body, headers=request.headers, input_tokens=tokens.count_chat(body, model).count)
+        decision = rules.evaluate(body, headers=request.headers, input_tokens=input_tokens)
         if decision is None:
             if model == AUTO_MODEL:
                 raise ProxyError(400, f"no routing rule matched this request for model {AUTO_MODEL!r}; "
@@ -244,7 +259,8 @@ class Gateway:
         model = require_model(payload)
         validate_chat(payload)
         stream = payload.get("stream") is True
-        target, route = self._apply_rules(request, raw, model)
+        counted = tokens.count_chat(raw, model).count if self._count_tokens else 0
+        target, route = self._apply_rules(request, raw, model, counted)
 
         async def attempt(provider: Provider) -> web.StreamResponse:
             body = dict(payload)  # adapters rewrite and drop fields; a retry starts from the client's request
@@ -260,7 +276,7 @@ class Gateway:
             data = provider.chat_request(body)
             return await self._forward(provider, data, provider.chat_response, request_id, started, route)
 
-        return await self._failover(target, attempt)
+        return await self._failover(target, attempt, counted)
 
     async def messages(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         """Anthropic Messages API in front of any model: passed through to Anthropic, translated for others."""
@@ -270,9 +286,11 @@ class Gateway:
         model = require_model(body)
         stream = body.get("stream") is True
         route: dict[str, str] = {}
-        target = model
-        if self.config.rules is not None:
-            target, route = self._apply_rules(request, orjson.dumps(anthropic_inbound.to_openai(body)), model)
+        target, counted = model, 0
+        if self._count_tokens:
+            translated = orjson.dumps(anthropic_inbound.to_openai(body))
+            counted = tokens.count_chat(translated, model).count
+            target, route = self._apply_rules(request, translated, model, counted)
 
         async def attempt(provider: Provider) -> web.StreamResponse:
             _check_chat_model(provider, model)
@@ -307,7 +325,7 @@ class Gateway:
             return await self._forward(provider, provider.chat_request(payload), translate, request_id, started,
                                        route)
 
-        return await self._failover(target, attempt)
+        return await self._failover(target, attempt, counted)
 
     async def embeddings(self, request: web.BaseRequest, request_id: str) -> web.StreamResponse:
         started = time.perf_counter_ns()
@@ -365,6 +383,11 @@ class Gateway:
         return web.Response(status=405, body=body, content_type=_JSON)
 
     # -- forwarding ----------------------------------------------------------------
+    def _count_completion(self, deployment_id: str, usage: dict[str, Any] | None) -> None:
+        completion = usage.get("completion_tokens") if usage else None
+        if isinstance(completion, int):
+            self.usage.add_tokens(deployment_id, completion)
+
     def _check_context(self, raw: bytes, provider: Provider) -> None:
         limit = provider.deployment.max_input_tokens
         assert limit is not None
@@ -398,6 +421,7 @@ class Gateway:
         except UpstreamError as exc:
             raise _upstream_failure(deployment.id, exc) from None
         received = time.perf_counter_ns()
+        self.usage.observe_latency(deployment.id, (received - sent) / 1e9)
         status = exchange.status
         body = exchange.body()
         retry_after = exchange.header(b"retry-after") if status >= 400 else None
@@ -410,6 +434,7 @@ class Gateway:
             "x-mmproxy-deployment": deployment.id,
             **(route or {}),
         }
+        self._count_completion(deployment.id, usage)
         cost = usage_cost(deployment, usage)
         if cost is not None:
             headers["x-mmproxy-cost-usd"] = format_usd(cost)
@@ -444,6 +469,7 @@ class Gateway:
             received = time.perf_counter_ns()
             relay = SSERelay(exchange, asyncio.get_running_loop(), deployment.timeout, translator)
             await relay.ready
+            self.usage.observe_latency(deployment.id, (time.perf_counter_ns() - sent) / 1e9)  # time to first event
             if not relay.events_seen:
                 # Nothing reached the client yet, so the failure can still be a plain error response.
                 failure = exchange.done.exception() if exchange.done.done() else None
@@ -469,6 +495,7 @@ class Gateway:
                 exchange.abort()
                 return response
             await relay.pipe(response, transport)
+            self._count_completion(deployment.id, relay.usage())
             if not relay.saw_done:
                 failure = exchange.done.exception() if exchange.done.done() else None
                 if isinstance(failure, UpstreamTimeout):
