@@ -74,16 +74,17 @@ class Decision(NamedTuple):
 class RuleSet:
     """A compiled, immutable list of routing rules; safe to share between threads."""
 
-    __slots__ = ("_decisions", "_native", "_uses_headers")
+    __slots__ = ("_decisions", "_header_names", "_native")
 
-    def __init__(self, native: _native.RuleSet) -> None:
+    def __init__(self, native: _native.RuleSet, header_names: frozenset[str]) -> None:
         self._native = native
         # One Decision per rule, built once, so evaluation returns a shared object instead of building one.
         self._decisions = tuple(
             Decision(name, i, model, tier, local_only)
             for i, (name, model, tier, local_only) in enumerate(native.actions())
         )
-        self._uses_headers = native.uses_headers
+        # Only the headers some rule reads cross into Rust.
+        self._header_names = header_names if native.uses_headers else frozenset()
 
     @classmethod
     def compile(cls, rules: Sequence[Mapping[str, Any]]) -> RuleSet:
@@ -92,7 +93,11 @@ class RuleSet:
             spec = json.dumps(rules).encode()
         except (TypeError, ValueError) as e:
             raise ValueError(f"routing_rules: not plain YAML data: {e}") from None
-        return cls(_native.RuleSet(spec))
+        native = _native.RuleSet(spec)  # validates everything, so the walk below meets well-formed rules
+        names = frozenset(
+            str(name).lower() for rule in rules for name in ((rule.get("when") or {}).get("headers") or {})
+        )
+        return cls(native, names)
 
     def __len__(self) -> int:
         return len(self._decisions)
@@ -113,11 +118,17 @@ class RuleSet:
     ) -> Decision | None:
         """Decision of the first rule matching a raw OpenAI chat request body, or None.
 
-        Headers are converted only when some rule reads them; a multi-valued mapping (aiohttp's
-        CIMultiDict) contributes every value through `items()`.
+        Only headers some rule reads are passed on; a multi-valued mapping (aiohttp's CIMultiDict)
+        contributes every value of each.
         """
         pairs: Sequence[tuple[str, str]] = ()
-        if self._uses_headers and headers:
-            pairs = list(headers.items()) if isinstance(headers, Mapping) else list(headers)
+        names = self._header_names
+        if names and headers:
+            getall = getattr(headers, "getall", None)
+            if getall is not None:
+                pairs = [(name, value) for name in names for value in getall(name, ())]
+            else:
+                items = headers.items() if isinstance(headers, Mapping) else headers
+                pairs = [(k, v) for k, v in items if k.lower() in names]
         index = self._native.evaluate(body, pairs, key, team, input_tokens)
         return None if index is None else self._decisions[index]
