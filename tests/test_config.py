@@ -79,14 +79,14 @@ def test_unimplemented_keys_warn():
     config = parse_config({
         "model_list": [_entry(rpm=10, tags=["a"], drop_params=True), {"model_name": "titan", "litellm_params": {
             "model": "bedrock/amazon.titan-text-express-v1"}}],
-        "router_settings": {"routing_strategy": "least-busy", "redis_host": "localhost"},
+        "router_settings": {"routing_strategy": "least-busy", "enable_pre_call_checks": True},
         "litellm_settings": {"drop_params": True, "set_verbose": True},
         "general_settings": {"database_url": "postgresql://x"},
         "surprise": 1,
     })
     text = "\n".join(config.warnings)
     for key in ("model_list[0].litellm_params.tags",
-                "router_settings.redis_host", "litellm_settings.set_verbose",
+                "router_settings.enable_pre_call_checks", "litellm_settings.set_verbose",
                 "general_settings.database_url", "surprise", "model_list[1].litellm_params.model"):
         assert key in text
     # The unsupported provider's deployment is skipped, not half-configured.
@@ -117,14 +117,14 @@ def test_serve_warns_about_unimplemented_keys(tmp_path, simulator):
     path.write_text(yaml.safe_dump({
         "model_list": [{"model_name": "m", "litellm_params": {
             "model": "openai/x", "api_base": f"{simulator.url}/v1", "rpm": 5, "tags": ["t"]}}],
-        "router_settings": {"num_retries": 3, "redis_host": "localhost"},
+        "router_settings": {"num_retries": 3, "enable_pre_call_checks": True},
     }))
     gw = start_process(["mmproxy", "serve", "--config", str(path), "--host", "127.0.0.1", "--port", "0"])
     try:
         text = "".join(gw.output)
         assert "warning: model_list[0].litellm_params.tags" in text
         assert "litellm_params.rpm" not in text
-        assert "warning: router_settings.redis_host" in text
+        assert "warning: router_settings.enable_pre_call_checks" in text
         assert "router_settings.num_retries" not in text
     finally:
         gw.stop()

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import yaml
 
@@ -38,7 +39,8 @@ _LITELLM_SETTINGS_DONE = {
 }
 _ROUTER_SETTINGS_DONE = {
     "routing_strategy", "num_retries", "retry_after", "timeout", "allowed_fails", "cooldown_time", "fallbacks",
-    "context_window_fallbacks", "content_policy_fallbacks",
+    "context_window_fallbacks", "content_policy_fallbacks", "redis_host", "redis_port", "redis_password",
+    "redis_url",
 }
 _FALLBACK_KINDS = ("fallbacks", "context_window_fallbacks", "content_policy_fallbacks")
 ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing",
@@ -130,6 +132,7 @@ class RouterSettings:
     fallbacks: dict[str, list[str]] = field(default_factory=dict)
     context_window_fallbacks: dict[str, list[str]] = field(default_factory=dict)
     content_policy_fallbacks: dict[str, list[str]] = field(default_factory=dict)
+    redis_url: str | None = field(default=None, repr=False)  # limits and cooldowns shared by instances
 
 
 @dataclass(slots=True)
@@ -249,7 +252,17 @@ def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[s
         raise ConfigError(f"router_settings.routing_strategy: must be one of {', '.join(ROUTING_STRATEGIES)}")
     allowed = _integer(router, "allowed_fails", "router_settings.allowed_fails")
     cooldown = _number(router, "cooldown_time", "router_settings.cooldown_time")
+    redis_url = _optional_secret(router, "redis_url", "router_settings.redis_url")
+    host = _optional_secret(router, "redis_host", "router_settings.redis_host")
+    if redis_url is None and host is not None:
+        port = _integer(router, "redis_port", "router_settings.redis_port") or 6379
+        password = _optional_secret(router, "redis_password", "router_settings.redis_password")
+        auth = f":{quote(password, safe='')}@" if password else ""
+        redis_url = f"redis://{auth}{host}:{port}/0"
+    if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("router_settings.redis_url: must start with redis://, rediss:// or unix://")
     return RouterSettings(
+        redis_url=redis_url,
         routing_strategy=strategy,
         num_retries=retries,
         retry_after=_number(router, "retry_after", "router_settings.retry_after") or 0.0,

@@ -4,7 +4,7 @@ Every failed upstream attempt counts, retries and fallbacks included, and a grou
 deployment is cooled down too: during an outage, requests then go straight to a fallback
 instead of paying for the failing call each time. When the cooldown ends the deployment gets
 traffic again; one more failure sends it straight back (it is on probation until a success).
-In-process state; shared state (Redis) comes with the routing layer's next step.
+In-process state; ``shared.SharedState`` keeps it in step with other instances through Redis.
 """
 
 from __future__ import annotations
@@ -46,6 +46,15 @@ class Health:
             state.cooling_until = now + self.cooldown_time
             state.probation = True
             failures.clear()
+
+    def adopt_cooldown(self, deployment_id: str, seconds: float) -> None:
+        """A cooldown decided elsewhere (another instance, through Redis)."""
+        state = self._states.setdefault(deployment_id, _State())
+        until = time.monotonic() + seconds
+        if until > state.cooling_until:
+            state.cooling_until = until
+            state.probation = True
+            state.failures.clear()
 
     def succeeded(self, deployment_id: str) -> None:
         state = self._states.get(deployment_id)

@@ -44,6 +44,14 @@ class Usage:
         self._tokens[deployment_id] = self._tokens.get(deployment_id, 0) + tokens
         self.in_flight[deployment_id] = self.in_flight.get(deployment_id, 0) + 1
 
+    def mark_full(self, deployment: Deployment) -> None:
+        """Another instance filled this deployment's minute (the shared count said so)."""
+        self._roll()
+        if deployment.rpm is not None:
+            self._requests[deployment.id] = max(self._requests.get(deployment.id, 0), deployment.rpm)
+        if deployment.tpm is not None:
+            self._tokens[deployment.id] = max(self._tokens.get(deployment.id, 0), deployment.tpm)
+
     def finish(self, deployment_id: str) -> None:
         self.in_flight[deployment_id] -= 1
 

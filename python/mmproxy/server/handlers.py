@@ -23,8 +23,9 @@ from mmproxy.health import Health
 from mmproxy.inbound import anthropic as anthropic_inbound
 from mmproxy.providers import Provider, provider_for
 from mmproxy.providers.base import ChainedTranslator, StreamTranslator
-from mmproxy.router import STRATEGIES, Router
+from mmproxy.router import STRATEGIES, ModelGroup, Router
 from mmproxy.server.sse import SSERelay, error_event
+from mmproxy.shared import SharedState
 from mmproxy.upstream.http1 import UpstreamDisconnected, UpstreamError, UpstreamPool, UpstreamTimeout
 from mmproxy.usage import Usage
 from mmproxy.validation import (
@@ -59,6 +60,8 @@ class Gateway:
         self.health = Health(config.router.allowed_fails, config.router.cooldown_time)
         self.usage = Usage()
         self._strategy = STRATEGIES[config.router.routing_strategy]
+        self.shared: SharedState | None = None
+        self._background: set[asyncio.Task[None]] = set()
         # Input tokens are counted per request only when something reads them (tpm limits, rules).
         self._count_tokens = config.rules is not None or any(d.tpm for d in config.deployments)
         # Request ids: a random per-process prefix and a counter, unique across workers and instances.
@@ -77,10 +80,15 @@ class Gateway:
                 pool = self._pools[key] = UpstreamPool(deployment.api_base)
             providers.append(provider_for(deployment.provider)(deployment, pool))
         self.router = Router(providers)
+        if self.config.router.redis_url:
+            self.shared = SharedState(self.config.router.redis_url, self.health, self.usage, self.config.deployments)
+            await self.shared.start()
 
     async def stop(self) -> None:
         for pool in self._pools.values():
             pool.close()
+        if self.shared is not None:
+            await self.shared.stop()
 
     # -- plumbing ------------------------------------------------------------------
     def _request_id(self) -> str:
@@ -170,7 +178,7 @@ class Gateway:
             current = chain[position]
             position += 1
             for retry in range(settings.num_retries + 1):
-                provider = current.pick(health, usage, self._strategy, tokens, tried)
+                provider = await self._pick(current, tokens, tried)
                 if provider is None:
                     break
                 deployment_id = provider.deployment.id
@@ -181,6 +189,8 @@ class Gateway:
                     if exc.kind is None:
                         raise
                     health.failed(deployment_id, exc.kind)
+                    if self.shared is not None:
+                        await self.shared.failed(deployment_id, exc.kind)
                     tried.add(deployment_id)
                     error = exc
                     if exc.kind not in _RETRYABLE or retry == settings.num_retries:
@@ -204,6 +214,14 @@ class Gateway:
         raise ProxyError(429, f"every deployment of {model!r} is cooling down after failures; retry shortly",
                          type="rate_limit_error", code="no_healthy_deployment",
                          headers={"Retry-After": str(max(1, math.ceil(wait)))}, kind="overloaded")
+
+    async def _pick(self, group: ModelGroup, tokens: int, tried: set[str]) -> Provider | None:
+        """The strategy's pick, with its rpm/tpm slot reserved across instances when Redis is configured."""
+        while True:
+            provider = group.pick(self.health, self.usage, self._strategy, tokens, tried)
+            if provider is None or self.shared is None or await self.shared.reserve(provider.deployment, tokens):
+                return provider
+            self.usage.mark_full(provider.deployment)
 
     def _apply_rules(
         self, request: web.BaseRequest, body: bytes, model: str, input_tokens: int
@@ -387,6 +405,10 @@ class Gateway:
         completion = usage.get("completion_tokens") if usage else None
         if isinstance(completion, int):
             self.usage.add_tokens(deployment_id, completion)
+            if self.shared is not None:  # after the answer: not worth a round trip on its latency
+                task = asyncio.get_running_loop().create_task(self.shared.add_tokens(deployment_id, completion))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
 
     def _check_context(self, raw: bytes, provider: Provider) -> None:
         limit = provider.deployment.max_input_tokens

@@ -1,0 +1,131 @@
+"""rpm/tpm limits and cooldowns shared through Redis, so several instances and workers agree.
+
+The per-request path stays local where it can: cooldowns are read from the in-process ``Health``,
+which a background task keeps in step with Redis (every ``REFRESH_S``); a failure that starts a
+cooldown is written to Redis at once. Limits cannot be approximated that way, so a deployment with
+``rpm``/``tpm`` reserves its slot in Redis (one pipelined round trip) before the call.
+
+Redis being slow or gone never fails a request: every Redis call has a short timeout, and on an
+error the gateway logs a warning and decides from its local state until Redis answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Sequence
+
+from redis import asyncio as aioredis
+from redis.exceptions import RedisError
+
+from mmproxy.config import Deployment
+from mmproxy.health import COUNTED_KINDS, Health
+from mmproxy.usage import Usage
+
+log = logging.getLogger("mmproxy.shared")
+
+REFRESH_S = 0.5
+_TIMEOUT_S = 0.25
+_PREFIX = "mmproxy:"
+
+
+class SharedState:
+    def __init__(self, url: str, health: Health, usage: Usage, deployments: Sequence[Deployment]) -> None:
+        self._redis = aioredis.from_url(url, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_TIMEOUT_S)
+        self._health = health
+        self._usage = usage
+        self._ids = [d.id for d in deployments]
+        self._task: asyncio.Task[None] | None = None
+        self.degraded = False
+        self._warned_at = 0.0
+
+    async def start(self) -> None:
+        try:
+            await self._redis.ping()
+        except (RedisError, OSError) as exc:
+            self._trouble(exc)
+        self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+        await self._redis.aclose()
+
+    def _trouble(self, exc: Exception) -> None:
+        self.degraded = True
+        now = time.monotonic()
+        if now - self._warned_at > 30:
+            self._warned_at = now
+            log.warning("Redis unavailable (%s): limits and cooldowns fall back to this process's own state",
+                        type(exc).__name__)
+
+    # -- limits ---------------------------------------------------------------------
+    async def reserve(self, deployment: Deployment, tokens: int) -> bool:
+        """Count one request of ``tokens`` input tokens against the shared minute; False when it is full."""
+        if deployment.rpm is None and deployment.tpm is None:
+            return True
+        if self.degraded:
+            return True  # the local check in the pick already applied
+        minute = int(time.time() // 60)
+        rpm_key = f"{_PREFIX}rpm:{deployment.id}:{minute}"
+        tpm_key = f"{_PREFIX}tpm:{deployment.id}:{minute}"
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.incr(rpm_key).expire(rpm_key, 120).incrby(tpm_key, tokens).expire(tpm_key, 120)
+                requests, _, used, _ = await pipe.execute()
+            over = (deployment.rpm is not None and requests > deployment.rpm) or (
+                deployment.tpm is not None and used > deployment.tpm)
+            if over:
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    await pipe.decr(rpm_key).decrby(tpm_key, tokens).execute()
+            return not over
+        except (RedisError, OSError) as exc:
+            self._trouble(exc)
+            return True
+
+    async def add_tokens(self, deployment_id: str, tokens: int) -> None:
+        if self.degraded:
+            return
+        key = f"{_PREFIX}tpm:{deployment_id}:{int(time.time() // 60)}"
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                await pipe.incrby(key, tokens).expire(key, 120).execute()
+        except (RedisError, OSError) as exc:
+            self._trouble(exc)
+
+    # -- cooldowns ------------------------------------------------------------------
+    async def failed(self, deployment_id: str, kind: str | None) -> None:
+        """Count a failure for every instance; the one that crosses ``allowed_fails`` starts the cooldown."""
+        health = self._health
+        if self.degraded or kind not in COUNTED_KINDS or health.cooldown_time <= 0:
+            return
+        fails_key = f"{_PREFIX}fails:{deployment_id}"
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                count, _ = await pipe.incr(fails_key).expire(fails_key, int(health.window), nx=True).execute()
+            if count >= health.allowed_fails or health.cooling(deployment_id):
+                async with self._redis.pipeline(transaction=True) as pipe:
+                    pipe.set(f"{_PREFIX}cooldown:{deployment_id}", 1, px=int(health.cooldown_time * 1000))
+                    await pipe.delete(fails_key).execute()
+                health.adopt_cooldown(deployment_id, health.cooldown_time)
+        except (RedisError, OSError) as exc:
+            self._trouble(exc)
+
+    async def _refresh_forever(self) -> None:
+        while True:
+            await asyncio.sleep(REFRESH_S)
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for deployment_id in self._ids:
+                        pipe.pttl(f"{_PREFIX}cooldown:{deployment_id}")
+                    remaining = await pipe.execute()
+            except (RedisError, OSError) as exc:
+                self._trouble(exc)
+                continue
+            if self.degraded:
+                log.warning("Redis is back: limits and cooldowns are shared again")
+                self.degraded = False
+            for deployment_id, ms in zip(self._ids, remaining, strict=True):
+                if ms > 0:
+                    self._health.adopt_cooldown(deployment_id, ms / 1000)
