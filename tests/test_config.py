@@ -154,3 +154,19 @@ def test_provider_defaults_follow_litellm(monkeypatch):
     assert groq.api_base == "https://api.groq.com/openai/v1"
     # The global drop_params applies unless a deployment says otherwise.
     assert mistral.drop_params is True and azure.drop_params is False
+
+
+def test_registry_defaults_fill_what_model_info_leaves_out():
+    config = parse_config({"model_list": [
+        {"model_name": "a", "litellm_params": {"model": "openai/gpt-4o-mini-2024-07-18"}},
+        {"model_name": "b", "litellm_params": {"model": "anthropic/claude-sonnet-4-5"},
+         "model_info": {"tier": "workhorse", "input_cost_per_token": 1e-6, "strengths": ["code"]}},
+        {"model_name": "c", "litellm_params": {"model": "openai/my-finetune", "api_base": "http://h/v1"}},
+    ]})
+    mini, sonnet, custom = config.deployments
+    assert mini.tier == "economy" and mini.input_cost_per_token and mini.output_cost_per_token
+    assert mini.max_input_tokens is None  # a context limit is never defaulted
+    # model_info wins field by field; what it does not say still comes from the registry.
+    assert (sonnet.tier, sonnet.input_cost_per_token, sonnet.strengths) == ("workhorse", 1e-6, ("code",))
+    assert sonnet.output_cost_per_token is not None
+    assert (custom.tier, custom.input_cost_per_token, custom.strengths) == (None, None, ())

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import yaml
 
+from mmproxy.registry import defaults_for
 from mmproxy.rules import TIERS, RuleSet
 
 # Keys LiteLLM documents that mmproxy accepts but does not act on yet.
@@ -46,7 +47,9 @@ _FALLBACK_KINDS = ("fallbacks", "context_window_fallbacks", "content_policy_fall
 ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing",
                       "usage-based-routing-v2", "cost-based-routing")
 
-_MODEL_INFO_DONE = {"id", "input_cost_per_token", "output_cost_per_token", "max_input_tokens", "mode", "tier"}
+_MODEL_INFO_DONE = {
+    "id", "input_cost_per_token", "output_cost_per_token", "max_input_tokens", "mode", "tier", "strengths",
+}
 _MODEL_INFO_MODES = {"chat", "embedding", "completion"}
 
 _GENERAL_DONE = {"master_key", "max_request_size_mb"}
@@ -115,6 +118,7 @@ class Deployment:
     output_cost_per_token: float | None
     max_input_tokens: int | None
     tier: str | None
+    strengths: tuple[str, ...]
     rpm: int | None
     tpm: int | None
 
@@ -368,6 +372,18 @@ def _parse_deployment(
         digest = hashlib.sha256(f"{model_name}\0{model}\0{api_base}".encode()).hexdigest()
         dep_id = f"dep-{digest[:12]}"
 
+    # Shipped defaults for well-known models fill what model_info leaves out. The context window is not
+    # defaulted: a pre-call rejection must come from a limit the operator chose, not from an estimate.
+    shipped = defaults_for(upstream_model)
+    input_cost = _number(info, "input_cost_per_token", f"{iwhere}.input_cost_per_token")
+    output_cost = _number(info, "output_cost_per_token", f"{iwhere}.output_cost_per_token")
+    strengths = info.get("strengths")
+    if strengths is not None and (not isinstance(strengths, list) or not all(isinstance(x, str) for x in strengths)):
+        raise ConfigError(f"{iwhere}.strengths: must be a list of tags such as code, math, long-context")
+    if shipped is not None:
+        input_cost = shipped.input_cost_per_token if input_cost is None else input_cost
+        output_cost = shipped.output_cost_per_token if output_cost is None else output_cost
+        strengths = list(shipped.strengths) if strengths is None else strengths
     return Deployment(
         model_name=model_name,
         provider=provider,
@@ -381,10 +397,11 @@ def _parse_deployment(
         stream_timeout=stream_timeout,
         weight=weight,
         mode=mode,
-        input_cost_per_token=_number(info, "input_cost_per_token", f"{iwhere}.input_cost_per_token"),
-        output_cost_per_token=_number(info, "output_cost_per_token", f"{iwhere}.output_cost_per_token"),
+        input_cost_per_token=input_cost,
+        output_cost_per_token=output_cost,
         max_input_tokens=_integer(info, "max_input_tokens", f"{iwhere}.max_input_tokens"),
-        tier=_tier(info, iwhere),
+        tier=_tier(info, iwhere) or (shipped.tier if shipped is not None else None),
+        strengths=tuple(strengths or ()),
         rpm=rpm,
         tpm=tpm,
     )
