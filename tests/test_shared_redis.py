@@ -115,3 +115,23 @@ def test_without_redis_requests_still_work(simulator: Process, tmp_path, sim: Si
         assert "Redis unavailable" in "".join(gw.output)
     finally:
         gw.stop()
+
+
+def test_least_busy_sees_the_other_instances_calls(simulator: Process, redis_url: str, tmp_path, sim: SimControl):
+    from concurrent.futures import ThreadPoolExecutor
+
+    config = _config(simulator, "sh-busy-a", redis_url, routing_strategy="least-busy")
+    config["model_list"].append({**config["model_list"][0], "litellm_params": {
+        **config["model_list"][0]["litellm_params"], "model": "openai/sh-busy-b"}, "model_info": {"id": "sh-busy-b"}})
+    gw1, gw2 = start_gateway(tmp_path, config), start_gateway(tmp_path, config)
+    try:
+        for model in ("sh-busy-a", "sh-busy-b"):
+            sim.http.post("/_sim/config", json={"model": model, "latency_ms": 2500}).raise_for_status()
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(_post, gw1)
+            time.sleep(1.2)  # gw1's in-flight call reaches gw2 through Redis within two refreshes
+            second = _post(gw2)
+            assert first.result().headers["x-mmproxy-deployment"] != second.headers["x-mmproxy-deployment"]
+    finally:
+        gw1.stop()
+        gw2.stop()

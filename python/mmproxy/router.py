@@ -31,12 +31,16 @@ def _least(usable: list[Provider], score: Callable[[Provider], float]) -> Provid
 
 
 def _least_busy(usable: list[Provider], usage: Usage) -> Provider:
-    return _least(usable, lambda m: usage.in_flight.get(m.deployment.id, 0))
+    return _least(usable, lambda m: usage.busy(m.deployment.id))
 
 
 def _lowest_latency(usable: list[Provider], usage: Usage) -> Provider:
     # A deployment without a sample yet is tried first, so every one gets measured.
-    return _least(usable, lambda m: usage.latency.get(m.deployment.id, -1.0))
+    return _least(usable, lambda m: _or_unmeasured(usage.latency_of(m.deployment.id)))
+
+
+def _or_unmeasured(latency: float | None) -> float:
+    return -1.0 if latency is None else latency
 
 
 def _most_headroom(usable: list[Provider], usage: Usage) -> Provider:

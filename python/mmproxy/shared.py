@@ -1,9 +1,11 @@
-"""rpm/tpm limits and cooldowns shared through Redis, so several instances and workers agree.
+"""Limits, cooldowns, in-flight counts and latency shared through Redis, so instances and workers agree.
 
 The per-request path stays local where it can: cooldowns are read from the in-process ``Health``,
 which a background task keeps in step with Redis (every ``REFRESH_S``); a failure that starts a
 cooldown is written to Redis at once. Limits cannot be approximated that way, so a deployment with
-``rpm``/``tpm`` reserves its slot in Redis (one pipelined round trip) before the call.
+``rpm``/``tpm`` reserves its slot in Redis (one pipelined round trip) before the call. In-flight counts
+and latency averages, which steer least-busy and latency-based routing, are exchanged on the same
+background beat: each instance sees the others' figures at most ``REFRESH_S`` old.
 
 Redis being slow or gone never fails a request: every Redis call has a short timeout, and on an
 error the gateway logs a warning and decides from its local state until Redis answers again.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from collections.abc import Sequence
 
@@ -32,6 +35,7 @@ _PREFIX = "mmproxy:"
 
 class SharedState:
     def __init__(self, url: str, health: Health, usage: Usage, deployments: Sequence[Deployment]) -> None:
+        self._instance = os.urandom(6).hex()
         self._redis = aioredis.from_url(url, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_TIMEOUT_S)
         self._health = health
         self._usage = usage
@@ -112,20 +116,41 @@ class SharedState:
         except (RedisError, OSError) as exc:
             self._trouble(exc)
 
+    # -- the periodic exchange ----------------------------------------------------------
     async def _refresh_forever(self) -> None:
+        """Every ``REFRESH_S``: adopt other instances' cooldowns; publish this instance's in-flight counts
+        and latency averages and read everyone else's, for least-busy and latency-based routing."""
+        usage = self._usage
+        ids = self._ids
         while True:
             await asyncio.sleep(REFRESH_S)
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
-                    for deployment_id in self._ids:
+                    for deployment_id in ids:
                         pipe.pttl(f"{_PREFIX}cooldown:{deployment_id}")
-                    remaining = await pipe.execute()
+                    for deployment_id in ids:
+                        busy_key, latency_key = f"{_PREFIX}busy:{deployment_id}", f"{_PREFIX}latency:{deployment_id}"
+                        pipe.hset(busy_key, self._instance, usage.in_flight.get(deployment_id, 0))
+                        pipe.expire(busy_key, 10)
+                        if deployment_id in usage.latency:
+                            pipe.hset(latency_key, self._instance, usage.latency[deployment_id])
+                            pipe.expire(latency_key, 300)
+                        pipe.hgetall(busy_key)
+                        pipe.hgetall(latency_key)
+                    replies = await pipe.execute()
             except (RedisError, OSError) as exc:
                 self._trouble(exc)
                 continue
             if self.degraded:
                 log.warning("Redis is back: limits and cooldowns are shared again")
                 self.degraded = False
-            for deployment_id, ms in zip(self._ids, remaining, strict=True):
+            for deployment_id, ms in zip(ids, replies[: len(ids)], strict=True):
                 if ms > 0:
                     self._health.adopt_cooldown(deployment_id, ms / 1000)
+            maps = [r for r in replies[len(ids):] if isinstance(r, dict)]
+            mine = self._instance.encode()
+            for deployment_id, busy, latency in zip(ids, maps[0::2], maps[1::2], strict=True):
+                usage.remote_in_flight[deployment_id] = sum(int(v) for k, v in busy.items() if k != mine)
+                samples = [float(v) for v in latency.values()]
+                if samples:
+                    usage.shared_latency[deployment_id] = sum(samples) / len(samples)

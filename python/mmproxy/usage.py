@@ -21,6 +21,18 @@ class Usage:
         self._tokens: dict[str, int] = {}
         self.in_flight: dict[str, int] = {}
         self.latency: dict[str, float] = {}
+        # Other instances' figures, when they share state through Redis (see shared.py).
+        self.remote_in_flight: dict[str, int] = {}
+        self.shared_latency: dict[str, float] = {}
+
+    def busy(self, deployment_id: str) -> int:
+        """Calls in flight on this deployment, from every instance."""
+        return self.in_flight.get(deployment_id, 0) + self.remote_in_flight.get(deployment_id, 0)
+
+    def latency_of(self, deployment_id: str) -> float | None:
+        """The fleet's average when shared, else this instance's; None before any sample."""
+        shared = self.shared_latency.get(deployment_id)
+        return shared if shared is not None else self.latency.get(deployment_id)
 
     def _roll(self) -> None:
         minute = int(time.time() // 60)
