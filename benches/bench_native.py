@@ -21,7 +21,6 @@ import importlib
 import inspect
 import json
 import os
-import platform
 import random
 import shlex
 import statistics
@@ -41,9 +40,11 @@ import xxhash
 from mmproxy import _native
 from tiktoken.load import load_tiktoken_bpe
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import RESULTS_MD, machine, write_results_section
+
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "rust" / "assets"
-RESULTS_MD = ROOT / "benches" / "RESULTS.md"
 SECTION = "## Native core"
 PIN_CORE = 1
 
@@ -292,35 +293,6 @@ def hash_tables(rounds: int, round_s: float) -> list[str]:
     return [*lines, ""]
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip() or "?"
-    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "?"
-    return (
-        f"{model}, nproc={nproc}, {platform.system()} {platform.release()}, Python {platform.python_version()}; "
-        f"1-min load average at start {load} (shared machine)"
-    )
-
-
-def write_section(body: str) -> None:
-    """Replace only the body of the ``## Native core`` section; other sections belong to other tools."""
-    lines = RESULTS_MD.read_text().splitlines() if RESULTS_MD.exists() else ["# Benchmark results"]
-    if SECTION not in lines:
-        lines += ["", SECTION]
-    start = lines.index(SECTION)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    new = [*lines[: start + 1], "", *body.rstrip("\n").splitlines(), ""]
-    rest = lines[end:]
-    RESULTS_MD.write_text("\n".join(new + rest).rstrip("\n") + "\n")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="short rounds, 256 KB mixed text, print only")
@@ -357,7 +329,7 @@ def main() -> None:
     if args.quick:
         log("--quick: RESULTS.md not updated")
     else:
-        write_section(report)
+        write_results_section(report, section=SECTION)
         log(f"updated {SECTION} in {RESULTS_MD}")
 
 

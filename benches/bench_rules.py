@@ -19,11 +19,9 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import re
 import shlex
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -33,8 +31,10 @@ from typing import Any
 import orjson
 from mmproxy.rules import Decision, RuleSet
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import RESULTS_MD, machine, write_results_section
+
 ROOT = Path(__file__).resolve().parent.parent
-RESULTS_MD = ROOT / "benches" / "RESULTS.md"
 SECTION = "## Routing rules"
 PIN_CORE = 1
 
@@ -238,34 +238,6 @@ def per_call(fns: dict[str, Callable[[], object]], rounds: int, round_s: float) 
     return {name: statistics.median(times) for name, times in samples.items()}
 
 
-def machine() -> str:
-    model = "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    nproc = subprocess.run(["nproc"], capture_output=True, text=True, check=False).stdout.strip() or "?"
-    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "?"
-    return (
-        f"{model}, nproc={nproc}, {platform.system()} {platform.release()}, Python {platform.python_version()}; "
-        f"1-min load average at start {load} (shared machine)"
-    )
-
-
-def write_section(body: str) -> None:
-    """Replace only the body of the ``## Routing rules`` section; other sections belong to other tools."""
-    lines = RESULTS_MD.read_text().splitlines() if RESULTS_MD.exists() else ["# Benchmark results"]
-    if SECTION not in lines:
-        lines += ["", SECTION]
-    start = lines.index(SECTION)
-    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
-    new = [*lines[: start + 1], "", *body.rstrip("\n").splitlines(), ""]
-    RESULTS_MD.write_text("\n".join(new + lines[end:]).rstrip("\n") + "\n")
-
-
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:.2f}"
 
@@ -329,7 +301,7 @@ def main() -> None:
     )
     print(section)
     if not args.quick:
-        write_section(section)
+        write_results_section(section, section=SECTION)
         print(f"updated {SECTION} in {RESULTS_MD}", file=sys.stderr)
 
 

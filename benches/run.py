@@ -690,6 +690,21 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def machine() -> str:
+    """CPU model, core count, kernel, Python and the load at the start: the context every figure needs."""
+    model = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    load = f"{os.getloadavg()[0]:.2f}" if hasattr(os, "getloadavg") else "?"
+    return (
+        f"{model}, nproc={os.cpu_count()}, {platform.system()} {platform.release()}, "
+        f"Python {platform.python_version()}; 1-min load average at start {load} (shared machine)"
+    )
+
+
 def write_results_section(body: str, path: Path = RESULTS_MD, section: str = "## Gateway") -> None:
     """Replace only the body of ``section``; other sections belong to other tools."""
     text = path.read_text() if path.exists() else "# Benchmark results\n"
