@@ -187,7 +187,7 @@ class AnthropicProvider(Provider):
     def embeddings_request(self, payload: dict[str, Any]) -> bytes:
         raise _no_embeddings(self.deployment)
 
-    def embeddings_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
+    def embeddings_response(self, body: bytes, payload: dict[str, Any]) -> tuple[bytes, dict[str, Any] | None]:
         raise _no_embeddings(self.deployment)
 
     def error(self, status: int, body: bytes, retry_after: bytes | None) -> ProxyError:

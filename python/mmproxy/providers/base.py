@@ -156,8 +156,8 @@ class Provider(ABC):
         """Complete HTTP/1.1 request bytes for an OpenAI-shaped embeddings payload."""
 
     @abstractmethod
-    def embeddings_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
-        """A successful upstream embeddings body as OpenAI JSON, and its usage."""
+    def embeddings_response(self, body: bytes, payload: dict[str, Any]) -> tuple[bytes, dict[str, Any] | None]:
+        """A successful upstream embeddings body as OpenAI JSON (shaped as ``payload`` asked), and its usage."""
 
     @abstractmethod
     def error(self, status: int, body: bytes, retry_after: bytes | None) -> ProxyError:

@@ -8,8 +8,11 @@ on every chunk when usage was requested, the usage chunk with ``choices: []``, a
 
 from __future__ import annotations
 
+import base64
 import os
+import sys
 import time
+from array import array
 from collections.abc import Sequence
 from typing import Any
 
@@ -120,3 +123,15 @@ class ChunkStream:
 def wants_usage(payload: dict[str, Any]) -> bool:
     options = payload.get("stream_options")
     return isinstance(options, dict) and options.get("include_usage") is True
+
+
+def embedding_base64(values: Any) -> str:
+    """OpenAI's ``encoding_format: base64`` layout: little-endian float32 (the openai SDK asks for it by default)."""
+    vector = array("f", values)
+    if sys.byteorder == "big":
+        vector.byteswap()
+    return base64.b64encode(vector.tobytes()).decode("ascii")
+
+
+def wants_base64(payload: dict[str, Any]) -> bool:
+    return payload.get("encoding_format") == "base64"

@@ -18,12 +18,8 @@ Thought summaries (``thought: true`` parts) become ``reasoning_content``, as in 
 
 from __future__ import annotations
 
-import base64
 import math
 import os
-import sys
-from array import array
-from contextvars import ContextVar
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -41,7 +37,15 @@ from mmproxy.providers.base import (
     kind_of_status,
     upstream_error,
 )
-from mmproxy.providers.chunks import DONE, ChunkStream, completion, openai_usage, wants_usage
+from mmproxy.providers.chunks import (
+    DONE,
+    ChunkStream,
+    completion,
+    embedding_base64,
+    openai_usage,
+    wants_base64,
+    wants_usage,
+)
 from mmproxy.upstream.http1 import UpstreamPool
 
 # ``user`` is accepted and not sent: it only feeds OpenAI's abuse monitoring, and rejecting it would
@@ -90,11 +94,6 @@ _KIND_BY_GOOGLE_STATUS = {
     "INTERNAL": "server",
     "DEADLINE_EXCEEDED": "timeout",
 }
-
-# (base64 wanted, estimated input tokens) of the embeddings request being served. The handler calls
-# ``embeddings_request`` and ``embeddings_response`` in one request task, and each task has its own context.
-_EMBEDDING_REQUEST: ContextVar[tuple[bool, int]] = ContextVar("gemini_embedding_request")
-
 
 class GeminiProvider(Provider):
     supported = _SUPPORTED
@@ -163,24 +162,25 @@ class GeminiProvider(Provider):
         if isinstance(task_type, str):
             common["taskType"] = task_type
         requests = [{**common, "content": {"parts": [{"text": text}]}} for text in texts]
-        _EMBEDDING_REQUEST.set((encoding == "base64", sum(tokens.count(text) for text in texts)))
         return http_request(self._embed_head, orjson.dumps({"requests": requests}))
 
-    def embeddings_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
+    def embeddings_response(self, body: bytes, payload: dict[str, Any]) -> tuple[bytes, dict[str, Any] | None]:
         """OpenAI's embeddings list. Gemini reports no usage: ``prompt_tokens`` is the o200k estimate
-        (``mmproxy.tokens.count``) of the input texts, taken when the request was built."""
+        (``mmproxy.tokens.count``) of the input texts."""
         data = self.load_object(body)
         embeddings = data.get("embeddings")
         if not isinstance(embeddings, list):
             raise bad_upstream_response(self.deployment.id)
-        as_base64, prompt_tokens = _EMBEDDING_REQUEST.get((False, 0))
+        as_base64 = wants_base64(payload)
+        texts = payload["input"] if isinstance(payload["input"], list) else [payload["input"]]
+        prompt_tokens = sum(tokens.count(text) for text in texts)
         out = []
         for index, item in enumerate(embeddings):
             values = item.get("values") if isinstance(item, dict) else None
             if not isinstance(values, list):
                 raise bad_upstream_response(self.deployment.id)
             out.append({"object": "embedding", "index": index,
-                        "embedding": _float32_base64(values) if as_base64 else values})
+                        "embedding": embedding_base64(values) if as_base64 else values})
         usage = {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens}
         result = {"object": "list", "data": out, "model": self.deployment.upstream_model, "usage": usage}
         return orjson.dumps(result), usage
@@ -574,14 +574,6 @@ def _usage(meta: Any) -> dict[str, Any] | None:
     if thoughts:
         usage["completion_tokens_details"] = {"reasoning_tokens": thoughts}
     return usage
-
-
-def _float32_base64(values: list[float]) -> str:
-    """OpenAI's base64 embedding: little-endian float32."""
-    vector = array("f", values)
-    if sys.byteorder == "big":
-        vector.byteswap()
-    return base64.b64encode(vector.tobytes()).decode("ascii")
 
 
 # -- errors ----------------------------------------------------------------------------

@@ -8,12 +8,8 @@ images are bare base64 strings, tool-call arguments are objects, and streams are
 
 from __future__ import annotations
 
-import base64
 import os
-import sys
 from abc import abstractmethod
-from array import array
-from contextvars import ContextVar
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -30,7 +26,15 @@ from mmproxy.providers.base import (
     kind_of_status,
     upstream_error,
 )
-from mmproxy.providers.chunks import DONE, ChunkStream, completion, openai_usage, wants_usage
+from mmproxy.providers.chunks import (
+    DONE,
+    ChunkStream,
+    completion,
+    embedding_base64,
+    openai_usage,
+    wants_base64,
+    wants_usage,
+)
 from mmproxy.upstream.http1 import UpstreamPool
 
 # OpenAI sampling fields and their names inside Ollama's ``options``.
@@ -56,7 +60,6 @@ _CONTEXT_HINTS = ("context length", "context window", "context size", "exceeds t
 
 # The embeddings request and response hooks run in the same handler task, so the client's
 # encoding_format travels from one to the other in a context variable instead of shared state.
-_EMBED_BASE64: ContextVar[bool] = ContextVar("ollama_embed_base64", default=False)
 
 
 def _call_id() -> str:
@@ -146,7 +149,6 @@ class _OllamaProvider(Provider):
         fmt = payload.get("encoding_format") or "float"
         if fmt not in ("float", "base64"):
             raise bad_request("'encoding_format' must be 'float' or 'base64'", param="encoding_format")
-        _EMBED_BASE64.set(fmt == "base64")
         body: dict[str, Any] = {"model": self.deployment.upstream_model, "input": raw}
         if payload.get("dimensions") is not None:
             body["dimensions"] = payload["dimensions"]
@@ -155,14 +157,14 @@ class _OllamaProvider(Provider):
                 body[key] = value
         return http_request(self._embed_head, orjson.dumps(body))
 
-    def embeddings_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
+    def embeddings_response(self, body: bytes, payload: dict[str, Any]) -> tuple[bytes, dict[str, Any] | None]:
         data = self.load_object(body)
         vectors = data.get("embeddings")
         if not isinstance(vectors, list):
             raise bad_upstream_response(self.deployment.id)
-        as_base64 = _EMBED_BASE64.get()
+        as_base64 = wants_base64(payload)
         items = [
-            {"object": "embedding", "index": i, "embedding": _base64_floats(vec) if as_base64 else vec}
+            {"object": "embedding", "index": i, "embedding": embedding_base64(vec) if as_base64 else vec}
             for i, vec in enumerate(vectors)
         ]
         tokens = _count(data, "prompt_eval_count")
@@ -437,14 +439,6 @@ def _openai_call(call: Any) -> dict[str, Any]:
 def _count(data: dict[str, Any], key: str) -> int:
     value = data.get(key)
     return value if isinstance(value, int) else 0
-
-
-def _base64_floats(vector: Any) -> str:
-    """OpenAI's base64 embedding layout: little-endian float32."""
-    packed = array("f", vector)
-    if sys.byteorder == "big":
-        packed.byteswap()
-    return base64.b64encode(packed.tobytes()).decode()
 
 
 def _error_message(body: bytes) -> str | None:

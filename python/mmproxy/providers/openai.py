@@ -46,7 +46,7 @@ class OpenAIProvider(Provider):
     def chat_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
         return body, self._usage(body)
 
-    def embeddings_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
+    def embeddings_response(self, body: bytes, payload: dict[str, Any]) -> tuple[bytes, dict[str, Any] | None]:
         return body, self._usage(body)
 
     def _usage(self, body: bytes) -> dict[str, Any] | None:

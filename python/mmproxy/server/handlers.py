@@ -360,7 +360,11 @@ class Gateway:
                     param="model",
                 )
             data = provider.embeddings_request(dict(payload))
-            return await self._forward(provider, data, provider.embeddings_response, request_id, started)
+
+            def translate(body: bytes) -> tuple[bytes, dict[str, Any] | None]:
+                return provider.embeddings_response(body, payload)
+
+            return await self._forward(provider, data, translate, request_id, started)
 
         return await self._failover(model, attempt)
 
