@@ -405,7 +405,12 @@ def test_demo_command_serves_the_bundled_config():
     try:
         client = openai.OpenAI(base_url=f"{demo.url}/v1", api_key="sk-mmproxy-demo", max_retries=0)
         assert {m.id for m in client.models.list()} == {"gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "claude-sonnet",
-                                                         "gemini-flash", "llama-local", "text-embedding-3-small"}
+                                                         "gemini-flash", "llama-local", "text-embedding-3-small",
+                                                         "auto"}
+        routed = client.chat.completions.with_raw_response.create(
+            model="auto", messages=[{"role": "user", "content": "Explain: def f(x): return x"}])
+        assert routed.headers["x-mmproxy-route-rule"] == "code-to-frontier"
+        assert routed.headers["x-mmproxy-deployment"] == "demo-gpt-4o"
         for model in ("claude-sonnet", "gemini-flash", "llama-local"):
             streamed = client.chat.completions.create(model=model, messages=HELLO, stream=True)
             assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices), model
