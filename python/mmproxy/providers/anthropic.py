@@ -27,6 +27,7 @@ from mmproxy.providers.base import (
     upstream_error,
 )
 from mmproxy.providers.chunks import DONE, ChunkStream, completion, openai_usage, wants_usage
+from mmproxy.registry import defaults_for
 from mmproxy.upstream.http1 import UpstreamPool
 
 ANTHROPIC_VERSION = "2023-06-01"
@@ -76,6 +77,11 @@ _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 
 def default_max_tokens(model: str) -> int:
+    """Anthropic requires ``max_tokens``: the model's output limit from the registry, else from the
+    older models' table here, else a conservative default."""
+    shipped = defaults_for(model)
+    if shipped is not None and shipped.max_output_tokens:
+        return shipped.max_output_tokens
     for prefix, limit in MAX_OUTPUT_TOKENS:
         if model.startswith(prefix):
             return limit
