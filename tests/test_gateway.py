@@ -410,7 +410,9 @@ def test_demo_command_serves_the_bundled_config():
         routed = client.chat.completions.with_raw_response.create(
             model="auto", messages=[{"role": "user", "content": "Explain: def f(x): return x"}])
         assert routed.headers["x-mmproxy-route-rule"] == "code-to-frontier"
-        assert routed.headers["x-mmproxy-deployment"] == "demo-gpt-4o"
+        # The frontier tier: gpt-4o by its model_info, Claude Sonnet 4.5 by the shipped registry.
+        assert routed.headers["x-mmproxy-route-target"] == "tier:frontier"
+        assert routed.headers["x-mmproxy-deployment"] in ("demo-gpt-4o", "demo-claude-sonnet")
         for model in ("claude-sonnet", "gemini-flash", "llama-local"):
             streamed = client.chat.completions.create(model=model, messages=HELLO, stream=True)
             assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices), model

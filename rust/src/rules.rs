@@ -538,29 +538,39 @@ impl RuleSet {
     /// Index of the first rule matching `body` (a raw OpenAI chat request) and `ctx`, if any.
     /// A body that is not a JSON object, or whose `messages` is not a list of objects, is an error.
     pub fn evaluate(&self, body: &[u8], ctx: &Context<'_>) -> Result<Option<usize>, InvalidInput> {
+        // Fast path: read only what rules need, borrowing from the body. Anything it does not expect
+        // (a wrong type, a duplicate key, invalid JSON) goes to the full parse, which decides and
+        // words the errors.
+        if let Ok(fast) = serde_json::from_slice::<fast::Body<'_>>(body) {
+            return Ok(self.first_match(&fast.facts(&self.tags), ctx));
+        }
         let map = parse_object(body)?;
         let facts = Facts::read(&map, &self.tags)?;
+        Ok(self.first_match(&facts, ctx))
+    }
+
+    fn first_match(&self, facts: &Facts<'_>, ctx: &Context<'_>) -> Option<usize> {
         let mut scans = Scans::default();
         for (i, rule) in self.rules.iter().enumerate() {
             if rule.conds.is_empty() {
-                return Ok(Some(i));
+                return Some(i);
             }
-            let mut test = |c: &Cond| self.holds(c, &facts, ctx, &mut scans);
+            let mut test = |c: &Cond| self.holds(c, facts, ctx, &mut scans);
             let hit = if rule.match_any {
                 rule.conds.iter().any(&mut test)
             } else {
                 rule.conds.iter().all(&mut test)
             };
             if hit {
-                return Ok(Some(i));
+                return Some(i);
             }
         }
-        Ok(None)
+        None
     }
 
     fn holds(&self, c: &Cond, f: &Facts<'_>, ctx: &Context<'_>, s: &mut Scans) -> bool {
         match c {
-            Cond::Model(globs) => globs.iter().any(|g| g.matches(f.model)),
+            Cond::Model(globs) => globs.iter().any(|g| g.matches(&f.model)),
             Cond::MinTokens(n) => ctx.input_tokens >= *n,
             Cond::MaxTokens(n) => ctx.input_tokens <= *n,
             Cond::HasTools(want) => f.has_tools == *want,
@@ -669,7 +679,7 @@ struct Scans {
 
 /// What the rules read from a request body.
 struct Facts<'a> {
-    model: &'a str,
+    model: Cow<'a, str>,
     /// System and developer messages' text, joined by newlines.
     system: Cow<'a, str>,
     /// Text of the last `user` message (its text parts joined by newlines).
@@ -691,14 +701,33 @@ fn join<'a>(acc: &mut Cow<'a, str>, piece: &'a str) {
     }
 }
 
+/// Adds a message's text to the system prompt (empty texts add nothing, not even a newline).
+fn append<'a>(acc: &mut Cow<'a, str>, text: Cow<'a, str>) {
+    match text {
+        Cow::Borrowed(b) => {
+            if !b.is_empty() {
+                join(acc, b);
+            }
+        }
+        Cow::Owned(o) => {
+            if !o.is_empty() {
+                if !acc.is_empty() {
+                    acc.to_mut().push('\n');
+                }
+                acc.to_mut().push_str(&o);
+            }
+        }
+    }
+}
+
 impl<'a> Facts<'a> {
     fn read(
         body: &'a Map<String, Value>,
         tag_ids: &HashMap<String, usize>,
     ) -> Result<Self, InvalidInput> {
         let model = match body.get("model") {
-            None | Some(Value::Null) => "",
-            Some(Value::String(m)) => m,
+            None | Some(Value::Null) => Cow::Borrowed(""),
+            Some(Value::String(m)) => Cow::Borrowed(m.as_str()),
             Some(other) => {
                 return Err(InvalidInput(format!(
                     "`model` must be a string, not {}",
@@ -736,20 +765,7 @@ impl<'a> Facts<'a> {
                 });
             }
             match m.get("role").and_then(Value::as_str) {
-                Some("system" | "developer") => {
-                    let t = text_of(content);
-                    if !t.is_empty() {
-                        match t {
-                            Cow::Borrowed(b) => join(&mut system, b),
-                            Cow::Owned(o) => {
-                                if !system.is_empty() {
-                                    system.to_mut().push('\n');
-                                }
-                                system.to_mut().push_str(&o);
-                            }
-                        }
-                    }
-                }
+                Some("system" | "developer") => append(&mut system, text_of(content)),
                 Some("user") => last_user = Some(content),
                 _ => {}
             }
@@ -806,6 +822,330 @@ fn text_of(content: &Value) -> Cow<'_, str> {
             out
         }
         _ => Cow::Borrowed(""),
+    }
+}
+
+/// The fast path's view of a request body: typed, borrowed, everything else skipped unparsed.
+mod fast {
+    use std::borrow::Cow;
+    use std::collections::HashMap;
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
+    use serde::Deserialize;
+
+    use super::{append, join, Facts};
+
+    #[derive(Deserialize)]
+    pub struct Body<'a> {
+        #[serde(borrow, default)]
+        model: Option<Cow<'a, str>>,
+        #[serde(borrow)]
+        messages: Vec<Message<'a>>,
+        #[serde(default)]
+        tools: Option<NonEmpty>,
+        #[serde(default)]
+        functions: Option<NonEmpty>,
+        #[serde(borrow, default)]
+        response_format: Option<Typed<'a>>,
+        #[serde(borrow, default)]
+        metadata: Option<Metadata<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Message<'a> {
+        #[serde(borrow, default)]
+        role: Option<Cow<'a, str>>,
+        #[serde(borrow, default)]
+        content: Option<Content<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Typed<'a> {
+        #[serde(borrow, default, rename = "type")]
+        kind: Option<MaybeStr<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Metadata<'a> {
+        #[serde(borrow, default)]
+        tags: Option<Strings<'a>>,
+    }
+
+    /// Message content: a string, a list of parts, or anything else (which has no text).
+    enum Content<'a> {
+        Text(Cow<'a, str>),
+        Parts(Vec<Part<'a>>),
+        Other,
+    }
+
+    /// A content part's `type` and `text`, when it is an object.
+    #[derive(Default)]
+    struct Part<'a> {
+        kind: Option<Cow<'a, str>>,
+        text: Option<Cow<'a, str>>,
+    }
+
+    /// Whether a value is a non-empty array (anything else counts as absent).
+    struct NonEmpty(bool);
+
+    /// The string items of a list (other items and non-list values are ignored).
+    struct Strings<'a>(Vec<Cow<'a, str>>);
+
+    impl<'a> Body<'a> {
+        pub fn facts(&'a self, tag_ids: &HashMap<String, usize>) -> Facts<'a> {
+            let mut system = Cow::Borrowed("");
+            let mut last_user: Option<Option<&Content<'a>>> = None;
+            let mut has_images = false;
+            for m in &self.messages {
+                let content = m.content.as_ref();
+                if let Some(Content::Parts(parts)) = content {
+                    has_images |= parts
+                        .iter()
+                        .any(|p| matches!(p.kind.as_deref(), Some("image_url" | "input_image" | "image")));
+                }
+                match m.role.as_deref() {
+                    Some("system" | "developer") => {
+                        if let Some(c) = content {
+                            append(&mut system, text_of(c));
+                        }
+                    }
+                    Some("user") => last_user = Some(content),
+                    _ => {}
+                }
+            }
+            let mut tags = vec![false; tag_ids.len()];
+            if let Some(Strings(list)) = self.metadata.as_ref().and_then(|m| m.tags.as_ref()) {
+                for t in list {
+                    if let Some(&id) = tag_ids.get(t.as_ref()) {
+                        tags[id] = true;
+                    }
+                }
+            }
+            Facts {
+                model: Cow::Borrowed(self.model.as_deref().unwrap_or("")),
+                system,
+                last_user: last_user.flatten().map_or(Cow::Borrowed(""), text_of),
+                has_tools: matches!(self.tools, Some(NonEmpty(true)))
+                    || matches!(self.functions, Some(NonEmpty(true))),
+                has_images,
+                json_mode: matches!(
+                    self.response_format.as_ref().and_then(|f| f.kind.as_ref()).and_then(|k| k.0.as_deref()),
+                    Some("json_object" | "json_schema")
+                ),
+                tags,
+            }
+        }
+    }
+
+    fn text_of<'a>(content: &'a Content<'a>) -> Cow<'a, str> {
+        match content {
+            Content::Text(s) => Cow::Borrowed(s.as_ref()),
+            Content::Parts(parts) => {
+                let mut out = Cow::Borrowed("");
+                for p in parts {
+                    if matches!(p.kind.as_deref(), Some("text" | "input_text")) {
+                        if let Some(t) = p.text.as_deref() {
+                            join(&mut out, t);
+                        }
+                    }
+                }
+                out
+            }
+            Content::Other => Cow::Borrowed(""),
+        }
+    }
+
+    /// Skips a value of any type.
+    macro_rules! ignore_scalars {
+        ($value:expr) => {
+            fn visit_bool<E: de::Error>(self, _: bool) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_i64<E: de::Error>(self, _: i64) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_u64<E: de::Error>(self, _: u64) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_f64<E: de::Error>(self, _: f64) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok($value)
+            }
+        };
+    }
+
+    struct ContentVisitor<'a>(PhantomData<&'a ()>);
+
+    impl<'de: 'a, 'a> Visitor<'de> for ContentVisitor<'a> {
+        type Value = Content<'a>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("message content")
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(Content::Text(Cow::Borrowed(v)))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(Content::Text(Cow::Owned(v.to_owned())))
+        }
+        fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+            Ok(Content::Text(Cow::Owned(v)))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut parts = Vec::new();
+            while let Some(part) = seq.next_element::<Part<'a>>()? {
+                parts.push(part);
+            }
+            Ok(Content::Parts(parts))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Content::Other)
+        }
+        ignore_scalars!(Content::Other);
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Content<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(ContentVisitor(PhantomData))
+        }
+    }
+
+    struct PartVisitor<'a>(PhantomData<&'a ()>);
+
+    impl<'de: 'a, 'a> Visitor<'de> for PartVisitor<'a> {
+        type Value = Part<'a>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a content part")
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            let mut part = Part::default();
+            while let Some(MaybeStr(key)) = map.next_key::<MaybeStr<'a>>()? {
+                match key.as_deref() {
+                    // A non-string type or text has no meaning here; a duplicate key keeps the last one,
+                    // as the full parse does.
+                    Some("type") => part.kind = map.next_value::<MaybeStr<'a>>()?.0,
+                    Some("text") => part.text = map.next_value::<MaybeStr<'a>>()?.0,
+                    _ => {
+                        map.next_value::<IgnoredAny>()?;
+                    }
+                }
+            }
+            Ok(part)
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(Part::default())
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Part::default())
+        }
+        ignore_scalars!(Part::default());
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Part<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(PartVisitor(PhantomData))
+        }
+    }
+
+    /// A string, or None for any other JSON value.
+    struct MaybeStr<'a>(Option<Cow<'a, str>>);
+
+    struct MaybeStrVisitor<'a>(PhantomData<&'a ()>);
+
+    impl<'de: 'a, 'a> Visitor<'de> for MaybeStrVisitor<'a> {
+        type Value = MaybeStr<'a>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any value")
+        }
+        fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+            Ok(MaybeStr(Some(Cow::Borrowed(v))))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            Ok(MaybeStr(Some(Cow::Owned(v.to_owned()))))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(MaybeStr(None))
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            while seq.next_element::<IgnoredAny>()?.is_some() {}
+            Ok(MaybeStr(None))
+        }
+        ignore_scalars!(MaybeStr(None));
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for MaybeStr<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(MaybeStrVisitor(PhantomData))
+        }
+    }
+
+    struct NonEmptyVisitor;
+
+    impl<'de> Visitor<'de> for NonEmptyVisitor {
+        type Value = NonEmpty;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any value")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut any = false;
+            while seq.next_element::<IgnoredAny>()?.is_some() {
+                any = true;
+            }
+            Ok(NonEmpty(any))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(NonEmpty(false))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(NonEmpty(false))
+        }
+        ignore_scalars!(NonEmpty(false));
+    }
+
+    impl<'de> Deserialize<'de> for NonEmpty {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(NonEmptyVisitor)
+        }
+    }
+
+    struct StringsVisitor<'a>(PhantomData<&'a ()>);
+
+    impl<'de: 'a, 'a> Visitor<'de> for StringsVisitor<'a> {
+        type Value = Strings<'a>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("any value")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(MaybeStr(item)) = seq.next_element::<MaybeStr<'a>>()? {
+                out.extend(item);
+            }
+            Ok(Strings(out))
+        }
+        fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+            while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
+            Ok(Strings(Vec::new()))
+        }
+        fn visit_str<E: de::Error>(self, _: &str) -> Result<Self::Value, E> {
+            Ok(Strings(Vec::new()))
+        }
+        ignore_scalars!(Strings(Vec::new()));
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for Strings<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_any(StringsVisitor(PhantomData))
+        }
     }
 }
 
@@ -916,6 +1256,42 @@ mod tests {
                 .starts_with("routing_rules[0] \"z\": route.model")
         );
         assert!(err(json!({})).starts_with("routing_rules: must be a list"));
+    }
+
+    #[test]
+    fn fast_path_reads_what_the_full_parse_reads() {
+        let tags: HashMap<String, usize> = [("pii".to_owned(), 0), ("x".to_owned(), 1)].into_iter().collect();
+        let bodies = [
+            json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}),
+            json!({"model": "esc-\"quoted\"", "messages": [
+                {"role": "system", "content": "one"}, {"role": "developer", "content": [{"type": "text", "text": "two"}]},
+                {"role": "system", "content": ""}, {"role": "system", "content": "th\"ree"},
+                {"role": "user", "content": [{"type": "text", "text": "a"}, {"type": "image_url", "image_url": {}},
+                                             {"type": "input_text", "text": "b"}, 7, [1], {"text": "untyped"}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "1"}]},
+                {"role": "user", "content": {"odd": true}}]}),
+            json!({"messages": [{"role": "user"}], "tools": [], "functions": [{"name": "f"}],
+                   "response_format": {"type": "json_schema"}, "metadata": {"tags": ["pii", 3, "y"]}}),
+            json!({"messages": [{"content": "no role"}, {"role": "user", "content": "last"}], "tools": {"a": 1},
+                   "response_format": {"type": 1}, "metadata": {"tags": "pii"}, "extra": [[[{}]]]}),
+        ];
+        for body in bodies {
+            let bytes = serde_json::to_vec(&body).unwrap();
+            let fast = serde_json::from_slice::<fast::Body<'_>>(&bytes).expect("fast path takes this body");
+            let fast = fast.facts(&tags);
+            let map = parse_object(&bytes).unwrap();
+            let full = Facts::read(&map, &tags).unwrap();
+            assert_eq!(fast.model, full.model, "{body}");
+            assert_eq!(fast.system, full.system, "{body}");
+            assert_eq!(fast.last_user, full.last_user, "{body}");
+            assert_eq!((fast.has_tools, fast.has_images, fast.json_mode), (full.has_tools, full.has_images, full.json_mode),
+                       "{body}");
+            assert_eq!(fast.tags, full.tags, "{body}");
+        }
+        // Shapes the fast path does not expect go to the full parse, which words the error.
+        for bad in [&b"{\"model\": 5, \"messages\": []}"[..], b"{\"messages\": null}", b"[1]", b"{\"messages\": [1]}"] {
+            assert!(serde_json::from_slice::<fast::Body<'_>>(bad).is_err());
+        }
     }
 
     #[test]
