@@ -21,16 +21,14 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import LoadGen, chat_request, run_sync
 from run import (
     CLIENT_CORE,
     GATEWAY_CORE,
     MASTER_KEY,
     Service,
-    cpu_seconds,
+    cpu_per_request,
     free_port,
     pinning_available,
-    process_tree,
     python_env,
     write_results_section,
 )
@@ -63,19 +61,6 @@ def _config(sim_port: int, full: bool) -> dict:
     return config
 
 
-def _cpu_per_request(gateway: Service, requests: int) -> float:
-    pids = process_tree(gateway.pid)
-    marks: list[float] = []
-    gen = LoadGen("127.0.0.1", gateway.port, [chat_request("g", stream=False, api_key=MASTER_KEY)],
-                  concurrency=64, count=requests, warmup=1.0,
-                  on_measure_start=lambda: marks.append(cpu_seconds(pids)),
-                  on_measure_end=lambda: marks.append(cpu_seconds(pids)))
-    summary = run_sync(gen).summary()
-    if summary["errors"]:
-        raise RuntimeError(f"{summary['errors']} errors: {summary.get('error_sample')}")
-    return (marks[1] - marks[0]) / summary["requests"]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=20000)
@@ -99,8 +84,10 @@ def main() -> int:
                               port=port, core=GATEWAY_CORE if pin else None, env=python_env(), logdir=logdir)
             try:
                 gateway.wait_ready(f"http://127.0.0.1:{port}/health/readiness", 30)
-                results[label] = statistics.median(_cpu_per_request(gateway, args.requests)
-                                                   for _ in range(args.rounds))
+                results[label] = statistics.median(
+                    cpu_per_request(gateway, "g", stream=False, count=args.requests, concurrency=64)
+                    for _ in range(args.rounds)
+                )
             finally:
                 gateway.stop()
             print(f"{label}: {results[label] * 1e6:.1f} µs per request", flush=True)

@@ -24,16 +24,14 @@ import orjson
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import LoadGen, chat_request, run_sync
 from run import (
     CLIENT_CORE,
     GATEWAY_CORE,
     MASTER_KEY,
     Service,
-    cpu_seconds,
+    cpu_per_request,
     free_port,
     pinning_available,
-    process_tree,
     python_env,
     write_results_section,
 )
@@ -59,23 +57,6 @@ def _config(sim_port: int) -> dict:
     return {"model_list": model_list, "general_settings": {"master_key": MASTER_KEY}}
 
 
-def measure(gateway: Service, model: str, streams: int) -> float:
-    """Gateway CPU seconds per stream over a window of ``streams`` streams at concurrency 16."""
-    pids = process_tree(gateway.pid)
-    marks: list[float] = []
-    gen = LoadGen(
-        "127.0.0.1", gateway.port, [chat_request(model, stream=True, api_key=MASTER_KEY)],
-        concurrency=16, count=streams, warmup=0.5,
-        on_measure_start=lambda: marks.append(cpu_seconds(pids)),
-        on_measure_end=lambda: marks.append(cpu_seconds(pids)),
-    )
-    result = run_sync(gen)
-    summary = result.summary()
-    if summary["errors"]:
-        raise RuntimeError(f"{model}: {summary['errors']} errors: {summary.get('error_sample')}")
-    return (marks[1] - marks[0]) / summary["requests"]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--streams", type=int, default=3000, help="streams per measured window")
@@ -99,8 +80,14 @@ def main() -> int:
         sim.wait_ready(f"http://127.0.0.1:{sim_port}/_sim/health", 20)
         gateway.wait_ready(f"http://127.0.0.1:{gw_port}/health/readiness", 30)
         for label, (prefix, _) in FORMATS.items():
-            short = statistics.median(measure(gateway, f"{prefix}-{SHORT}", args.streams) for _ in range(args.rounds))
-            long = statistics.median(measure(gateway, f"{prefix}-{LONG}", args.streams) for _ in range(args.rounds))
+            short, long = (
+                statistics.median(
+                    cpu_per_request(gateway, f"{prefix}-{n}", stream=True, count=args.streams, concurrency=16,
+                                    warmup=0.5)
+                    for _ in range(args.rounds)
+                )
+                for n in (SHORT, LONG)
+            )
             rows.append((label, short, long, (long - short) / (LONG - SHORT)))
             print(f"{label}: {short * 1e6:.0f} µs / {SHORT}-chunk stream, {long * 1e6:.0f} µs / {LONG}-chunk stream, "
                   f"{rows[-1][3] * 1e6:.2f} µs per chunk", flush=True)

@@ -25,16 +25,14 @@ import uvloop
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import LoadGen, chat_request, run_sync
 from run import (
     CLIENT_CORE,
     GATEWAY_CORE,
     MASTER_KEY,
     Service,
-    cpu_seconds,
+    cpu_per_request,
     free_port,
     pinning_available,
-    process_tree,
     python_env,
     write_results_section,
 )
@@ -91,21 +89,6 @@ async def relay(listen: int, upstream: str) -> None:
     await server.serve_forever()
 
 
-def cpu_per_stream(target: Service, model: str, api_key: str, streams: int) -> float:
-    pids = process_tree(target.pid)
-    marks: list[float] = []
-    gen = LoadGen(
-        "127.0.0.1", target.port, [chat_request(model, stream=True, api_key=api_key)],
-        concurrency=32, count=streams, warmup=1.0,
-        on_measure_start=lambda: marks.append(cpu_seconds(pids)),
-        on_measure_end=lambda: marks.append(cpu_seconds(pids)),
-    )
-    summary = run_sync(gen).summary()
-    if summary["errors"]:
-        raise RuntimeError(f"{target.name}: {summary['errors']} errors: {summary.get('error_sample')}")
-    return (marks[1] - marks[0]) / summary["requests"]
-
-
 def measure(args: argparse.Namespace) -> int:
     pin = pinning_available()
     logdir = Path(tempfile.mkdtemp(prefix="mmproxy-floor-"))
@@ -148,7 +131,10 @@ def measure(args: argparse.Namespace) -> int:
 
         def per_event(run_one: dict[int, tuple[Service, str, str]]) -> tuple[float, float, float]:
             cost = {
-                chunks: statistics.median(cpu_per_stream(svc, model, key, args.streams) for _ in range(args.rounds))
+                chunks: statistics.median(
+                    cpu_per_request(svc, model, stream=True, count=args.streams, concurrency=32, api_key=key)
+                    for _ in range(args.rounds)
+                )
                 for chunks, (svc, model, key) in run_one.items()
             }
             return cost[SHORT], cost[LONG], (cost[LONG] - cost[SHORT]) / (LONG - SHORT)

@@ -690,6 +690,25 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def cpu_per_request(
+    target: Service, model: str, *, stream: bool, count: int, concurrency: int, api_key: str = MASTER_KEY,
+    warmup: float = 1.0,
+) -> float:
+    """CPU seconds of ``target``'s process tree per request, over a window of ``count`` requests."""
+    pids = process_tree(target.pid)
+    marks: list[float] = []
+    gen = LoadGen(
+        "127.0.0.1", target.port, [chat_request(model, stream=stream, api_key=api_key)],
+        concurrency=concurrency, count=count, warmup=warmup,
+        on_measure_start=lambda: marks.append(cpu_seconds(pids)),
+        on_measure_end=lambda: marks.append(cpu_seconds(pids)),
+    )
+    summary = run_sync(gen).summary()
+    if summary["errors"]:
+        raise RuntimeError(f"{target.name} {model}: {summary['errors']} errors: {summary.get('error_sample')}")
+    return (marks[1] - marks[0]) / summary["requests"]
+
+
 def machine() -> str:
     """CPU model, core count, kernel, Python and the load at the start: the context every figure needs."""
     model = "unknown CPU"
