@@ -115,14 +115,19 @@ def check_auth(app: SimApp, req: Request) -> Reply | None:
 # --- request plumbing -----------------------------------------------------------------------------
 
 
-def _parse(req: Request, required: str) -> tuple[dict[str, Any], str] | Reply:
-    """Decode the JSON body and pull out the model; records both on the request for the control API."""
+def _parse(req: Request, required: str, default_model: str | None = None) -> tuple[dict[str, Any], str] | Reply:
+    """Decode the JSON body and pull out the model; records both on the request for the control API.
+
+    ``default_model``: the model when the body names none (Azure puts the deployment in the path).
+    """
     try:
         body = orjson.loads(req.body)
     except orjson.JSONDecodeError:
         return invalid(_INVALID_JSON)
     if not isinstance(body, dict):
         return invalid(_INVALID_JSON)
+    if default_model is not None:
+        body.setdefault("model", default_model)
     req.json = body
     model = body.get("model")
     if not isinstance(model, str) or not model:
@@ -408,7 +413,7 @@ def azure_deployment(app: SimApp, req: Request) -> Reply:
     name, _, operation = req.path.removeprefix("/openai/deployments/").partition("/")
     if "api-version=" not in req.query:
         return error_reply(404, "Resource not found", "invalid_request_error", "404")
-    parsed = _parse_azure(req, name, "messages" if operation == "chat/completions" else "input")
+    parsed = _parse(req, "messages" if operation == "chat/completions" else "input", default_model=name)
     if isinstance(parsed, Reply):
         return parsed
     if operation == "chat/completions":
@@ -416,18 +421,6 @@ def azure_deployment(app: SimApp, req: Request) -> Reply:
     if operation == "embeddings":
         return app.serve_model(req, *parsed, _build_embeddings, _WIRE)
     return not_found(app, req)
-
-
-def _parse_azure(req: Request, deployment: str, required: str) -> tuple[dict[str, Any], str] | Reply:
-    try:
-        body = orjson.loads(req.body)
-    except orjson.JSONDecodeError:
-        return invalid(_INVALID_JSON)
-    if not isinstance(body, dict):
-        return invalid(_INVALID_JSON)
-    body.setdefault("model", deployment)
-    req.body = orjson.dumps(body)
-    return _parse(req, required)
 
 
 def register(app: SimApp) -> None:
