@@ -39,7 +39,8 @@ class Process:
         return self.proc.returncode
 
 
-def start_process(args: list[str], timeout: float = 30.0, env: dict[str, str] | None = None) -> Process:
+def start_process(args: list[str], timeout: float = 30.0, env: dict[str, str] | None = None,
+                  cwd: Path | None = None) -> Process:
     """Start a process that announces ``listening on http://host:port`` on stdout."""
     proc = subprocess.Popen(
         [sys.executable, "-m", *args],
@@ -47,6 +48,7 @@ def start_process(args: list[str], timeout: float = 30.0, env: dict[str, str] | 
         stderr=subprocess.STDOUT,
         text=True,
         env={**os.environ, **(env or {})},
+        cwd=cwd,
     )
     output: list[str] = []
     found: list[str] = []
@@ -173,6 +175,7 @@ def start_gateway(tmp_path: Path, config: dict[str, Any], *extra_args: str) -> P
     return start_process(
         ["mmproxy", "serve", "--config", str(path), "--host", "127.0.0.1", "--port", "0", *extra_args],
         env={"MMPROXY_TEST_UPSTREAM_KEY": UPSTREAM_KEY},
+        cwd=tmp_path,  # the default SQLite ledger (mmproxy.db) lands in the test's own directory
     )
 
 
@@ -181,3 +184,62 @@ def gateway(simulator: Process, tmp_path_factory: pytest.TempPathFactory) -> Ite
     process = start_gateway(tmp_path_factory.mktemp("gw"), gateway_config(simulator.url))
     yield process
     process.stop()
+
+
+# -- PostgreSQL: one throwaway cluster per session (tests/test_db.py, tests/test_ledger.py) -------------------
+def _postgres_bindir() -> Path:
+    import glob
+    import shutil
+
+    candidates = []
+    pg_config = shutil.which("pg_config")
+    if pg_config is not None:
+        found = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
+        candidates.append(Path(found))
+    # Debian's pg_config (libpq-dev) may name /usr/bin, which has no initdb; the servers live here (newest first).
+    versioned = glob.glob("/usr/lib/postgresql/*/bin")
+    candidates += sorted((Path(p) for p in versioned), key=lambda p: int(p.parent.name) if p.parent.name.isdigit()
+                         else 0, reverse=True)
+    for bindir in candidates:
+        if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file():
+            return bindir
+    pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """``postgresql://postgres@127.0.0.1:<port>/mmproxy_test`` on a cluster made for this session, trust auth."""
+    import shutil
+    import socket
+    import tempfile
+
+    bindir = _postgres_bindir()
+    root = Path(tempfile.mkdtemp(prefix="mmproxy-pg-"))
+    as_owner: list[str] = []
+    if os.geteuid() == 0:  # initdb refuses to run as root
+        shutil.chown(root, "postgres")
+        as_owner = ["runuser", "-u", "postgres", "--"]
+    data = root / "data"
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+
+    def run(*args: object) -> None:
+        subprocess.run([*as_owner, *map(str, args)], check=True, capture_output=True, text=True)
+
+    try:
+        try:
+            run(bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8",
+                "--no-locale")
+            # fsync off: a cluster that lives for one test session needs no crash safety.
+            run(bindir / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-t", "60", "-o",
+                f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+            run(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "mmproxy_test")
+        except subprocess.CalledProcessError as exc:
+            log = root / "server.log"
+            pytest.fail(f"could not start PostgreSQL: {exc.stderr}\n{log.read_text() if log.exists() else ''}")
+        yield f"postgresql://postgres@127.0.0.1:{port}/mmproxy_test"
+    finally:
+        subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
+                       capture_output=True, check=False)
+        shutil.rmtree(root, ignore_errors=True)

@@ -81,13 +81,13 @@ def test_unimplemented_keys_warn():
             "model": "bedrock/amazon.titan-text-express-v1"}}],
         "router_settings": {"routing_strategy": "least-busy", "enable_pre_call_checks": True},
         "litellm_settings": {"drop_params": True, "set_verbose": True},
-        "general_settings": {"database_url": "postgresql://x"},
+        "general_settings": {"alerting": ["slack"]},
         "surprise": 1,
     })
     text = "\n".join(config.warnings)
     for key in ("model_list[0].litellm_params.tags",
                 "router_settings.enable_pre_call_checks", "litellm_settings.set_verbose",
-                "general_settings.database_url", "surprise", "model_list[1].litellm_params.model"):
+                "general_settings.alerting", "surprise", "model_list[1].litellm_params.model"):
         assert key in text
     # The unsupported provider's deployment is skipped, not half-configured.
     assert [d.model_name for d in config.deployments] == ["m"]

@@ -105,7 +105,8 @@ def test_cut_stream_ends_with_an_anthropic_error_event(claude, sim: SimControl):
 
 # -- an Anthropic upstream: the request passes through untouched ---------------------------------
 def test_passthrough_to_an_anthropic_model(claude, sim: SimControl):
-    system = [{"type": "text", "text": "You are terse.", "cache_control": {"type": "ephemeral"}}]
+    system = [{"type": "text", "text": "You are terse. " * 300, "cache_control": {"type": "ephemeral"}}]
+    claude.messages.create(model="claude", max_tokens=50, system=system, messages=HELLO)  # writes the cache
     raw = claude.messages.with_raw_response.create(
         model="claude", max_tokens=50, system=system, messages=HELLO, metadata={"user_id": "u-1"},
         extra_body={"top_k": 5})
@@ -120,7 +121,7 @@ def test_passthrough_to_an_anthropic_model(claude, sim: SimControl):
     assert raw.headers["x-mmproxy-deployment"] == "claude-1"
     usage = message.usage
     expected = (usage.input_tokens + usage.cache_read_input_tokens) * 3e-06 + usage.output_tokens * 1.5e-05
-    assert usage.cache_read_input_tokens > 0  # the simulator reports the cached system prompt
+    assert usage.cache_read_input_tokens > 1000  # the simulator reports the cached system prompt
     assert float(raw.headers["x-mmproxy-cost-usd"]) == pytest.approx(expected, rel=1e-9)
 
 

@@ -389,17 +389,20 @@ def test_unanswered_tool_call_is_the_upstreams_400(client, sim: SimControl):
 # -- usage and cache -----------------------------------------------------------------
 
 
-def test_cache_read_tokens_are_reported(client, direct, sim: SimControl):
+def test_cache_write_then_read_tokens_are_reported(client, sim: SimControl):
+    # Over the 1,024-token minimum: the first call writes the prefix, later ones read it.
     messages = [{"role": "system", "content": [
-        {"type": "text", "text": "A long reusable policy. " * 20, "cache_control": {"type": "ephemeral"}}]}, *HELLO]
-    reply = client.chat.completions.create(model="claude", messages=messages)
-    native = replay(direct, received(sim)["body"])
-    cached = native.usage.cache_read_input_tokens
-    assert cached > 0
-    usage = reply.usage
-    assert usage.prompt_tokens == native.usage.input_tokens + cached
+        {"type": "text", "text": "A long reusable policy. " * 200, "cache_control": {"type": "ephemeral"}}]}, *HELLO]
+    first = client.chat.completions.create(model="claude", messages=messages).usage
+    written = first.model_extra["cache_creation_input_tokens"]
+    assert written > 1000 and first.model_extra["cache_read_input_tokens"] == 0
+    assert first.prompt_tokens_details.cached_tokens == 0 and first.prompt_tokens > written
+
+    usage = client.chat.completions.create(model="claude", messages=messages).usage
+    cached = usage.model_extra["cache_read_input_tokens"]
+    assert cached == written
+    assert usage.prompt_tokens == first.prompt_tokens
     assert usage.prompt_tokens_details.cached_tokens == cached
-    assert usage.model_extra["cache_read_input_tokens"] == cached
     assert usage.model_extra["cache_creation_input_tokens"] == 0
 
     chunks = list(client.chat.completions.create(model="claude", messages=messages, stream=True,

@@ -24,19 +24,26 @@ _LITELLM_PARAMS_LATER = {
     "max_retries": "per-deployment retries are not implemented; use router_settings.num_retries",
     "organization": "is not sent upstream yet",
     "region_name": "only applies to providers not supported yet",
-    "input_cost_per_token": "set prices under model_info",
-    "output_cost_per_token": "set prices under model_info",
     "tags": "tag routing is not implemented yet",
     "order": "deployment ordering is not implemented yet",
     "max_parallel_requests": "is not enforced yet",
     "extra_headers": "extra upstream headers are not sent yet",
 }
+_PRICE_KEYS = ("input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost",
+               "cache_creation_input_token_cost")
 _LITELLM_PARAMS_DONE = {
     "model", "api_base", "api_key", "api_version", "timeout", "stream_timeout", "weight", "drop_params", "rpm", "tpm",
+    "auto_prompt_cache", *_PRICE_KEYS,
 }
 _LITELLM_SETTINGS_DONE = {
     "drop_params", "num_retries", "request_timeout", "fallbacks", "context_window_fallbacks",
-    "content_policy_fallbacks",
+    "content_policy_fallbacks", "cache", "cache_params",
+}
+_CACHE_TYPES = {"local": False, "redis": False, "semantic": True, "redis-semantic": True}  # -> semantic layer
+_CACHE_PARAMS_DONE = {
+    "type", "host", "port", "password", "url", "ttl", "namespace", "mode", "max_bytes", "shared", "cache_sampled",
+    "cache_n", "cache_tools", "similarity_threshold", "embedding_model", "redis_semantic_cache_embedding_model",
+    "semantic_capacity", "semantic_path", "verify", "supported_call_types",
 }
 _ROUTER_SETTINGS_DONE = {
     "routing_strategy", "num_retries", "retry_after", "timeout", "allowed_fails", "cooldown_time", "fallbacks",
@@ -47,12 +54,10 @@ _FALLBACK_KINDS = ("fallbacks", "context_window_fallbacks", "content_policy_fall
 ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing",
                       "usage-based-routing-v2", "cost-based-routing")
 
-_MODEL_INFO_DONE = {
-    "id", "input_cost_per_token", "output_cost_per_token", "max_input_tokens", "mode", "tier", "strengths",
-}
+_MODEL_INFO_DONE = {"id", "max_input_tokens", "mode", "tier", "strengths", *_PRICE_KEYS}
 _MODEL_INFO_MODES = {"chat", "embedding", "completion"}
 
-_GENERAL_DONE = {"master_key", "max_request_size_mb"}
+_GENERAL_DONE = {"master_key", "max_request_size_mb", "database_url", "disable_spend_logs", "disable_metrics"}
 _TOP_LEVEL = {
     "model_list",
     "general_settings",
@@ -116,11 +121,14 @@ class Deployment:
     mode: str
     input_cost_per_token: float | None
     output_cost_per_token: float | None
+    cache_read_cost_per_token: float | None  # prompt tokens read from the provider's prompt cache
+    cache_write_cost_per_token: float | None  # prompt tokens written to it (Anthropic bills these above input)
     max_input_tokens: int | None
     tier: str | None
     strengths: tuple[str, ...]
     rpm: int | None
     tpm: int | None
+    auto_prompt_cache: bool = False  # Anthropic: place cache_control breakpoints on repeated prefixes
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +147,27 @@ class RouterSettings:
     redis_url: str | None = field(default=None, repr=False)  # limits and cooldowns shared by instances
 
 
+@dataclass(frozen=True, slots=True)
+class CacheSettings:
+    """The response cache (LiteLLM's ``litellm_settings.cache`` / ``cache_params``, plus mmproxy's keys)."""
+
+    redis_url: str | None = field(default=None, repr=False)  # None: in-process LRU
+    ttl: float = 3600.0
+    namespace: str = "mmproxy"
+    max_bytes: int = 256 * 1024 * 1024
+    default_on: bool = True  # LiteLLM's mode: default_off caches only requests that ask ("use-cache")
+    shared: bool = False  # entries shared by every key and team instead of isolated per caller
+    cache_sampled: bool = False  # requests that set temperature > 0 or top_p < 1
+    cache_n: bool = False  # requests for n > 1 choices
+    cache_tools: bool = False  # requests with tools
+    semantic: bool = False
+    embedding_model: str | None = None  # a model_name of an embedding deployment; None: the local embedder
+    similarity_threshold: float | None = None  # None: the matcher's default for the local embedder
+    verify: bool = True  # the near-miss checks after the similarity search
+    semantic_capacity: int = 100_000  # entries per (model group, namespace) index
+    semantic_path: str | None = None  # directory the semantic index is persisted to
+
+
 @dataclass(slots=True)
 class Config:
     deployments: list[Deployment]
@@ -147,6 +176,11 @@ class Config:
     warnings: list[str]
     router: RouterSettings = field(default_factory=RouterSettings)
     rules: RuleSet | None = None
+    # None: SQLite in the working directory (``mmproxy.db``), else ``sqlite:///path`` or ``postgresql://...``
+    database_url: str | None = field(default=None, repr=False)
+    spend_logs: bool = True  # the per-request ledger (LiteLLM: general_settings.disable_spend_logs)
+    metrics: bool = True  # GET /metrics
+    cache: CacheSettings | None = None
 
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -186,6 +220,11 @@ def parse_config(raw: Any) -> Config:
     master_key = _optional_secret(general, "master_key", "general_settings.master_key")
     max_mb = _number(general, "max_request_size_mb", "general_settings.max_request_size_mb")
     max_request_bytes = int((max_mb if max_mb is not None else DEFAULT_MAX_REQUEST_MB) * 1024 * 1024)
+    database_url = _optional_secret(general, "database_url", "general_settings.database_url")
+    if database_url is not None and not database_url.startswith(("sqlite://", "postgresql://", "postgres://")):
+        raise ConfigError("general_settings.database_url: must start with postgresql:// or sqlite:///")
+    spend_logs = not _flag(general, "disable_spend_logs", "general_settings.disable_spend_logs")
+    metrics = not _flag(general, "disable_metrics", "general_settings.disable_metrics")
 
     litellm_settings = _mapping(raw, "litellm_settings")
     for key in litellm_settings:
@@ -212,10 +251,75 @@ def parse_config(raw: Any) -> Config:
         if deployment.id in seen_ids:
             raise ConfigError(f"model_list[{index}].model_info.id: duplicate id {deployment.id!r}")
         seen_ids.add(deployment.id)
+        if deployment.auto_prompt_cache and deployment.provider != "anthropic":
+            warnings.append(f"model_list[{index}].litellm_params.auto_prompt_cache: only Anthropic deployments take "
+                            "cache_control breakpoints (OpenAI and Gemini cache prefixes on their own); ignored")
         deployments.append(deployment)
     router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments})
     rules = _parse_rules(raw.get("routing_rules"), deployments, warnings)
-    return Config(deployments, master_key, max_request_bytes, warnings, router, rules)
+    cache = _parse_cache(litellm_settings, {d.model_name for d in deployments if d.mode == "embedding"}, warnings)
+    return Config(deployments, master_key, max_request_bytes, warnings, router, rules, database_url, spend_logs,
+                  metrics, cache)
+
+
+def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], warnings: list[str]) -> CacheSettings | None:
+    if not _flag(litellm, "cache", "litellm_settings.cache"):
+        if "cache_params" in litellm:
+            warnings.append("litellm_settings.cache_params: set litellm_settings.cache: true to enable the cache")
+        return None
+    params = _mapping(litellm, "cache_params")
+    where = "litellm_settings.cache_params"
+    for key in params:
+        if key not in _CACHE_PARAMS_DONE:
+            warnings.append(f"{where}.{key}: not implemented yet, ignored")
+    kind = params.get("type", "local")
+    if kind not in _CACHE_TYPES:
+        raise ConfigError(f"{where}.type: must be one of {', '.join(_CACHE_TYPES)}")
+    calls = params.get("supported_call_types")
+    if calls is not None:
+        warnings.append(f"{where}.supported_call_types: mmproxy caches chat completions only")
+    redis_url = _optional_secret(params, "url", f"{where}.url")
+    host = _optional_secret(params, "host", f"{where}.host")
+    if redis_url is None and (host is not None or kind.startswith("redis")):
+        port = _integer(params, "port", f"{where}.port") or 6379
+        password = _optional_secret(params, "password", f"{where}.password")
+        auth = f":{quote(password, safe='')}@" if password else ""
+        redis_url = f"redis://{auth}{host or '127.0.0.1'}:{port}/0"
+    mode = params.get("mode", "default_on")
+    if mode not in ("default_on", "default_off"):
+        raise ConfigError(f"{where}.mode: must be default_on or default_off")
+    embedding_model = params.get("embedding_model", params.get("redis_semantic_cache_embedding_model"))
+    if embedding_model is not None and embedding_model not in embedding_models:
+        raise ConfigError(f"{where}.embedding_model: {embedding_model!r} is not the model_name of an embedding "
+                          "deployment (model_info.mode: embedding); leave it unset for the built-in local embedder")
+    threshold = _number(params, "similarity_threshold", f"{where}.similarity_threshold")
+    if threshold is not None and not 0.0 < threshold <= 1.0:
+        raise ConfigError(f"{where}.similarity_threshold: must be a cosine similarity in (0, 1]")
+    namespace = params.get("namespace", "mmproxy")
+    if not isinstance(namespace, str) or not namespace:
+        raise ConfigError(f"{where}.namespace: must be a non-empty string")
+    path = params.get("semantic_path")
+    if path is not None and not isinstance(path, str):
+        raise ConfigError(f"{where}.semantic_path: must be a directory path")
+    defaults = CacheSettings()
+    return CacheSettings(
+        redis_url=redis_url,
+        ttl=_number(params, "ttl", f"{where}.ttl", positive=True) or defaults.ttl,
+        namespace=namespace,
+        max_bytes=_integer(params, "max_bytes", f"{where}.max_bytes") or defaults.max_bytes,
+        default_on=mode == "default_on",
+        shared=bool(_flag(params, "shared", f"{where}.shared")),
+        cache_sampled=bool(_flag(params, "cache_sampled", f"{where}.cache_sampled")),
+        cache_n=bool(_flag(params, "cache_n", f"{where}.cache_n")),
+        cache_tools=bool(_flag(params, "cache_tools", f"{where}.cache_tools")),
+        semantic=_CACHE_TYPES[kind],
+        embedding_model=embedding_model,
+        similarity_threshold=threshold,
+        verify=_flag(params, "verify", f"{where}.verify") is not False,
+        semantic_capacity=_integer(params, "semantic_capacity", f"{where}.semantic_capacity")
+        or defaults.semantic_capacity,
+        semantic_path=path,
+    )
 
 
 def _parse_rules(raw: Any, deployments: list[Deployment], warnings: list[str]) -> RuleSet | None:
@@ -375,14 +479,14 @@ def _parse_deployment(
     # Shipped defaults for well-known models fill what model_info leaves out. The context window is not
     # defaulted: a pre-call rejection must come from a limit the operator chose, not from an estimate.
     shipped = defaults_for(upstream_model)
-    input_cost = _number(info, "input_cost_per_token", f"{iwhere}.input_cost_per_token")
-    output_cost = _number(info, "output_cost_per_token", f"{iwhere}.output_cost_per_token")
+    prices = _prices(params, info, pwhere, iwhere)
     strengths = info.get("strengths")
     if strengths is not None and (not isinstance(strengths, list) or not all(isinstance(x, str) for x in strengths)):
         raise ConfigError(f"{iwhere}.strengths: must be a list of tags such as code, math, long-context")
     if shipped is not None:
-        input_cost = shipped.input_cost_per_token if input_cost is None else input_cost
-        output_cost = shipped.output_cost_per_token if output_cost is None else output_cost
+        for key in _PRICE_KEYS:
+            if prices[key] is None:
+                prices[key] = getattr(shipped, key)
         strengths = list(shipped.strengths) if strengths is None else strengths
     return Deployment(
         model_name=model_name,
@@ -397,14 +501,26 @@ def _parse_deployment(
         stream_timeout=stream_timeout,
         weight=weight,
         mode=mode,
-        input_cost_per_token=input_cost,
-        output_cost_per_token=output_cost,
+        input_cost_per_token=prices["input_cost_per_token"],
+        output_cost_per_token=prices["output_cost_per_token"],
+        cache_read_cost_per_token=prices["cache_read_input_token_cost"],
+        cache_write_cost_per_token=prices["cache_creation_input_token_cost"],
         max_input_tokens=_integer(info, "max_input_tokens", f"{iwhere}.max_input_tokens"),
         tier=_tier(info, iwhere) or (shipped.tier if shipped is not None else None),
         strengths=tuple(strengths or ()),
         rpm=rpm,
         tpm=tpm,
+        auto_prompt_cache=bool(_flag(params, "auto_prompt_cache", f"{pwhere}.auto_prompt_cache")),
     )
+
+
+def _prices(params: dict[str, Any], info: dict[str, Any], pwhere: str, iwhere: str) -> dict[str, float | None]:
+    """Per-token prices; ``model_info`` wins over ``litellm_params`` (LiteLLM accepts both places)."""
+    prices: dict[str, float | None] = {}
+    for key in _PRICE_KEYS:
+        value = _number(info, key, f"{iwhere}.{key}")
+        prices[key] = _number(params, key, f"{pwhere}.{key}") if value is None else value
+    return prices
 
 
 def _mapping(raw: dict[str, Any], key: str) -> dict[str, Any]:

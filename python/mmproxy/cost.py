@@ -1,28 +1,89 @@
-"""The price of a request from its token usage and the deployment's prices."""
+"""The price of a request from its token usage and the deployment's prices.
+
+Usage arrives in OpenAI's shape from every adapter: ``prompt_tokens`` includes the tokens read from the
+provider's prompt cache (``prompt_tokens_details.cached_tokens``) and, for Anthropic, those written to it
+(``cache_creation_input_tokens``). Each kind has its own price; an unknown cache price falls back to the
+input price, so a missing figure never makes tokens free.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from mmproxy.config import Deployment
+from mmproxy.spend.record import RequestRecord
 
 
-def usage_cost(deployment: Deployment, usage: Any) -> float | None:
-    """USD cost of ``usage`` (OpenAI shape), or None when prices or usage are unknown."""
-    if not isinstance(usage, dict):
-        return None
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else 0
+
+
+def usage_tokens(usage: dict[str, Any]) -> tuple[int, int, int, int]:
+    """(prompt, completion, cached read, cache write) from an OpenAI-shaped usage object."""
+    details = usage.get("prompt_tokens_details")
+    cached = _int(details.get("cached_tokens")) if isinstance(details, dict) else 0
+    cached = cached or _int(usage.get("cache_read_input_tokens"))
+    return (_int(usage.get("prompt_tokens")), _int(usage.get("completion_tokens")), cached,
+            _int(usage.get("cache_creation_input_tokens")))
+
+
+def price(deployment: Deployment, prompt: int, completion: int, cached: int = 0,
+          cache_write: int = 0) -> tuple[float, float] | None:
+    """(cost, saved by prompt-cache reads) in USD, or None when the deployment has no prices."""
     in_price = deployment.input_cost_per_token
     out_price = deployment.output_cost_per_token
     if in_price is None and out_price is None:
         return None
-    prompt = usage.get("prompt_tokens")
-    completion = usage.get("completion_tokens") or 0
-    if not isinstance(prompt, int) or not isinstance(completion, int):
+    in_price = in_price or 0.0
+    read_price = deployment.cache_read_cost_per_token
+    read_price = in_price if read_price is None else read_price
+    write_price = deployment.cache_write_cost_per_token
+    write_price = in_price if write_price is None else write_price
+    fresh = max(prompt - cached - cache_write, 0)
+    cost = fresh * in_price + cached * read_price + cache_write * write_price + completion * (out_price or 0.0)
+    return cost, cached * (in_price - read_price)
+
+
+def charge(record: RequestRecord, deployment: Deployment, usage: dict[str, Any] | None,
+           estimated_prompt: int = 0) -> float | None:
+    """Add one upstream answer's tokens and cost to ``record``; the cost, or None when unpriced.
+
+    Without usage from the provider, the prompt side comes from the gateway's own token count
+    (``estimated_prompt``), so a request is never recorded as free just because the upstream said nothing.
+    """
+    if usage is not None:
+        prompt, completion, cached, written = usage_tokens(usage)
+    else:
+        prompt, completion, cached, written = estimated_prompt, 0, 0, 0
+    record.prompt_tokens += prompt
+    record.completion_tokens += completion
+    record.cached_tokens += cached
+    record.cache_write_tokens += written
+    priced = price(deployment, prompt, completion, cached, written)
+    if priced is None:
         return None
-    return prompt * (in_price or 0.0) + completion * (out_price or 0.0)
+    cost, saved = priced
+    record.cost_usd += cost
+    record.saved_usd += saved
+    return cost
 
 
 def format_usd(cost: float) -> str:
     """Plain decimal notation: header consumers should not have to parse exponents."""
     text = f"{cost:.12f}".rstrip("0")
     return text + "0" if text.endswith(".") else text
+
+
+DEFAULT_COMPLETION_ESTIMATE = 1024
+"""Completion tokens assumed for a budget reservation when the request sets no ``max_tokens``."""
+
+
+def estimate(deployments: Iterable[Deployment], prompt: int, completion: int) -> float:
+    """The most this request could cost on any of ``deployments``: what a budget reserves before the call."""
+    most = 0.0
+    for deployment in deployments:
+        priced = price(deployment, prompt, completion)
+        if priced is not None and priced[0] > most:
+            most = priced[0]
+    return most

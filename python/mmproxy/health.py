@@ -32,9 +32,10 @@ class Health:
         self.window = window
         self._states: dict[str, _State] = {}
 
-    def failed(self, deployment_id: str, kind: str | None) -> None:
+    def failed(self, deployment_id: str, kind: str | None) -> bool:
+        """Count a failed attempt; True when it put the deployment into cooldown."""
         if kind not in COUNTED_KINDS or self.cooldown_time <= 0:
-            return
+            return False
         now = time.monotonic()
         state = self._states.setdefault(deployment_id, _State())
         state.total_failures += 1
@@ -46,6 +47,8 @@ class Health:
             state.cooling_until = now + self.cooldown_time
             state.probation = True
             failures.clear()
+            return True
+        return False
 
     def adopt_cooldown(self, deployment_id: str, seconds: float) -> None:
         """A cooldown decided elsewhere (another instance, through Redis)."""

@@ -19,6 +19,7 @@ from mmproxy.providers.base import (
     kind_of_status,
     upstream_error,
 )
+from mmproxy.providers.chunks import wants_usage
 from mmproxy.upstream.http1 import UpstreamPool
 
 
@@ -41,6 +42,11 @@ class OpenAIProvider(Provider):
 
     def chat_request(self, payload: dict[str, Any]) -> bytes:
         payload["model"] = self.deployment.upstream_model
+        if payload.get("stream") is True and not wants_usage(payload):
+            # Every stream is priced from the upstream's own usage; the relay drops the usage chunk
+            # again for a client that did not ask for it.
+            options = payload.get("stream_options")
+            payload["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
         return http_request(self._chat_head, orjson.dumps(payload))
 
     def chat_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:

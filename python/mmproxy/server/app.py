@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import signal
 import socket
 import sys
+import tempfile
+from pathlib import Path
 
 import uvloop
 from aiohttp import web
@@ -18,6 +21,7 @@ from aiohttp.web_protocol import RequestHandler
 
 from mmproxy.config import Config
 from mmproxy.inbound.anthropic import anthropic_error
+from mmproxy.server.admin import Admin
 from mmproxy.server.handlers import Gateway, Handler
 
 log = logging.getLogger("mmproxy")
@@ -29,10 +33,10 @@ def build_server(gateway: Gateway) -> web.Server:
     per request at concurrency 1 on the benchmark machine; the gateway has ten fixed routes.
     """
     guarded = gateway.guarded
-    chat = guarded(gateway.chat_completions)
-    embeddings = guarded(gateway.embeddings)
+    chat = guarded(gateway.chat_completions, endpoint="chat")
+    embeddings = guarded(gateway.embeddings, endpoint="embeddings")
     models = guarded(gateway.models)
-    messages = guarded(gateway.messages, anthropic_error)
+    messages = guarded(gateway.messages, anthropic_error, endpoint="messages")
     routes: dict[tuple[str, str], Handler] = {
         ("POST", "/v1/chat/completions"): chat,
         ("POST", "/chat/completions"): chat,
@@ -45,6 +49,19 @@ def build_server(gateway: Gateway) -> web.Server:
         ("GET", "/health/readiness"): gateway.readiness,
         ("GET", "/health"): guarded(gateway.health_report),
     }
+    admin = Admin(gateway)
+    routes.update({
+        ("POST", "/key/generate"): guarded(admin.key_generate),
+        ("GET", "/key/info"): guarded(admin.key_info),
+        ("POST", "/key/update"): guarded(admin.key_update),
+        ("POST", "/key/delete"): guarded(admin.key_delete),
+        ("GET", "/key/list"): guarded(admin.key_list),
+        ("GET", "/spend/logs"): guarded(admin.spend_logs),
+        ("GET", "/spend/report"): guarded(admin.spend_report),
+        ("POST", "/v1/feedback"): guarded(admin.feedback),
+        ("POST", "/feedback"): guarded(admin.feedback),
+        ("GET", "/metrics"): guarded(admin.metrics),
+    })
     paths = {path for _, path in routes}
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
@@ -74,19 +91,21 @@ def build_server(gateway: Gateway) -> web.Server:
 def serve(config: Config, host: str, port: int, workers: int) -> None:
     """Run the gateway until SIGINT/SIGTERM; ``workers`` > 1 forks processes sharing the port."""
     if workers <= 1:
-        _run_worker(config, host, port, reuse_port=False, announce=True)
+        _run_worker(config, host, port, reuse_port=False, index=0, shared_dir=None)
         return
     if port == 0:
         # Pick the port once so every worker binds the same one with SO_REUSEPORT.
         with socket.socket() as probe:
             probe.bind((host, 0))
             port = probe.getsockname()[1]
+    # Workers share metrics snapshots here, so a scrape on any one of them sees the whole server.
+    shared_dir = Path(tempfile.mkdtemp(prefix="mmproxy-metrics-"))
     children: list[int] = []
     for index in range(workers):
         pid = os.fork()
         if pid == 0:
             try:
-                _run_worker(config, host, port, reuse_port=True, announce=index == 0)
+                _run_worker(config, host, port, reuse_port=True, index=index, shared_dir=shared_dir)
             finally:
                 os._exit(0)
         children.append(pid)
@@ -104,15 +123,19 @@ def serve(config: Config, host: str, port: int, workers: int) -> None:
     for child in children:
         _, code = os.waitpid(child, 0)
         status = status or os.waitstatus_to_exitcode(code)
+    shutil.rmtree(shared_dir, ignore_errors=True)
     sys.exit(status)
 
 
-def _run_worker(config: Config, host: str, port: int, *, reuse_port: bool, announce: bool) -> None:
-    uvloop.run(_serve_forever(config, host, port, reuse_port, announce))
+def _run_worker(config: Config, host: str, port: int, *, reuse_port: bool, index: int,
+                shared_dir: Path | None) -> None:
+    uvloop.run(_serve_forever(config, host, port, reuse_port, index, shared_dir))
 
 
-async def _serve_forever(config: Config, host: str, port: int, reuse_port: bool, announce: bool) -> None:
-    gateway = Gateway(config)
+async def _serve_forever(config: Config, host: str, port: int, reuse_port: bool, index: int,
+                         shared_dir: Path | None) -> None:
+    announce = index == 0
+    gateway = Gateway(config, worker=index, shared_dir=shared_dir)
     await gateway.start()
     runner = web.ServerRunner(build_server(gateway))
     await runner.setup()

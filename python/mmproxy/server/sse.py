@@ -11,6 +11,7 @@ the client gets an error event instead of ``[DONE]``.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import orjson
 from aiohttp import web
@@ -18,6 +19,8 @@ from aiohttp import web
 from mmproxy.providers.base import StreamTranslator
 from mmproxy.upstream.http1 import Exchange
 
+_USAGE_ONLY = b'"choices":[]'
+_USAGE_ONLY_SPACED = b'"choices": []'
 # Pause reading the upstream while this much is queued for a slow client.
 _HIGH_WATER = 512 * 1024
 _LOW_WATER = 64 * 1024
@@ -27,6 +30,7 @@ class SSERelay:
     __slots__ = (
         "_buffered",
         "_exchange",
+        "_on_usage",
         "_pending",
         "_total_timeout",
         "_translator",
@@ -45,8 +49,12 @@ class SSERelay:
         loop: asyncio.AbstractEventLoop,
         total_timeout: float,
         translator: StreamTranslator | None = None,
+        on_usage: Callable[[bytes], bytes] | None = None,
     ) -> None:
         self._exchange = exchange
+        # Rewrites events that hold OpenAI's usage-only chunk (adds the cost, or drops a chunk the
+        # gateway asked for on its own account); only consulted when such a chunk is in the data.
+        self._on_usage = on_usage
         self._translator = translator
         self._total_timeout = total_timeout
         self._transport: asyncio.Transport | None = None
@@ -70,6 +78,8 @@ class SSERelay:
             if translator.complete:
                 self.saw_done = True
             if data:
+                if self._on_usage is not None and _USAGE_ONLY in data:
+                    data = self._on_usage(data)
                 self._write(data)
             return
         if self._pending:
@@ -87,11 +97,14 @@ class SSERelay:
         if end < len(data):
             self._pending = data[end:]
             data = data[:end]
-        if b'"usage"' in data:
+        if b'"usage":{' in data or b'"usage": {' in data:
             self.usage_event = data
+            if self._on_usage is not None and (_USAGE_ONLY in data or _USAGE_ONLY_SPACED in data):
+                data = self._on_usage(data)
         if data.endswith((b"[DONE]\n\n", b"[DONE]\r\n\r\n")):
             self.saw_done = True
-        self._write(data)
+        if data:
+            self._write(data)
 
     def _write(self, data: bytes) -> None:
         """Send complete events to the client, or hold them until the response has started."""
@@ -152,7 +165,7 @@ class SSERelay:
         if event is None:
             return None
         for line in event.splitlines():
-            if line.startswith(b"data:") and b'"usage"' in line:
+            if line.startswith(b"data:") and (b'"usage":{' in line or b'"usage": {' in line):
                 try:
                     chunk = orjson.loads(line[5:])
                 except orjson.JSONDecodeError:
@@ -166,3 +179,33 @@ class SSERelay:
 def error_event(message: str, code: str) -> bytes:
     body = orjson.dumps({"error": {"message": message, "type": "upstream_error", "param": None, "code": code}})
     return b"data: %b\n\n" % body
+
+
+def rewrite_usage_chunk(events: bytes, keep: bool, annotate: Callable[[dict[str, object]], None]) -> bytes:
+    """``events`` with OpenAI's usage-only chunk removed (``keep`` false) or passed through ``annotate``."""
+    marker = events.find(_USAGE_ONLY)
+    if marker < 0:
+        marker = events.find(_USAGE_ONLY_SPACED)
+        if marker < 0:
+            return events
+    start = events.rfind(b"data:", 0, marker)
+    end = events.find(b"\n", marker)
+    if start < 0 or end < 0:
+        return events
+    if not keep:
+        # The event is this one line and its blank terminator line.
+        after = end + 1
+        if events.startswith(b"\r\n", after):
+            after += 2
+        elif events.startswith(b"\n", after):
+            after += 1
+        return events[:start] + events[after:]
+    try:
+        chunk = orjson.loads(events[start + 5:end])
+    except orjson.JSONDecodeError:
+        return events
+    if not isinstance(chunk, dict):
+        return events
+    annotate(chunk)
+    line_end = end - 1 if events[end - 1:end] == b"\r" else end
+    return events[:start] + b"data: " + orjson.dumps(chunk) + events[line_end:]

@@ -8,10 +8,11 @@ checked as the real API does. Deterministic rules:
 
 * Tokens: input = ceil(chars / 4), chars = the compact sorted-key JSON length of each tool, each
   system block and each message's content (block by block); output = words, as in ``behaviour``.
-* Prompt cache: when a tool, system block or content block carries ``cache_control``, the tokens
-  of everything up to and including the last such block (order: tools, system, messages) are
-  reported as ``cache_read_input_tokens``; the rest stay ``input_tokens``. Nothing is ever written
-  (``cache_creation_input_tokens`` is 0).
+* Prompt cache (``behaviour.PromptCache``): a tool, system block or content block carrying
+  ``cache_control`` is a breakpoint (order: tools, system, messages). The prefix up to the last
+  breakpoint is written on first sight (``cache_creation_input_tokens``) when it has at least 1,024
+  tokens; the longest prefix written before, within five minutes, is read
+  (``cache_read_input_tokens``); the rest stay ``input_tokens``.
 * Tools: ``tool_choice`` none -> text; ``tool`` -> that tool; ``any``, or ``auto`` unless the last
   user turn holds a ``tool_result`` -> the first tool and, when there are two or more and
   ``disable_parallel_tool_use`` is not set, the second one too (parallel calls). With the
@@ -334,13 +335,13 @@ def _pieces(tools: list[dict[str, Any]], system: list[dict[str, Any]], turns: li
     return pieces
 
 
-def _prompt_usage(pieces: list[dict[str, Any]]) -> tuple[int, int]:
-    """(uncached input tokens, cache-read tokens) by the module's token and cache rules."""
-    sizes = [len(canonical_json(p)) for p in pieces]
-    last_mark = max((i for i, p in enumerate(pieces) if p.get("cache_control")), default=-1)
-    total = approx_tokens(sum(sizes))
-    cached = min(total, approx_tokens(sum(sizes[: last_mark + 1]))) if last_mark >= 0 else 0
-    return total - cached, cached
+def _prompt_usage(app: SimApp, model: str, pieces: list[dict[str, Any]]) -> tuple[int, int, int]:
+    """(uncached input tokens, cache-write tokens, cache-read tokens) by the module's token and cache rules."""
+    dumped = [canonical_json(p) for p in pieces]
+    marks = [i for i, p in enumerate(pieces) if p.get("cache_control")]
+    total = approx_tokens(sum(len(d) for d in dumped))
+    read, written = app.state.prompt_cache.explicit(model, dumped, marks)
+    return total - read - written, written, read
 
 
 def _chosen_tools(custom: list[dict[str, Any]], choice: dict[str, Any] | None, turns: list[dict[str, Any]]
@@ -399,7 +400,7 @@ def _build(app: SimApp, body: dict[str, Any], model: str, knobs: Knobs) -> Reply
     all_tools, custom, choice = tools
 
     seed = content_seed(canonical_json([system, body["messages"]]))
-    input_tokens, cached = _prompt_usage(_pieces(all_tools, system, turns))
+    input_tokens, written, cached = _prompt_usage(app, model, _pieces(all_tools, system, turns))
     blocks: list[dict[str, Any]] = []
     pieces: list[list[str]] = []
     output_tokens = 0
@@ -424,7 +425,7 @@ def _build(app: SimApp, body: dict[str, Any], model: str, knobs: Knobs) -> Reply
         blocks.append({"type": "text", "text": "".join(tokens)})
         pieces.append(group(tokens, knobs.chunks))
         output_tokens += len(tokens)
-    usage = {"input_tokens": input_tokens, "cache_creation_input_tokens": 0, "cache_read_input_tokens": cached,
+    usage = {"input_tokens": input_tokens, "cache_creation_input_tokens": written, "cache_read_input_tokens": cached,
              "output_tokens": output_tokens}
     message = {"id": _new_id("msg_"), "type": "message", "role": "assistant", "model": model, "content": blocks,
                "stop_reason": stop_reason, "stop_sequence": stop_sequence, "usage": usage}

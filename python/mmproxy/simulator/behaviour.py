@@ -11,6 +11,7 @@ import math
 import random
 import re
 import sys
+import time
 from array import array
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields, replace
@@ -333,3 +334,75 @@ def fake_value(schema: Any, seed: int, depth: int = 0) -> Any:
     if kind == "null":
         return None
     return corpus_tokens(seed, 1)[0].rstrip(".")
+
+
+# --- provider prompt caches -------------------------------------------------------------------------
+
+
+class PromptCache:
+    """The providers' prompt caches as the simulator plays them: prefixes per model, five-minute TTL.
+
+    A prompt is a list of pieces in cache order (tools, system, then messages or content blocks); a
+    prefix is the first k pieces, its tokens ``approx_tokens`` of their summed lengths. Prefixes shorter
+    than ``MIN_TOKENS`` are never cached, as with the real providers.
+    """
+
+    MIN_TOKENS = 1024
+    TTL_S = 300.0
+
+    def __init__(self) -> None:
+        self._until: dict[bytes, float] = {}
+
+    def _prefixes(self, model: str, pieces: list[bytes]) -> list[tuple[bytes, int]]:
+        digest = hashlib.blake2b(model.encode(), digest_size=16)
+        chars = 0
+        out = []
+        for piece in pieces:
+            digest.update(len(piece).to_bytes(8, "little"))
+            digest.update(piece)
+            chars += len(piece)
+            out.append((digest.copy().digest(), approx_tokens(chars)))
+        return out
+
+    def _cached(self, key: bytes, now: float) -> bool:
+        until = self._until.get(key)
+        if until is None or until < now:
+            return False
+        self._until[key] = now + self.TTL_S  # a read refreshes the entry
+        return True
+
+    def implicit(self, model: str, pieces: list[bytes]) -> int:
+        """OpenAI and Gemini: cached tokens of the longest prefix seen before, in 128-token steps."""
+        now = time.monotonic()
+        cached = 0
+        for key, tokens in self._prefixes(model, pieces):
+            if tokens < self.MIN_TOKENS:
+                continue
+            if self._cached(key, now):
+                cached = tokens
+            self._until[key] = now + self.TTL_S
+        return cached - cached % 128
+
+    def explicit(self, model: str, pieces: list[bytes], marks: list[int]) -> tuple[int, int]:
+        """Anthropic: (read, written) tokens for breakpoints after the pieces at ``marks``.
+
+        The longest cached prefix ending at or before the last breakpoint is read; the prefix up to the
+        last breakpoint is written (what the read did not cover) when long enough.
+        """
+        if not marks:
+            return 0, 0
+        now = time.monotonic()
+        prefixes = self._prefixes(model, pieces)
+        last = max(marks)
+        read = 0
+        for key, tokens in prefixes[: last + 1]:
+            if tokens >= self.MIN_TOKENS and self._cached(key, now):
+                read = tokens
+        key, tokens = prefixes[last]
+        if tokens < self.MIN_TOKENS or read == tokens:
+            return read, 0
+        for mark in marks:
+            mark_key, mark_tokens = prefixes[mark]
+            if mark_tokens >= self.MIN_TOKENS:
+                self._until[mark_key] = now + self.TTL_S
+        return read, tokens - read

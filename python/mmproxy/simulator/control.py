@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .behaviour import Fault, KnobError, Knobs, fault_from_knobs
+from .behaviour import Fault, KnobError, Knobs, PromptCache, fault_from_knobs
 from .httpserver import Reply, Request
 from .openai import error_reply
 
@@ -75,6 +75,7 @@ class SimState:
         self.by_status: dict[str, int] = {}
         self.by_fault: dict[str, int] = {}
         self.disconnects = 0
+        self.prompt_cache = PromptCache()
 
     # --- knobs ---
 

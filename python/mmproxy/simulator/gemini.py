@@ -218,11 +218,14 @@ class _Generation:
     candidates: list[_Candidate]
     prompt_tokens: int
     knobs: Knobs
+    cached_tokens: int = 0  # implicit caching: the longest prompt prefix seen in the last minutes
     response_id: str = field(default_factory=_new_id)
 
     def usage(self, final: bool = True) -> dict[str, Any]:
         prompt = self.prompt_tokens
         meta: dict[str, Any] = {"promptTokenCount": prompt}
+        if self.cached_tokens:
+            meta["cachedContentTokenCount"] = self.cached_tokens
         if final:
             completion = sum(c.tokens for c in self.candidates)
             meta["candidatesTokenCount"] = completion
@@ -372,7 +375,7 @@ def _candidate(body: dict[str, Any], fn: dict[str, Any] | None, seed: int, knobs
     return _Candidate("".join(words), pieces, None, "MAX_TOKENS" if finish == "length" else "STOP", len(words))
 
 
-def _generation(body: dict[str, Any], model: str, knobs: Knobs) -> _Generation | Reply:
+def _generation(app: SimApp, body: dict[str, Any], model: str, knobs: Knobs) -> _Generation | Reply:
     bad = _validate(body)
     if bad is not None:
         return bad
@@ -400,9 +403,11 @@ def _generation(body: dict[str, Any], model: str, knobs: Knobs) -> _Generation |
     contents = body["contents"]
     dumped = canonical_json(contents)
     seed = content_seed(dumped)
-    extra = sum(len(canonical_json(body[k])) for k in ("systemInstruction", "tools") if body.get(k))
+    head = [canonical_json(body[k]) for k in ("systemInstruction", "tools") if body.get(k)]
+    prompt_tokens = approx_tokens(len(dumped) + sum(len(h) for h in head))
+    cached = app.state.prompt_cache.implicit(model, [*head, *(canonical_json(c) for c in contents)])
     candidates = [_candidate(body, fn, seed + i, knobs) for i in range(n)]
-    return _Generation(model, candidates, approx_tokens(len(dumped) + extra), knobs)
+    return _Generation(model, candidates, prompt_tokens, knobs, min(cached, prompt_tokens))
 
 
 def _response(gen: _Generation) -> dict[str, Any]:
@@ -476,7 +481,7 @@ def _generate(app: SimApp, req: Request, model: str, stream: str | None) -> Repl
     made: list[_Generation] = []
 
     def build(app: SimApp, body: dict[str, Any], model: str, knobs: Knobs) -> Reply:
-        gen = _generation(body, model, knobs)
+        gen = _generation(app, body, model, knobs)
         if isinstance(gen, Reply):
             return gen
         made.append(gen)

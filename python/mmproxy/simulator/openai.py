@@ -244,10 +244,10 @@ def _answer(fn: dict[str, Any] | None, messages: list[dict[str, Any]], seed: int
     return _Answer("".join(tokens), group(tokens, knobs.chunks), None, finish, len(tokens))
 
 
-def _usage(prompt: int, completion: int) -> dict[str, Any]:
+def _usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
-        "prompt_tokens_details": {"cached_tokens": 0, "audio_tokens": 0},
+        "prompt_tokens_details": {"cached_tokens": cached, "audio_tokens": 0},
         "completion_tokens_details": {"reasoning_tokens": 0, "audio_tokens": 0,
                                       "accepted_prediction_tokens": 0, "rejected_prediction_tokens": 0},
     }
@@ -275,9 +275,13 @@ def _build_chat(app: SimApp, body: dict[str, Any], model: str, knobs: Knobs) -> 
     # Token rule: prompt = ceil(len(compact sorted-key JSON of messages [+ tools]) / 4).
     dumped = canonical_json(messages)
     seed = content_seed(dumped)
-    prompt_tokens = approx_tokens(len(dumped) + (len(orjson.dumps(body["tools"])) if body.get("tools") else 0))
+    tools = orjson.dumps(body["tools"]) if body.get("tools") else b""
+    prompt_tokens = approx_tokens(len(dumped) + len(tools))
+    # Automatic prompt caching: the longest prefix (tools, then whole messages) seen in the last minutes.
+    pieces = [tools, *(canonical_json(m) for m in messages)]
+    cached = min(app.state.prompt_cache.implicit(model, pieces), prompt_tokens)
     answers = [_answer(fn, messages, seed, i, knobs, max_tokens, stops) for i in range(n)]
-    usage = _usage(prompt_tokens, sum(a.tokens for a in answers))
+    usage = _usage(prompt_tokens, sum(a.tokens for a in answers), cached)
     if body.get("stream") is True:
         options = body.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True

@@ -1,0 +1,118 @@
+"""The tables, written once for both backends, and the numbered migrations that create and change them.
+
+Each migration runs once, in a transaction with the row that records it in ``mmproxy_schema_version``, so a
+database created by an older mmproxy is brought forward on start and a fresh one is built the same way.
+Types are placeholders filled per dialect: PostgreSQL gets real timestamps, booleans, arrays and JSONB;
+SQLite stores epoch seconds as REAL and JSON as text, in STRICT tables (SQLite 3.37+) so that a value
+of the wrong type is refused as PostgreSQL would refuse it, instead of being kept as whatever it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["FEEDBACK", "KEYS", "LATEST", "LOGS", "POSTGRES", "SQLITE", "VERSIONS", "Dialect", "pending",
+           "version_table"]
+
+LOGS = "mmproxy_spend_logs"
+FEEDBACK = "mmproxy_feedback"
+KEYS = "mmproxy_keys"
+VERSIONS = "mmproxy_schema_version"
+
+
+@dataclass(frozen=True, slots=True)
+class Dialect:
+    name: str
+    param: str  # prefix of numbered placeholders: SQLite's ?1, PostgreSQL's $1
+    types: dict[str, str]
+
+    def p(self, number: int) -> str:
+        return f"{self.param}{number}"
+
+
+SQLITE = Dialect("sqlite", "?", {
+    "text": "TEXT", "int": "INTEGER", "bigint": "INTEGER", "float": "REAL", "ts": "REAL", "bool": "INTEGER",
+    "json": "TEXT", "list": "TEXT", "strict": " STRICT",
+})
+POSTGRES = Dialect("postgres", "$", {
+    "text": "TEXT", "int": "INTEGER", "bigint": "BIGINT", "float": "DOUBLE PRECISION", "ts": "TIMESTAMPTZ",
+    "bool": "BOOLEAN", "json": "JSONB", "list": "TEXT[]", "strict": "",
+})
+
+_VERSION_TABLE = (f"CREATE TABLE IF NOT EXISTS {VERSIONS} "
+                  "(version INTEGER PRIMARY KEY, applied_at {ts} NOT NULL){strict}")
+
+# Column order here matches mmproxy.spend.record.COLUMNS; tests/test_db.py holds them together.
+_MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
+    (1, (
+        f"""CREATE TABLE {LOGS} (
+            request_id {{text}} NOT NULL PRIMARY KEY,
+            started {{ts}} NOT NULL,
+            endpoint {{text}},
+            key_hash {{text}},
+            key_alias {{text}},
+            team_id {{text}},
+            requested_model {{text}},
+            model_group {{text}},
+            deployment {{text}},
+            provider {{text}},
+            tier {{text}},
+            rule {{text}},
+            stream {{bool}},
+            prompt_tokens {{int}},
+            completion_tokens {{int}},
+            cached_tokens {{int}},
+            cache_write_tokens {{int}},
+            cost_usd {{float}},
+            saved_usd {{float}},
+            cache {{text}},
+            latency_ms {{float}},
+            ttft_ms {{float}},
+            overhead_ms {{float}},
+            status {{int}},
+            error_code {{text}},
+            retries {{int}},
+            fallbacks {{int}}
+        ){{strict}}""",
+        f"CREATE INDEX {LOGS}_started ON {LOGS} (started)",
+        f"CREATE INDEX {LOGS}_key_started ON {LOGS} (key_hash, started)",
+        f"""CREATE TABLE {FEEDBACK} (
+            request_id {{text}} NOT NULL PRIMARY KEY,
+            score {{float}},
+            label {{text}},
+            comment {{text}},
+            submitted_at {{ts}} NOT NULL
+        ){{strict}}""",
+        f"""CREATE TABLE {KEYS} (
+            key_hash {{text}} NOT NULL PRIMARY KEY,
+            key_name {{text}} NOT NULL,
+            key_alias {{text}},
+            team_id {{text}},
+            user_id {{text}},
+            models {{list}} NOT NULL,
+            max_budget {{float}},
+            budget_duration {{text}},
+            budget_reset_at {{ts}},
+            spend {{float}} NOT NULL,
+            rpm_limit {{bigint}},
+            tpm_limit {{bigint}},
+            metadata {{json}} NOT NULL,
+            expires {{ts}},
+            created_at {{ts}} NOT NULL,
+            blocked {{bool}} NOT NULL
+        ){{strict}}""",
+        f"CREATE INDEX {KEYS}_team ON {KEYS} (team_id)",
+    )),
+)
+
+LATEST = _MIGRATIONS[-1][0]
+
+
+def version_table(dialect: Dialect) -> str:
+    return _VERSION_TABLE.format(**dialect.types)
+
+
+def pending(dialect: Dialect, current: int) -> list[tuple[int, list[str]]]:
+    """The migrations after ``current``, oldest first, as statements in ``dialect``."""
+    return [(version, [statement.format(**dialect.types) for statement in statements])
+            for version, statements in _MIGRATIONS if version > current]

@@ -1,0 +1,152 @@
+"""The spend ledger writer: requests hand over their record in O(1); a background task writes them in batches.
+
+The request path only appends to a bounded deque. Rows leave the deque only once the database has committed
+them, so a write that fails (database down, restarting, locked) keeps them for the next try, with backoff;
+the bound is what protects memory while that lasts, and rows beyond it are dropped and counted. Each batch
+carries the sum of its cost per virtual key, added to the keys in the same transaction as the rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from itertools import islice
+
+from mmproxy.db.base import Database
+from mmproxy.spend.record import RequestRecord
+
+__all__ = ["Ledger"]
+
+log = logging.getLogger("mmproxy.spend")
+
+_LOG_EVERY_S = 10.0
+_RETRY_FIRST_S = 0.5
+_RETRY_MAX_S = 30.0
+
+
+class Ledger:
+    def __init__(self, db: Database, max_queue: int = 50_000, batch_size: int = 500,
+                 flush_interval: float = 0.5) -> None:
+        if max_queue < 1 or batch_size < 1 or flush_interval <= 0:
+            raise ValueError("max_queue and batch_size must be at least 1 and flush_interval positive")
+        self._db = db
+        self._queue: deque[RequestRecord] = deque()
+        self._max_queue = max_queue
+        self._batch_size = batch_size
+        self._interval = flush_interval
+        self._full = asyncio.Event()  # a whole batch is waiting
+        self._lock = asyncio.Lock()  # one write at a time: the flusher's or a flush() caller's
+        self._task: asyncio.Task[None] | None = None
+        self.written = 0
+        self.dropped = 0
+        self._drop_logged_at = -_LOG_EVERY_S
+        self._error_logged_at = -_LOG_EVERY_S
+        self._failing = False
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def record(self, record: RequestRecord) -> None:
+        """Queue ``record`` for writing; the caller must not change it afterwards."""
+        queue = self._queue
+        if len(queue) >= self._max_queue:
+            self.dropped += 1
+            now = time.monotonic()
+            if now - self._drop_logged_at >= _LOG_EVERY_S:
+                self._drop_logged_at = now
+                log.error("spend ledger queue full (%d rows waiting for the database): %d rows dropped so far",
+                          len(queue), self.dropped)
+            return
+        queue.append(record)
+        if len(queue) >= self._batch_size:
+            self._full.set()
+
+    async def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run(), name="mmproxy-ledger")
+
+    async def flush(self) -> None:
+        """Write every row queued at the time of the call; the database's error if it cannot."""
+        remaining = len(self._queue)
+        while remaining > 0:
+            written = await self._write_batch()
+            if written == 0:
+                break
+            remaining -= written
+
+    async def close(self, timeout: float = 30.0) -> None:
+        """Stop the flusher and write what is left, retrying for up to ``timeout`` seconds if the database fails."""
+        task, self._task = self._task, None
+        if task is not None:
+            async with self._lock:  # let a write in flight finish rather than cut it short
+                task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        deadline = time.monotonic() + timeout
+        delay = 0.1
+        while self._queue:
+            try:
+                await self.flush()
+            except Exception as exc:
+                self._failed(exc)
+                if time.monotonic() + delay > deadline:
+                    async with self._lock:
+                        lost = len(self._queue)
+                        self._queue.clear()
+                    self.dropped += lost
+                    log.error("spend ledger: %d rows could not be written before shutdown and are lost", lost)
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _run(self) -> None:
+        delay = _RETRY_FIRST_S
+        while True:
+            if len(self._queue) < self._batch_size:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._interval)
+            self._full.clear()
+            try:
+                await self._write_batch()
+            except Exception as exc:
+                self._failed(exc)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+            else:
+                delay = _RETRY_FIRST_S
+
+    async def _write_batch(self) -> int:
+        """Write the oldest batch; it leaves the queue only once committed."""
+        async with self._lock:
+            queue = self._queue
+            count = min(len(queue), self._batch_size)
+            if count == 0:
+                return 0
+            rows = []
+            key_spend: dict[str, float] = {}
+            for record in islice(queue, count):
+                rows.append(record.row())
+                cost = record.cost_usd
+                # A cost that is not a number must not fail the batch forever; the database drops its row.
+                if record.key_hash is not None and cost and isinstance(cost, float | int):
+                    key_spend[record.key_hash] = key_spend.get(record.key_hash, 0.0) + cost
+            await self._db.write_requests(rows, key_spend)
+            for _ in range(count):
+                queue.popleft()
+            self.written += count
+            if self._failing:
+                self._failing = False
+                log.warning("spend ledger: the database is back; %d rows still queued", len(queue))
+            return count
+
+    def _failed(self, exc: Exception) -> None:
+        now = time.monotonic()
+        if not self._failing or now - self._error_logged_at >= _LOG_EVERY_S:
+            self._error_logged_at = now
+            log.error("spend ledger: write failed (%s); %d rows kept for retry, %d dropped so far",
+                      self._db.describe_error(exc), len(self._queue), self.dropped)
+        self._failing = True

@@ -1,0 +1,178 @@
+"""Virtual keys end to end: LiteLLM's /key endpoints, restrictions, limits and race-safe budgets."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from tests.conftest import MASTER_KEY, Process, SimControl, gateway_config, start_gateway
+
+HELLO = [{"role": "user", "content": "hi"}]
+# gpt-4o in the test config: 2.5e-06 per input token, 1e-05 per output token.
+
+
+@pytest.fixture(scope="module")
+def gw_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("keys")
+
+
+@pytest.fixture(scope="module")
+def gw(simulator: Process, gw_dir: Path) -> Iterator[Process]:
+    process = start_gateway(gw_dir, gateway_config(simulator.url))
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def admin(gw: Process) -> httpx.Client:
+    return httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
+
+
+def _generate(admin: httpx.Client, **fields) -> dict:
+    response = admin.post("/key/generate", json=fields)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def _client(gw: Process, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
+
+
+def test_key_lifecycle(gw: Process, gw_dir: Path, admin: httpx.Client, sim: SimControl):
+    created = _generate(admin, key_alias="team-a-bot", team_id="team-a", metadata={"owner": "ana"},
+                        tags=["x"])
+    key = created["key"]
+    assert key.startswith("sk-") and created["token"] == hashlib.sha256(key.encode()).hexdigest()
+    assert created["key_name"] == f"sk-...{key[-4:]}" and created["ignored_fields"] == ["tags"]
+
+    reply = _client(gw, key).chat.completions.with_raw_response.create(model="gpt-4o", messages=HELLO)
+    cost = float(reply.headers["x-mmproxy-cost-usd"])
+    assert cost > 0
+    # The upstream never sees the virtual key.
+    assert key not in str(sim.last()["headers"])
+
+    info = admin.get("/key/info", params={"key": key}).json()
+    assert info["key"] == created["token"]
+    assert info["info"]["spend"] == pytest.approx(cost, rel=1e-9)
+    assert info["info"]["metadata"] == {"owner": "ana"} and info["info"]["team_id"] == "team-a"
+    assert "sk-" not in str(info).replace(created["key_name"], "")  # the clear key is shown once only
+
+    listed = admin.get("/key/list").json()["keys"]
+    assert created["token"] in listed
+
+    updated = admin.post("/key/update", json={"key": created["token"], "blocked": True}).json()
+    assert updated["blocked"] is True
+    with pytest.raises(openai.AuthenticationError, match="blocked"):
+        _client(gw, key).chat.completions.create(model="gpt-4o", messages=HELLO)
+    admin.post("/key/update", json={"key": key, "blocked": False}).raise_for_status()
+    _client(gw, key).chat.completions.create(model="gpt-4o", messages=HELLO)
+
+    deleted = admin.post("/key/delete", json={"keys": [key]}).json()
+    assert deleted == {"deleted_keys": [created["token"]]}
+    with pytest.raises(openai.AuthenticationError):
+        _client(gw, key).chat.completions.create(model="gpt-4o", messages=HELLO)
+
+    # Stored hashed: the clear key is nowhere in the database files.
+    for path in gw_dir.glob("mmproxy.db*"):
+        assert key.encode() not in path.read_bytes()
+
+
+def test_key_endpoints_need_the_master_key(gw: Process, admin: httpx.Client):
+    key = _generate(admin)["key"]
+    as_key = httpx.post(f"{gw.url}/key/generate", json={}, headers={"Authorization": f"Bearer {key}"})
+    assert as_key.status_code == 403 and as_key.json()["error"]["code"] == "admin_only"
+    anonymous = httpx.get(f"{gw.url}/key/list")
+    assert anonymous.status_code == 401
+    bad = admin.post("/key/generate", json={"max_budget": "lots"})
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "max_budget"
+    missing = admin.get("/key/info", params={"key": "sk-does-not-exist"})
+    assert missing.status_code == 404
+
+
+def test_model_restriction(gw: Process, admin: httpx.Client, sim: SimControl):
+    key = _generate(admin, models=["mini"])["key"]
+    client = _client(gw, key)
+    assert client.chat.completions.create(model="mini", messages=HELLO).choices
+    before = sim.stats()["requests"]
+    with pytest.raises(openai.PermissionDeniedError, match="may not use model 'gpt-4o'"):
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert sim.stats()["requests"] == before  # refused before any upstream call
+    assert [m.id for m in client.models.list()] == ["mini"]
+
+
+def test_expired_key(gw: Process, admin: httpx.Client):
+    key = _generate(admin, duration="1s")["key"]
+    time.sleep(1.2)
+    with pytest.raises(openai.AuthenticationError, match="expired"):
+        _client(gw, key).chat.completions.create(model="mini", messages=HELLO)
+
+
+def test_rpm_limit(gw: Process, admin: httpx.Client):
+    key = _generate(admin, rpm_limit=2)["key"]
+    client = _client(gw, key)
+    # Start at the beginning of a minute window so all three land in the same one.
+    if time.time() % 60 > 55:
+        time.sleep(60 - time.time() % 60 + 0.1)
+    for _ in range(2):
+        client.chat.completions.create(model="mini", messages=HELLO)
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model="mini", messages=HELLO)
+    assert info.value.body["code"] == "key_rpm_exceeded"
+    assert int(info.value.response.headers["retry-after"]) >= 1
+
+
+def test_budget_exceeded_before_any_upstream_call(gw: Process, admin: httpx.Client, sim: SimControl):
+    key = _generate(admin, max_budget=1e-9)["key"]
+    client = _client(gw, key)
+    client.chat.completions.create(model="gpt-4o", messages=HELLO)  # spends more than the budget
+    before = sim.stats()["requests"]
+    with pytest.raises(openai.RateLimitError) as info:
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    assert info.value.body["code"] == "budget_exceeded" and "budget" in info.value.message
+    assert sim.stats()["requests"] == before
+
+
+def test_budget_resets_after_its_duration(gw: Process, admin: httpx.Client):
+    key = _generate(admin, max_budget=1e-9, budget_duration="2s")["key"]
+    client = _client(gw, key)
+    client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    time.sleep(2.2)
+    assert client.chat.completions.create(model="gpt-4o", messages=HELLO).choices
+
+
+def test_concurrent_requests_cannot_overspend(gw: Process, admin: httpx.Client, sim: SimControl):
+    # Measure one request's cost, then give a key the budget of 5.5 and fire 40 at once, each held
+    # 300 ms upstream so all are in flight together. Without reservations all 40 would pass.
+    probe = _generate(admin)["key"]
+    body = {"model": "gpt-4o", "messages": HELLO, "max_tokens": 20, "extra_body": {"sim": {"tokens": 20}}}
+    one = float(_client(gw, probe).chat.completions.with_raw_response.create(**body).headers["x-mmproxy-cost-usd"])
+    budget = 5.5 * one
+    key = _generate(admin, max_budget=budget)["key"]
+    client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
+    slow = {**body, "extra_body": {"sim": {"tokens": 20, "latency_ms": 300}}}
+
+    async def one_call() -> str:
+        try:
+            await client.chat.completions.create(**slow)
+            return "ok"
+        except openai.RateLimitError as exc:
+            return exc.body["code"]
+
+    async def burst() -> list[str]:
+        return await asyncio.gather(*(one_call() for _ in range(40)))
+
+    outcomes = asyncio.run(burst())
+    assert set(outcomes) <= {"ok", "budget_exceeded"}
+    assert 5 <= outcomes.count("ok") <= 7
+    spend = admin.get("/key/info", params={"key": key}).json()["info"]["spend"]
+    assert spend == pytest.approx(outcomes.count("ok") * one, rel=1e-6)
+    assert spend <= budget + one  # at most the requests in flight when the budget ran out
