@@ -13,25 +13,11 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import platform
-import statistics
 import sys
-import tempfile
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from run import (
-    CLIENT_CORE,
-    GATEWAY_CORE,
-    MASTER_KEY,
-    Service,
-    cpu_per_request,
-    free_port,
-    pinning_available,
-    python_env,
-    write_results_section,
-)
+from run import CLIENT_CORE, GATEWAY_CORE, MASTER_KEY, gateway_cpu_by_config, write_results_section
 
 
 def _rules(n: int) -> list[dict]:
@@ -67,32 +53,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--update-results", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
-    pin = pinning_available()
-    logdir = Path(tempfile.mkdtemp(prefix="mmproxy-router-"))
-    sim_port = free_port()
-    sim = Service("simulator", [sys.executable, "-m", "mmproxy.simulator", "--port", str(sim_port), "--record", "0"],
-                  port=sim_port, core=CLIENT_CORE if pin else None, env=python_env(), logdir=logdir)
-    results: dict[str, float] = {}
-    try:
-        sim.wait_ready(f"http://127.0.0.1:{sim_port}/_sim/health", 20)
-        for label, full in (("plain forwarding", False), ("full routing", True)):
-            config = logdir / f"{'full' if full else 'plain'}.yaml"
-            config.write_text(yaml.safe_dump(_config(sim_port, full)))
-            port = free_port()
-            gateway = Service(label, [sys.executable, "-m", "mmproxy", "serve", "--config", str(config),
-                                      "--host", "127.0.0.1", "--port", str(port)],
-                              port=port, core=GATEWAY_CORE if pin else None, env=python_env(), logdir=logdir)
-            try:
-                gateway.wait_ready(f"http://127.0.0.1:{port}/health/readiness", 30)
-                results[label] = statistics.median(
-                    cpu_per_request(gateway, "g", stream=False, count=args.requests, concurrency=64)
-                    for _ in range(args.rounds)
-                )
-            finally:
-                gateway.stop()
-            print(f"{label}: {results[label] * 1e6:.1f} µs per request", flush=True)
-    finally:
-        sim.stop()
+    results = gateway_cpu_by_config(
+        {"plain forwarding": lambda port: _config(port, False), "full routing": lambda port: _config(port, True)},
+        requests=args.requests, rounds=args.rounds)
     plain, full = results["plain forwarding"], results["full routing"]
     body = "\n".join([
         f"Command: `python benches/bench_router.py --requests {args.requests} --rounds {args.rounds}`",

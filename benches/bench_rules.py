@@ -1,9 +1,10 @@
 """Routing-rule benchmark: the native matcher (mmproxy.rules) against an equivalent pure-Python loop.
 
 Why: the gateway evaluates the rules on every request, and the target is a decision over 200 rules
-in at most 5 µs. Both sides get the same raw body bytes and context and do the whole job: parse the
-body (the Python side with orjson, the fastest parser the gateway has), extract what rules read, and
-try rules in order. The rule mix is realistic (model globs, keywords, regexes, tags, headers,
+in at most 5 µs. Both sides get what the gateway's handler passes (the raw body bytes, aiohttp's
+request headers as a CIMultiDictProxy, the key, team and input tokens) and do the whole job: parse
+the body (the Python side with orjson, the fastest parser the gateway has), extract what rules read,
+and try rules in order. The rule mix is realistic (model globs, keywords, regexes, tags, headers,
 key/team, token bounds, flags, `any` rules) and the request matches only the second-to-last rule, so
 every rule before it is tried: the worst case short of no match. The Python baseline (below) uses
 `re` and lower-cased `in`, compiled once. Figures are the median over rounds of the mean time per
@@ -30,6 +31,7 @@ from typing import Any
 
 import orjson
 from mmproxy.rules import Decision, RuleSet
+from multidict import CIMultiDict, CIMultiDictProxy
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import RESULTS_MD, machine, write_results_section
@@ -94,14 +96,32 @@ def make_body(user_chars: int) -> bytes:
     ).encode()
 
 
-HEADERS = [
-    ("content-type", "application/json"),
-    ("authorization", "Bearer sk-live-abc"),
-    ("user-agent", "OpenAI/Python 1.50.0"),
-    ("x-tenant", "acme"),
-    ("x-request-id", "5f0c7a9e-1b2c-4d3e-8f90-123456789abc"),
-]
-CONTEXT: dict[str, Any] = {"headers": HEADERS, "key": "sk-live-abc", "team": "payments", "input_tokens": 350}
+# What the gateway's handler passes: aiohttp's request headers (a CIMultiDictProxy; here the headers
+# the OpenAI Python SDK sends), the caller's key and team, and the counted input tokens.
+HEADERS = CIMultiDictProxy(
+    CIMultiDict(
+        [
+            ("Host", "127.0.0.1:4000"),
+            ("Accept-Encoding", "gzip, deflate"),
+            ("Connection", "keep-alive"),
+            ("Accept", "application/json"),
+            ("Content-Type", "application/json"),
+            ("User-Agent", "OpenAI/Python 1.50.0"),
+            ("X-Stainless-Lang", "python"),
+            ("X-Stainless-Package-Version", "1.50.0"),
+            ("X-Stainless-OS", "Linux"),
+            ("X-Stainless-Arch", "x64"),
+            ("X-Stainless-Runtime", "CPython"),
+            ("X-Stainless-Runtime-Version", "3.11.7"),
+            ("Authorization", "Bearer sk-live-abc"),
+            ("X-Stainless-Async", "false"),
+            ("X-Stainless-Retry-Count", "0"),
+            ("X-Tenant", "acme"),
+            ("Content-Length", "658"),
+        ]
+    )
+)
+KEY, TEAM, TOKENS = "sk-live-abc", "payments", 350
 
 
 # --- the pure-Python baseline ----------------------------------------------------------------------
@@ -175,7 +195,7 @@ class PyRules:
         return when.get("match") == "any", conds
 
     def evaluate(
-        self, body: bytes, *, headers: list[tuple[str, str]], key: str | None, team: str | None, input_tokens: int
+        self, body: bytes, *, headers: CIMultiDictProxy[str], key: str | None, team: str | None, input_tokens: int
     ) -> tuple[str, int] | None:
         req = orjson.loads(body)
         system: list[str] = []
@@ -191,7 +211,7 @@ class PyRules:
             elif role == "user":
                 user = _text(content)
         hmap: dict[str, list[str]] = {}
-        for n, v in headers:
+        for n, v in headers.items():
             hmap.setdefault(n.lower(), []).append(v)
         sys_text = "\n".join(t for t in system if t)
         facts = {
@@ -266,13 +286,15 @@ def main() -> None:
         for label, size in (("short chat (4 messages)", 300), ("8 KB last user message", 8_000)):
             body = make_body(size)
             expect = ("code-to-frontier", n - 2)
-            d = native.evaluate(body, **CONTEXT)
+            d = native.evaluate(body, headers=HEADERS, key=KEY, team=TEAM, input_tokens=TOKENS)
             assert isinstance(d, Decision) and (d.rule, d.index) == expect, d
-            assert py.evaluate(body, **CONTEXT) == expect
+            assert py.evaluate(body, headers=HEADERS, key=KEY, team=TEAM, input_tokens=TOKENS) == expect
             t = per_call(
                 {
-                    "rust": lambda b=body, r=native: r.evaluate(b, **CONTEXT),
-                    "py": lambda b=body, r=py: r.evaluate(b, **CONTEXT),
+                    "rust": lambda b=body, r=native: r.evaluate(
+                        b, headers=HEADERS, key=KEY, team=TEAM, input_tokens=TOKENS
+                    ),
+                    "py": lambda b=body, r=py: r.evaluate(b, headers=HEADERS, key=KEY, team=TEAM, input_tokens=TOKENS),
                 },
                 rounds,
                 round_s,

@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import LoadGen, chat_request, run_sync
@@ -141,7 +142,8 @@ class Service:
     """A server started for the benchmark, in its own session so we stop exactly what we started."""
 
     def __init__(
-        self, name: str, argv: list[str], *, port: int, core: int | None, env: dict[str, str], logdir: Path
+        self, name: str, argv: list[str], *, port: int, core: int | None, env: dict[str, str], logdir: Path,
+        cwd: Path | None = None,
     ) -> None:
         self.name = name
         self.port = port
@@ -149,7 +151,8 @@ class Service:
         self.log_path = logdir / f"{name}.log"
         with open(self.log_path, "wb") as logf:
             self.proc = subprocess.Popen(
-                self.argv, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True
+                self.argv, stdout=logf, stderr=subprocess.STDOUT, env=env, start_new_session=True,
+                cwd=cwd if cwd is not None else logdir,  # a gateway's SQLite ledger lands beside its log
             )
 
     @property
@@ -707,6 +710,51 @@ def cpu_per_request(
     if summary["errors"]:
         raise RuntimeError(f"{target.name} {model}: {summary['errors']} errors: {summary.get('error_sample')}")
     return (marks[1] - marks[0]) / summary["requests"]
+
+
+def gateway_cpu_by_config(
+    configs: dict[str, Callable[[int], dict[str, Any]]], *, requests: int, rounds: int, model: str = "g",
+    prepare: Callable[[str, str], str] | None = None, stream: bool = False, workers: int = 1,
+) -> dict[str, float]:
+    """Median gateway CPU seconds per request for each labelled config, on one simulator, in one run.
+
+    ``configs`` map a label to a function of the simulator port returning the gateway config; ``prepare``
+    (label, gateway URL) may set the gateway up (e.g. create a virtual key) and returns the API key to load
+    it with. Gateway on GATEWAY_CORE, simulator and load generator on CLIENT_CORE when pinning works.
+    """
+    pin = pinning_available()
+    logdir = Path(tempfile.mkdtemp(prefix="mmproxy-cpu-"))
+    sim_port = free_port()
+    sim = Service("simulator", [sys.executable, "-m", "mmproxy.simulator", "--port", str(sim_port), "--record", "0"],
+                  port=sim_port, core=CLIENT_CORE if pin else None, env=python_env(), logdir=logdir)
+    results: dict[str, float] = {}
+    try:
+        sim.wait_ready(f"http://127.0.0.1:{sim_port}/_sim/health", 20)
+        for index, (label, make) in enumerate(configs.items()):
+            config = logdir / f"config-{index}.yaml"
+            config.write_text(yaml.safe_dump(make(sim_port)))
+            port = free_port()
+            # Each gateway runs in its own directory, so its SQLite ledger starts empty.
+            workdir = logdir / f"gw-{index}"
+            workdir.mkdir()
+            gateway = Service(label, [sys.executable, "-m", "mmproxy", "serve", "--config", str(config),
+                                      "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
+                              port=port, core=GATEWAY_CORE if pin else None, env=python_env(), logdir=logdir,
+                              cwd=workdir)
+            try:
+                url = f"http://127.0.0.1:{port}"
+                gateway.wait_ready(f"{url}/health/readiness", 30)
+                api_key = prepare(label, url) if prepare is not None else MASTER_KEY
+                results[label] = statistics.median(
+                    cpu_per_request(gateway, model, stream=stream, count=requests, concurrency=64, api_key=api_key)
+                    for _ in range(rounds)
+                )
+            finally:
+                gateway.stop()
+            log(f"{label}: {results[label] * 1e6:.1f} µs per request")
+    finally:
+        sim.stop()
+    return results
 
 
 def machine() -> str:

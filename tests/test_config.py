@@ -170,3 +170,24 @@ def test_registry_defaults_fill_what_model_info_leaves_out():
     assert (sonnet.tier, sonnet.input_cost_per_token, sonnet.strengths) == ("workhorse", 1e-6, ("code",))
     assert sonnet.output_cost_per_token is not None
     assert (custom.tier, custom.input_cost_per_token, custom.strengths) == (None, None, ())
+
+
+def test_cache_params_map_to_settings(monkeypatch):
+    def cache(**params):
+        return parse_config({"litellm_settings": {"cache": True, "cache_params": params}}).cache
+
+    local = cache()
+    assert local is not None and local.redis_url is None and not local.semantic and local.default_on
+    redis = cache(type="redis", host="cache.internal", port=6380, password="p@ss/word", ttl=60, namespace="t")
+    assert redis.redis_url == "redis://:p%40ss%2Fword@cache.internal:6380/0"
+    assert (redis.ttl, redis.namespace) == (60, "t")
+    monkeypatch.setenv("REDIS_URL", "redis://from-env:6379/2")
+    assert cache(type="redis").redis_url == "redis://from-env:6379/2"
+    semantic = cache(type="semantic", similarity_threshold=0.9, mode="default_off", shared=True)
+    assert semantic.semantic and semantic.similarity_threshold == 0.9 and not semantic.default_on and semantic.shared
+    assert parse_config({"litellm_settings": {"cache_params": {"type": "redis"}}}).cache is None
+    for bad, key in (({"type": "s3"}, "type"), ({"similarity_threshold": 2}, "similarity_threshold"),
+                     ({"mode": "always"}, "mode"),
+                     ({"type": "semantic", "embedding_model": "nope"}, "embedding_model")):
+        with pytest.raises(ConfigError, match=f"cache_params.{key}"):
+            cache(**bad)

@@ -28,6 +28,10 @@ def request_hash(body: bytes, namespace: str = "") -> str:
 def prefix_hashes(body: bytes) -> list[int]:
     """One rolling u64 hash per message, covering the tools and that message's whole prefix."""
 
+def verify_pair(a: str, b: str) -> str:
+    """Returns "same", "reworded", or why one text's cached answer does not serve the other (e.g. "number",
+    "negation", "direction", "substitution"); symmetric. See mmproxy/cache/matcher.py."""
+
 class RuleSet:
     """Compiled `routing_rules` (syntax in mmproxy/rules.py); immutable and thread-safe."""
 

@@ -278,13 +278,16 @@ def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], warnings: 
     calls = params.get("supported_call_types")
     if calls is not None:
         warnings.append(f"{where}.supported_call_types: mmproxy caches chat completions only")
+    # Redis from url, else host/port/password, else LiteLLM's REDIS_URL / REDIS_HOST / ... variables.
     redis_url = _optional_secret(params, "url", f"{where}.url")
     host = _optional_secret(params, "host", f"{where}.host")
     if redis_url is None and (host is not None or kind.startswith("redis")):
-        port = _integer(params, "port", f"{where}.port") or 6379
-        password = _optional_secret(params, "password", f"{where}.password")
-        auth = f":{quote(password, safe='')}@" if password else ""
-        redis_url = f"redis://{auth}{host or '127.0.0.1'}:{port}/0"
+        redis_url = os.environ.get("REDIS_URL") if host is None else None
+        if redis_url is None:
+            port = _integer(params, "port", f"{where}.port") or int(os.environ.get("REDIS_PORT", "6379"))
+            password = _optional_secret(params, "password", f"{where}.password") or os.environ.get("REDIS_PASSWORD")
+            auth = f":{quote(password, safe='')}@" if password else ""
+            redis_url = f"redis://{auth}{host or os.environ.get('REDIS_HOST', '127.0.0.1')}:{port}/0"
     mode = params.get("mode", "default_on")
     if mode not in ("default_on", "default_off"):
         raise ConfigError(f"{where}.mode: must be default_on or default_off")

@@ -51,7 +51,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from mmproxy import _native
 
@@ -71,20 +71,15 @@ class Decision(NamedTuple):
     local_only: bool
 
 
-class RuleSet:
-    """A compiled, immutable list of routing rules; safe to share between threads."""
+class RuleSet(_native.RuleSet):
+    """A compiled, immutable list of routing rules; safe to share between threads.
 
-    __slots__ = ("_decisions", "_header_names", "_native")
+    A subclass of the native rule set rather than a wrapper: the gateway evaluates on every request,
+    and a Python frame in between would cost more than a whole decision over a few rules. Each rule's
+    Decision is built once, at compile time, and returned as is.
+    """
 
-    def __init__(self, native: _native.RuleSet, header_names: frozenset[str]) -> None:
-        self._native = native
-        # One Decision per rule, built once, so evaluation returns a shared object instead of building one.
-        self._decisions = tuple(
-            Decision(name, i, model, tier, local_only)
-            for i, (name, model, tier, local_only) in enumerate(native.actions())
-        )
-        # Only the headers some rule reads cross into Rust.
-        self._header_names = header_names if native.uses_headers else frozenset()
+    __slots__ = ()
 
     @classmethod
     def compile(cls, rules: Sequence[Mapping[str, Any]]) -> RuleSet:
@@ -93,42 +88,26 @@ class RuleSet:
             spec = json.dumps(rules).encode()
         except (TypeError, ValueError) as e:
             raise ValueError(f"routing_rules: not plain YAML data: {e}") from None
-        native = _native.RuleSet(spec)  # validates everything, so the walk below meets well-formed rules
-        names = frozenset(
-            str(name).lower() for rule in rules for name in ((rule.get("when") or {}).get("headers") or {})
-        )
-        return cls(native, names)
+        return cls(spec, Decision)
 
-    def __len__(self) -> int:
-        return len(self._decisions)
+    if TYPE_CHECKING:
 
-    @property
-    def decisions(self) -> tuple[Decision, ...]:
-        """Every rule's decision, in rule order (for logging the configured routes)."""
-        return self._decisions
+        @property
+        def decisions(self) -> tuple[Decision, ...]:
+            """Every rule's decision, in rule order (for logging the configured routes)."""
 
-    def evaluate(
-        self,
-        body: bytes,
-        *,
-        headers: Mapping[str, str] | Sequence[tuple[str, str]] = (),
-        key: str | None = None,
-        team: str | None = None,
-        input_tokens: int = 0,
-    ) -> Decision | None:
-        """Decision of the first rule matching a raw OpenAI chat request body, or None.
+        def evaluate(
+            self,
+            body: bytes,
+            *,
+            headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+            key: str | None = None,
+            team: str | None = None,
+            input_tokens: int = 0,
+        ) -> Decision | None:
+            """Decision of the first rule matching a raw OpenAI chat request body, or None.
 
-        Only headers some rule reads are passed on; a multi-valued mapping (aiohttp's CIMultiDict)
-        contributes every value of each.
-        """
-        pairs: Sequence[tuple[str, str]] = ()
-        names = self._header_names
-        if names and headers:
-            getall = getattr(headers, "getall", None)
-            if getall is not None:
-                pairs = [(name, value) for name in names for value in getall(name, ())]
-            else:
-                items = headers.items() if isinstance(headers, Mapping) else headers
-                pairs = [(k, v) for k, v in items if k.lower() in names]
-        index = self._native.evaluate(body, pairs, key, team, input_tokens)
-        return None if index is None else self._decisions[index]
+            Only the headers some rule reads are looked at: a multidict (aiohttp's CIMultiDictProxy) is
+            asked for each by `getall`, so every value counts; a mapping or (name, value) pairs are
+            matched case-insensitively.
+            """

@@ -6,6 +6,7 @@ pub mod hashing;
 pub mod json;
 pub mod rules;
 pub mod tokenizer;
+pub mod verify;
 
 #[cfg(feature = "python")]
 mod python {
@@ -13,10 +14,11 @@ mod python {
 
     use pyo3::exceptions::PyValueError;
     use pyo3::prelude::*;
-    use pyo3::types::PyString;
+    use pyo3::intern;
+    use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
     use crate::json::InvalidInput;
-    use crate::{chat, hashing, rules, tokenizer};
+    use crate::{chat, hashing, rules, tokenizer, verify};
 
     /// Inputs at least this large are processed with the GIL released, so other Python threads run
     /// meanwhile; below it the release/reacquire costs more than it frees.
@@ -100,63 +102,157 @@ mod python {
         run(py, body.len(), || hashing::prefix_hashes(body)).map_err(value_error)
     }
 
+    /// "same", "reworded", or why a semantic-cache hit between the two texts is refused (verify.rs).
+    #[pyfunction]
+    fn verify_pair(
+        py: Python<'_>,
+        a: &Bound<'_, PyString>,
+        b: &Bound<'_, PyString>,
+    ) -> PyResult<&'static str> {
+        let (a, b) = (utf8(a)?, utf8(b)?);
+        Ok(run(py, a.len() + b.len(), || {
+            verify::compare(&a, &b).as_str()
+        }))
+    }
+
     /// A compiled `routing_rules` list (see python/mmproxy/rules.py); immutable, shared across threads.
-    #[pyclass(frozen, name = "RuleSet", module = "mmproxy._native")]
+    /// `mmproxy.rules.RuleSet` subclasses it, so a request's `evaluate` runs no Python code.
+    #[pyclass(frozen, subclass, name = "RuleSet", module = "mmproxy._native")]
     struct PyRuleSet {
         inner: rules::RuleSet,
+        /// One decision per rule, made once by the `decision` factory and returned as is.
+        decisions: Vec<Py<PyAny>>,
+        /// `inner.header_names()` as Python strings, to ask a multidict for.
+        header_names: Vec<Py<PyString>>,
+    }
+
+    /// (index into `names`, value) of each header in `names` (lower-case): from a multidict (aiohttp's
+    /// request headers) by `getall` per name, so only those headers cross; from a dict, a list or
+    /// tuple of (name, value) pairs, or another mapping's `items()`, by a case-insensitive walk.
+    fn header_values<'py>(
+        headers: &Bound<'py, PyAny>,
+        names: &[String],
+        py_names: &[Py<PyString>],
+    ) -> PyResult<Vec<(usize, Bound<'py, PyString>)>> {
+        let py = headers.py();
+        let mut out = Vec::new();
+        let mut keep = |name: Bound<'py, PyAny>, value: Bound<'py, PyAny>| -> PyResult<()> {
+            let name = name.cast_into::<PyString>()?;
+            let name = name.to_string_lossy();
+            if let Some(at) = names.iter().position(|n| n.eq_ignore_ascii_case(&name)) {
+                out.push((at, value.cast_into::<PyString>()?));
+            }
+            Ok(())
+        };
+        if let Ok(dict) = headers.cast::<PyDict>() {
+            for (name, value) in dict.iter() {
+                keep(name, value)?;
+            }
+        } else if headers.is_instance_of::<PyList>() || headers.is_instance_of::<PyTuple>() {
+            for pair in headers.try_iter()? {
+                let (name, value) = pair?.extract()?;
+                keep(name, value)?;
+            }
+        } else if let Ok(getall) = headers.getattr(intern!(py, "getall")) {
+            let no_values = PyTuple::empty(py);
+            for (at, name) in py_names.iter().enumerate() {
+                let values = getall.call1((name, &no_values))?;
+                match values.cast::<PyList>() {
+                    Ok(list) => {
+                        for value in list {
+                            out.push((at, value.cast_into::<PyString>()?));
+                        }
+                    }
+                    Err(_) => {
+                        for value in values.try_iter()? {
+                            out.push((at, value?.cast_into::<PyString>()?));
+                        }
+                    }
+                }
+            }
+        } else {
+            for pair in headers.call_method0(intern!(py, "items"))?.try_iter()? {
+                let (name, value) = pair?.extract()?;
+                keep(name, value)?;
+            }
+        }
+        Ok(out)
     }
 
     #[pymethods]
     impl PyRuleSet {
+        /// Compiles `spec` (a JSON list of rules) and makes each rule's decision by calling
+        /// `decision(name, index, model, tier, local_only)`.
         #[new]
-        fn new(spec: &[u8]) -> PyResult<Self> {
+        fn new(spec: &[u8], decision: &Bound<'_, PyAny>) -> PyResult<Self> {
             let inner = rules::RuleSet::compile(spec).map_err(value_error)?;
-            Ok(Self { inner })
-        }
-
-        /// (name, model, tier, local_only) of every rule, in order.
-        fn actions(&self) -> Vec<(String, Option<String>, Option<&'static str>, bool)> {
-            self.inner
+            let decisions = inner
                 .rules
                 .iter()
-                .map(|r| {
+                .enumerate()
+                .map(|(i, r)| {
                     let a = &r.action;
-                    (
-                        r.name.clone(),
-                        a.model.clone(),
-                        a.tier.map(rules::Tier::as_str),
-                        a.local_only,
-                    )
+                    let tier = a.tier.map(rules::Tier::as_str);
+                    let args = (r.name.as_str(), i, a.model.as_deref(), tier, a.local_only);
+                    decision.call1(args).map(Bound::unbind)
                 })
-                .collect()
+                .collect::<PyResult<_>>()?;
+            let py = decision.py();
+            let header_names = inner
+                .header_names()
+                .iter()
+                .map(|n| PyString::intern(py, n).unbind())
+                .collect();
+            Ok(Self {
+                inner,
+                decisions,
+                header_names,
+            })
         }
 
+        /// Every rule's decision, in rule order.
         #[getter]
-        fn uses_headers(&self) -> bool {
-            self.inner.uses_headers
+        fn decisions<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyTuple>> {
+            PyTuple::new(py, self.decisions.iter().map(|d| d.bind(py)))
         }
 
         fn __len__(&self) -> usize {
-            self.inner.rules.len()
+            self.decisions.len()
         }
 
-        #[pyo3(signature = (body, headers = Vec::new(), key = None, team = None, input_tokens = 0))]
+        /// The decision of the first rule matching a raw chat request body and its context, or None.
+        #[pyo3(signature = (body, *, headers = None, key = None, team = None, input_tokens = 0))]
         fn evaluate(
             &self,
             py: Python<'_>,
             body: &[u8],
-            headers: Vec<(String, String)>,
+            headers: Option<&Bound<'_, PyAny>>,
             key: Option<&str>,
             team: Option<&str>,
             input_tokens: u64,
-        ) -> PyResult<Option<usize>> {
+        ) -> PyResult<Option<Py<PyAny>>> {
+            let values = match headers {
+                Some(h) if !self.header_names.is_empty() => {
+                    header_values(h, self.inner.header_names(), &self.header_names)?
+                }
+                _ => Vec::new(),
+            };
+            let texts: Vec<Cow<'_, str>> = values.iter().map(|(_, v)| v.to_string_lossy()).collect();
+            let names = self.inner.header_names();
+            let pairs: Vec<(&str, &str)> = values
+                .iter()
+                .zip(&texts)
+                .map(|((at, _), value)| (names[*at].as_str(), value.as_ref()))
+                .collect();
             let ctx = rules::Context {
-                headers: &headers,
+                headers: &pairs,
                 key,
                 team,
                 input_tokens,
             };
-            run(py, body.len(), || self.inner.evaluate(body, &ctx)).map_err(value_error)
+            let index =
+                run(py, body.len(), || self.inner.evaluate(body, &ctx)).map_err(value_error)?;
+            Ok(index.map(|i| self.decisions[i].clone_ref(py)))
         }
     }
 
@@ -171,6 +267,7 @@ mod python {
         m.add_function(wrap_pyfunction!(count_chat_tokens, m)?)?;
         m.add_function(wrap_pyfunction!(request_hash, m)?)?;
         m.add_function(wrap_pyfunction!(prefix_hashes, m)?)?;
+        m.add_function(wrap_pyfunction!(verify_pair, m)?)?;
         m.add_class::<PyRuleSet>()?;
         Ok(())
     }

@@ -18,7 +18,8 @@ from mmproxy.errors import ProxyError, bad_request
 from mmproxy.keys import fields
 from mmproxy.keys.manager import Keys, display_name, hash_key, new_key
 from mmproxy.metrics import CONTENT_TYPE
-from mmproxy.server.handlers import Call, Gateway
+from mmproxy.server.call import Call
+from mmproxy.server.handlers import Gateway
 from mmproxy.validation import parse_json_object
 
 _JSON = "application/json"
@@ -47,6 +48,17 @@ class Admin:
         keys = self.gateway.keys
         assert keys is not None  # require_admin has checked
         return keys
+
+    async def _flush(self) -> None:
+        """Write queued ledger rows before a read, so a client sees its own requests."""
+        ledger = self.gateway.ledger
+        if ledger is None:
+            return
+        try:
+            await ledger.flush()
+        except Exception as exc:
+            raise ProxyError(503, f"the spend database is unavailable: {self._db.describe_error(exc)}",
+                             type="service_unavailable", code="database_unavailable") from None
 
     async def _body(self, request: web.BaseRequest) -> dict[str, Any]:
         return parse_json_object(await request.read())
@@ -133,9 +145,7 @@ class Admin:
     async def spend_logs(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
         query = request.query
-        ledger = self.gateway.ledger
-        if ledger is not None:
-            await ledger.flush()  # read your own writes
+        await self._flush()
         api_key = query.get("api_key")
         rows = await self._db.spend_logs(
             request_id=query.get("request_id"),
@@ -154,9 +164,7 @@ class Admin:
         group_by = query.get("group_by", "model")
         if group_by not in _GROUPS:
             raise bad_request(f"group_by must be one of {', '.join(_GROUPS)}", param="group_by")
-        ledger = self.gateway.ledger
-        if ledger is not None:
-            await ledger.flush()
+        await self._flush()
         start, end = _time(query, "start"), _time(query, "end")
         rows = await self._db.spend_report(group_by, start, end)
         return _json({"group_by": group_by, "start": start, "end": end, "groups": rows})
@@ -178,9 +186,7 @@ class Admin:
                 raise bad_request(f"{name} must be a string", param=name)
         if score is None and label is None:
             raise bad_request("send a score, a label or both", param="score")
-        ledger = self.gateway.ledger
-        if ledger is not None:
-            await ledger.flush()
+        await self._flush()
         if not await self._db.add_feedback(request_id, None if score is None else float(score), label, comment):
             raise ProxyError(404, f"no request {request_id!r} in the spend ledger", code="request_not_found",
                              param="request_id")

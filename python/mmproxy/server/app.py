@@ -22,7 +22,7 @@ from aiohttp.web_protocol import RequestHandler
 from mmproxy.config import Config
 from mmproxy.inbound.anthropic import anthropic_error
 from mmproxy.server.admin import Admin
-from mmproxy.server.handlers import Gateway, Handler
+from mmproxy.server.handlers import Gateway, Handler, StartupError
 
 log = logging.getLogger("mmproxy")
 
@@ -104,10 +104,13 @@ def serve(config: Config, host: str, port: int, workers: int) -> None:
     for index in range(workers):
         pid = os.fork()
         if pid == 0:
+            code = 0
             try:
                 _run_worker(config, host, port, reuse_port=True, index=index, shared_dir=shared_dir)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
             finally:
-                os._exit(0)
+                os._exit(code)
         children.append(pid)
 
     def forward(signum: int, _frame: object) -> None:
@@ -129,7 +132,11 @@ def serve(config: Config, host: str, port: int, workers: int) -> None:
 
 def _run_worker(config: Config, host: str, port: int, *, reuse_port: bool, index: int,
                 shared_dir: Path | None) -> None:
-    uvloop.run(_serve_forever(config, host, port, reuse_port, index, shared_dir))
+    try:
+        uvloop.run(_serve_forever(config, host, port, reuse_port, index, shared_dir))
+    except StartupError as exc:
+        print(f"mmproxy: error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 async def _serve_forever(config: Config, host: str, port: int, reuse_port: bool, index: int,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
-import math
 import os
 import time
 from collections.abc import Awaitable, Callable
@@ -16,28 +15,34 @@ import orjson
 from aiohttp import web
 
 from mmproxy import __version__, cost, tokens
+from mmproxy.cache import policy as cache_policy
+from mmproxy.cache.deployment_embedder import DeploymentEmbedder
 from mmproxy.cache.prompt import PromptCachePlanner
-from mmproxy.config import Config, Deployment
+from mmproxy.cache.responses import Hit, Question, ResponseCache
+from mmproxy.cache.store import CachedResponse
+from mmproxy.config import CacheSettings, Config
 from mmproxy.db import Database, open_database
 from mmproxy.errors import ProxyError, auth_error, error_body
 from mmproxy.health import Health
 from mmproxy.inbound import anthropic as anthropic_inbound
-from mmproxy.keys.manager import MASTER, Caller, Keys, Reservation
+from mmproxy.keys.manager import MASTER, Caller, Keys
 from mmproxy.metrics import Metrics
 from mmproxy.providers import Provider, provider_for
 from mmproxy.providers.base import ChainedTranslator, StreamTranslator
 from mmproxy.providers.chunks import wants_usage
-from mmproxy.router import STRATEGIES, ModelGroup, Router
-from mmproxy.server.sse import SSERelay, error_event, rewrite_usage_chunk
+from mmproxy.router import STRATEGIES, Router
+from mmproxy.server.call import Call, StartupError
+from mmproxy.server.failover import Failover
+from mmproxy.server.forwarding import Forwarder
+from mmproxy.server.sse import error_event, rewrite_usage_chunk
 from mmproxy.shared import SharedState
 from mmproxy.spend.ledger import Ledger
 from mmproxy.spend.record import RequestRecord
-from mmproxy.upstream.http1 import UpstreamDisconnected, UpstreamError, UpstreamPool, UpstreamTimeout
+from mmproxy.upstream.http1 import UpstreamPool
 from mmproxy.usage import Usage
 from mmproxy.validation import (
     parse_json_object,
     require_model,
-    unknown_model,
     validate_chat,
     validate_embeddings,
 )
@@ -54,19 +59,6 @@ _BACKOFF_BASE_S = 0.25
 AUTO_MODEL = "auto"
 _MAX_RETRY_WAIT_S = 10.0
 _SQLITE_DEFAULT = "mmproxy.db"
-
-
-class Call:
-    """One client request while it runs: who sent it, its record, its budget reservation."""
-
-    __slots__ = ("caller", "counted", "record", "reservation", "started")
-
-    def __init__(self, record: RequestRecord, started: int) -> None:
-        self.record = record
-        self.started = started  # perf_counter_ns when the handler began
-        self.caller: Caller = MASTER
-        self.counted = 0  # input tokens by the gateway's own count (0 when nothing needed it)
-        self.reservation: Reservation | None = None
 
 
 class Gateway:
@@ -90,8 +82,13 @@ class Gateway:
         self.keys: Keys | None = None
         self.ledger: Ledger | None = None
         self.metrics: Metrics | None = Metrics(shared_dir, worker) if config.metrics else None
-        self._metrics_shared = shared_dir is not None
+        self._multi_worker = shared_dir is not None  # several workers
+        self._worker = worker
         self.prompt_cache = PromptCachePlanner()
+        self.cache: ResponseCache | None = None
+        self.failover: Failover  # made in start(), once the router has its providers
+        self.forwarder: Forwarder
+        self._local_embedder: Any = None
 
     async def start(self) -> None:
         """Open pools and build providers; needs the running loop."""
@@ -108,18 +105,39 @@ class Gateway:
         if self.config.router.redis_url:
             self.shared = SharedState(self.config.router.redis_url, self.health, self.usage, self.config.deployments)
             await self.shared.start()
+        self.failover = Failover(self.router, self.health, self.usage, self.config.router, self._strategy,
+                                 self.shared, self.metrics)
+        self.forwarder = Forwarder(self.usage, self.shared, self._spawn)
         config = self.config
-        if self.metrics is not None and self._metrics_shared:
+        if config.cache is not None:
+            self.cache = ResponseCache(config.cache, self._embedder(config.cache),
+                                       self._worker if self._multi_worker else None)
+            if config.cache.semantic and config.cache.semantic_path:
+                self._spawn(self.cache.keep_saving())
+        if self.metrics is not None and self._multi_worker:
             self._spawn(self.metrics.run_sharing())
         if config.master_key or config.spend_logs:
             self.db = open_database(config.database_url, Path(_SQLITE_DEFAULT).resolve())
-            await self.db.start()
+            try:
+                await self.db.start()
+            except Exception as exc:
+                raise StartupError(f"cannot open the database: {self.db.describe_error(exc)}") from None
             if config.master_key:
                 self.keys = Keys(self.db, config.master_key)
                 await self.keys.start()
             if config.spend_logs:
                 self.ledger = Ledger(self.db)
                 await self.ledger.start()
+
+    def _embedder(self, settings: CacheSettings) -> Callable[[str], Awaitable[Any]] | None:
+        if not settings.semantic:
+            return None
+        if settings.embedding_model is not None:
+            return DeploymentEmbedder(self.router, self.health, self.usage, settings.embedding_model).embed_one
+        from mmproxy.cache.embedder import LocalEmbedder  # onnxruntime loads only when it is used
+
+        self._local_embedder = LocalEmbedder()
+        return self._local_embedder.embed_one
 
     def _spawn(self, job: Awaitable[None]) -> None:
         task = asyncio.ensure_future(job)
@@ -135,6 +153,10 @@ class Gateway:
             await self.shared.stop()
         if self.keys is not None:
             await self.keys.stop()
+        if self.cache is not None:
+            await self.cache.close()
+        if self._local_embedder is not None:
+            self._local_embedder.close()
         if self.ledger is not None:
             await self.ledger.close()  # every row still queued is written before the process exits
         if self.db is not None:
@@ -256,89 +278,6 @@ class Gateway:
 
         return run
 
-    # -- failover ------------------------------------------------------------------
-    async def _failover(
-        self, model: str, attempt: Callable[[Provider], Awaitable[web.StreamResponse]], call: Call
-    ) -> web.StreamResponse:
-        """Run ``attempt`` on deployments of ``model`` until one answers: retries, then fallbacks.
-
-        Retries go to another healthy deployment of the group first and back off (honouring
-        ``Retry-After``) only when none is left. Which failures are retried and which fallback list
-        applies is decided by the error's kind, never by provider. An error without a kind is the
-        request's own fault and ends the request at once. A stream counts as answered once its
-        first byte reached the client, so it never falls back after that. Every attempt lands in the
-        request's record, so its cost and its retries and fallbacks are the request's own.
-        """
-        group = self.router.group(model)
-        if group is None:
-            raise unknown_model(model)
-        settings = self.config.router
-        health = self.health
-        usage = self.usage
-        record = call.record
-        tokens = call.counted
-        chain = [group]
-        tried: set[str] = set()
-        error: ProxyError | None = None
-        position = 0
-        while position < len(chain):
-            current = chain[position]
-            position += 1
-            for retry in range(settings.num_retries + 1):
-                provider = await self._pick(current, tokens, tried)
-                if provider is None:
-                    break
-                deployment = provider.deployment
-                deployment_id = deployment.id
-                if tried:
-                    if record.model_group == current.name:
-                        record.retries += 1
-                    else:
-                        record.fallbacks += 1
-                record.model_group, record.deployment = current.name, deployment_id
-                record.provider, record.tier = deployment.provider, deployment.tier
-                usage.start(deployment_id, tokens)
-                try:
-                    response = await attempt(provider)
-                except ProxyError as exc:
-                    if exc.kind is None:
-                        raise
-                    if health.failed(deployment_id, exc.kind) and self.metrics is not None:
-                        self.metrics.cooldown(deployment_id)
-                    if self.shared is not None:
-                        await self.shared.failed(deployment_id, exc.kind)
-                    tried.add(deployment_id)
-                    error = exc
-                    if exc.kind not in _RETRYABLE or retry == settings.num_retries:
-                        break
-                    if not current.untried(health, tried) and not await self._backoff(retry, exc):
-                        break
-                    continue
-                finally:
-                    usage.finish(deployment_id)
-                health.succeeded(deployment_id)
-                return response
-            if position == 1:  # the requested group is done for: its fallbacks, one level deep as in LiteLLM
-                chain += [g for name in self._fallbacks(model, error) if (g := self.router.group(name)) is not None]
-        if error is not None:
-            raise error
-        if not any(usage.has_room(m.deployment, tokens) for m in group.members):
-            raise ProxyError(429, f"every deployment of {model!r} is at its rpm/tpm limit this minute",
-                             type="rate_limit_error", code="rate_limit_exceeded",
-                             headers={"Retry-After": str(usage.seconds_to_reset())}, kind="rate_limit")
-        wait = min(health.cooling(m.deployment.id) for m in group.members)
-        raise ProxyError(429, f"every deployment of {model!r} is cooling down after failures; retry shortly",
-                         type="rate_limit_error", code="no_healthy_deployment",
-                         headers={"Retry-After": str(max(1, math.ceil(wait)))}, kind="overloaded")
-
-    async def _pick(self, group: ModelGroup, tokens: int, tried: set[str]) -> Provider | None:
-        """The strategy's pick, with its rpm/tpm slot reserved across instances when Redis is configured."""
-        while True:
-            provider = group.pick(self.health, self.usage, self._strategy, tokens, tried)
-            if provider is None or self.shared is None or await self.shared.reserve(provider.deployment, tokens):
-                return provider
-            self.usage.mark_full(provider.deployment)
-
     def _apply_rules(
         self, request: web.BaseRequest, body: bytes, model: str, call: Call
     ) -> tuple[str, dict[str, str]]:
@@ -360,32 +299,6 @@ class Gateway:
         call.record.rule = decision.rule
         return target, {"x-mmproxy-route-rule": decision.rule, "x-mmproxy-route-target": target}
 
-    def _fallbacks(self, model: str, error: ProxyError | None) -> list[str]:
-        settings = self.config.router
-        kind = error.kind if error is not None else "overloaded"
-        if kind == "context":
-            return settings.context_window_fallbacks.get(model, [])
-        if kind == "content_policy":
-            return settings.content_policy_fallbacks.get(model, [])
-        if kind in _RETRYABLE or kind in ("auth", "not_found"):
-            return settings.fallbacks.get(model, [])
-        return []
-
-    async def _backoff(self, retry: int, error: ProxyError) -> bool:
-        """Wait before retrying the same deployments; False when the upstream asks for too long a wait."""
-        wait = max(self.config.router.retry_after, _BACKOFF_BASE_S * 2**retry)
-        asked = error.headers.get("Retry-After")
-        if asked is not None:
-            try:
-                seconds = float(asked)
-            except ValueError:
-                seconds = 0.0
-            if seconds > _MAX_RETRY_WAIT_S:
-                return False  # better served by a fallback than by waiting
-            wait = max(wait, seconds)
-        await asyncio.sleep(min(wait, _MAX_RETRY_WAIT_S))
-        return True
-
     # -- endpoints -----------------------------------------------------------------
     async def chat_completions(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         caller = await self.authorize(request, call)
@@ -400,25 +313,94 @@ class Gateway:
         target, route = self._apply_rules(request, raw, model, call)
         self._admit(call, model, target, payload)
         client_usage = wants_usage(payload)
+        lookup = question = None
+        if self.cache is not None:
+            lookup = cache_policy.plan(self.cache.settings, request.headers, payload, raw, target, _scope(call))
+            route = {**route, "x-mmproxy-cache": "miss" if lookup is not None and lookup.read else "bypass"}
+            if lookup is not None and lookup.read:
+                hit, question = await self._cache_get(lookup, payload)
+                if hit is not None:
+                    return await self._serve_cached(request, call, hit)
+                record.cache = "miss"
+            if lookup is not None and lookup.store and stream:
+                call.capture = []
 
         async def attempt(provider: Provider) -> web.StreamResponse:
             body = dict(payload)  # adapters rewrite and drop fields; a retry starts from the client's request
+            body.pop("cache", None)  # the gateway's own control field
             _check_chat_model(provider, model)
             if provider.deployment.max_input_tokens is not None:
-                self._check_context(raw, provider)
+                _check_context(raw, provider)
             provider.check_params(body)
             if provider.deployment.auto_prompt_cache and provider.deployment.provider == "anthropic":
                 self.prompt_cache.plan(raw, body, provider.deployment.upstream_model)
             if stream:
                 translator = provider.chat_stream(body)
                 data = provider.chat_request(body)
-                on_usage = self._usage_chunk(call, provider.deployment, client_usage or translator is not None)
-                return await self._relay_stream(request, call, provider, data, translator, error_event, route,
+                on_usage = self.forwarder.usage_chunk(call, provider.deployment, client_usage or translator is not None)
+                return await self.forwarder.relay_stream(request, call, provider, data, translator, error_event, route,
                                                 on_usage)
             data = provider.chat_request(body)
-            return await self._forward(provider, data, provider.chat_response, call, route)
+            return await self.forwarder.forward(provider, data, provider.chat_response, call, route)
 
-        return await self._failover(target, attempt, call)
+        response = await self.failover.run(target, attempt, call)
+        if lookup is not None and lookup.store and self.cache is not None:
+            self._cache_put(lookup, question, call, response)
+        return response
+
+    async def _cache_get(self, lookup: cache_policy.Lookup, payload: dict[str, Any]
+                         ) -> tuple[Hit | None, Question | None]:
+        """A cache failure (Redis down, embedder error) is a miss, never the request's error."""
+        assert self.cache is not None
+        try:
+            return await self.cache.get(lookup, payload)
+        except Exception as exc:
+            log.warning("cache lookup failed (%s: %s); answering from upstream", type(exc).__name__, exc)
+            return None, None
+
+    def _cache_put(self, lookup: cache_policy.Lookup, question: Question | None, call: Call,
+                   response: web.StreamResponse) -> None:
+        record = call.record
+        if response.status != 200 or record.error_code is not None or record.model_group is None:
+            return
+        if call.capture is not None:
+            body = b"".join(call.capture)
+            stream = True
+        elif isinstance(response, web.Response) and isinstance(response.body, bytes):
+            body, stream = response.body, False
+        else:
+            return
+        assert self.cache is not None
+        self.cache.put(lookup, CachedResponse(
+            body=body, stream=stream, model_group=record.model_group, deployment=record.deployment or "",
+            prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
+            cost_usd=record.cost_usd, created=time.time()), question)
+
+    async def _serve_cached(self, request: web.BaseRequest, call: Call, hit: Hit) -> web.StreamResponse:
+        """Answer from the cache: no upstream call, no cost; the ledger notes what it saved."""
+        entry = hit.response
+        record = call.record
+        record.cache, record.saved_usd = hit.kind, entry.cost_usd
+        record.model_group, record.deployment = entry.model_group, entry.deployment
+        record.prompt_tokens, record.completion_tokens = entry.prompt_tokens, entry.completion_tokens
+        headers = {"x-mmproxy-request-id": record.request_id, "x-mmproxy-cache": hit.kind,
+                   "x-mmproxy-deployment": entry.deployment, "x-mmproxy-cost-usd": "0"}
+        if hit.similarity is not None:
+            headers["x-mmproxy-cache-similarity"] = f"{hit.similarity:.4f}"
+        if not entry.stream:
+            record.overhead_ms = (time.perf_counter_ns() - call.started) / _NS_PER_MS
+            return web.Response(body=entry.body, content_type=_JSON, headers=headers)
+        body = entry.body
+        if b"x_mmproxy_cost_usd" in body:  # the replay itself cost nothing
+            body = rewrite_usage_chunk(body, True, _zero_cost)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                               **headers})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        record.ttft_ms = record.overhead_ms = (time.perf_counter_ns() - call.started) / _NS_PER_MS
+        await response.write(body)
+        await response.write_eof()
+        return response
 
     async def messages(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """Anthropic Messages API in front of any model: passed through to Anthropic, translated for others."""
@@ -443,29 +425,30 @@ class Gateway:
             payload = anthropic_inbound.to_openai(body, keep_cache_control=anthropic_upstream)
             validate_chat(payload)
             if provider.deployment.max_input_tokens is not None:
-                self._check_context(orjson.dumps(payload), provider)
+                _check_context(orjson.dumps(payload), provider)
             passthrough = provider.messages_request(dict(body))
             if passthrough is not None:  # the upstream speaks Messages itself: no detour via OpenAI's shape
                 if stream:
-                    return await self._relay_stream(request, call, provider, passthrough, provider.messages_stream(),
-                                                    _anthropic_stream_error, route)
-                return await self._forward(provider, passthrough, provider.messages_response, call, route)
+                    return await self.forwarder.relay_stream(request, call, provider, passthrough,
+                                                             provider.messages_stream(), _anthropic_stream_error,
+                                                             route)
+                return await self.forwarder.forward(provider, passthrough, provider.messages_response, call, route)
             provider.check_params(payload)
             if stream:
                 inner = provider.chat_stream(payload)
                 outer = anthropic_inbound.OpenAIToAnthropicStream(model)
                 translator: StreamTranslator = outer if inner is None else ChainedTranslator(inner, outer)
                 data = provider.chat_request(payload)
-                return await self._relay_stream(request, call, provider, data, translator, _anthropic_stream_error,
-                                                route)
+                return await self.forwarder.relay_stream(request, call, provider, data, translator,
+                                                         _anthropic_stream_error, route)
 
             def translate(upstream: bytes) -> tuple[bytes, dict[str, Any] | None]:
                 completion, usage = provider.chat_response(upstream)
                 return anthropic_inbound.from_openai(completion, model), usage
 
-            return await self._forward(provider, provider.chat_request(payload), translate, call, route)
+            return await self.forwarder.forward(provider, provider.chat_request(payload), translate, call, route)
 
-        return await self._failover(target, attempt, call)
+        return await self.failover.run(target, attempt, call)
 
     async def embeddings(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.authorize(request, call)
@@ -487,9 +470,9 @@ class Gateway:
             def translate(body: bytes) -> tuple[bytes, dict[str, Any] | None]:
                 return provider.embeddings_response(body, payload)
 
-            return await self._forward(provider, data, translate, call)
+            return await self.forwarder.forward(provider, data, translate, call)
 
-        return await self._failover(model, attempt, call)
+        return await self.failover.run(model, attempt, call)
 
     async def health_report(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """Per-deployment health as the router sees it (cooldowns, recent failures)."""
@@ -531,166 +514,16 @@ class Gateway:
                           "invalid_request_error", "method_not_allowed")
         return web.Response(status=405, body=body, content_type=_JSON)
 
-    # -- forwarding ----------------------------------------------------------------
-    def _count_completion(self, deployment_id: str, usage: dict[str, Any] | None) -> None:
-        completion = usage.get("completion_tokens") if usage else None
-        if isinstance(completion, int):
-            self.usage.add_tokens(deployment_id, completion)
-            if self.shared is not None:  # after the answer: not worth a round trip on its latency
-                self._spawn(self.shared.add_tokens(deployment_id, completion))
+def _scope(call: Call) -> str:
+    """Whose cache entries a request may read: its team's, else its key's (the master key has its own)."""
+    key = call.caller.key
+    if key is None:
+        return "master"
+    return f"team:{key.record.team_id}" if key.record.team_id else f"key:{key.record.key_hash}"
 
-    def _check_context(self, raw: bytes, provider: Provider) -> None:
-        limit = provider.deployment.max_input_tokens
-        assert limit is not None
-        try:
-            counted = tokens.count_chat(raw, provider.deployment.upstream_model)
-        except ValueError:
-            return  # already validated as JSON; an uncountable shape is left to the upstream
-        if counted.count > limit:
-            kind = "" if counted.exact else " (estimated)"
-            raise ProxyError(
-                400,
-                f"this request has {counted.count} input tokens{kind}, over the model's context window of {limit}",
-                param="messages",
-                code="context_length_exceeded",
-                kind="context",
-            )
 
-    async def _forward(
-        self,
-        provider: Provider,
-        data: bytes,
-        translate: Callable[[bytes], tuple[bytes, dict[str, Any] | None]],
-        call: Call,
-        route: dict[str, str] | None = None,
-    ) -> web.Response:
-        deployment = provider.deployment
-        sent = time.perf_counter_ns()
-        try:
-            exchange = await provider.pool.fetch(data, deployment.timeout)
-        except UpstreamError as exc:
-            raise _upstream_failure(deployment.id, exc) from None
-        received = time.perf_counter_ns()
-        self.usage.observe_latency(deployment.id, (received - sent) / 1e9)
-        status = exchange.status
-        body = exchange.body()
-        retry_after = exchange.header(b"retry-after") if status >= 400 else None
-        exchange.release()
-        if status >= 300:
-            raise provider.error(status, body, retry_after)
-        body, usage = translate(body)
-        record = call.record
-        headers = {
-            "x-mmproxy-request-id": record.request_id,
-            "x-mmproxy-deployment": deployment.id,
-            **(route or {}),
-        }
-        self._count_completion(deployment.id, usage)
-        if cost.charge(record, deployment, usage, call.counted) is not None:
-            headers["x-mmproxy-cost-usd"] = cost.format_usd(record.cost_usd)
-        overhead = _overhead_ns(call.started, sent, received)
-        record.overhead_ms = overhead / _NS_PER_MS
-        headers["x-mmproxy-overhead-ms"] = f"{record.overhead_ms:.3f}"
-        return web.Response(body=body, content_type=_JSON, headers=headers)
-
-    def _usage_chunk(self, call: Call, deployment: Deployment, keep: bool) -> Callable[[bytes], bytes]:
-        """Rewrites a stream's usage chunk: the request's cost so far added, or the chunk dropped when
-        only the gateway asked for it (the client did not set ``stream_options.include_usage``)."""
-        record = call.record
-
-        def annotate(chunk: dict[str, object]) -> None:
-            usage = chunk.get("usage")
-            if isinstance(usage, dict):
-                priced = cost.price(deployment, *cost.usage_tokens(usage))
-                if priced is not None:
-                    chunk["x_mmproxy_cost_usd"] = record.cost_usd + priced[0]
-
-        return lambda events: rewrite_usage_chunk(events, keep, annotate)
-
-    async def _relay_stream(
-        self,
-        request: web.BaseRequest,
-        call: Call,
-        provider: Provider,
-        data: bytes,
-        translator: StreamTranslator | None,
-        stream_error: Callable[[str, str], bytes],
-        route: dict[str, str] | None = None,
-        on_usage: Callable[[bytes], bytes] | None = None,
-    ) -> web.StreamResponse:
-        deployment = provider.deployment
-        record = call.record
-        sent = time.perf_counter_ns()
-        try:
-            exchange = await provider.pool.open(data, deployment.stream_timeout)
-        except UpstreamError as exc:
-            raise _upstream_failure(deployment.id, exc) from None
-        try:
-            if exchange.status >= 300:
-                retry_after = exchange.header(b"retry-after")
-                try:
-                    await exchange.done
-                except UpstreamError as exc:
-                    raise _upstream_failure(deployment.id, exc) from None
-                raise provider.error(exchange.status, exchange.body(), retry_after)
-            received = time.perf_counter_ns()
-            relay = SSERelay(exchange, asyncio.get_running_loop(), deployment.timeout, translator, on_usage)
-            await relay.ready
-            self.usage.observe_latency(deployment.id, (time.perf_counter_ns() - sent) / 1e9)  # time to first event
-            if not relay.events_seen:
-                # Nothing reached the client yet, so the failure can still be a plain error response.
-                failure = exchange.done.exception() if exchange.done.done() else None
-                if failure is not None:
-                    raise _upstream_failure(deployment.id, failure)  # type: ignore[arg-type]
-                raise ProxyError(502, f"upstream {deployment.id} ended the stream without any event",
-                                 type="upstream_error", code="upstream_bad_response", kind="server")
-            # A stream's headers leave first: its overhead counts up to them.
-            record.overhead_ms = _overhead_ns(call.started, sent, received) / _NS_PER_MS
-            response = web.StreamResponse(
-                headers={
-                    "Content-Type": "text/event-stream",
-                    "Cache-Control": "no-cache",
-                    "x-mmproxy-request-id": record.request_id,
-                    "x-mmproxy-deployment": deployment.id,
-                    **(route or {}),
-                    "x-mmproxy-overhead-ms": f"{record.overhead_ms:.3f}",
-                }
-            )
-            response.enable_chunked_encoding()
-            try:
-                await response.prepare(request)
-                record.ttft_ms = (time.perf_counter_ns() - call.started) / _NS_PER_MS
-                transport = request.transport
-                if transport is None:
-                    exchange.abort()
-                    return response
-                await relay.pipe(response, transport)
-            finally:
-                # Priced even when the client left mid-stream: the upstream bills what it generated.
-                usage = relay.usage()
-                cost.charge(record, deployment, usage, call.counted)
-                self._count_completion(deployment.id, usage)
-            if not relay.saw_done:
-                failure = exchange.done.exception() if exchange.done.done() else None
-                if isinstance(failure, UpstreamTimeout):
-                    message, code = f"upstream {deployment.id} timed out mid-stream", "upstream_timeout"
-                elif failure is not None or not exchange.complete:
-                    message, code = f"upstream {deployment.id} cut the stream before it was complete", \
-                        "stream_cut"
-                else:
-                    message, code = f"upstream {deployment.id} ended the stream without [DONE]", "stream_cut"
-                log.warning("request %s: %s", record.request_id, message)
-                record.error_code = code
-                # A translator that already turned an upstream error into an error event has said it.
-                if not transport.is_closing() and not (translator and translator.failed):
-                    await response.write(stream_error(message, code))
-            if not transport.is_closing():
-                await response.write_eof()
-            else:
-                record.error_code = record.error_code or "client_disconnected"
-            return response
-        finally:
-            exchange.release()
+def _zero_cost(chunk: dict[str, object]) -> None:
+    chunk["x_mmproxy_cost_usd"] = 0.0
 
 
 def _check_chat_model(provider: Provider, model: str) -> None:
@@ -702,17 +535,19 @@ def _anthropic_stream_error(message: str, code: str) -> bytes:
     return anthropic_inbound.stream_error(message, "timeout_error" if code == "upstream_timeout" else "api_error")
 
 
-def _overhead_ns(started: int, sent: int, received: int) -> int:
-    """Time spent in the gateway itself: before the upstream call and after its answer."""
-    return (sent - started) + (time.perf_counter_ns() - received)
-
-
-def _upstream_failure(deployment_id: str, exc: BaseException) -> ProxyError:
-    if isinstance(exc, UpstreamTimeout):
-        return ProxyError(504, f"upstream {deployment_id}: {exc}", type="upstream_error", code="upstream_timeout",
-                          kind="timeout")
-    if isinstance(exc, UpstreamDisconnected):
-        return ProxyError(502, f"upstream {deployment_id}: {exc}", type="upstream_error",
-                          code="upstream_disconnected", kind="server")
-    return ProxyError(502, f"upstream {deployment_id}: {exc}", type="upstream_error", code="upstream_unreachable",
-                      kind="server")
+def _check_context(raw: bytes, provider: Provider) -> None:
+    limit = provider.deployment.max_input_tokens
+    assert limit is not None
+    try:
+        counted = tokens.count_chat(raw, provider.deployment.upstream_model)
+    except ValueError:
+        return  # already validated as JSON; an uncountable shape is left to the upstream
+    if counted.count > limit:
+        kind = "" if counted.exact else " (estimated)"
+        raise ProxyError(
+            400,
+            f"this request has {counted.count} input tokens{kind}, over the model's context window of {limit}",
+            param="messages",
+            code="context_length_exceeded",
+            kind="context",
+        )

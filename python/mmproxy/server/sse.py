@@ -29,6 +29,7 @@ _LOW_WATER = 64 * 1024
 class SSERelay:
     __slots__ = (
         "_buffered",
+        "_capture",
         "_exchange",
         "_on_usage",
         "_pending",
@@ -50,8 +51,10 @@ class SSERelay:
         total_timeout: float,
         translator: StreamTranslator | None = None,
         on_usage: Callable[[bytes], bytes] | None = None,
+        capture: list[bytes] | None = None,
     ) -> None:
         self._exchange = exchange
+        self._capture = capture  # every byte sent to the client, for the response cache
         # Rewrites events that hold OpenAI's usage-only chunk (adds the cost, or drops a chunk the
         # gateway asked for on its own account); only consulted when such a chunk is in the data.
         self._on_usage = on_usage
@@ -108,6 +111,8 @@ class SSERelay:
 
     def _write(self, data: bytes) -> None:
         """Send complete events to the client, or hold them until the response has started."""
+        if self._capture is not None:
+            self._capture.append(data)
         transport = self._transport
         if transport is None:
             self._buffered.append(data)

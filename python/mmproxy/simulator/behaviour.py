@@ -271,14 +271,32 @@ def approx_tokens(chars: int) -> int:
 # --- embeddings -----------------------------------------------------------------------------------
 
 
+_WORD = re.compile(r"\w+")
+
+
 @lru_cache(maxsize=4096)
 def embedding_vector(key: bytes, dims: int) -> array:
-    """Deterministic unit float32 vector for ``key`` (cached: benchmarks repeat inputs)."""
-    raw = array("h", hashlib.shake_256(key).digest(2 * dims))
+    """Deterministic unit float32 vector for ``key`` (cached: benchmarks repeat inputs).
+
+    A bag of words: the sum of one fixed random vector per lower-cased word, normalised, so texts that
+    share most of their words point the same way (a semantic cache has something to find) while the
+    vector still depends only on the text. Input without words (token arrays) hashes as a whole.
+    """
+    words = _WORD.findall(key.decode("utf-8", "replace").lower())
+    total = [0.0] * dims
+    for word in words or [key]:
+        for i, v in enumerate(_word_vector(word if isinstance(word, bytes) else word.encode(), dims)):
+            total[i] += v
+    norm = math.sqrt(sum(v * v for v in total)) or 1.0
+    return array("f", [v / norm for v in total])
+
+
+@lru_cache(maxsize=16384)
+def _word_vector(word: bytes, dims: int) -> array:
+    raw = array("h", hashlib.shake_256(word).digest(2 * dims))
     if sys.byteorder == "big":
         raw.byteswap()
-    norm = math.sqrt(sum(v * v for v in raw)) or 1.0
-    return array("f", [v / norm for v in raw])
+    return raw
 
 
 def float32_le_bytes(vec: array) -> bytes:

@@ -1,0 +1,199 @@
+"""One attempt on one deployment: send the request, relay or return the answer, price it.
+
+Non-streaming answers come back whole and are translated once; streams are relayed event by event from
+the socket callback (``sse.SSERelay``). Either way the attempt's usage is priced into the request's record.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from mmproxy import cost
+from mmproxy.config import Deployment
+from mmproxy.errors import ProxyError
+from mmproxy.providers import Provider
+from mmproxy.providers.base import StreamTranslator
+from mmproxy.server.call import Call
+from mmproxy.server.sse import SSERelay, rewrite_usage_chunk
+from mmproxy.shared import SharedState
+from mmproxy.upstream.http1 import UpstreamDisconnected, UpstreamError, UpstreamTimeout
+from mmproxy.usage import Usage
+
+log = logging.getLogger("mmproxy")
+_JSON = "application/json"
+_NS_PER_MS = 1_000_000
+
+
+class Forwarder:
+    def __init__(self, usage: Usage, shared: SharedState | None, spawn: Callable[[Awaitable[None]], None]) -> None:
+        self._usage = usage
+        self._shared = shared
+        self._spawn = spawn
+
+    def count_completion(self, deployment_id: str, usage: dict[str, Any] | None) -> None:
+        completion = usage.get("completion_tokens") if usage else None
+        if isinstance(completion, int):
+            self._usage.add_tokens(deployment_id, completion)
+            if self._shared is not None:  # after the answer: not worth a round trip on its latency
+                self._spawn(self._shared.add_tokens(deployment_id, completion))
+
+    async def forward(
+        self,
+        provider: Provider,
+        data: bytes,
+        translate: Callable[[bytes], tuple[bytes, dict[str, Any] | None]],
+        call: Call,
+        route: dict[str, str] | None = None,
+    ) -> web.Response:
+        deployment = provider.deployment
+        sent = time.perf_counter_ns()
+        try:
+            exchange = await provider.pool.fetch(data, deployment.timeout)
+        except UpstreamError as exc:
+            raise upstream_failure(deployment.id, exc) from None
+        received = time.perf_counter_ns()
+        self._usage.observe_latency(deployment.id, (received - sent) / 1e9)
+        status = exchange.status
+        body = exchange.body()
+        retry_after = exchange.header(b"retry-after") if status >= 400 else None
+        exchange.release()
+        if status >= 300:
+            raise provider.error(status, body, retry_after)
+        body, usage = translate(body)
+        record = call.record
+        headers = {
+            "x-mmproxy-request-id": record.request_id,
+            "x-mmproxy-deployment": deployment.id,
+            **(route or {}),
+        }
+        self.count_completion(deployment.id, usage)
+        if cost.charge(record, deployment, usage, call.counted) is not None:
+            headers["x-mmproxy-cost-usd"] = cost.format_usd(record.cost_usd)
+        overhead = _overhead_ns(call.started, sent, received)
+        record.overhead_ms = overhead / _NS_PER_MS
+        headers["x-mmproxy-overhead-ms"] = f"{record.overhead_ms:.3f}"
+        return web.Response(body=body, content_type=_JSON, headers=headers)
+
+    def usage_chunk(self, call: Call, deployment: Deployment, keep: bool) -> Callable[[bytes], bytes]:
+        """Rewrites a stream's usage chunk: the request's cost so far added, or the chunk dropped when
+        only the gateway asked for it (the client did not set ``stream_options.include_usage``)."""
+        record = call.record
+
+        def annotate(chunk: dict[str, object]) -> None:
+            usage = chunk.get("usage")
+            if isinstance(usage, dict):
+                priced = cost.price(deployment, *cost.usage_tokens(usage))
+                if priced is not None:
+                    chunk["x_mmproxy_cost_usd"] = record.cost_usd + priced[0]
+
+        return lambda events: rewrite_usage_chunk(events, keep, annotate)
+
+    async def relay_stream(
+        self,
+        request: web.BaseRequest,
+        call: Call,
+        provider: Provider,
+        data: bytes,
+        translator: StreamTranslator | None,
+        stream_error: Callable[[str, str], bytes],
+        route: dict[str, str] | None = None,
+        on_usage: Callable[[bytes], bytes] | None = None,
+    ) -> web.StreamResponse:
+        deployment = provider.deployment
+        record = call.record
+        sent = time.perf_counter_ns()
+        try:
+            exchange = await provider.pool.open(data, deployment.stream_timeout)
+        except UpstreamError as exc:
+            raise upstream_failure(deployment.id, exc) from None
+        try:
+            if exchange.status >= 300:
+                retry_after = exchange.header(b"retry-after")
+                try:
+                    await exchange.done
+                except UpstreamError as exc:
+                    raise upstream_failure(deployment.id, exc) from None
+                raise provider.error(exchange.status, exchange.body(), retry_after)
+            received = time.perf_counter_ns()
+            if call.capture is not None:
+                call.capture.clear()  # a retried stream starts over
+            relay = SSERelay(exchange, asyncio.get_running_loop(), deployment.timeout, translator, on_usage,
+                             call.capture)
+            await relay.ready
+            self._usage.observe_latency(deployment.id, (time.perf_counter_ns() - sent) / 1e9)  # time to first event
+            if not relay.events_seen:
+                # Nothing reached the client yet, so the failure can still be a plain error response.
+                failure = exchange.done.exception() if exchange.done.done() else None
+                if failure is not None:
+                    raise upstream_failure(deployment.id, failure)  # type: ignore[arg-type]
+                raise ProxyError(502, f"upstream {deployment.id} ended the stream without any event",
+                                 type="upstream_error", code="upstream_bad_response", kind="server")
+            # A stream's headers leave first: its overhead counts up to them.
+            record.overhead_ms = _overhead_ns(call.started, sent, received) / _NS_PER_MS
+            response = web.StreamResponse(
+                headers={
+                    "Content-Type": "text/event-stream",
+                    "Cache-Control": "no-cache",
+                    "x-mmproxy-request-id": record.request_id,
+                    "x-mmproxy-deployment": deployment.id,
+                    **(route or {}),
+                    "x-mmproxy-overhead-ms": f"{record.overhead_ms:.3f}",
+                }
+            )
+            response.enable_chunked_encoding()
+            try:
+                await response.prepare(request)
+                record.ttft_ms = (time.perf_counter_ns() - call.started) / _NS_PER_MS
+                transport = request.transport
+                if transport is None:
+                    exchange.abort()
+                    return response
+                await relay.pipe(response, transport)
+            finally:
+                # Priced even when the client left mid-stream: the upstream bills what it generated.
+                usage = relay.usage()
+                cost.charge(record, deployment, usage, call.counted)
+                self.count_completion(deployment.id, usage)
+            if not relay.saw_done:
+                failure = exchange.done.exception() if exchange.done.done() else None
+                if isinstance(failure, UpstreamTimeout):
+                    message, code = f"upstream {deployment.id} timed out mid-stream", "upstream_timeout"
+                elif failure is not None or not exchange.complete:
+                    message, code = f"upstream {deployment.id} cut the stream before it was complete", \
+                        "stream_cut"
+                else:
+                    message, code = f"upstream {deployment.id} ended the stream without [DONE]", "stream_cut"
+                log.warning("request %s: %s", record.request_id, message)
+                record.error_code = code
+                # A translator that already turned an upstream error into an error event has said it.
+                if not transport.is_closing() and not (translator and translator.failed):
+                    await response.write(stream_error(message, code))
+            if not transport.is_closing():
+                await response.write_eof()
+            else:
+                record.error_code = record.error_code or "client_disconnected"
+            return response
+        finally:
+            exchange.release()
+
+
+def _overhead_ns(started: int, sent: int, received: int) -> int:
+    """Time spent in the gateway itself: before the upstream call and after its answer."""
+    return (sent - started) + (time.perf_counter_ns() - received)
+
+
+def upstream_failure(deployment_id: str, exc: BaseException) -> ProxyError:
+    if isinstance(exc, UpstreamTimeout):
+        return ProxyError(504, f"upstream {deployment_id}: {exc}", type="upstream_error", code="upstream_timeout",
+                          kind="timeout")
+    if isinstance(exc, UpstreamDisconnected):
+        return ProxyError(502, f"upstream {deployment_id}: {exc}", type="upstream_error",
+                          code="upstream_disconnected", kind="server")
+    return ProxyError(502, f"upstream {deployment_id}: {exc}", type="upstream_error", code="upstream_unreachable",
+                      kind="server")
