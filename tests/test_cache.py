@@ -57,6 +57,9 @@ def test_exact_hit_costs_nothing_and_skips_the_upstream(gw: Process, sim: SimCon
                     headers={"Authorization": f"Bearer {MASTER_KEY}"}).json()[0]
     assert row["cache"] == "hit" and row["cost_usd"] == 0
     assert row["saved_usd"] == pytest.approx(float(first.headers["x-mmproxy-cost-usd"]), rel=1e-9)
+    savings = httpx.get(f"{gw.url}/spend/report", params={"group_by": "cache"},
+                        headers={"Authorization": f"Bearer {MASTER_KEY}"}).json()["savings"]["exact"]
+    assert savings["requests"] >= 1 and savings["usd"] >= row["saved_usd"] and savings["tokens"] > 0
 
 
 @pytest.mark.parametrize("change", [

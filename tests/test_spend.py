@@ -165,6 +165,8 @@ def test_auto_prompt_cache_marks_a_repeated_prefix_and_prices_it(client, gw: Pro
     assert costs[2] == pytest.approx(_cost(usage), rel=1e-9)
     row = _row(gw, third.headers["x-mmproxy-request-id"])
     assert row["cached_tokens"] == written and row["saved_usd"] > 0
+    report = _admin(gw).get("/spend/report", params={"group_by": "tier"}).json()
+    assert report["savings"]["prompt"]["tokens"] >= written and report["savings"]["prompt"]["usd"] >= row["saved_usd"]
 
 
 # -- reports and feedback -------------------------------------------------------------------------

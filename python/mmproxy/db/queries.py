@@ -15,6 +15,7 @@ FEEDBACK_FIELDS = ("feedback_score", "feedback_label", "feedback_comment")
 # What each report grouping reads from the ledger.
 GROUPS = {
     "model": "requested_model",
+    "cache": "cache",
     "model_group": "model_group",
     "deployment": "deployment",
     "key": "key_hash",

@@ -23,7 +23,7 @@ from mmproxy.server.handlers import Gateway
 from mmproxy.validation import parse_json_object
 
 _JSON = "application/json"
-_GROUPS = ("model", "model_group", "deployment", "key", "team", "tier", "rule", "provider")
+_GROUPS = ("model", "model_group", "deployment", "key", "team", "tier", "rule", "provider", "cache")
 _MAX_LIMIT = 1000
 
 
@@ -167,7 +167,9 @@ class Admin:
         await self._flush()
         start, end = _time(query, "start"), _time(query, "end")
         rows = await self._db.spend_report(group_by, start, end)
-        return _json({"group_by": group_by, "start": start, "end": end, "groups": rows})
+        by_cache = rows if group_by == "cache" else await self._db.spend_report("cache", start, end)
+        return _json({"group_by": group_by, "start": start, "end": end, "groups": rows,
+                      "savings": _savings(by_cache)})
 
     async def feedback(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """A score or label for an earlier answer, stored beside its ledger row."""
@@ -197,6 +199,22 @@ class Admin:
         if metrics is None:
             raise ProxyError(404, "metrics are disabled (general_settings.disable_metrics)", code="not_found")
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _savings(by_cache: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Tokens and money each kind of caching saved: gateway hits (exact, semantic) and provider prompt caches."""
+    out = {"exact": {"requests": 0, "tokens": 0, "usd": 0.0}, "semantic": {"requests": 0, "tokens": 0, "usd": 0.0},
+           "prompt": {"tokens": 0, "usd": 0.0}}
+    for row in by_cache:
+        kind = {"hit": "exact", "semantic-hit": "semantic"}.get(row["group"])
+        if kind is not None:
+            out[kind]["requests"] += row["requests"]
+            out[kind]["tokens"] += row["prompt_tokens"] + row["completion_tokens"]
+            out[kind]["usd"] += row["saved_usd"][kind]
+        else:
+            out["prompt"]["tokens"] += row["cached_tokens"]
+            out["prompt"]["usd"] += row["saved_usd"]["prompt"]
+    return out
 
 
 def _positive_int(raw: str | None, name: str, default: int) -> int:
