@@ -695,9 +695,12 @@ def markdown(report: dict) -> str:
 
 def cpu_per_request(
     target: Service, model: str, *, stream: bool, count: int, concurrency: int, api_key: str = MASTER_KEY,
-    warmup: float = 1.0,
+    warmup: float = 1.0, summaries: list[dict[str, Any]] | None = None,
 ) -> float:
-    """CPU seconds of ``target``'s process tree per request, over a window of ``count`` requests."""
+    """CPU seconds of ``target``'s process tree per request, over a window of ``count`` requests.
+
+    The load generator's summary (latency percentiles, ...) is appended to ``summaries`` when given.
+    """
     pids = process_tree(target.pid)
     marks: list[float] = []
     gen = LoadGen(
@@ -709,18 +712,22 @@ def cpu_per_request(
     summary = run_sync(gen).summary()
     if summary["errors"]:
         raise RuntimeError(f"{target.name} {model}: {summary['errors']} errors: {summary.get('error_sample')}")
+    if summaries is not None:
+        summaries.append(summary)
     return (marks[1] - marks[0]) / summary["requests"]
 
 
 def gateway_cpu_by_config(
     configs: dict[str, Callable[[int], dict[str, Any]]], *, requests: int, rounds: int, model: str = "g",
     prepare: Callable[[str, str], str] | None = None, stream: bool = False, workers: int = 1,
+    concurrency: int = 64, summaries: dict[str, list[dict[str, Any]]] | None = None,
 ) -> dict[str, float]:
     """Median gateway CPU seconds per request for each labelled config, on one simulator, in one run.
 
     ``configs`` map a label to a function of the simulator port returning the gateway config; ``prepare``
     (label, gateway URL) may set the gateway up (e.g. create a virtual key) and returns the API key to load
     it with. Gateway on GATEWAY_CORE, simulator and load generator on CLIENT_CORE when pinning works.
+    ``summaries`` collects each round's load-generator summary per label (latency percentiles).
     """
     pin = pinning_available()
     logdir = Path(tempfile.mkdtemp(prefix="mmproxy-cpu-"))
@@ -745,8 +752,10 @@ def gateway_cpu_by_config(
                 url = f"http://127.0.0.1:{port}"
                 gateway.wait_ready(f"{url}/health/readiness", 30)
                 api_key = prepare(label, url) if prepare is not None else MASTER_KEY
+                kept = summaries.setdefault(label, []) if summaries is not None else None
                 results[label] = statistics.median(
-                    cpu_per_request(gateway, model, stream=stream, count=requests, concurrency=64, api_key=api_key)
+                    cpu_per_request(gateway, model, stream=stream, count=requests, concurrency=concurrency,
+                                    api_key=api_key, summaries=kept)
                     for _ in range(rounds)
                 )
             finally:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import threading
+from types import MappingProxyType
 from typing import Any
 
 import pytest
 from mmproxy.rules import Decision, RuleSet
+from multidict import CIMultiDict, CIMultiDictProxy
 
 FALLBACK = {"name": "fallback", "route": {"tier": "economy"}}
 
@@ -180,6 +182,27 @@ CASES: list[tuple[str, dict[str, Any], bytes, dict[str, Any], bool]] = [
         False,
     ),
     ("header repeated", {"headers": {"x-t": "2"}}, body(), {"headers": [("x-t", "1"), ("x-t", "2")]}, True),
+    (
+        "header from aiohttp's multidict, repeated",
+        {"headers": {"x-t": "2"}},
+        body(),
+        {"headers": CIMultiDictProxy(CIMultiDict([("X-T", "1"), ("Accept", "*/*"), ("x-T", "2")]))},
+        True,
+    ),
+    (
+        "header from aiohttp's multidict, absent",
+        {"headers": {"x-t": "2"}},
+        body(),
+        {"headers": CIMultiDictProxy(CIMultiDict([("Accept", "*/*")]))},
+        False,
+    ),
+    (
+        "header from another mapping",
+        {"headers": {"X-Env": "prod"}},
+        body(),
+        {"headers": MappingProxyType({"X-ENV": "prod"})},
+        True,
+    ),
     # key / team
     ("key", {"key": ["sk-a", "sk-b"]}, body(), {"key": "sk-b"}, True),
     ("key none", {"key": ["sk-a"]}, body(), {}, False),

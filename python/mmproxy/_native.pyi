@@ -1,5 +1,8 @@
 """Type stubs for the Rust extension `mmproxy._native` (sources in rust/src)."""
 
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
 __version__: str
 IGNORED_FIELDS: list[str]
 """Top-level request fields that `request_hash` leaves out (they cannot change the answer)."""
@@ -32,26 +35,35 @@ def verify_pair(a: str, b: str) -> str:
     """Returns "same", "reworded", or why one text's cached answer does not serve the other (e.g. "number",
     "negation", "direction", "substitution"); symmetric. See mmproxy/cache/matcher.py."""
 
-class RuleSet:
-    """Compiled `routing_rules` (syntax in mmproxy/rules.py); immutable and thread-safe."""
+def verify_words(a: str, b: str) -> tuple[str, list[str], list[str]]:
+    """`verify_pair`'s verdict, with the lower-cased content words only `a` has and only `b` has; both lists
+    are empty unless the verdict is "substitution", "insertion" or "reworded" (a synonym may explain those)."""
 
-    def __init__(self, spec: bytes) -> None:
-        """Compile a JSON list of rules; ValueError starting with the rule's index, name and key."""
+class RuleSet:
+    """Compiled `routing_rules` (syntax in mmproxy/rules.py); immutable and thread-safe.
+
+    Subclassed by `mmproxy.rules.RuleSet`, which passes its `Decision` type as `decision`.
+    """
+
+    def __init__(self, spec: bytes, decision: Callable[[str, int, str | None, str | None, bool], Any]) -> None:
+        """Compile a JSON list of rules; ValueError starting with the rule's index, name and key.
+
+        `decision(name, index, model, tier, local_only)` is called once per rule; `evaluate` returns its results.
+        """
 
     @property
-    def uses_headers(self) -> bool:
-        """Whether any rule has a `headers` condition (otherwise headers need not be passed)."""
-
-    def actions(self) -> list[tuple[str, str | None, str | None, bool]]:
-        """(name, model, tier, local_only) of every rule, in order."""
+    def decisions(self) -> tuple[Any, ...]:
+        """Every rule's decision, in rule order."""
 
     def __len__(self) -> int: ...
     def evaluate(
         self,
         body: bytes,
-        headers: list[tuple[str, str]] | tuple[()] = ...,
+        *,
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
         key: str | None = None,
         team: str | None = None,
         input_tokens: int = 0,
-    ) -> int | None:
-        """Index of the first rule matching the raw chat body and context; ValueError on a malformed body."""
+    ) -> Any | None:
+        """The decision of the first rule matching the raw chat body and context, or None; ValueError on a
+        malformed body. Only the headers rules read are looked at (a multidict is asked by `getall`)."""

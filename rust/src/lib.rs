@@ -13,8 +13,8 @@ mod python {
     use std::borrow::Cow;
 
     use pyo3::exceptions::PyValueError;
-    use pyo3::prelude::*;
     use pyo3::intern;
+    use pyo3::prelude::*;
     use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
     use crate::json::InvalidInput;
@@ -113,6 +113,19 @@ mod python {
         Ok(run(py, a.len() + b.len(), || {
             verify::compare(&a, &b).as_str()
         }))
+    }
+
+    /// `verify_pair`, with the content words only the first text has and only the second has: those a
+    /// word embedding may still match as synonyms (see verify::Comparison for when they are given).
+    #[pyfunction]
+    fn verify_words(
+        py: Python<'_>,
+        a: &Bound<'_, PyString>,
+        b: &Bound<'_, PyString>,
+    ) -> PyResult<(&'static str, Vec<String>, Vec<String>)> {
+        let (a, b) = (utf8(a)?, utf8(b)?);
+        let c = run(py, a.len() + b.len(), || verify::compare_words(&a, &b));
+        Ok((c.verdict.as_str(), c.only_a, c.only_b))
     }
 
     /// A compiled `routing_rules` list (see python/mmproxy/rules.py); immutable, shared across threads.
@@ -237,7 +250,8 @@ mod python {
                 }
                 _ => Vec::new(),
             };
-            let texts: Vec<Cow<'_, str>> = values.iter().map(|(_, v)| v.to_string_lossy()).collect();
+            let texts: Vec<Cow<'_, str>> =
+                values.iter().map(|(_, v)| v.to_string_lossy()).collect();
             let names = self.inner.header_names();
             let pairs: Vec<(&str, &str)> = values
                 .iter()
@@ -268,6 +282,7 @@ mod python {
         m.add_function(wrap_pyfunction!(request_hash, m)?)?;
         m.add_function(wrap_pyfunction!(prefix_hashes, m)?)?;
         m.add_function(wrap_pyfunction!(verify_pair, m)?)?;
+        m.add_function(wrap_pyfunction!(verify_words, m)?)?;
         m.add_class::<PyRuleSet>()?;
         Ok(())
     }

@@ -130,40 +130,30 @@ enum Flag {
     JsonMode,
 }
 
+/// A model pattern with `*`s (exact names are looked up instead): its `*`-separated literal pieces,
+/// the first a prefix, the last a suffix, the rest in order.
 #[derive(Debug)]
-enum Glob {
-    Exact(String),
-    /// `*`-separated literal pieces: the first is a prefix, the last a suffix, the rest in order.
-    Wild(Vec<String>),
-}
+struct Glob(Vec<String>);
 
 impl Glob {
-    fn new(p: &str) -> Self {
-        if p.contains('*') {
-            Glob::Wild(p.split('*').map(str::to_owned).collect())
-        } else {
-            Glob::Exact(p.to_owned())
-        }
+    fn new(pattern: &str) -> Self {
+        debug_assert!(pattern.contains('*'));
+        Glob(pattern.split('*').map(str::to_owned).collect())
     }
 
     fn matches(&self, s: &str) -> bool {
-        match self {
-            Glob::Exact(e) => e == s,
-            Glob::Wild(parts) => {
-                let (first, rest) = (&parts[0], &parts[1..]);
-                let Some(mut s) = s.strip_prefix(first.as_str()) else {
-                    return false;
-                };
-                let (last, middle) = rest.split_last().expect("a glob with * has two pieces");
-                for piece in middle {
-                    match s.find(piece.as_str()) {
-                        Some(i) => s = &s[i + piece.len()..],
-                        None => return false,
-                    }
-                }
-                s.len() >= last.len() && s.ends_with(last.as_str())
+        let (first, rest) = self.0.split_first().expect("split yields a piece");
+        let Some(mut s) = s.strip_prefix(first.as_str()) else {
+            return false;
+        };
+        let (last, middle) = rest.split_last().expect("a glob with * has two pieces");
+        for piece in middle {
+            match s.find(piece.as_str()) {
+                Some(i) => s = &s[i + piece.len()..],
+                None => return false,
             }
         }
+        s.len() >= last.len() && s.ends_with(last.as_str())
     }
 }
 
@@ -229,8 +219,10 @@ impl Bits {
         Bits(vec![0; len / 64 + 1])
     }
 
-    fn set(&mut self, id: u32) {
-        self.mark(id, true);
+    fn set_all(&mut self, ids: Option<&Vec<u32>>) {
+        for &id in ids.into_iter().flatten() {
+            self.mark(id, true);
+        }
     }
 
     /// Sets `id`'s bit if `holds`, without a branch (condition outcomes are poorly predictable).
@@ -341,24 +333,17 @@ impl RuleSet {
         s.done |= todo;
         let t = &self.tables;
         let truth = &mut s.truth;
-        let mut set_all = |ids: Option<&Vec<u32>>| {
-            for &id in ids.into_iter().flatten() {
-                truth.set(id);
-            }
-        };
         if todo & group::MODEL != 0 {
-            set_all(t.model_exact.get(f.model.as_ref()));
-        }
-        if todo & group::KEY != 0 {
-            set_all(ctx.key.and_then(|k| t.keys.get(k)));
-        }
-        if todo & group::TEAM != 0 {
-            set_all(ctx.team.and_then(|k| t.teams.get(k)));
-        }
-        if todo & group::MODEL != 0 {
+            truth.set_all(t.model_exact.get(f.model.as_ref()));
             for (id, glob) in &t.model_globs {
                 truth.mark(*id, glob.matches(&f.model));
             }
+        }
+        if todo & group::KEY != 0 {
+            truth.set_all(ctx.key.and_then(|k| t.keys.get(k)));
+        }
+        if todo & group::TEAM != 0 {
+            truth.set_all(ctx.team.and_then(|k| t.teams.get(k)));
         }
         if todo & group::TOKENS != 0 {
             let n = ctx.input_tokens;
@@ -386,7 +371,11 @@ impl RuleSet {
             let names: Vec<Option<usize>> = ctx
                 .headers
                 .iter()
-                .map(|(n, _)| t.header_names.iter().position(|h| n.eq_ignore_ascii_case(h)))
+                .map(|(n, _)| {
+                    t.header_names
+                        .iter()
+                        .position(|h| n.eq_ignore_ascii_case(h))
+                })
                 .collect();
             for (id, wants) in &t.headers {
                 let holds = wants.iter().all(|(name, want)| {
@@ -402,7 +391,9 @@ impl RuleSet {
         for scope in [Scope::System, Scope::LastUser, Scope::Any] {
             let at = scope as usize;
             if todo & group::KEYWORDS[at] != 0 {
-                let found = hits(&mut s.scans.keywords, scope, |i| self.scan_keywords(texts[i]));
+                let found = hits(&mut s.scans.keywords, scope, |i| {
+                    self.scan_keywords(texts[i])
+                });
                 for (id, words) in &t.keywords[at] {
                     truth.mark(*id, words.holds(|k| found[k]));
                 }
@@ -417,7 +408,9 @@ impl RuleSet {
     }
 
     fn scan_keywords(&self, text: &str) -> Vec<bool> {
-        self.keywords.as_ref().map_or_else(Vec::new, |k| k.scan(text))
+        self.keywords
+            .as_ref()
+            .map_or_else(Vec::new, |k| k.scan(text))
     }
 
     fn scan_regexes(&self, text: &str) -> Vec<bool> {
@@ -467,7 +460,6 @@ mod tests {
         assert!(Glob::new("a*a").matches("aa"));
         assert!(!Glob::new("a*a").matches("a"));
         assert!(Glob::new("*").matches(""));
-        assert!(!Glob::new("gpt-4o").matches("gpt-4o-mini"));
     }
 
     #[test]
@@ -547,6 +539,30 @@ mod tests {
         let system = json!({"model": "auto", "messages": [{"role": "system", "content": "Lion"}]});
         assert_eq!(eval(&set, system, &ctx), Some(4));
         assert_eq!(eval(&set, chat("nothing"), &ctx), None);
+    }
+
+    #[test]
+    fn many_rules_each_judged_on_its_own_conditions() {
+        // 5 conditions a rule, so rules straddle the bitset's 64-bit words unless placed in one.
+        let rules: Vec<Value> = (0..100)
+            .map(|i| {
+                json!({"name": format!("r{i}"), "route": {"model": "m"}, "when": {
+                    "model": [format!("m{i}")], "min_tokens": 0, "keywords_any": [format!("w{i}")],
+                    "regex": format!("r{i}x"), "has_tools": false}})
+            })
+            .collect();
+        let set = rs(Value::Array(rules));
+        let ctx = Context::default();
+        let body = |model: &str, user: &str| json!({"model": model, "messages": [{"role": "user", "content": user}]});
+        for i in [0, 12, 13, 57, 99] {
+            let text = format!("w{i} r{i}x");
+            assert_eq!(eval(&set, body(&format!("m{i}"), &text), &ctx), Some(i));
+            assert_eq!(
+                eval(&set, body(&format!("m{i}"), &format!("w{i}")), &ctx),
+                None
+            );
+            assert_eq!(eval(&set, body("other", &text), &ctx), None);
+        }
     }
 
     #[test]

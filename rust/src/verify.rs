@@ -954,44 +954,91 @@ fn gaps(a: &[&str], b: &[&str]) -> Option<(Vec<Gap>, usize)> {
     Some((out, pre + suf + table[0] as usize))
 }
 
+/// A verdict with the content words that only one text has, for a caller that can tell synonyms
+/// ("delete" / "remove") from other words: the text alone cannot, so such a rewording is a
+/// `Substitution` or `Reworded` here.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Comparison {
+    pub verdict: Verdict,
+    /// Words of the first text without a counterpart in the second, and the other way round. Both are
+    /// empty unless the verdict is `Substitution`, `Insertion` or `Reworded` and neither side's words
+    /// include a quantifier ("all", "only"): those verdicts come after every other check, so a word
+    /// match is all that is left to find, while quantifiers change the answer whatever their neighbours.
+    pub only_a: Vec<String>,
+    pub only_b: Vec<String>,
+}
+
 /// Whether a cached answer to one text also answers the other, judged from the texts alone (see the
 /// module docs). Symmetric.
 pub fn compare(a: &str, b: &str) -> Verdict {
+    compare_words(a, b).verdict
+}
+
+/// `compare`, with the words that differ (see `Comparison`).
+pub fn compare_words(a: &str, b: &str) -> Comparison {
     // A fixed order makes every tie (alignment, relations) break the same way for (a, b) and (b, a).
-    let (a, b) = if (a.len(), a) <= (b.len(), b) {
-        (a, b)
+    let flipped = (a.len(), a) > (b.len(), b);
+    let (ta, tb) = if flipped {
+        (Text::new(b), Text::new(a))
     } else {
-        (b, a)
+        (Text::new(a), Text::new(b))
     };
-    let (a, b) = (Text::new(a), Text::new(b));
+    let (verdict, una, unb) = judge(&ta, &tb);
+    let rescuable = matches!(
+        verdict,
+        Verdict::Reworded | Verdict::Differs(Reason::Substitution | Reason::Insertion)
+    );
+    let words = |t: &Text, idx: &[usize]| -> Vec<String> {
+        idx.iter().map(|&i| t.words[i].clone()).collect()
+    };
+    let (mut only_a, mut only_b) = (words(&ta, &una), words(&tb, &unb));
+    let quantifier = |w: &String| LEXICON.quantifiers.values().any(|q| q == w);
+    if !rescuable || only_a.iter().chain(&only_b).any(quantifier) {
+        only_a.clear();
+        only_b.clear();
+    }
+    if flipped {
+        std::mem::swap(&mut only_a, &mut only_b);
+    }
+    Comparison {
+        verdict,
+        only_a,
+        only_b,
+    }
+}
+
+/// The verdict for two parsed texts, and the positions of the content words each has and the other lacks
+/// (empty when the verdict came before they were looked for).
+fn judge(a: &Text, b: &Text) -> (Verdict, Vec<usize>, Vec<usize>) {
+    let v = |r: Reason| (Verdict::Differs(r), Vec::new(), Vec::new());
     if a.negations != b.negations {
-        return Verdict::Differs(Reason::Negation);
+        return v(Reason::Negation);
     }
     let values = |t: &Text| t.numbers.iter().map(|n| n.0).collect::<Vec<f64>>();
-    let (va, vb) = (values(&a), values(&b));
+    let (va, vb) = (values(a), values(b));
     let sorted = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v
     };
     if sorted(va.clone()) != sorted(vb.clone()) {
-        return Verdict::Differs(Reason::Number);
+        return v(Reason::Number);
     }
     if va != vb {
-        return Verdict::Differs(Reason::NumberOrder);
+        return v(Reason::NumberOrder);
     }
     for (&(_, ua), &(_, ub)) in a.numbers.iter().zip(&b.numbers) {
         if ua != ub && (ua.is_some() && ub.is_some() || va.len() > 1) {
-            return Verdict::Differs(Reason::NumberUnit);
+            return v(Reason::NumberUnit);
         }
     }
     if a.units
         .iter()
         .any(|(dim, set)| b.units.get(dim).is_some_and(|other| other != set))
     {
-        return Verdict::Differs(Reason::Unit);
+        return v(Reason::Unit);
     }
     if a.wh != 0 && b.wh != 0 && a.wh != b.wh {
-        return Verdict::Differs(Reason::QuestionWord);
+        return v(Reason::QuestionWord);
     }
     if !a.asked.is_empty()
         && !b.asked.is_empty()
@@ -1000,31 +1047,33 @@ pub fn compare(a: &str, b: &str) -> Verdict {
             .iter()
             .any(|x| b.asked.iter().any(|y| same_word(x, y)))
     {
-        return Verdict::Differs(Reason::AskedQuantity);
+        return v(Reason::AskedQuantity);
     }
     let (ra, rb) = (a.relations(), b.relations());
     if roles_conflict(&ra, &rb) || roles_conflict(&rb, &ra) {
-        return Verdict::Differs(Reason::Direction);
+        return v(Reason::Direction);
     }
 
-    let (Some(una), Some(unb)) = (a.unmatched_in(&b), b.unmatched_in(&a)) else {
-        return Verdict::Differs(Reason::TooDifferent);
+    let (Some(una), Some(unb)) = (a.unmatched_in(b), b.unmatched_in(a)) else {
+        return v(Reason::TooDifferent);
     };
     if una.is_empty() && unb.is_empty() {
-        return if swapped(&a, &b) {
+        let verdict = if swapped(a, b) {
             Verdict::Differs(Reason::Swapped)
         } else {
             Verdict::Same
         };
+        return (verdict, una, unb);
     }
     if una.iter().any(|&i| {
         unb.iter()
             .any(|&j| opposite(&a.words[i], &b.words[j]) || opposite(&b.words[j], &a.words[i]))
     }) {
-        return Verdict::Differs(Reason::Opposite);
+        return v(Reason::Opposite);
     }
+    let differs = |r: Reason, una: Vec<usize>, unb: Vec<usize>| (Verdict::Differs(r), una, unb);
     if una.len() == 1 && unb.len() == 1 {
-        return Verdict::Differs(Reason::Substitution);
+        return differs(Reason::Substitution, una, unb);
     }
     // positions in the punctuation-free sequences
     let index = |t: &Text| -> Vec<usize> {
@@ -1032,19 +1081,19 @@ pub fn compare(a: &str, b: &str) -> Verdict {
             .filter(|&i| t.kinds[i] != Kind::Punct)
             .collect()
     };
-    let (ia, ib) = (index(&a), index(&b));
+    let (ia, ib) = (index(a), index(b));
     let Some((gaps, common)) = gaps(&a.non_punct(), &b.non_punct()) else {
-        return Verdict::Differs(Reason::TooDifferent);
+        return v(Reason::TooDifferent);
     };
     if gaps.iter().any(|(ga, gb)| {
         ga.iter().any(|&p| una.contains(&ia[p])) && gb.iter().any(|&p| unb.contains(&ib[p]))
     }) {
-        return Verdict::Differs(Reason::Substitution);
+        return differs(Reason::Substitution, una, unb);
     }
     if (una.is_empty() || unb.is_empty()) && common + 1 >= ia.len().min(ib.len()) {
-        return Verdict::Differs(Reason::Insertion);
+        return differs(Reason::Insertion, una, unb);
     }
-    Verdict::Reworded
+    (Verdict::Reworded, una, unb)
 }
 
 #[cfg(test)]

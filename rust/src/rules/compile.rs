@@ -21,10 +21,20 @@ enum Cond {
     Model(Vec<String>),
     MinTokens(u64),
     MaxTokens(u64),
-    Keywords { ids: Vec<usize>, all: bool, scope: Scope },
-    Regex { id: usize, scope: Scope },
+    Keywords {
+        ids: Vec<usize>,
+        all: bool,
+        scope: Scope,
+    },
+    Regex {
+        id: usize,
+        scope: Scope,
+    },
     Flag(Flag, bool),
-    Tags { ids: Vec<usize>, all: bool },
+    Tags {
+        ids: Vec<usize>,
+        all: bool,
+    },
     /// Lower-cased header name → wanted value; all listed headers must match.
     Headers(Vec<(String, HeaderWant)>),
     Key(Vec<String>),

@@ -129,7 +129,10 @@ mod tests {
     #[test]
     fn overlapping_and_case_insensitive() {
         assert_eq!(
-            found(&["security", "social security", "cia"], "My SOCIAL Security"),
+            found(
+                &["security", "social security", "cia"],
+                "My SOCIAL Security"
+            ),
             [true, true, true]
         );
         assert_eq!(found(&["ab", "bc", "x"], "abc"), [true, true, false]);
