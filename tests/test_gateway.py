@@ -390,7 +390,7 @@ def test_workers_share_the_port(simulator: Process, tmp_path):
         assert gw.stop() == 0
 
 
-def test_demo_command_serves_the_bundled_config():
+def test_demo_command_serves_the_bundled_config(tmp_path):
     import socket
 
     from tests.conftest import start_process
@@ -401,7 +401,7 @@ def test_demo_command_serves_the_bundled_config():
             s.bind(("127.0.0.1", 0))
             ports.append(s.getsockname()[1])
     demo = start_process(["mmproxy", "demo", "--host", "127.0.0.1", "--port", str(ports[0]),
-                          "--sim-port", str(ports[1])])
+                          "--sim-port", str(ports[1])], cwd=tmp_path)
     try:
         client = openai.OpenAI(base_url=f"{demo.url}/v1", api_key="sk-mmproxy-demo", max_retries=0)
         assert {m.id for m in client.models.list()} == {"gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "claude-sonnet",
@@ -419,6 +419,9 @@ def test_demo_command_serves_the_bundled_config():
         reply = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HELLO)
         assert reply.headers["x-mmproxy-deployment"] in ("demo-gpt-4o-mini-a", "demo-gpt-4o-mini-b")
         assert reply.parse().choices[0].message.content
+        again = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HELLO)
+        assert again.headers["x-mmproxy-cache"] == "hit"
+        assert again.parse().choices[0].message.content == reply.parse().choices[0].message.content
         assert "Master key: sk-mmproxy-demo" in "".join(demo.output)
     finally:
         assert demo.stop() == 0
