@@ -724,6 +724,8 @@ def gateway_cpu_by_config(
 ) -> dict[str, float]:
     """Median gateway CPU seconds per request for each labelled config, on one simulator, in one run.
 
+    Every gateway runs at once (idle but for its turn) and the rounds interleave them.
+
     ``configs`` map a label to a function of the simulator port returning the gateway config; ``prepare``
     (label, gateway URL) may set the gateway up (e.g. create a virtual key) and returns the API key to load
     it with. Gateway on GATEWAY_CORE, simulator and load generator on CLIENT_CORE when pinning works.
@@ -734,7 +736,8 @@ def gateway_cpu_by_config(
     sim_port = free_port()
     sim = Service("simulator", [sys.executable, "-m", "mmproxy.simulator", "--port", str(sim_port), "--record", "0"],
                   port=sim_port, core=CLIENT_CORE if pin else None, env=python_env(), logdir=logdir)
-    results: dict[str, float] = {}
+    gateways: dict[str, tuple[Service, str]] = {}
+    samples: dict[str, list[float]] = {label: [] for label in configs}
     try:
         sim.wait_ready(f"http://127.0.0.1:{sim_port}/_sim/health", 20)
         for index, (label, make) in enumerate(configs.items()):
@@ -748,20 +751,22 @@ def gateway_cpu_by_config(
                                       "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers)],
                               port=port, core=GATEWAY_CORE if pin else None, env=python_env(), logdir=logdir,
                               cwd=workdir)
-            try:
-                url = f"http://127.0.0.1:{port}"
-                gateway.wait_ready(f"{url}/health/readiness", 30)
-                api_key = prepare(label, url) if prepare is not None else MASTER_KEY
+            url = f"http://127.0.0.1:{port}"
+            gateways[label] = (gateway, MASTER_KEY)
+            gateway.wait_ready(f"{url}/health/readiness", 30)
+            gateways[label] = (gateway, prepare(label, url) if prepare is not None else MASTER_KEY)
+        # Rounds interleave the configurations, so a slow spell of the shared machine hits them all alike.
+        for _ in range(rounds):
+            for label, (gateway, api_key) in gateways.items():
                 kept = summaries.setdefault(label, []) if summaries is not None else None
-                results[label] = statistics.median(
-                    cpu_per_request(gateway, model, stream=stream, count=requests, concurrency=concurrency,
-                                    api_key=api_key, summaries=kept)
-                    for _ in range(rounds)
-                )
-            finally:
-                gateway.stop()
-            log(f"{label}: {results[label] * 1e6:.1f} µs per request")
+                samples[label].append(cpu_per_request(gateway, model, stream=stream, count=requests,
+                                                      concurrency=concurrency, api_key=api_key, summaries=kept))
+        results = {label: statistics.median(values) for label, values in samples.items()}
+        for label, cpu in results.items():
+            log(f"{label}: {cpu * 1e6:.1f} µs per request")
     finally:
+        for gateway, _ in gateways.values():
+            gateway.stop()
         sim.stop()
     return results
 

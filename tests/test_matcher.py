@@ -5,13 +5,15 @@ The question pairs here are written for these tests (not taken from the benchmar
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 from mmproxy import _native
 from mmproxy.cache.embedder import LocalEmbedder
-from mmproxy.cache.matcher import MatchSettings, accept, verdict
+from mmproxy.cache.matcher import MatchSettings, accept, accept_async, verdict
 
 DEFAULT = MatchSettings()
 COSINE_ONLY = MatchSettings(verify=False)
+SYNONYMS = MatchSettings(synonym_threshold=0.8)
 
 
 @pytest.fixture(scope="module")
@@ -114,3 +116,70 @@ def test_bad_input_does_not_crash():
     assert verdict(long_a, long_b) == "substitution"
     assert verdict(long_a, long_a) == "same"
     assert not accept(long_a, long_b, 1.0, DEFAULT)
+
+
+SYNONYM_SWAPS = [
+    ("Where can I buy cheap train tickets?", "Where can I purchase cheap train tickets?"),
+    ("How do I begin learning the cello?", "How do I start learning the cello?"),
+    ("What is the biggest desert on Earth?", "What is the largest desert on Earth?"),
+]
+
+ENTITY_SWAPS = [
+    ("How do I sort a list in Python?", "How do I sort a list in JavaScript?"),
+    ("What is the population of Paris?", "What is the population of London?"),
+    ("What is the boiling point of water?", "What is the freezing point of water?"),
+]
+
+
+def test_verify_words_gives_the_differing_words_per_side():
+    query, cached = "How do I buy a train ticket?", "How can I purchase train tickets?"
+    assert _native.verify_words(query, cached) == ("substitution", ["buy"], ["purchase"])
+    assert _native.verify_words(cached, query) == ("substitution", ["purchase"], ["buy"])
+    # refused for a number, or a quantifier changed: nothing left for a synonym to explain
+    assert _native.verify_words("Buy 2 tickets", "Purchase 3 tickets") == ("number", [], [])
+    assert _native.verify_words("Delete all branches", "Remove only branches")[1:] == ([], [])
+
+
+@pytest.mark.parametrize(("query", "cached"), SYNONYM_SWAPS)
+async def test_synonyms_are_hits_with_the_word_check(embedder, query, cached):
+    similarity = cosine(embedder, query, cached)
+    assert not accept(query, cached, similarity, SYNONYMS)
+    assert not await accept_async(query, cached, similarity, DEFAULT, embedder)  # off by default
+    assert await accept_async(query, cached, similarity, SYNONYMS, embedder)
+
+
+@pytest.mark.parametrize(("query", "cached"), ENTITY_SWAPS)
+async def test_swapped_entities_stay_refused_with_the_word_check(embedder, query, cached):
+    assert not await accept_async(query, cached, cosine(embedder, query, cached), SYNONYMS, embedder)
+
+
+async def test_the_word_check_is_off_by_default_as_close_alternatives_pass_it(embedder):
+    """Why `synonym_threshold` defaults to None: the model reads weekdays (and antonyms) as near synonyms."""
+    query, cached = "Is the library open on Monday?", "Is the library open on Friday?"
+    similarity = cosine(embedder, query, cached)
+    assert await accept_async(query, cached, similarity, SYNONYMS, embedder)
+    assert not await accept_async(query, cached, similarity, DEFAULT, embedder)
+
+
+@pytest.mark.parametrize(("query", "cached", "reason"), NEAR_MISSES)
+async def test_text_refusals_are_not_left_to_the_word_check(embedder, query, cached, reason):
+    """Numbers, units, negation, direction, question words, swaps and opposites refuse whatever the words."""
+    loose = MatchSettings(synonym_threshold=-1.0)  # any pair of words would pass
+    similarity = cosine(embedder, query, cached)
+    accepted = await accept_async(query, cached, similarity, loose, embedder)
+    assert accepted == (reason == "substitution" and similarity >= loose.threshold)
+
+
+async def test_accept_async_agrees_with_accept_without_words(embedder):
+    for query, cached in PARAPHRASES + [(q, c) for q, c, _ in NEAR_MISSES]:
+        similarity = cosine(embedder, query, cached)
+        assert await accept_async(query, cached, similarity, SYNONYMS) == accept(query, cached, similarity, SYNONYMS)
+    assert not await accept_async("a", "a", float("nan"), SYNONYMS, embedder)
+
+
+def test_word_vectors_are_per_text_and_unit_length(embedder):
+    first, second, empty = embedder.word_vectors(["Delete the branch, then delete the tag.", "Remove it", ""])
+    assert {"delete", "branch", "tag"} <= first.keys() and "remove" in second and empty == {}
+    assert all(np.isclose(np.linalg.norm(v), 1.0, atol=1e-5) for v in first.values())
+    assert embedder.word_vectors([]) == []
+    assert isinstance(embedder.word_vectors(["\ud800 odd"])[0], dict)

@@ -13,7 +13,8 @@ PRICE_FIELDS = (
     "cache_read_input_token_cost",
     "cache_creation_input_token_cost",
 )
-KNOWN_FIELDS = {"tier", "strengths", "mode", "max_input_tokens", "max_output_tokens", "source", *PRICE_FIELDS}
+KNOWN_FIELDS = {"tier", "strengths", "mode", "max_input_tokens", "max_output_tokens", "source", "batch_discount",
+                *PRICE_FIELDS}
 
 
 def _raw() -> dict:
@@ -41,6 +42,8 @@ def test_every_entry_is_valid(name):
             value = raw[field]
             assert isinstance(value, (int, float)) and math.isfinite(value) and value >= 0, field
             assert value < 1e-3, f"{field} looks like a per-1M price, not per token"
+    if "batch_discount" in raw:
+        assert 0 < raw["batch_discount"] < 1, "batch_discount is the fraction taken off, not the price paid"
     for field in ("max_input_tokens", "max_output_tokens"):
         if field in raw:
             assert isinstance(raw[field], int) and raw[field] > 0

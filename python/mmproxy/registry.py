@@ -43,6 +43,7 @@ class ModelDefaults:
     cache_read_input_token_cost: float | None
     cache_creation_input_token_cost: float | None
     source: str
+    batch_discount: float | None = None  # fraction off the prices above for batch requests (0.5: half price)
 
 
 def _entry(model: str, raw: dict[str, Any]) -> ModelDefaults:
@@ -58,6 +59,7 @@ def _entry(model: str, raw: dict[str, Any]) -> ModelDefaults:
         cache_read_input_token_cost=raw.get("cache_read_input_token_cost"),
         cache_creation_input_token_cost=raw.get("cache_creation_input_token_cost"),
         source=raw.get("source", ""),
+        batch_discount=raw.get("batch_discount"),
     )
 
 

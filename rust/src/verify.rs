@@ -1322,6 +1322,29 @@ mod tests {
     }
 
     #[test]
+    fn differing_words_are_given_per_side() {
+        let c = compare_words("How do I buy a ticket?", "How can I purchase tickets?");
+        assert_eq!(c.verdict.as_str(), "substitution");
+        assert_eq!(
+            (c.only_a, c.only_b),
+            (vec!["buy".to_string()], vec!["purchase".to_string()])
+        );
+        let flipped = compare_words("How can I purchase tickets?", "How do I buy a ticket?");
+        assert_eq!(flipped.only_a, vec!["purchase".to_string()]);
+        for (a, b) in [
+            ("What is 15% of 80?", "What is 15% of 90?"),
+            (
+                "How do I delete all branches?",
+                "How do I remove only branches?",
+            ),
+            ("Why is the sky blue?", "Why is the sky blue?"),
+        ] {
+            let c = compare_words(a, b);
+            assert!(c.only_a.is_empty() && c.only_b.is_empty(), "{a:?} / {b:?}");
+        }
+    }
+
+    #[test]
     fn words_match_across_inflections() {
         assert!(same_word("virus", "viruses"));
         assert!(same_word("format", "formatting"));

@@ -111,7 +111,38 @@ class LocalEmbedder:
             out[rows] = self._forward([encodings[i] for i in rows])
         return out
 
-    def _forward(self, encodings: list[Encoding]) -> np.ndarray:
+    def word_vectors(self, texts: list[str]) -> list[dict[str, np.ndarray]]:
+        """Per text, each of its words (lower-cased, as the tokenizer splits them) mapped to the unit-length
+        mean of its tokens' last hidden states, averaged over the word's occurrences: the word's meaning in
+        its sentence, as BERTScore compares words. One forward pass for all texts (texts past 256 tokens
+        are truncated, so later words are missing). For the matcher's synonym check."""
+        if not texts:
+            return []
+        cleaned = [_clean(t) for t in texts]
+        encodings = self._tokenizer.encode_batch(cleaned, add_special_tokens=True)
+        hidden, _ = self._hidden(encodings)
+        out: list[dict[str, np.ndarray]] = []
+        for text, encoding, states in zip(cleaned, encodings, hidden, strict=True):
+            tokens: dict[int, list[int]] = {}
+            for position, word in enumerate(encoding.word_ids):
+                if word is not None:
+                    tokens.setdefault(word, []).append(position)
+            sums: dict[str, np.ndarray] = {}
+            for positions in tokens.values():
+                word = text[encoding.offsets[positions[0]][0] : encoding.offsets[positions[-1]][1]].lower()
+                vector = states[positions].mean(axis=0)
+                sums[word] = sums[word] + vector if word in sums else vector
+            out.append({w: v / max(float(np.linalg.norm(v)), 1e-12) for w, v in sums.items()})
+        return out
+
+    async def word_vectors_async(self, texts: list[str]) -> list[dict[str, np.ndarray]]:
+        """`word_vectors` in the embedder's thread, so the event loop never runs the model."""
+        if self._closed:
+            raise RuntimeError("the embedder is closed")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self.word_vectors, texts)
+
+    def _hidden(self, encodings: list[Encoding]) -> tuple[np.ndarray, np.ndarray]:
+        """Last hidden states (rows, width, 384) of one padded batch, and its attention mask."""
         width = max(len(e.ids) for e in encodings)
         ids = np.zeros((len(encodings), width), dtype=np.int64)
         mask = np.zeros((len(encodings), width), dtype=np.int64)
@@ -121,6 +152,10 @@ class LocalEmbedder:
         (hidden,) = self._session.run(
             ["last_hidden_state"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         )
+        return hidden, mask
+
+    def _forward(self, encodings: list[Encoding]) -> np.ndarray:
+        hidden, mask = self._hidden(encodings)
         weights = mask[:, :, None].astype(np.float32)
         pooled = (hidden * weights).sum(axis=1) / weights.sum(axis=1)
         norms = np.linalg.norm(pooled, axis=1, keepdims=True)

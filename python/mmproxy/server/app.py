@@ -19,6 +19,7 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
+from mmproxy.batches.api import BatchAPI
 from mmproxy.config import Config
 from mmproxy.inbound.anthropic import anthropic_error
 from mmproxy.server.admin import Admin
@@ -62,12 +63,21 @@ def build_server(gateway: Gateway) -> web.Server:
         ("POST", "/feedback"): guarded(admin.feedback),
         ("GET", "/metrics"): guarded(admin.metrics),
     })
+    batches = BatchAPI(gateway)
+    routes.update({
+        ("POST", "/v1/files"): guarded(batches.upload_file),
+        ("POST", "/v1/batches"): guarded(batches.create_batch),
+        ("GET", "/v1/batches"): guarded(batches.list_batches),
+    })
+    batch_item = guarded(batches.item)  # /v1/files/{id}[/content], /v1/batches/{id}[/cancel]
     paths = {path for _, path in routes}
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
         handler = routes.get((request.method, request.path))
         if handler is not None:
             return await handler(request)
+        if request.path.startswith(("/v1/files/", "/v1/batches/")):
+            return await batch_item(request)
         if request.path in paths:
             return await gateway.method_not_allowed(request)
         return await gateway.not_found(request)

@@ -47,6 +47,7 @@ class Knobs:
     cut_after: int = 3
     content: str | None = None
     echo: bool = False
+    batch_ms: float = 200.0
 
     def merged(self, overrides: Mapping[str, Any], where: str = "sim") -> Knobs:
         """Return a copy with ``overrides`` validated and applied (raises KnobError naming ``where.key``)."""
@@ -89,6 +90,7 @@ KNOB_HELP: dict[str, str] = {
     "cut_after": "cut fault: events sent before the connection is dropped",
     "content": "fixed reply text instead of generated words",
     "echo": "reply with the last user message's text",
+    "batch_ms": "batches: time from creation to completion, in ms",
 }
 
 _DEFAULTS = Knobs()

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, Protocol
 
-from . import anthropic, control, gemini, ollama, openai
+from . import anthropic, batches, control, gemini, ollama, openai
 from .behaviour import Fault, KnobError, Knobs
 from .control import SimConfig, SimState
 from .httpserver import HttpProtocol, Reply, Request, protocol_factory
@@ -45,6 +45,7 @@ class SimApp:
         anthropic.register(self)
         ollama.register(self)
         gemini.register(self)
+        batches.register(self)
         control.register(self)
 
     def route(self, method: str, path: str, handler: Handler, auth: AuthCheck | None) -> None:

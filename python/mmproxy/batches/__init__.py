@@ -1,0 +1,1 @@
+"""OpenAI's Batch API through the gateway: files, upstream batches on an OpenAI-wire deployment, discounted pricing."""

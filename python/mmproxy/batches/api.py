@@ -1,0 +1,266 @@
+"""HTTP handlers of OpenAI's Files and Batch APIs in front of OpenAI-wire deployments.
+
+The client's file stays in the gateway; the upstream gets a copy with every line's model rewritten to the
+deployment's, under the deployment's key. Checks that OpenAI would fail the batch for (a bad line, another
+endpoint, a second model) and the caller's model permissions are made here, before anything goes upstream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from mmproxy.batches.files import DEFAULT_DIR, FileStore
+from mmproxy.batches.jobs import Job, JobStore, new_id, parse_lines, store_results
+from mmproxy.batches.pricing import lines_to_records
+from mmproxy.batches.upstream import UpstreamBatches
+from mmproxy.errors import ProxyError, bad_request
+from mmproxy.keys.manager import Caller, Keys
+from mmproxy.providers.openai import OpenAIProvider
+from mmproxy.server.call import Call
+from mmproxy.server.handlers import Gateway
+from mmproxy.validation import parse_json_object
+
+_ENDPOINT = "/v1/chat/completions"
+_JSON = "application/json"
+_MAX_LIST = 100
+
+
+def _json(body: Any) -> web.Response:
+    return web.Response(body=orjson.dumps(body), content_type=_JSON)
+
+
+def _scope(caller: Caller) -> str:
+    return "master" if caller.key is None else f"key:{caller.key.record.key_hash}"
+
+
+def _not_found(what: str, ident: str, param: str | None = None) -> ProxyError:
+    return ProxyError(404, f"no {what} {ident!r}", code="not_found", param=param)
+
+
+def _bad_line(number: int, message: str, param: str) -> ProxyError:
+    return bad_request(f"input file line {number}: {message}", param=f"input_file_id (line {number}: {param})")
+
+
+def read_requests(data: bytes) -> tuple[str, list[dict[str, Any]]]:
+    """The model and request lines of a batch input file; 400 naming the line and field for the first bad one."""
+    lines: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    model: str | None = None
+    for number, raw in enumerate(data.splitlines(), 1):
+        if not raw.strip():
+            continue
+        try:
+            line = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            raise _bad_line(number, "not valid JSON", "line") from None
+        if not isinstance(line, dict):
+            raise _bad_line(number, "must be a JSON object", "line")
+        custom_id = line.get("custom_id")
+        if not isinstance(custom_id, str) or not custom_id or custom_id in seen:
+            raise _bad_line(number, "custom_id must be a non-empty string, unique in the file", "custom_id")
+        if line.get("method") != "POST":
+            raise _bad_line(number, "method must be POST", "method")
+        if line.get("url") != _ENDPOINT:
+            raise _bad_line(number, f"url must be {_ENDPOINT}, the batch's endpoint", "url")
+        body = line.get("body")
+        if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"]:
+            raise _bad_line(number, "body must be an object with a model", "body.model")
+        if model is not None and body["model"] != model:
+            raise _bad_line(number, f"model {body['model']!r} differs from {model!r}: a batch uses one model",
+                            "body.model")
+        model = body["model"]
+        seen.add(custom_id)
+        lines.append(line)
+    if model is None:
+        raise bad_request("the input file has no requests", param="input_file_id")
+    return model, lines
+
+
+class BatchAPI:
+    def __init__(self, gateway: Gateway, root: Path | None = None) -> None:
+        self.gateway = gateway
+        root = root or Path(os.environ.get("MMPROXY_FILES_DIR", DEFAULT_DIR)).resolve()
+        self.files = FileStore(root)
+        self.jobs = JobStore(root / "batches")
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    # -- files -----------------------------------------------------------------------------------
+    async def upload_file(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
+        caller = await self.gateway.authorize(request, call)
+        try:
+            form = await request.post()
+        except web.HTTPRequestEntityTooLarge:
+            raise ProxyError(413, "file exceeds the request size limit", code="request_too_large") from None
+        except ValueError:
+            raise bad_request("expected a multipart/form-data body with purpose and file") from None
+        if form.get("purpose") != "batch":
+            raise bad_request("purpose must be 'batch' (the only file purpose the gateway stores)", param="purpose")
+        upload = form.get("file")
+        if not isinstance(upload, web.FileField):
+            raise bad_request("file is required: the JSONL input of a batch", param="file")
+        data = upload.file.read()
+        return _json(self.files.add(_scope(caller), data, upload.filename or "input.jsonl", "batch"))
+
+    def _file(self, caller: Caller, file_id: str, param: str | None = None) -> dict[str, Any]:
+        found = self.files.get(file_id)
+        if found is None or not (caller.admin or found[0] == _scope(caller)):
+            raise _not_found("file", file_id, param)
+        return found[1]
+
+    async def item(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
+        """``/v1/files/{id}[/content]``, ``/v1/batches/{id}`` and ``/v1/batches/{id}/cancel``."""
+        caller = await self.gateway.authorize(request, call)
+        kind, _, rest = request.path.removeprefix("/v1/").partition("/")
+        ident, _, action = rest.partition("/")
+        route = (request.method, kind, action)
+        if route == ("GET", "files", ""):
+            return _json(self._file(caller, ident))
+        if route == ("GET", "files", "content"):
+            self._file(caller, ident)
+            return web.Response(body=self.files.content(ident), content_type="application/octet-stream")
+        if route == ("GET", "batches", ""):
+            return _json((await self._refresh(caller, ident)).view())
+        if route == ("POST", "batches", "cancel"):
+            job = self._job(caller, ident)
+            async with self._lock(ident):
+                job.batch = await self._upstream(job).cancel(job.upstream_id)
+                self.jobs.save(job)
+            return _json(job.view())
+        raise ProxyError(404, f"no route for {request.method} {request.path}", code="not_found")
+
+    # -- batches ---------------------------------------------------------------------------------
+    async def create_batch(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
+        caller = await self.gateway.authorize(request, call)
+        body = parse_json_object(await request.read())
+        file_id = body.get("input_file_id")
+        if not isinstance(file_id, str):
+            raise bad_request("input_file_id is required: the id of an uploaded batch file", param="input_file_id")
+        if body.get("endpoint") != _ENDPOINT:
+            raise bad_request(f"endpoint must be {_ENDPOINT} (the only batch endpoint the gateway runs)",
+                              param="endpoint")
+        if body.get("completion_window") != "24h":
+            raise bad_request("completion_window must be '24h'", param="completion_window")
+        metadata = body.get("metadata")
+        if metadata is not None and not (isinstance(metadata, dict)
+                                         and all(isinstance(v, str) for v in metadata.values())):
+            raise bad_request("metadata must be an object of string values", param="metadata")
+        self._file(caller, file_id, "input_file_id")
+        model, lines = read_requests(self.files.content(file_id))
+        self._admit(caller, model)
+        provider = self._pick(model)
+        upstream_model = provider.deployment.upstream_model
+        rewritten = b"".join(orjson.dumps({**line, "body": {**line["body"], "model": upstream_model}}) + b"\n"
+                             for line in lines)
+        client = UpstreamBatches(provider)
+        upstream_file = await client.upload(rewritten, f"{file_id}.jsonl")
+        batch = await client.create(upstream_file, _ENDPOINT, metadata)
+        upstream_id = batch.get("id")
+        if not isinstance(upstream_id, str):
+            raise ProxyError(502, f"upstream {provider.deployment.id} returned a batch without an id",
+                             type="upstream_error", code="upstream_bad_response")
+        who = call.record  # authorize filled in the key's identity
+        job = Job(id=new_id(), owner=_scope(caller),
+                  key={"key_hash": who.key_hash, "key_alias": who.key_alias, "team_id": who.team_id}, model=model,
+                  deployment=provider.deployment.id, upstream_id=upstream_id, input_file_id=file_id,
+                  metadata=metadata, created_at=int(time.time()), batch=batch)
+        call.record.requested_model = model
+        self.jobs.save(job)
+        return _json(job.view())
+
+    async def list_batches(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
+        """The caller's batches, newest first, as last refreshed (retrieve one to refresh it)."""
+        caller = await self.gateway.authorize(request, call)
+        raw = request.query.get("limit", "20")
+        if not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIST:
+            raise bad_request(f"limit must be an integer from 1 to {_MAX_LIST}", param="limit")
+        jobs = [j for j in self.jobs.all() if caller.admin or j.owner == _scope(caller)]
+        after = request.query.get("after")
+        if after is not None:
+            ids = [j.id for j in jobs]
+            jobs = jobs[ids.index(after) + 1:] if after in ids else []
+        page = jobs[:int(raw)]
+        data = [j.view() for j in page]
+        return _json({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
+                      "last_id": data[-1]["id"] if data else None, "has_more": len(jobs) > len(page)})
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def _admit(self, caller: Caller, model: str) -> None:
+        """The key may use ``model`` and is within budget; the cost itself is settled per line by the ledger."""
+        keys = self.gateway.keys
+        if keys is not None and caller.key is not None:
+            reservation = keys.admit(caller, model, 0.0, 0)
+            if reservation is not None:
+                Keys.settle(reservation, 0.0, 0)
+
+    def _pick(self, model: str) -> OpenAIProvider:
+        """A deployment of ``model`` that runs OpenAI batches: an OpenAI-wire one, healthy ones first."""
+        group = self.gateway.router.groups.get(model)
+        if group is None:
+            raise bad_request(f"model {model!r} is not served by this gateway", param="model")
+        usable = [m for m in group.members if type(m) is OpenAIProvider and m.deployment.mode != "embedding"]
+        if not usable:
+            raise bad_request(f"model {model!r} has no OpenAI-wire deployment; the gateway runs OpenAI batches only",
+                              param="model", code="batch_unsupported")
+        healthy = [m for m in usable if not self.gateway.health.cooling(m.deployment.id)] or usable
+        chosen: OpenAIProvider = random.choices(healthy, weights=[m.deployment.weight for m in healthy])[0]
+        return chosen
+
+    def _provider(self, job: Job) -> OpenAIProvider:
+        group = self.gateway.router.groups.get(job.model)
+        for member in group.members if group is not None else ():
+            if member.deployment.id == job.deployment and isinstance(member, OpenAIProvider):
+                return member
+        raise ProxyError(503, f"deployment {job.deployment!r} of batch {job.id} is no longer configured",
+                         type="upstream_error", code="deployment_gone")
+
+    def _upstream(self, job: Job) -> UpstreamBatches:
+        return UpstreamBatches(self._provider(job))
+
+    def _job(self, caller: Caller, batch_id: str) -> Job:
+        job = self.jobs.get(batch_id)
+        if job is None or not (caller.admin or job.owner == _scope(caller)):
+            raise _not_found("batch", batch_id)
+        return job
+
+    def _lock(self, batch_id: str) -> asyncio.Lock:
+        return self._locks.setdefault(batch_id, asyncio.Lock())
+
+    async def _refresh(self, caller: Caller, batch_id: str) -> Job:
+        """The batch's upstream state; once it has completed, its results collected, renamed and priced."""
+        job = self._job(caller, batch_id)
+        if job.collected or job.batch.get("status") in ("failed", "cancelled", "expired"):
+            return job
+        async with self._lock(batch_id):
+            job = self._job(caller, batch_id)  # another request may have collected it meanwhile
+            if job.collected:
+                return job
+            client = self._upstream(job)
+            batch = await client.retrieve(job.upstream_id)
+            if batch.get("status") == "completed":
+                output = await self._lines(client, batch.get("output_file_id"))
+                errors = await self._lines(client, batch.get("error_file_id"))
+                store_results(job, self.files, output, errors)
+                self._charge(job, output + errors)
+            job.batch = batch
+            self.jobs.save(job)
+        self._locks.pop(batch_id, None)
+        return job
+
+    @staticmethod
+    async def _lines(client: UpstreamBatches, file_id: Any) -> list[dict[str, Any]]:
+        return parse_lines(await client.content(file_id)) if isinstance(file_id, str) else []
+
+    def _charge(self, job: Job, lines: list[dict[str, Any]]) -> None:
+        ledger = self.gateway.ledger
+        if ledger is None:
+            return
+        for record in lines_to_records(job.id, lines, self._provider(job).deployment, job.model, job.key):
+            ledger.record(record)
