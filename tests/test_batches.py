@@ -1,0 +1,211 @@
+"""OpenAI's Batch API through the gateway: real gateway process, real simulator, the real openai SDK."""
+
+from __future__ import annotations
+
+import io
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import openai
+import orjson
+import pytest
+from mmproxy.registry import defaults_for
+
+from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, start_gateway
+
+UPSTREAM_MODEL = "gpt-4o-mini"  # a registry model: prices and the 0.5 batch discount come from models.json
+
+
+@pytest.fixture(scope="module")
+def gw(simulator: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    base = f"{simulator.url}/v1"
+    config: dict[str, Any] = {
+        "model_list": [
+            {"model_name": "batchy", "model_info": {"id": "batchy-1"},
+             "litellm_params": {"model": f"openai/{UPSTREAM_MODEL}", "api_base": base, "api_key": UPSTREAM_KEY}},
+            {"model_name": "claude", "model_info": {"id": "claude-1"},
+             "litellm_params": {"model": "anthropic/sim-claude", "api_base": simulator.url, "api_key": UPSTREAM_KEY}},
+        ],
+        "general_settings": {"master_key": MASTER_KEY},
+    }
+    process = start_gateway(tmp_path_factory.mktemp("batches"), config)
+    yield process
+    process.stop()
+
+
+def _client(url: str, key: str) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=key, max_retries=0)
+
+
+@pytest.fixture
+def client(gw: Process) -> openai.OpenAI:
+    return _client(gw.url, MASTER_KEY)
+
+
+@pytest.fixture
+def direct(simulator: Process) -> openai.OpenAI:
+    return _client(simulator.url, UPSTREAM_KEY)
+
+
+def _line(custom_id: str, model: str, text: str, **extra: Any) -> dict[str, Any]:
+    return {"custom_id": custom_id, "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": model, "messages": [{"role": "user", "content": text}], **extra}}
+
+
+def _upload(client: openai.OpenAI, lines: list[dict[str, Any]], tail: bytes = b"") -> str:
+    data = b"\n".join(orjson.dumps(line) for line in lines) + b"\n" + tail
+    return client.files.create(file=("input.jsonl", io.BytesIO(data)), purpose="batch").id
+
+
+def _create(client: openai.OpenAI, file_id: str) -> Any:
+    return client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h",
+                                 metadata={"job": "nightly"})
+
+
+def _wait(client: openai.OpenAI, batch_id: str) -> Any:
+    deadline = time.monotonic() + 15
+    while True:
+        batch = client.batches.retrieve(batch_id)
+        if batch.status in ("completed", "failed", "cancelled", "expired") or time.monotonic() > deadline:
+            return batch
+        time.sleep(0.1)
+
+
+def _batch_rows(gw: Process, batch_id: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{gw.url}/spend/logs", params={"limit": 1000},
+                         headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=10)
+    response.raise_for_status()
+    return [row for row in response.json() if row["request_id"].startswith(f"{batch_id}:")]
+
+
+def test_batch_answers_come_back_under_the_clients_model_priced_at_half(client, direct, gw, sim: SimControl):
+    lines = [_line(f"q{i}", "batchy", f"batch question number {i}", max_tokens=5 + i) for i in range(3)]
+    created = _create(client, _upload(client, lines))
+    assert created.id.startswith("batch_") and created.status == "in_progress"
+    assert created.metadata == {"job": "nightly"}
+
+    # The upstream got the deployment's model and key, never the client's.
+    uploaded = next(r for r in sim.requests(50) if r["path"] == "/v1/files")
+    assert f'"model":"{UPSTREAM_MODEL}"' in uploaded["body"] and '"batchy"' not in uploaded["body"]
+    assert uploaded["headers"]["authorization"] == f"Bearer {UPSTREAM_KEY}"
+
+    batch = _wait(client, created.id)
+    assert batch.status == "completed", batch
+    assert batch.id == created.id and batch.request_counts.completed == 3 and batch.request_counts.failed == 0
+    out = [orjson.loads(raw) for raw in client.files.content(batch.output_file_id).text.splitlines()]
+    assert sorted(o["custom_id"] for o in out) == ["q0", "q1", "q2"]
+    by_id = {o["custom_id"]: o for o in out}
+    for line in lines:
+        answer = by_id[line["custom_id"]]["response"]
+        assert answer["status_code"] == 200
+        assert answer["body"]["model"] == "batchy"
+        expected = direct.chat.completions.create(**{**line["body"], "model": UPSTREAM_MODEL})
+        assert answer["body"]["choices"][0]["message"]["content"] == expected.choices[0].message.content
+
+    prices = defaults_for(UPSTREAM_MODEL)
+    assert prices is not None and prices.batch_discount == 0.5
+    client.batches.retrieve(created.id)  # polling again must not charge again
+    rows = {row["request_id"]: row for row in _batch_rows(gw, created.id)}
+    assert len(rows) == 3
+    for custom_id, line in by_id.items():
+        row = rows[f"{created.id}:{custom_id}"]
+        usage = line["response"]["body"]["usage"]
+        standard = usage["prompt_tokens"] * prices.input_cost_per_token \
+            + usage["completion_tokens"] * prices.output_cost_per_token
+        assert row["endpoint"] == "batch" and row["deployment"] == "batchy-1"
+        assert row["requested_model"] == "batchy" and row["status"] == 200
+        assert (row["prompt_tokens"], row["completion_tokens"]) == (usage["prompt_tokens"], usage["completion_tokens"])
+        assert row["cost_usd"] == pytest.approx(standard / 2, rel=1e-9)
+        assert row["cost_usd"] > 0
+
+    listed = client.batches.list(limit=100).data
+    assert created.id in [b.id for b in listed]
+
+
+def test_a_line_for_another_model_is_rejected_before_anything_goes_upstream(client, sim: SimControl):
+    file_id = _upload(client, [_line("a", "batchy", "one"), _line("b", "claude", "two")])
+    with pytest.raises(openai.BadRequestError) as caught:
+        _create(client, file_id)
+    assert "line 2" in caught.value.message and "body.model" in (caught.value.body or {}).get("param", "")
+    assert not [r for r in sim.requests(50) if r["path"].startswith(("/v1/files", "/v1/batches"))]
+
+
+@pytest.mark.parametrize(("tail", "lines", "field"), [
+    (b"{not json", [_line("a", "batchy", "x")], "line"),
+    (b"", [{**_line("a", "batchy", "x"), "url": "/v1/embeddings"}], "url"),
+    (b"", [_line("a", "batchy", "x"), _line("a", "batchy", "y")], "custom_id"),
+])
+def test_bad_input_lines_are_400_naming_the_field(client, tail, lines, field):
+    with pytest.raises(openai.BadRequestError) as caught:
+        _create(client, _upload(client, lines, tail))
+    assert field in caught.value.body["param"]
+
+
+def test_request_fields_are_checked(client):
+    file_id = _upload(client, [_line("a", "batchy", "x")])
+    for kwargs, param in (({"endpoint": "/v1/embeddings"}, "endpoint"), ({"input_file_id": "file-nope"}, "")):
+        args = {"input_file_id": file_id, "endpoint": "/v1/chat/completions", "completion_window": "24h", **kwargs}
+        with pytest.raises((openai.BadRequestError, openai.NotFoundError)) as caught:
+            client.batches.create(**args)
+        assert caught.value.body["param"] == (param or "input_file_id")
+    with pytest.raises(openai.BadRequestError) as caught:
+        _create(client, _upload(client, [_line("a", "claude", "x")]))  # an Anthropic deployment: no OpenAI batches
+    assert caught.value.body["code"] == "batch_unsupported"
+
+
+def test_unknown_ids_are_404(client):
+    for ident in ("batch_" + "0" * 24, "../../etc/passwd", "nonsense"):
+        with pytest.raises(openai.NotFoundError):
+            client.batches.retrieve(ident)
+    with pytest.raises(openai.NotFoundError):
+        client.files.content("file-" + "0" * 24)
+
+
+def test_a_batch_the_upstream_fails_is_failed(client, sim: SimControl):
+    sim.fault(UPSTREAM_MODEL, "500")
+    batch = _wait(client, _create(client, _upload(client, [_line("a", "batchy", "x")])).id)
+    assert batch.status == "failed"
+    assert batch.errors is not None and batch.errors.data and batch.output_file_id is None
+
+
+def test_cancel(client, sim: SimControl):
+    sim.http.post("/_sim/config", json={"model": UPSTREAM_MODEL, "batch_ms": 60_000}).raise_for_status()
+    created = _create(client, _upload(client, [_line("a", "batchy", "x")]))
+    assert client.batches.cancel(created.id).status == "cancelled"
+    assert client.batches.retrieve(created.id).status == "cancelled"
+
+
+def test_a_virtual_key_sees_only_its_own_files_and_batches(gw: Process, client, sim: SimControl):
+    def new_key() -> str:
+        response = httpx.post(f"{gw.url}/key/generate", json={"models": ["batchy"]},
+                              headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=10)
+        response.raise_for_status()
+        return response.json()["key"]
+
+    alice, bob = _client(gw.url, new_key()), _client(gw.url, new_key())
+    file_id = _upload(alice, [_line("a", "batchy", "x")])
+    batch = _create(alice, file_id)
+    with pytest.raises(openai.NotFoundError):
+        bob.files.retrieve(file_id)
+    with pytest.raises(openai.NotFoundError):
+        _create(bob, file_id)
+    with pytest.raises(openai.NotFoundError):
+        bob.batches.retrieve(batch.id)
+    assert batch.id not in [b.id for b in bob.batches.list().data]
+    assert _wait(alice, batch.id).status == "completed"
+    assert client.batches.retrieve(batch.id).status == "completed"  # the master key sees every batch
+    with pytest.raises(openai.PermissionDeniedError):  # the key may use batchy only
+        _create(alice, _upload(alice, [_line("a", "claude", "x")]))
+
+
+def test_simulator_fails_batches_as_openai_does(direct):
+    def run(lines: list[dict[str, Any]], tail: bytes = b"") -> Any:
+        return _create(direct, _upload(direct, lines, tail))
+
+    assert run([_line("a", "m1", "x"), _line("b", "m2", "y")]).status == "failed"
+    assert run([_line("a", "m1", "x")], b"{oops").errors.data[0].line == 2
+    wrong = run([{**_line("a", "m1", "x"), "url": "/v1/embeddings"}])
+    assert wrong.status == "failed" and wrong.errors.data[0].param == "url"
+
