@@ -313,8 +313,9 @@ def main() -> None:
             "",
             f"Date: {now}. Machine: {host}. Pinned to one core; median of {rounds} rounds of the mean time per call.",
             "",
-            "Whole decision per request, from raw body bytes: parse, extract, evaluate rules in order. The "
-            "request matches only the second-to-last rule (worst case short of no match); the mix covers "
+            "Whole decision per request, from what the gateway's handler passes (raw body bytes, aiohttp's "
+            "request headers as a CIMultiDictProxy, key, team, input tokens): parse, extract, evaluate rules "
+            "in order. The request matches only the second-to-last rule (worst case short of no match); the mix covers "
             "model globs, keywords, regexes, tags, headers, key/team, token bounds, flags and `any` rules "
             "(see benches/bench_rules.py). Python loop: orjson + `re` + lower-cased `in`, compiled once.",
             "",

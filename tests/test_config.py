@@ -191,3 +191,14 @@ def test_cache_params_map_to_settings(monkeypatch):
                      ({"type": "semantic", "embedding_model": "nope"}, "embedding_model")):
         with pytest.raises(ConfigError, match=f"cache_params.{key}"):
             cache(**bad)
+
+
+def test_batch_discount_from_registry_or_model_info():
+    def deployment(**info):
+        entry = {"model_name": "m", "litellm_params": {"model": "openai/gpt-4o-mini"}, "model_info": info}
+        return parse_config({"model_list": [entry]}).deployments[0]
+
+    assert deployment().batch_discount == 0.5  # OpenAI bills batch requests at half price
+    assert deployment(batch_discount=0.3).batch_discount == 0.3
+    with pytest.raises(ConfigError, match="batch_discount"):
+        deployment(batch_discount=1.5)

@@ -43,7 +43,7 @@ _CACHE_TYPES = {"local": False, "redis": False, "semantic": True, "redis-semanti
 _CACHE_PARAMS_DONE = {
     "type", "host", "port", "password", "url", "ttl", "namespace", "mode", "max_bytes", "shared", "cache_sampled",
     "cache_n", "cache_tools", "similarity_threshold", "embedding_model", "redis_semantic_cache_embedding_model",
-    "semantic_capacity", "semantic_path", "verify", "supported_call_types",
+    "semantic_capacity", "semantic_path", "verify", "supported_call_types", "synonym_threshold",
 }
 _ROUTER_SETTINGS_DONE = {
     "routing_strategy", "num_retries", "retry_after", "timeout", "allowed_fails", "cooldown_time", "fallbacks",
@@ -54,7 +54,7 @@ _FALLBACK_KINDS = ("fallbacks", "context_window_fallbacks", "content_policy_fall
 ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing",
                       "usage-based-routing-v2", "cost-based-routing")
 
-_MODEL_INFO_DONE = {"id", "max_input_tokens", "mode", "tier", "strengths", *_PRICE_KEYS}
+_MODEL_INFO_DONE = {"id", "max_input_tokens", "mode", "tier", "strengths", "batch_discount", *_PRICE_KEYS}
 _MODEL_INFO_MODES = {"chat", "embedding", "completion"}
 
 _GENERAL_DONE = {"master_key", "max_request_size_mb", "database_url", "disable_spend_logs", "disable_metrics"}
@@ -129,6 +129,7 @@ class Deployment:
     rpm: int | None
     tpm: int | None
     auto_prompt_cache: bool = False  # Anthropic: place cache_control breakpoints on repeated prefixes
+    batch_discount: float | None = None  # fraction off the standard price for batch requests (0.5: half price)
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,6 +165,7 @@ class CacheSettings:
     embedding_model: str | None = None  # a model_name of an embedding deployment; None: the local embedder
     similarity_threshold: float | None = None  # None: the matcher's default for the local embedder
     verify: bool = True  # the near-miss checks after the similarity search
+    synonym_threshold: float | None = None  # local embedder: accept replaced words this close in context
     semantic_capacity: int = 100_000  # entries per (model group, namespace) index
     semantic_path: str | None = None  # directory the semantic index is persisted to
 
@@ -319,6 +321,7 @@ def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], warnings: 
         embedding_model=embedding_model,
         similarity_threshold=threshold,
         verify=_flag(params, "verify", f"{where}.verify") is not False,
+        synonym_threshold=_number(params, "synonym_threshold", f"{where}.synonym_threshold"),
         semantic_capacity=_integer(params, "semantic_capacity", f"{where}.semantic_capacity")
         or defaults.semantic_capacity,
         semantic_path=path,
@@ -483,6 +486,11 @@ def _parse_deployment(
     # defaulted: a pre-call rejection must come from a limit the operator chose, not from an estimate.
     shipped = defaults_for(upstream_model)
     prices = _prices(params, info, pwhere, iwhere)
+    batch_discount = _number(info, "batch_discount", f"{iwhere}.batch_discount")
+    if batch_discount is not None and batch_discount >= 1:
+        raise ConfigError(f"{iwhere}.batch_discount: the fraction taken off the price, below 1 (0.5: half price)")
+    if batch_discount is None and shipped is not None:
+        batch_discount = shipped.batch_discount
     strengths = info.get("strengths")
     if strengths is not None and (not isinstance(strengths, list) or not all(isinstance(x, str) for x in strengths)):
         raise ConfigError(f"{iwhere}.strengths: must be a list of tags such as code, math, long-context")
@@ -514,6 +522,7 @@ def _parse_deployment(
         rpm=rpm,
         tpm=tpm,
         auto_prompt_cache=bool(_flag(params, "auto_prompt_cache", f"{pwhere}.auto_prompt_cache")),
+        batch_discount=batch_discount,
     )
 
 

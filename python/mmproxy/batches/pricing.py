@@ -6,15 +6,12 @@ from typing import Any
 
 from mmproxy import cost
 from mmproxy.config import Deployment
-from mmproxy.registry import defaults_for
 from mmproxy.spend.record import RequestRecord
 
 
 def batch_discount(deployment: Deployment) -> float:
     """Fraction taken off the standard price for batch requests (0.5: half price; 0: none known)."""
-    shipped = defaults_for(deployment.upstream_model)
-    discount = shipped.batch_discount if shipped is not None else None
-    return discount or 0.0
+    return deployment.batch_discount or 0.0
 
 
 def line_record(request_id: str, line: dict[str, Any], deployment: Deployment, model: str) -> RequestRecord:

@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 
 from mmproxy import hashing
-from mmproxy.cache.matcher import MatchSettings, accept
+from mmproxy.cache.matcher import MatchSettings, WordVectors, accept_async
 from mmproxy.cache.policy import Lookup
 from mmproxy.cache.store import CachedResponse, MemoryStore, RedisStore, ResponseStore
 from mmproxy.config import CacheSettings
@@ -48,17 +48,20 @@ class Question:
 
 
 class ResponseCache:
-    def __init__(self, settings: CacheSettings, embed: Embed | None = None, worker: int | None = None) -> None:
-        """``worker``: this process's index among ``--workers`` processes; each keeps its own index files."""
+    def __init__(self, settings: CacheSettings, embed: Embed | None = None, worker: int | None = None,
+                 words: WordVectors | None = None) -> None:
+        """``worker``: this process's index among ``--workers`` processes; each keeps its own index files.
+        ``words``: in-context word vectors (the local embedder) for ``synonym_threshold``."""
         self.settings = settings
+        self._words = words
         self._worker = worker
         self.store: ResponseStore = (RedisStore(settings.redis_url, settings.namespace) if settings.redis_url
                                      else MemoryStore(settings.max_bytes))
         self._embed = embed if settings.semantic else None
         self._indexes: Any = None  # SemanticIndexes, made on the first vector, whose length is the dimension
         defaults = MatchSettings()
-        self._match = MatchSettings(
-            threshold=settings.similarity_threshold or defaults.threshold, verify=settings.verify)
+        self._match = MatchSettings(threshold=settings.similarity_threshold or defaults.threshold,
+                                    verify=settings.verify, synonym_threshold=settings.synonym_threshold)
         self._background: set[asyncio.Task[Any]] = set()
         self._opened: set[str] = set()
 
@@ -92,7 +95,7 @@ class ResponseCache:
         question.vector = await self._embed(question.text)
         index = await self._index(lookup.scope, len(question.vector))
         for candidate, similarity in index.search(question.vector, question.context, _CANDIDATES):
-            if not accept(question.text, candidate.text, similarity, self._match):
+            if not await accept_async(question.text, candidate.text, similarity, self._match, self._words):
                 continue
             entry = await self.store.get(candidate.cache_key)
             if entry is not None and lookup.fresh(entry.created):

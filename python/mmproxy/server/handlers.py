@@ -52,12 +52,8 @@ log = logging.getLogger("mmproxy")
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
 _JSON = "application/json"
 _NS_PER_MS = 1_000_000
-# Failure kinds worth another attempt: the upstream's state, not the request, caused them.
-_RETRYABLE = frozenset({"rate_limit", "overloaded", "server", "timeout"})
-_BACKOFF_BASE_S = 0.25
 # A model name that routes purely by ``routing_rules``.
 AUTO_MODEL = "auto"
-_MAX_RETRY_WAIT_S = 10.0
 _SQLITE_DEFAULT = "mmproxy.db"
 
 
@@ -111,7 +107,7 @@ class Gateway:
         config = self.config
         if config.cache is not None:
             self.cache = ResponseCache(config.cache, self._embedder(config.cache),
-                                       self._worker if self._multi_worker else None)
+                                       self._worker if self._multi_worker else None, self._local_embedder)
             if config.cache.semantic and config.cache.semantic_path:
                 self._spawn(self.cache.keep_saving())
         if self.metrics is not None and self._multi_worker:
