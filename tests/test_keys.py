@@ -176,3 +176,25 @@ def test_concurrent_requests_cannot_overspend(gw: Process, admin: httpx.Client, 
     spend = admin.get("/key/info", params={"key": key}).json()["info"]["spend"]
     assert spend == pytest.approx(outcomes.count("ok") * one, rel=1e-6)
     assert spend <= budget + one  # at most the requests in flight when the budget ran out
+
+
+def test_routing_rules_see_the_calling_key_and_team(simulator: Process, tmp_path: Path, sim: SimControl):
+    config = gateway_config(simulator.url)
+    config["routing_rules"] = [
+        {"name": "vip-key", "when": {"key": ["vip-bot"]}, "route": {"model": "mini"}},
+        {"name": "research-team", "when": {"team": ["research"]}, "route": {"model": "claude"}},
+    ]
+    gw = start_gateway(tmp_path, config)
+    try:
+        admin = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"})
+        vip = admin.post("/key/generate", json={"key_alias": "vip-bot"}).json()["key"]
+        researcher = admin.post("/key/generate", json={"team_id": "research"}).json()["key"]
+        plain = admin.post("/key/generate", json={}).json()["key"]
+        for key, rule, deployment in ((vip, "vip-key", "mini"), (researcher, "research-team", "claude-1")):
+            reply = _client(gw, key).chat.completions.with_raw_response.create(model="gpt-4o", messages=HELLO)
+            assert reply.headers["x-mmproxy-route-rule"] == rule
+            assert reply.headers["x-mmproxy-deployment"].startswith(deployment)
+        reply = _client(gw, plain).chat.completions.with_raw_response.create(model="gpt-4o", messages=HELLO)
+        assert "x-mmproxy-route-rule" not in reply.headers and reply.headers["x-mmproxy-deployment"] == "frontier-1"
+    finally:
+        gw.stop()

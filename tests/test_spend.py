@@ -281,3 +281,19 @@ def test_metrics_cover_every_worker(simulator: Process, tmp_path: Path, sim: Sim
         assert total == 12
     finally:
         gw.stop()
+
+
+def test_an_upstream_without_usage_is_priced_by_our_count(client, gw: Process, sim: SimControl):
+    quiet = {"sim": {"usage": False, "content": "Four words of answer."}}
+    reply = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=HELLO, extra_body=quiet)
+    assert reply.parse().usage is None  # the upstream said nothing
+    row = _row(gw, reply.headers["x-mmproxy-request-id"])
+    assert row["prompt_tokens"] > 0 and row["completion_tokens"] == 5  # "Four words of answer." in o200k
+    assert row["cost_usd"] == pytest.approx(row["prompt_tokens"] * 2.5e-06 + 5 * 1e-05, rel=1e-9)
+    assert float(reply.headers["x-mmproxy-cost-usd"]) == pytest.approx(row["cost_usd"], rel=1e-9)
+
+    stream = client.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=HELLO, stream=True, stream_options={"include_usage": True}, extra_body=quiet)
+    assert all(c.usage is None for c in stream.parse())
+    row = _row(gw, stream.headers["x-mmproxy-request-id"])
+    assert row["prompt_tokens"] > 0 and row["cost_usd"] > 0

@@ -8,7 +8,7 @@ input price, so a missing figure never makes tokens free.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from mmproxy.config import Deployment
@@ -46,16 +46,18 @@ def price(deployment: Deployment, prompt: int, completion: int, cached: int = 0,
 
 
 def charge(record: RequestRecord, deployment: Deployment, usage: dict[str, Any] | None,
-           estimated_prompt: int = 0) -> float | None:
+           estimated: Callable[[], tuple[int, int]] | None = None) -> float | None:
     """Add one upstream answer's tokens and cost to ``record``; the cost, or None when unpriced.
 
-    Without usage from the provider, the prompt side comes from the gateway's own token count
-    (``estimated_prompt``), so a request is never recorded as free just because the upstream said nothing.
+    Without usage from the provider, ``estimated`` gives (prompt, completion) tokens by the gateway's own
+    count, so a request is never recorded as free just because the upstream said nothing.
     """
     if usage is not None:
         prompt, completion, cached, written = usage_tokens(usage)
+    elif estimated is not None:
+        (prompt, completion), cached, written = estimated(), 0, 0
     else:
-        prompt, completion, cached, written = estimated_prompt, 0, 0, 0
+        prompt = completion = cached = written = 0
     record.prompt_tokens += prompt
     record.completion_tokens += completion
     record.cached_tokens += cached

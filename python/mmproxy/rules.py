@@ -35,7 +35,8 @@ Syntax (a YAML list; rules are tried in order and the **first match wins**)::
 * `tags_any` / `tags_all`: exact strings from the body's `metadata.tags` list (LiteLLM's convention).
 * `headers`: mapping of header name (case-insensitive) to an exact value or `{regex: ...}`; every
   listed header must match (it is one condition).
-* `key` / `team`: lists of the calling virtual key or team; never match when the caller has none.
+* `key` / `team`: lists of the calling virtual key (its `key_alias`, else its token, the sha256 hash) or
+  team (`team_id`); never match when the caller has none (the master key).
 
 `route` actions: exactly one of `model: <group>`, `tier: frontier|workhorse|economy` (the routing
 strategy then picks within the tier), `local_only: true` (may be combined with `tier`).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from mmproxy import tokens
 from mmproxy.keys.manager import MASTER, Caller, Reservation
 from mmproxy.spend.record import RequestRecord
 
@@ -13,7 +14,7 @@ class StartupError(Exception):
 class Call:
     """One client request while it runs: who sent it, its record, its budget reservation."""
 
-    __slots__ = ("caller", "capture", "counted", "record", "reservation", "started")
+    __slots__ = ("body", "caller", "capture", "counted", "record", "reservation", "started")
 
     def __init__(self, record: RequestRecord, started: int) -> None:
         self.record = record
@@ -22,3 +23,13 @@ class Call:
         self.counted = 0  # input tokens by the gateway's own count (0 when nothing needed it)
         self.reservation: Reservation | None = None
         self.capture: list[bytes] | None = None  # a stream's bytes, kept when the response cache wants them
+        self.body = b""  # the request in OpenAI's shape, for counting its tokens when nothing else did
+
+    def prompt_tokens(self) -> int:
+        """Input tokens by the gateway's own count, counted now if nothing needed them before."""
+        if not self.counted and self.body:
+            try:
+                self.counted = tokens.count_chat(self.body, self.record.requested_model).count
+            except ValueError:
+                return 0
+        return self.counted

@@ -9,12 +9,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
+import orjson
 from aiohttp import web
 
-from mmproxy import cost
+from mmproxy import cost, tokens
 from mmproxy.config import Deployment
 from mmproxy.errors import ProxyError
 from mmproxy.providers import Provider
@@ -73,7 +74,7 @@ class Forwarder:
             **(route or {}),
         }
         self.count_completion(deployment.id, usage)
-        if cost.charge(record, deployment, usage, call.counted) is not None:
+        if cost.charge(record, deployment, usage, lambda: (call.prompt_tokens(), _answer_tokens(body))) is not None:
             headers["x-mmproxy-cost-usd"] = cost.format_usd(record.cost_usd)
         overhead = _overhead_ns(call.started, sent, received)
         record.overhead_ms = overhead / _NS_PER_MS
@@ -158,7 +159,8 @@ class Forwarder:
             finally:
                 # Priced even when the client left mid-stream: the upstream bills what it generated.
                 usage = relay.usage()
-                cost.charge(record, deployment, usage, call.counted)
+                cost.charge(record, deployment, usage,
+                            lambda: (call.prompt_tokens(), _stream_tokens(call.capture or ())))
                 self.count_completion(deployment.id, usage)
             if not relay.saw_done:
                 failure = exchange.done.exception() if exchange.done.done() else None
@@ -181,6 +183,40 @@ class Forwarder:
             return response
         finally:
             exchange.release()
+
+
+def _answer_tokens(body: bytes) -> int:
+    """Output tokens of an answer that came without usage (OpenAI's or Anthropic's shape), by our count."""
+    try:
+        answer = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return 0
+    texts: list[str] = []
+    if isinstance(answer, dict):
+        for choice in answer.get("choices") or ():
+            message = choice.get("message") if isinstance(choice, dict) else None
+            if isinstance(message, dict):
+                texts.append(message.get("content") or "")
+                texts += [str(c.get("function")) for c in message.get("tool_calls") or () if isinstance(c, dict)]
+        texts += [b.get("text") or "" for b in answer.get("content") or () if isinstance(b, dict)]
+    return tokens.count("".join(t for t in texts if isinstance(t, str)))
+
+
+def _stream_tokens(chunks: Iterable[bytes]) -> int:
+    """Output tokens of a relayed stream that ended without usage: its delta texts, by our count."""
+    texts: list[str] = []
+    for line in b"".join(chunks).split(b"\n"):
+        if not line.startswith(b"data: {"):
+            continue
+        try:
+            event = orjson.loads(line[6:])
+        except orjson.JSONDecodeError:
+            continue
+        for choice in event.get("choices") or ():
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            if isinstance(delta, dict) and isinstance(delta.get("content"), str):
+                texts.append(delta["content"])
+    return tokens.count("".join(texts))
 
 
 def _overhead_ns(started: int, sent: int, received: int) -> int:

@@ -281,7 +281,11 @@ class Gateway:
         rules = self.config.rules
         if rules is None:
             return model, {}
-        decision = rules.evaluate(body, headers=request.headers, input_tokens=call.counted)
+        key = call.caller.key
+        decision = rules.evaluate(
+            body, headers=request.headers, input_tokens=call.counted,
+            key=None if key is None else key.record.key_alias or key.record.key_hash,
+            team=None if key is None else key.record.team_id)
         if decision is None:
             if model == AUTO_MODEL:
                 raise ProxyError(400, f"no routing rule matched this request for model {AUTO_MODEL!r}; "
@@ -304,6 +308,7 @@ class Gateway:
         stream = payload.get("stream") is True
         record = call.record
         record.requested_model, record.stream = model, stream
+        call.body = raw
         if self._count_tokens or caller.key is not None:
             call.counted = tokens.count_chat(raw, model).count
         target, route = self._apply_rules(request, raw, model, call)
@@ -409,7 +414,7 @@ class Gateway:
         route: dict[str, str] = {}
         target = model
         if self._count_tokens or caller.key is not None:
-            translated = orjson.dumps(anthropic_inbound.to_openai(body))
+            translated = call.body = orjson.dumps(anthropic_inbound.to_openai(body))
             call.counted = tokens.count_chat(translated, model).count
             target, route = self._apply_rules(request, translated, model, call)
         self._admit(call, model, target, body)

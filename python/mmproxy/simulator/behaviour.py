@@ -48,6 +48,7 @@ class Knobs:
     content: str | None = None
     echo: bool = False
     batch_ms: float = 200.0
+    usage: bool = True
 
     def merged(self, overrides: Mapping[str, Any], where: str = "sim") -> Knobs:
         """Return a copy with ``overrides`` validated and applied (raises KnobError naming ``where.key``)."""
@@ -91,6 +92,7 @@ KNOB_HELP: dict[str, str] = {
     "content": "fixed reply text instead of generated words",
     "echo": "reply with the last user message's text",
     "batch_ms": "batches: time from creation to completion, in ms",
+    "usage": "false: an OpenAI-compatible server that reports no usage (none in the body, no usage chunk)",
 }
 
 _DEFAULTS = Knobs()

@@ -50,7 +50,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default = getattr(_DEFAULT_KNOBS, f.name)
         flag = "--" + f.name.replace("_", "-")
         if isinstance(default, bool):
-            knobs.add_argument(flag, action="store_true", help=KNOB_HELP[f.name])
+            knobs.add_argument(flag, action=argparse.BooleanOptionalAction, default=default, help=KNOB_HELP[f.name])
         else:
             kind = str if default is None else type(default)
             knobs.add_argument(flag, type=kind, default=default,

@@ -284,7 +284,7 @@ def _build_chat(app: SimApp, body: dict[str, Any], model: str, knobs: Knobs) -> 
     usage = _usage(prompt_tokens, sum(a.tokens for a in answers), cached)
     if body.get("stream") is True:
         options = body.get("stream_options")
-        include_usage = isinstance(options, dict) and options.get("include_usage") is True
+        include_usage = isinstance(options, dict) and options.get("include_usage") is True and knobs.usage
         return _chat_stream(app, model, answers, usage, include_usage, knobs)
     obj = {
         "id": _new_id("chatcmpl-"), "object": "chat.completion", "created": int(time.time()), "model": model,
@@ -292,6 +292,8 @@ def _build_chat(app: SimApp, body: dict[str, Any], model: str, knobs: Knobs) -> 
                     for i, a in enumerate(answers)],
         "usage": usage, "service_tier": "default", "system_fingerprint": _fingerprint(app),
     }
+    if not knobs.usage:
+        del obj["usage"]
     return Reply(200, orjson.dumps(obj))
 
 
