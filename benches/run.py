@@ -247,7 +247,9 @@ def gateway_config(sim_ports: dict[str, int]) -> dict[str, Any]:
             }
             for key, p in PROFILES.items()
         ],
-        "general_settings": {"master_key": MASTER_KEY},
+        # Like for like: LiteLLM's proxy runs here without a database or a Prometheus callback, so mmproxy runs
+        # without its spend ledger and metrics; benches/bench_accounting.py measures what those add.
+        "general_settings": {"master_key": MASTER_KEY, "disable_spend_logs": True, "disable_metrics": True},
     }
 
 

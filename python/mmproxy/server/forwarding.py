@@ -81,19 +81,8 @@ class Forwarder:
         headers["x-mmproxy-overhead-ms"] = f"{record.overhead_ms:.3f}"
         return web.Response(body=body, content_type=_JSON, headers=headers)
 
-    def usage_chunk(self, call: Call, deployment: Deployment, keep: bool) -> Callable[[bytes], bytes]:
-        """Rewrites a stream's usage chunk: the request's cost so far added, or the chunk dropped when
-        only the gateway asked for it (the client did not set ``stream_options.include_usage``)."""
-        record = call.record
-
-        def annotate(chunk: dict[str, object]) -> None:
-            usage = chunk.get("usage")
-            if isinstance(usage, dict):
-                priced = cost.price(deployment, *cost.usage_tokens(usage))
-                if priced is not None:
-                    chunk["x_mmproxy_cost_usd"] = record.cost_usd + priced[0]
-
-        return lambda events: rewrite_usage_chunk(events, keep, annotate)
+    def usage_chunk(self, call: Call, deployment: Deployment, keep: bool) -> UsageChunk:
+        return UsageChunk(call, deployment, keep)
 
     async def relay_stream(
         self,
@@ -158,7 +147,7 @@ class Forwarder:
                 await relay.pipe(response, transport)
             finally:
                 # Priced even when the client left mid-stream: the upstream bills what it generated.
-                usage = relay.usage()
+                usage = on_usage.usage if isinstance(on_usage, UsageChunk) and on_usage.usage else relay.usage()
                 cost.charge(record, deployment, usage,
                             lambda: (call.prompt_tokens(), _stream_tokens(call.capture or ())))
                 self.count_completion(deployment.id, usage)
@@ -183,6 +172,31 @@ class Forwarder:
             return response
         finally:
             exchange.release()
+
+
+class UsageChunk:
+    """Rewrites a stream's usage chunk: the request's cost so far added, or the chunk dropped when only the
+    gateway asked for it (the client did not set ``stream_options.include_usage``). Keeps the usage it read,
+    so the stream is not parsed twice."""
+
+    __slots__ = ("_deployment", "_keep", "_record", "usage")
+
+    def __init__(self, call: Call, deployment: Deployment, keep: bool) -> None:
+        self._record = call.record
+        self._deployment = deployment
+        self._keep = keep
+        self.usage: dict[str, Any] | None = None
+
+    def __call__(self, events: bytes) -> bytes:
+        return rewrite_usage_chunk(events, self._keep, self._annotate)
+
+    def _annotate(self, chunk: dict[str, object]) -> None:
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            self.usage = usage
+            priced = cost.price(self._deployment, *cost.usage_tokens(usage))
+            if priced is not None:
+                chunk["x_mmproxy_cost_usd"] = self._record.cost_usd + priced[0]
 
 
 def _answer_tokens(body: bytes) -> int:

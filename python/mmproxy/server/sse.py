@@ -100,7 +100,9 @@ class SSERelay:
         if end < len(data):
             self._pending = data[end:]
             data = data[:end]
-        if b'"usage":{' in data or b'"usage": {' in data:
+        # One backwards scan: the usage object, when any, is in the last event that names usage.
+        found = data.rfind(b'"usage":')
+        if found >= 0 and data[found + 8:found + 10] in (b"{\"", b" {", b"{}"):
             self.usage_event = data
             if self._on_usage is not None and (_USAGE_ONLY in data or _USAGE_ONLY_SPACED in data):
                 data = self._on_usage(data)
