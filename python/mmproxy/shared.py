@@ -19,11 +19,9 @@ import os
 import time
 from collections.abc import Sequence
 
-from redis import asyncio as aioredis
-from redis.exceptions import RedisError
-
 from mmproxy.config import Deployment
 from mmproxy.health import COUNTED_KINDS, Health
+from mmproxy.redis_client import Arg, RedisClient, RedisError
 from mmproxy.usage import Usage
 
 log = logging.getLogger("mmproxy.shared")
@@ -36,7 +34,7 @@ _PREFIX = "mmproxy:"
 class SharedState:
     def __init__(self, url: str, health: Health, usage: Usage, deployments: Sequence[Deployment]) -> None:
         self._instance = os.urandom(6).hex()
-        self._redis = aioredis.from_url(url, socket_timeout=_TIMEOUT_S, socket_connect_timeout=_TIMEOUT_S)
+        self._redis = RedisClient(url, timeout=_TIMEOUT_S)
         self._health = health
         self._usage = usage
         self._ids = [d.id for d in deployments]
@@ -46,15 +44,15 @@ class SharedState:
 
     async def start(self) -> None:
         try:
-            await self._redis.ping()
-        except (RedisError, OSError) as exc:
+            await self._redis.execute("PING")
+        except RedisError as exc:
             self._trouble(exc)
         self._task = asyncio.get_running_loop().create_task(self._refresh_forever())
 
     async def stop(self) -> None:
         if self._task is not None:
             self._task.cancel()
-        await self._redis.aclose()
+        await self._redis.close()
 
     def _trouble(self, exc: Exception) -> None:
         self.degraded = True
@@ -75,16 +73,15 @@ class SharedState:
         rpm_key = f"{_PREFIX}rpm:{deployment.id}:{minute}"
         tpm_key = f"{_PREFIX}tpm:{deployment.id}:{minute}"
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.incr(rpm_key).expire(rpm_key, 120).incrby(tpm_key, tokens).expire(tpm_key, 120)
-                requests, _, used, _ = await pipe.execute()
+            requests, _, used, _ = await self._redis.pipeline(
+                (("INCR", rpm_key), ("EXPIRE", rpm_key, 120), ("INCRBY", tpm_key, tokens), ("EXPIRE", tpm_key, 120)),
+                transaction=True)
             over = (deployment.rpm is not None and requests > deployment.rpm) or (
                 deployment.tpm is not None and used > deployment.tpm)
             if over:
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    await pipe.decr(rpm_key).decrby(tpm_key, tokens).execute()
+                await self._redis.pipeline((("DECR", rpm_key), ("DECRBY", tpm_key, tokens)), transaction=True)
             return not over
-        except (RedisError, OSError) as exc:
+        except RedisError as exc:
             self._trouble(exc)
             return True
 
@@ -93,9 +90,8 @@ class SharedState:
             return
         key = f"{_PREFIX}tpm:{deployment_id}:{int(time.time() // 60)}"
         try:
-            async with self._redis.pipeline(transaction=False) as pipe:
-                await pipe.incrby(key, tokens).expire(key, 120).execute()
-        except (RedisError, OSError) as exc:
+            await self._redis.pipeline((("INCRBY", key, tokens), ("EXPIRE", key, 120)))
+        except RedisError as exc:
             self._trouble(exc)
 
     # -- cooldowns ------------------------------------------------------------------
@@ -106,14 +102,15 @@ class SharedState:
             return
         fails_key = f"{_PREFIX}fails:{deployment_id}"
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                count, _ = await pipe.incr(fails_key).expire(fails_key, int(health.window), nx=True).execute()
+            count, _ = await self._redis.pipeline(
+                (("INCR", fails_key), ("EXPIRE", fails_key, int(health.window), "NX")), transaction=True)
             if count >= health.allowed_fails or health.cooling(deployment_id):
-                async with self._redis.pipeline(transaction=True) as pipe:
-                    pipe.set(f"{_PREFIX}cooldown:{deployment_id}", 1, px=int(health.cooldown_time * 1000))
-                    await pipe.delete(fails_key).execute()
+                cooldown_ms = max(1, int(health.cooldown_time * 1000))
+                await self._redis.pipeline(
+                    (("SET", f"{_PREFIX}cooldown:{deployment_id}", 1, "PX", cooldown_ms), ("DEL", fails_key)),
+                    transaction=True)
                 health.adopt_cooldown(deployment_id, health.cooldown_time)
-        except (RedisError, OSError) as exc:
+        except RedisError as exc:
             self._trouble(exc)
 
     # -- the periodic exchange ----------------------------------------------------------
@@ -122,23 +119,22 @@ class SharedState:
         and latency averages and read everyone else's, for least-busy and latency-based routing."""
         usage = self._usage
         ids = self._ids
+        mine = self._instance.encode()
         while True:
             await asyncio.sleep(REFRESH_S)
+            commands: list[tuple[Arg, ...]] = [("PTTL", f"{_PREFIX}cooldown:{d}") for d in ids]
+            reads = []  # where each deployment's two HGETALL replies start
+            for deployment_id in ids:
+                busy_key, latency_key = f"{_PREFIX}busy:{deployment_id}", f"{_PREFIX}latency:{deployment_id}"
+                commands += (("HSET", busy_key, mine, usage.in_flight.get(deployment_id, 0)), ("EXPIRE", busy_key, 10))
+                if deployment_id in usage.latency:
+                    commands += (("HSET", latency_key, mine, usage.latency[deployment_id]),
+                                 ("EXPIRE", latency_key, 300))
+                reads.append(len(commands))
+                commands += (("HGETALL", busy_key), ("HGETALL", latency_key))
             try:
-                async with self._redis.pipeline(transaction=False) as pipe:
-                    for deployment_id in ids:
-                        pipe.pttl(f"{_PREFIX}cooldown:{deployment_id}")
-                    for deployment_id in ids:
-                        busy_key, latency_key = f"{_PREFIX}busy:{deployment_id}", f"{_PREFIX}latency:{deployment_id}"
-                        pipe.hset(busy_key, self._instance, usage.in_flight.get(deployment_id, 0))
-                        pipe.expire(busy_key, 10)
-                        if deployment_id in usage.latency:
-                            pipe.hset(latency_key, self._instance, usage.latency[deployment_id])
-                            pipe.expire(latency_key, 300)
-                        pipe.hgetall(busy_key)
-                        pipe.hgetall(latency_key)
-                    replies = await pipe.execute()
-            except (RedisError, OSError) as exc:
+                replies = await self._redis.pipeline(commands)
+            except RedisError as exc:
                 self._trouble(exc)
                 continue
             if self.degraded:
@@ -147,10 +143,13 @@ class SharedState:
             for deployment_id, ms in zip(ids, replies[: len(ids)], strict=True):
                 if ms > 0:
                     self._health.adopt_cooldown(deployment_id, ms / 1000)
-            maps = [r for r in replies[len(ids):] if isinstance(r, dict)]
-            mine = self._instance.encode()
-            for deployment_id, busy, latency in zip(ids, maps[0::2], maps[1::2], strict=True):
-                usage.remote_in_flight[deployment_id] = sum(int(v) for k, v in busy.items() if k != mine)
-                samples = [float(v) for v in latency.values()]
+            for deployment_id, at in zip(ids, reads, strict=True):
+                busy, latency = replies[at], replies[at + 1]  # HGETALL: field, value, field, value, ...
+                try:
+                    usage.remote_in_flight[deployment_id] = sum(
+                        int(n) for k, n in zip(busy[0::2], busy[1::2], strict=True) if k != mine)
+                    samples = [float(ms) for ms in latency[1::2]]
+                except ValueError:
+                    continue  # a field not written by an instance of ours: ignore this deployment's figures
                 if samples:
                     usage.shared_latency[deployment_id] = sum(samples) / len(samples)

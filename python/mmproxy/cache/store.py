@@ -10,7 +10,6 @@ add a socket timeout to every request.
 
 from __future__ import annotations
 
-import asyncio
 import heapq
 import logging
 import struct
@@ -19,8 +18,7 @@ from abc import ABC, abstractmethod
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from redis import asyncio as aioredis
-from redis.exceptions import RedisError
+from mmproxy.redis_client import RedisClient, RedisError
 
 __all__ = ["CacheDecodeError", "CachedResponse", "MemoryStore", "RedisStore", "ResponseStore"]
 
@@ -190,36 +188,29 @@ class RedisStore(ResponseStore):
     """Answers in Redis as ``<namespace>:cache:<hex key>`` with a PX expiry, shared by every instance."""
 
     def __init__(self, url: str, namespace: str = "mmproxy") -> None:
-        self._redis = aioredis.from_url(url, socket_timeout=_REDIS_TIMEOUT_S,
-                                        socket_connect_timeout=_REDIS_TIMEOUT_S)
-        self._prefix = f"{namespace}:cache:"
-        self._down_until = 0.0
+        # The client backs off by itself: for _RETRY_S after a failure, calls fail without touching the network.
+        self._redis = RedisClient(url, timeout=_REDIS_TIMEOUT_S, retry_s=_RETRY_S)
+        self._prefix = f"{namespace}:cache:".encode()
         self._warned_at = -_WARN_EVERY_S
 
-    def _name(self, key: bytes) -> str:
-        return self._prefix + key.hex()
+    def _name(self, key: bytes) -> bytes:
+        return self._prefix + key.hex().encode()
 
-    def _usable(self) -> bool:
-        return time.monotonic() >= self._down_until
-
-    def _trouble(self, exc: BaseException, doing: str) -> None:
+    def _trouble(self, exc: RedisError, doing: str) -> None:
         now = time.monotonic()
-        self._down_until = now + _RETRY_S
         if now - self._warned_at >= _WARN_EVERY_S:
             self._warned_at = now
-            # The type only: a connection error's text can carry the URL, and the URL the password.
+            # The type only, as a matter of principle: nothing about the connection reaches the log.
             log.warning("response cache: Redis %s failed (%s); serving without the shared cache",
                         doing, type(exc).__name__)
 
     async def get(self, key: bytes) -> CachedResponse | None:
-        if not self._usable():
-            return None
         try:
-            data = await self._redis.get(self._name(key))
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            data = await self._redis.execute("GET", self._name(key))
+        except RedisError as exc:
             self._trouble(exc, "read")
             return None
-        if data is None:
+        if not isinstance(data, bytes):
             return None
         try:
             return CachedResponse.decode(data)
@@ -227,23 +218,21 @@ class RedisStore(ResponseStore):
             return None  # written by another version, or not by us: a miss, overwritten on the next set
 
     async def set(self, key: bytes, value: CachedResponse, ttl: float) -> None:
-        if not ttl > 0 or not self._usable():
+        if not ttl > 0:
             return
         try:
-            await self._redis.set(self._name(key), value.encode(), px=max(1, int(ttl * 1000)))
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            await self._redis.execute("SET", self._name(key), value.encode(), "PX", max(1, int(ttl * 1000)))
+        except RedisError as exc:
             self._trouble(exc, "write")
 
     async def delete(self, key: bytes) -> None:
-        if not self._usable():
-            return
         try:
-            await self._redis.delete(self._name(key))
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            await self._redis.execute("DEL", self._name(key))
+        except RedisError as exc:
             self._trouble(exc, "delete")
 
     async def close(self) -> None:
-        await self._redis.aclose()
+        await self._redis.close()
 
 
 DEFAULT_MAX_BYTES = 256 * 1024 * 1024

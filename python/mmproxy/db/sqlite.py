@@ -72,7 +72,7 @@ class SQLiteDatabase(Database):
         conn = sqlite3.connect(self._path, isolation_level=None)
         try:
             conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
-            conn.execute("PRAGMA journal_mode = WAL")
+            self._enable_wal(conn)
             conn.execute("PRAGMA synchronous = NORMAL")
             self._conn = conn
             with self._transaction():
@@ -88,6 +88,19 @@ class SQLiteDatabase(Database):
             self._conn = None
             conn.close()
             raise
+
+    def _enable_wal(self, conn: sqlite3.Connection) -> None:
+        """Switch to WAL; the switch can report "locked" without waiting on busy_timeout when several
+        processes (``--workers N``) open a new file at once, so it is retried for as long."""
+        deadline = time.monotonic() + self._busy_ms / 1000
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
 
     async def close(self) -> None:
         if self._conn is not None:
