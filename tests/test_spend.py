@@ -297,3 +297,19 @@ def test_an_upstream_without_usage_is_priced_by_our_count(client, gw: Process, s
     assert all(c.usage is None for c in stream.parse())
     row = _row(gw, stream.headers["x-mmproxy-request-id"])
     assert row["prompt_tokens"] > 0 and row["cost_usd"] > 0
+
+
+def test_streams_ask_for_usage_only_when_something_reads_it(simulator: Process, tmp_path: Path, sim: SimControl):
+    gw = start_gateway(tmp_path, _config(simulator.url, disable_spend_logs=True, disable_metrics=True))
+    try:
+        master = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=MASTER_KEY, max_retries=0)
+        list(master.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True))
+        assert "stream_options" not in sim.last()["body"]  # no ledger, no metrics: nobody prices it
+        key = _admin(gw).post("/key/generate", json={"max_budget": 1}).json()["key"]
+        keyed = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
+        list(keyed.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True))
+        assert sim.last()["body"]["stream_options"] == {"include_usage": True}  # a budget needs the cost
+        info = _admin(gw).get("/key/info", params={"key": key}).json()["info"]
+        assert info["spend"] > 0
+    finally:
+        gw.stop()

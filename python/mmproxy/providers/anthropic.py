@@ -111,7 +111,7 @@ class AnthropicProvider(Provider):
             del payload["n"]
         super().check_params(payload)
 
-    def chat_request(self, payload: dict[str, Any]) -> bytes:
+    def chat_request(self, payload: dict[str, Any], *, stream_usage: bool = True) -> bytes:
         system, messages = to_anthropic_messages(payload["messages"])
         body: dict[str, Any] = {"model": self.deployment.upstream_model, "messages": messages}
         if system is not None:

@@ -121,8 +121,12 @@ class Provider(ABC):
         return ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
 
     @abstractmethod
-    def chat_request(self, payload: dict[str, Any]) -> bytes:
-        """Complete HTTP/1.1 request bytes for an OpenAI-shaped chat payload."""
+    def chat_request(self, payload: dict[str, Any], *, stream_usage: bool = True) -> bytes:
+        """Complete HTTP/1.1 request bytes for an OpenAI-shaped chat payload.
+
+        ``stream_usage``: the gateway needs a stream's usage (to price it); an adapter whose upstream
+        reports it only on request asks for it.
+        """
 
     @abstractmethod
     def chat_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:

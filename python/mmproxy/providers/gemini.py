@@ -113,7 +113,7 @@ class GeminiProvider(Provider):
         self._embed_head = self.request_head("POST", f"{target}:batchEmbedContents", headers)
 
     # -- chat ------------------------------------------------------------------------
-    def chat_request(self, payload: dict[str, Any]) -> bytes:
+    def chat_request(self, payload: dict[str, Any], *, stream_usage: bool = True) -> bytes:
         head = self._stream_head if payload.get("stream") is True else self._generate_head
         return http_request(head, orjson.dumps(_generate_body(payload)))
 

@@ -86,7 +86,7 @@ class _OllamaProvider(Provider):
         self._embed_head = self.request_head("POST", f"{base_path}/api/embed", headers)
 
     # -- chat ------------------------------------------------------------------------
-    def chat_request(self, payload: dict[str, Any]) -> bytes:
+    def chat_request(self, payload: dict[str, Any], *, stream_usage: bool = True) -> bytes:
         if payload.get("n", 1) != 1 and not self.deployment.drop_params:
             raise ProxyError(400, f"n={payload['n']} is not supported by {self.deployment.provider}/"
                              f"{self.deployment.upstream_model} (one choice per request); set drop_params: true "

@@ -40,9 +40,9 @@ class OpenAIProvider(Provider):
         key = self.deployment.api_key
         return [f"Authorization: Bearer {key}"] if key else []
 
-    def chat_request(self, payload: dict[str, Any]) -> bytes:
+    def chat_request(self, payload: dict[str, Any], *, stream_usage: bool = True) -> bytes:
         payload["model"] = self.deployment.upstream_model
-        if payload.get("stream") is True and not wants_usage(payload):
+        if stream_usage and payload.get("stream") is True and not wants_usage(payload):
             # Every stream is priced from the upstream's own usage; the relay drops the usage chunk
             # again for a client that did not ask for it.
             options = payload.get("stream_options")

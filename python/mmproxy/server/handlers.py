@@ -85,6 +85,7 @@ class Gateway:
         self.failover: Failover  # made in start(), once the router has its providers
         self.forwarder: Forwarder
         self._local_embedder: Any = None
+        self._stream_usage = True
 
     async def start(self) -> None:
         """Open pools and build providers; needs the running loop."""
@@ -124,6 +125,9 @@ class Gateway:
             if config.spend_logs:
                 self.ledger = Ledger(self.db)
                 await self.ledger.start()
+        # Something reads every stream's usage (its cost, its tokens) unless ledger, metrics and tpm limits
+        # are all off; a virtual key's budget then still needs it, per request.
+        self._stream_usage = self.ledger is not None or self.metrics is not None or self._count_tokens
 
     def _embedder(self, settings: CacheSettings) -> Callable[[str], Awaitable[Any]] | None:
         if not settings.semantic:
@@ -337,7 +341,7 @@ class Gateway:
                 self.prompt_cache.plan(raw, body, provider.deployment.upstream_model)
             if stream:
                 translator = provider.chat_stream(body)
-                data = provider.chat_request(body)
+                data = provider.chat_request(body, stream_usage=self._stream_usage or call.caller.key is not None)
                 on_usage = self.forwarder.usage_chunk(call, provider.deployment, client_usage or translator is not None)
                 return await self.forwarder.relay_stream(request, call, provider, data, translator, error_event, route,
                                                 on_usage)
