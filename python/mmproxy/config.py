@@ -288,8 +288,7 @@ def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], warnings: 
         if redis_url is None:
             port = _integer(params, "port", f"{where}.port") or int(os.environ.get("REDIS_PORT", "6379"))
             password = _optional_secret(params, "password", f"{where}.password") or os.environ.get("REDIS_PASSWORD")
-            auth = f":{quote(password, safe='')}@" if password else ""
-            redis_url = f"redis://{auth}{host or os.environ.get('REDIS_HOST', '127.0.0.1')}:{port}/0"
+            redis_url = _redis_url(host or os.environ.get("REDIS_HOST", "127.0.0.1"), port, password)
     mode = params.get("mode", "default_on")
     if mode not in ("default_on", "default_off"):
         raise ConfigError(f"{where}.mode: must be default_on or default_off")
@@ -370,9 +369,7 @@ def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[s
     host = _optional_secret(router, "redis_host", "router_settings.redis_host")
     if redis_url is None and host is not None:
         port = _integer(router, "redis_port", "router_settings.redis_port") or 6379
-        password = _optional_secret(router, "redis_password", "router_settings.redis_password")
-        auth = f":{quote(password, safe='')}@" if password else ""
-        redis_url = f"redis://{auth}{host}:{port}/0"
+        redis_url = _redis_url(host, port, _optional_secret(router, "redis_password", "router_settings.redis_password"))
     if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
         raise ConfigError("router_settings.redis_url: must start with redis://, rediss:// or unix://")
     return RouterSettings(
@@ -533,6 +530,12 @@ def _prices(params: dict[str, Any], info: dict[str, Any], pwhere: str, iwhere: s
         value = _number(info, key, f"{iwhere}.{key}")
         prices[key] = _number(params, key, f"{pwhere}.{key}") if value is None else value
     return prices
+
+
+def _redis_url(host: str, port: int, password: str | None) -> str:
+    """LiteLLM's separate host/port/password keys as one URL (the password quoted)."""
+    auth = f":{quote(password, safe='')}@" if password else ""
+    return f"redis://{auth}{host}:{port}/0"
 
 
 def _mapping(raw: dict[str, Any], key: str) -> dict[str, Any]:

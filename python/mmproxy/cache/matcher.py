@@ -26,11 +26,12 @@ on the other half; see "Semantic cache quality" in benches/RESULTS.md.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, Protocol
 
 from mmproxy import _native
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["MatchSettings", "WordVectors", "accept", "accept_async", "synonyms", "verdict"]
 
@@ -106,6 +107,8 @@ def synonyms(
     """The least, over the words of both lists, of the cosine to the closest word of the other list (the
     worst-matched word decides); 0.0 when a word has no vector (it was truncated or split otherwise)."""
     try:
+        import numpy as np  # only when the synonym check is on
+
         a = np.stack([vectors_a[w] for w in words_a])
         b = np.stack([vectors_b[w] for w in words_b])
     except (KeyError, ValueError):

@@ -14,9 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import orjson
 
 from mmproxy import hashing
@@ -25,9 +24,12 @@ from mmproxy.cache.policy import Lookup
 from mmproxy.cache.store import CachedResponse, MemoryStore, RedisStore, ResponseStore
 from mmproxy.config import CacheSettings
 
+if TYPE_CHECKING:
+    import numpy as np
+
 log = logging.getLogger("mmproxy.cache")
 
-Embed = Callable[[str], Awaitable[np.ndarray]]
+Embed = Callable[[str], Awaitable["np.ndarray"]]
 _CANDIDATES = 4
 
 

@@ -16,7 +16,6 @@ from aiohttp import web
 
 from mmproxy import __version__, cost, tokens
 from mmproxy.cache import policy as cache_policy
-from mmproxy.cache.deployment_embedder import DeploymentEmbedder
 from mmproxy.cache.prompt import PromptCachePlanner
 from mmproxy.cache.responses import Hit, Question, ResponseCache
 from mmproxy.cache.store import CachedResponse
@@ -133,6 +132,8 @@ class Gateway:
         if not settings.semantic:
             return None
         if settings.embedding_model is not None:
+            from mmproxy.cache.deployment_embedder import DeploymentEmbedder  # numpy loads only when used
+
             return DeploymentEmbedder(self.router, self.health, self.usage, settings.embedding_model).embed_one
         from mmproxy.cache.embedder import LocalEmbedder  # onnxruntime loads only when it is used
 
