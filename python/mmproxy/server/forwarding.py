@@ -81,9 +81,6 @@ class Forwarder:
         headers["x-mmproxy-overhead-ms"] = f"{record.overhead_ms:.3f}"
         return web.Response(body=body, content_type=_JSON, headers=headers)
 
-    def usage_chunk(self, call: Call, deployment: Deployment, keep: bool) -> UsageChunk:
-        return UsageChunk(call, deployment, keep)
-
     async def relay_stream(
         self,
         request: web.BaseRequest,

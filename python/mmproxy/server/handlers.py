@@ -32,7 +32,7 @@ from mmproxy.providers.chunks import wants_usage
 from mmproxy.router import STRATEGIES, Router
 from mmproxy.server.call import Call, StartupError
 from mmproxy.server.failover import Failover
-from mmproxy.server.forwarding import Forwarder
+from mmproxy.server.forwarding import Forwarder, UsageChunk
 from mmproxy.server.sse import error_event, rewrite_usage_chunk
 from mmproxy.shared import SharedState
 from mmproxy.spend.ledger import Ledger
@@ -343,7 +343,7 @@ class Gateway:
             if stream:
                 translator = provider.chat_stream(body)
                 data = provider.chat_request(body, stream_usage=self._stream_usage or call.caller.key is not None)
-                on_usage = self.forwarder.usage_chunk(call, provider.deployment, client_usage or translator is not None)
+                on_usage = UsageChunk(call, provider.deployment, client_usage or translator is not None)
                 return await self.forwarder.relay_stream(request, call, provider, data, translator, error_event, route,
                                                 on_usage)
             data = provider.chat_request(body)
