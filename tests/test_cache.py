@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -220,6 +221,16 @@ def test_semantic_hits_with_an_embedding_deployment(simulator: Process, tmp_path
             model="gpt-4o", messages=[{"role": "user", "content": "How do I reverse a list in Python?"}]
         ).headers["x-mmproxy-cache"] == "hit"
         assert [r for r in sim.requests(50) if r["path"] == "/v1/embeddings"] == before
+        # The Messages API has its own entries (its answers have its shape), semantic ones included.
+        claude = _claude(gw)
+        asked = claude.messages.with_raw_response.create(
+            model="claude", max_tokens=50, messages=[{"role": "user", "content": "How do I reverse a list in Python?"}])
+        assert asked.headers["x-mmproxy-cache"] == "miss"
+        blocks = [{"type": "text", "text": "how do I reverse a python list"}]
+        near_message = claude.messages.with_raw_response.create(
+            model="claude", max_tokens=50, messages=[{"role": "user", "content": blocks}])
+        assert near_message.headers["x-mmproxy-cache"] == "semantic-hit"
+        assert near_message.parse().content[0].text == asked.parse().content[0].text
     finally:
         gw.stop()
 
@@ -256,3 +267,65 @@ def test_semantic_cache_with_the_local_embedder_rejects_near_misses(simulator: P
 def test_upstream_key_never_in_cache_or_errors(gw: Process):
     body = httpx.get(f"{gw.url}/metrics").text
     assert UPSTREAM_KEY not in body
+
+
+def _claude(gw: Process) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)
+
+
+@pytest.mark.parametrize("model", ["claude", "gpt-4o"])  # passed through to Anthropic, and translated
+def test_messages_api_is_cached(gw: Process, sim: SimControl, model: str):
+    claude = _claude(gw)
+    params = {"model": model, "max_tokens": 40, "system": "Be brief.", "messages": QUESTION,
+              "extra_body": {"cache": {"namespace": f"messages-{model}"}}}
+    first = claude.messages.with_raw_response.create(**params)
+    assert first.headers["x-mmproxy-cache"] == "miss"
+    assert "cache" not in sim.last()["body"]  # the gateway's control field never reaches the upstream
+    calls = _upstream_calls(sim)
+    second = claude.messages.with_raw_response.create(**params)
+    assert second.headers["x-mmproxy-cache"] == "hit" and second.headers["x-mmproxy-cost-usd"] == "0"
+    assert _upstream_calls(sim) == calls
+    assert second.parse().content[0].text == first.parse().content[0].text
+    assert second.parse().type == "message"
+    # Another system prompt is another question.
+    other = claude.messages.with_raw_response.create(**{**params, "system": "Be thorough."})
+    assert other.headers["x-mmproxy-cache"] == "miss"
+    # The same question on the OpenAI endpoint wants OpenAI's shape: never the Messages answer.
+    reply = _ask(_client(gw), max_tokens=40, extra_body={"cache": {"namespace": f"messages-{model}"}})
+    assert reply.headers["x-mmproxy-cache"] == "miss" and reply.parse().choices[0].message.content
+
+
+def test_messages_stream_is_replayed_as_a_stream(gw: Process, sim: SimControl):
+    claude = _claude(gw)
+    params = {"model": "claude", "max_tokens": 30, "messages": QUESTION,
+              "extra_body": {"cache": {"namespace": "messages-stream"}}}
+    with claude.messages.stream(**params) as stream:
+        first_events = [event.type for event in stream]
+        first = stream.get_final_message()
+    calls = _upstream_calls(sim)
+    with claude.messages.stream(**params) as stream:
+        events = [event.type for event in stream]
+        again = stream.get_final_message()
+        assert stream.response.headers["x-mmproxy-cache"] == "hit"
+    assert _upstream_calls(sim) == calls
+    assert events == first_events and events[0] == "message_start" and events[-1] == "message_stop"
+    assert again.content[0].text == first.content[0].text
+    assert again.usage.output_tokens == first.usage.output_tokens
+
+
+def test_embeddings_are_cached(gw: Process, sim: SimControl):
+    client = _client(gw)
+    inputs = ["boiling point of water", "freezing point of water"]
+    ns = {"cache": {"namespace": "embeddings"}}
+    first = client.embeddings.with_raw_response.create(model="embed", input=inputs, extra_body=ns)
+    assert first.headers["x-mmproxy-cache"] == "miss"
+    assert "cache" not in sim.last()["body"]
+    calls = _upstream_calls(sim)
+    second = client.embeddings.with_raw_response.create(model="embed", input=inputs, extra_body=ns)
+    assert second.headers["x-mmproxy-cache"] == "hit" and second.headers["x-mmproxy-cost-usd"] == "0"
+    assert _upstream_calls(sim) == calls
+    assert [d.embedding for d in second.parse().data] == [d.embedding for d in first.parse().data]
+    # Other inputs, or the same in another order, are other requests.
+    swapped = client.embeddings.with_raw_response.create(model="embed", input=inputs[::-1], extra_body=ns)
+    assert swapped.headers["x-mmproxy-cache"] == "miss"
+    assert _upstream_calls(sim) == calls + 1

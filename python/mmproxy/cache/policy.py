@@ -35,8 +35,9 @@ class Lookup:
 
 
 def plan(settings: CacheSettings, headers: Mapping[str, str], payload: dict[str, Any], raw: bytes, group: str,
-         caller: str) -> Lookup | None:
-    """The cache plan for a chat request, or None when the cache has nothing to do with it."""
+         caller: str, endpoint: str = "chat") -> Lookup | None:
+    """The cache plan for a request to ``endpoint`` ("chat", "messages" or "embeddings"), or None when the
+    cache has nothing to do with it."""
     options = payload.get("cache")
     if options is None:
         options = {}
@@ -63,6 +64,8 @@ def plan(settings: CacheSettings, headers: Mapping[str, str], payload: dict[str,
     stream_options = payload.get("stream_options")
     usage = isinstance(stream_options, dict) and stream_options.get("include_usage") is True
     shape = ("stream+usage" if usage else "stream") if stream else "json"
+    if endpoint != "chat":  # the same body asked of another API wants its answer in that API's shape
+        shape = f"{endpoint}:{shape}"
     scope = "\0".join((group, namespace, "" if settings.shared else caller, shape))
     try:
         key = bytes.fromhex(hashing.request_hash(raw, scope))

@@ -319,17 +319,9 @@ class Gateway:
         target, route = self._apply_rules(request, raw, model, call)
         self._admit(call, model, target, payload)
         client_usage = wants_usage(payload)
-        lookup = question = None
-        if self.cache is not None:
-            lookup = cache_policy.plan(self.cache.settings, request.headers, payload, raw, target, _scope(call))
-            route = {**route, "x-mmproxy-cache": "miss" if lookup is not None and lookup.read else "bypass"}
-            if lookup is not None and lookup.read:
-                hit, question = await self._cache_get(lookup, payload)
-                if hit is not None:
-                    return await self._serve_cached(request, call, hit)
-                record.cache = "miss"
-            if lookup is not None and lookup.store and stream:
-                call.capture = []
+        lookup, question, hit = await self._consult_cache(request, call, payload, raw, target, route, "chat")
+        if hit is not None:
+            return await self._serve_cached(request, call, hit)
 
         async def attempt(provider: Provider) -> web.StreamResponse:
             body = dict(payload)  # adapters rewrite and drop fields; a retry starts from the client's request
@@ -350,23 +342,42 @@ class Gateway:
             return await self.forwarder.forward(provider, data, provider.chat_response, call, route)
 
         response = await self.failover.run(target, attempt, call)
-        if lookup is not None and lookup.store and self.cache is not None:
-            self._cache_put(lookup, question, call, response)
+        self._cache_put(lookup, question, call, response)
         return response
 
-    async def _cache_get(self, lookup: cache_policy.Lookup, payload: dict[str, Any]
-                         ) -> tuple[Hit | None, Question | None]:
-        """A cache failure (Redis down, embedder error) is a miss, never the request's error."""
-        assert self.cache is not None
-        try:
-            return await self.cache.get(lookup, payload)
-        except Exception as exc:
-            log.warning("cache lookup failed (%s: %s); answering from upstream", type(exc).__name__, exc)
-            return None, None
+    async def _consult_cache(self, request: web.BaseRequest, call: Call, payload: dict[str, Any], raw: bytes,
+                             target: str, route: dict[str, str], endpoint: str
+                             ) -> tuple[cache_policy.Lookup | None, Question | None, Hit | None]:
+        """The request's cache plan, the semantic question to keep with its answer, and a hit if there is one.
 
-    def _cache_put(self, lookup: cache_policy.Lookup, question: Question | None, call: Call,
+        Adds ``x-mmproxy-cache`` to ``route`` (the answer's headers); a stream that may be kept is captured
+        as it is relayed. A cache failure (Redis down, embedder error) is a miss, never the request's error.
+        """
+        if self.cache is None:
+            return None, None, None
+        lookup = cache_policy.plan(self.cache.settings, request.headers, payload, raw, target, _scope(call), endpoint)
+        route["x-mmproxy-cache"] = "miss" if lookup is not None and lookup.read else "bypass"
+        if lookup is None:
+            return None, None, None
+        question = None
+        if lookup.read:
+            try:
+                hit, question = await self.cache.get(lookup, payload)
+            except Exception as exc:
+                log.warning("cache lookup failed (%s: %s); answering from upstream", type(exc).__name__, exc)
+                hit = None
+            if hit is not None:
+                return lookup, None, hit
+            call.record.cache = "miss"
+        if lookup.store and payload.get("stream") is True:
+            call.capture = []
+        return lookup, question, None
+
+    def _cache_put(self, lookup: cache_policy.Lookup | None, question: Question | None, call: Call,
                    response: web.StreamResponse) -> None:
         record = call.record
+        if lookup is None or not lookup.store or self.cache is None:
+            return
         if response.status != 200 or record.error_code is not None or record.model_group is None:
             return
         if call.capture is not None:
@@ -376,7 +387,6 @@ class Gateway:
             body, stream = response.body, False
         else:
             return
-        assert self.cache is not None
         self.cache.put(lookup, CachedResponse(
             body=body, stream=stream, model_group=record.model_group, deployment=record.deployment or "",
             prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
@@ -411,7 +421,7 @@ class Gateway:
     async def messages(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """Anthropic Messages API in front of any model: passed through to Anthropic, translated for others."""
         caller = await self.authorize(request, call)
-        _, body = await self._read_json(request)
+        raw, body = await self._read_json(request)
         model = require_model(body)
         stream = body.get("stream") is True
         record = call.record
@@ -423,6 +433,10 @@ class Gateway:
             call.counted = tokens.count_chat(translated, model).count
             target, route = self._apply_rules(request, translated, model, call)
         self._admit(call, model, target, body)
+        lookup, question, hit = await self._consult_cache(request, call, body, raw, target, route, "messages")
+        if hit is not None:
+            return await self._serve_cached(request, call, hit)
+        body.pop("cache", None)  # the gateway's own control field, never forwarded
 
         async def attempt(provider: Provider) -> web.StreamResponse:
             _check_chat_model(provider, model)
@@ -454,15 +468,22 @@ class Gateway:
 
             return await self.forwarder.forward(provider, provider.chat_request(payload), translate, call, route)
 
-        return await self.failover.run(target, attempt, call)
+        response = await self.failover.run(target, attempt, call)
+        self._cache_put(lookup, question, call, response)
+        return response
 
     async def embeddings(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.authorize(request, call)
-        _, payload = await self._read_json(request)
+        raw, payload = await self._read_json(request)
         model = require_model(payload)
         validate_embeddings(payload)
         call.record.requested_model = model
         self._admit(call, model, model, {"max_tokens": 0})
+        route: dict[str, str] = {}
+        lookup, _, hit = await self._consult_cache(request, call, payload, raw, model, route, "embeddings")
+        if hit is not None:
+            return await self._serve_cached(request, call, hit)
+        payload.pop("cache", None)
 
         async def attempt(provider: Provider) -> web.StreamResponse:
             if provider.deployment.mode != "embedding" and "embed" not in provider.deployment.upstream_model:
@@ -476,9 +497,11 @@ class Gateway:
             def translate(body: bytes) -> tuple[bytes, dict[str, Any] | None]:
                 return provider.embeddings_response(body, payload)
 
-            return await self.forwarder.forward(provider, data, translate, call)
+            return await self.forwarder.forward(provider, data, translate, call, route)
 
-        return await self.failover.run(model, attempt, call)
+        response = await self.failover.run(model, attempt, call)
+        self._cache_put(lookup, None, call, response)
+        return response
 
     async def health_report(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """Per-deployment health as the router sees it (cooldowns, recent failures)."""
