@@ -4,10 +4,18 @@ Why: the per-event relay figure (``run.py``'s relay scenario) includes the kerne
 up, reading and writing once per event on loopback. A "proxy" that copies bytes blindly between
 paired sockets — one upstream connection per client connection, no HTTP parsing, no auth, no
 routing — run through the same scenario shows how much of that figure no asyncio gateway can
-avoid. The floor relay is a measuring stick, not a product.
+avoid. The same relay in native code (``benches/native_relay``, a standalone Rust binary: two blocking
+threads per pair, or one epoll thread) shows what is left with no Python per event at all, i.e. the
+kernel's own wake-up, read and write on loopback: the floor for moving the SSE relay into the Rust
+core. It is built with cargo on first use; without cargo those rows are skipped. The floor relays
+are measuring sticks, not products.
+
+Each row splits the relay's CPU into user and system time (from /proc, as the total; the split is
+sampled at the kernel's tick, so it is rougher than the total).
 
     python benches/relay_floor.py [--streams 1000] [--rounds 3] [--no-update-results]
-    python benches/relay_floor.py serve --listen PORT --upstream HOST:PORT   # the relay alone
+    python benches/relay_floor.py serve --listen PORT --upstream HOST:PORT   # the asyncio relay alone
+    benches/native_relay/target/release/native-relay --listen PORT --upstream HOST:PORT [--mode epoll]
 """
 
 from __future__ import annotations
@@ -15,8 +23,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import os
 import platform
-import statistics
+import shutil
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -25,20 +35,28 @@ import uvloop
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import LoadGen, chat_request, run_sync
 from run import (
     CLIENT_CORE,
+    CLK_TCK,
     GATEWAY_CORE,
     MASTER_KEY,
     Service,
-    cpu_per_request,
+    _stat_fields,
+    core_busy_seconds,
     free_port,
+    log,
     pinning_available,
+    process_tree,
     python_env,
     write_results_section,
 )
 
 DELAY_MS = 2.0
 SHORT, LONG = 20, 100
+NATIVE_DIR = Path(__file__).resolve().parent / "native_relay"
+NATIVE_BIN = NATIVE_DIR / "target" / "release" / "native-relay"
+NATIVE_MODES = {"threads": "native relay (2 blocking threads per pair)", "epoll": "native relay (one epoll thread)"}
 
 
 class _Half(asyncio.Protocol):
@@ -89,8 +107,65 @@ async def relay(listen: int, upstream: str) -> None:
     await server.serve_forever()
 
 
+def native_relay() -> Path | None:
+    """The native relay binary, (re)built with cargo when cargo is there; None (with why) if unavailable."""
+    cargo = shutil.which("cargo")
+    if cargo is None:
+        if NATIVE_BIN.exists():
+            return NATIVE_BIN
+        log("relay_floor: cargo not found and no native relay binary; skipping the native relay rows")
+        return None
+    build = subprocess.run(
+        [cargo, "build", "--release", "--quiet", "--manifest-path", str(NATIVE_DIR / "Cargo.toml")],
+        capture_output=True, text=True,
+    )
+    if build.returncode != 0 or not NATIVE_BIN.exists():
+        log(f"relay_floor: building the native relay failed; skipping its rows:\n{build.stderr[-2000:]}")
+        return None
+    return NATIVE_BIN
+
+
+def _user_system_seconds(pids: list[int]) -> tuple[float, float]:
+    """(utime, stime) summed over the processes, all their threads, in seconds."""
+    user = system = 0
+    for pid in pids:
+        try:
+            fields = _stat_fields(pid)
+        except OSError:
+            continue
+        user, system = user + int(fields[11]), system + int(fields[12])
+    return user / CLK_TCK, system / CLK_TCK
+
+
+def cpu_split_per_request(svc: Service, model: str, *, count: int, api_key: str) -> tuple[float, float, float]:
+    """(user, system, foreign) CPU seconds per streamed request over a window of ``count`` requests.
+
+    user + system is what ``run.cpu_per_request`` measures (utime + stime of the process tree);
+    foreign is the gateway core's busy time not explained by ``svc``: other load disturbing the figure.
+    """
+    pids = process_tree(svc.pid)
+    marks: list[tuple[float, float, float]] = []
+
+    def mark() -> None:
+        marks.append((*_user_system_seconds(pids), core_busy_seconds().get(GATEWAY_CORE, 0.0)))
+
+    gen = LoadGen(
+        "127.0.0.1", svc.port, [chat_request(model, stream=True, api_key=api_key)],
+        concurrency=32, count=count, warmup=1.0, on_measure_start=mark, on_measure_end=mark,
+    )
+    summary = run_sync(gen).summary()
+    if summary["errors"]:
+        raise RuntimeError(f"{svc.name} {model}: {summary['errors']} errors: {summary.get('error_sample')}")
+    (u0, s0, b0), (u1, s1, b1) = marks
+    n = summary["requests"]
+    return (u1 - u0) / n, (s1 - s0) / n, max(0.0, (b1 - b0) - (u1 - u0) - (s1 - s0)) / n
+
+
 def measure(args: argparse.Namespace) -> int:
     pin = pinning_available()
+    if pin:
+        os.sched_setaffinity(0, {CLIENT_CORE})  # the load generator shares core 1 with the simulator
+    native = native_relay()
     logdir = Path(tempfile.mkdtemp(prefix="mmproxy-floor-"))
     services: list[Service] = []
     gw_core, sim_core = (GATEWAY_CORE, CLIENT_CORE) if pin else (None, None)
@@ -110,6 +185,14 @@ def measure(args: argparse.Namespace) -> int:
                 sys.executable, __file__, "serve", "--listen", str(port), "--upstream", f"127.0.0.1:{sim.port}",
             ], port=port, core=gw_core, env=python_env(), logdir=logdir)
             services.append(floors[chunks])
+        natives: dict[str, dict[int, Service]] = {}
+        for mode in NATIVE_MODES if native is not None else ():
+            for chunks, sim in sims.items():
+                port = free_port()
+                natives.setdefault(mode, {})[chunks] = Service(f"native-{mode}-{chunks}", [
+                    str(native), "--listen", str(port), "--upstream", f"127.0.0.1:{sim.port}", "--mode", mode,
+                ], port=port, core=gw_core, env=python_env(), logdir=logdir)
+                services.append(natives[mode][chunks])
         config = logdir / "config.yaml"
         config.write_text(yaml.safe_dump({
             "model_list": [
@@ -126,21 +209,29 @@ def measure(args: argparse.Namespace) -> int:
         services.append(gateway)
         for chunks, sim in sims.items():
             sim.wait_ready(f"http://127.0.0.1:{sim.port}/_sim/health", 20)
-            floors[chunks].wait_ready(f"http://127.0.0.1:{floors[chunks].port}/_sim/health", 20)
+            for relay_svc in [floors[chunks], *(by_len[chunks] for by_len in natives.values())]:
+                relay_svc.wait_ready(f"http://127.0.0.1:{relay_svc.port}/_sim/health", 20)
         gateway.wait_ready(f"http://127.0.0.1:{gw_port}/health/readiness", 30)
 
-        def per_event(run_one: dict[int, tuple[Service, str, str]]) -> tuple[float, float, float]:
-            cost = {
-                chunks: statistics.median(
-                    cpu_per_request(svc, model, stream=True, count=args.streams, concurrency=32, api_key=key)
-                    for _ in range(args.rounds)
+        def per_event(run_one: dict[int, tuple[Service, str, str]]) -> list[float]:
+            """[short, long, per event, user per event, system per event, foreign per event] in seconds."""
+            cost = {}
+            for chunks, (svc, model, key) in run_one.items():
+                rounds = sorted(
+                    (cpu_split_per_request(svc, model, count=args.streams, api_key=key) for _ in range(args.rounds)),
+                    key=lambda r: r[0] + r[1],
                 )
-                for chunks, (svc, model, key) in run_one.items()
-            }
-            return cost[SHORT], cost[LONG], (cost[LONG] - cost[SHORT]) / (LONG - SHORT)
+                cost[chunks] = rounds[len(rounds) // 2]  # the round with the median total, split kept whole
+            (su, ss, sf), (lu, ls, lf) = cost[SHORT], cost[LONG]
+            per = LONG - SHORT
+            return [su + ss, lu + ls, (lu + ls - su - ss) / per, (lu - su) / per, (ls - ss) / per, (lf - sf) / per]
 
         rows = {
-            "floor (blind byte relay)": per_event({c: (floors[c], f"relay-{c}", "sk-x") for c in sims}),
+            "floor (blind asyncio byte relay)": per_event({c: (floors[c], f"relay-{c}", "sk-x") for c in sims}),
+            **{
+                NATIVE_MODES[mode]: per_event({c: (by_len[c], f"relay-{c}", "sk-x") for c in sims})
+                for mode, by_len in natives.items()
+            },
             "mmproxy": per_event({c: (gateway, f"relay-{c}", MASTER_KEY) for c in sims}),
         }
     finally:
@@ -153,11 +244,17 @@ def measure(args: argparse.Namespace) -> int:
         f"relay on core {GATEWAY_CORE}, simulator and load generator on core {CLIENT_CORE}; {DELAY_MS:g} ms between "
         f"SSE events, so every event is its own wake-up, read and write; concurrency 32; median of {args.rounds}.",
         "",
-        f"| relay | CPU per {SHORT}-event stream | CPU per {LONG}-event stream | µs per event |",
-        "|---|---|---|---|",
+        f"| relay | CPU per {SHORT}-event stream | CPU per {LONG}-event stream | µs per event "
+        "| of which user | of which system | other load on the relay core, µs per event |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for name, (short, long, event) in rows.items():
-        lines.append(f"| {name} | {short * 1e6:.0f} µs | {long * 1e6:.0f} µs | {event * 1e6:.2f} |")
+    for name, (short, long, event, user, system, foreign) in rows.items():
+        lines.append(
+            f"| {name} | {short * 1e6:.0f} µs | {long * 1e6:.0f} µs | {event * 1e6:.2f} "
+            f"| {user * 1e6:.2f} | {system * 1e6:.2f} | {foreign * 1e6:.2f} |"
+        )
+    if native is None:
+        lines += ["", "Native relay rows skipped: cargo or the build was unavailable (see the log above)."]
     body = "\n".join(lines)
     print(body)
     if args.update_results:
