@@ -191,6 +191,50 @@ def test_redis_backend_is_shared_by_two_instances(simulator: Process, tmp_path: 
         two.stop()
 
 
+def test_semantic_entries_are_shared_through_redis(simulator: Process, tmp_path: Path, redis_url: str,  # noqa: F811
+                                                   sim: SimControl):
+    # Each instance searches its own index; the entries travel through a Redis stream, answers through the store.
+    config = _config(simulator.url, type="redis-semantic", url=redis_url, shared=True, embedding_model="embed",
+                     similarity_threshold=0.85, namespace=f"feed-{time.time_ns()}")
+    one = start_gateway(tmp_path, config)
+    (tmp_path / "two").mkdir()
+    two = start_gateway(tmp_path / "two", config)
+    late = None
+    try:
+        asked = _client(one).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "How do I reverse a list in Python?"}])
+        assert asked.headers["x-mmproxy-cache"] == "miss"
+        near = [{"role": "user", "content": "how do I reverse a python list"}]
+        deadline = time.monotonic() + 10
+        while True:  # the other instance reads the stream every half second
+            reply = _client(two).chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=near, extra_body={"cache": {"no-store": True}})
+            if reply.headers["x-mmproxy-cache"] == "semantic-hit" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert reply.headers["x-mmproxy-cache"] == "semantic-hit"
+        assert reply.parse().choices[0].message.content == asked.parse().choices[0].message.content
+        # An instance started later rebuilds its index from Redis.
+        (tmp_path / "late").mkdir()
+        late = start_gateway(tmp_path / "late", config)
+        deadline = time.monotonic() + 10
+        while True:
+            reply = _client(late).chat.completions.with_raw_response.create(
+                model="gpt-4o", messages=near, extra_body={"cache": {"no-store": True}})
+            if reply.headers["x-mmproxy-cache"] == "semantic-hit" or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        assert reply.headers["x-mmproxy-cache"] == "semantic-hit"
+        # Near misses stay misses on every instance.
+        assert _client(two).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "How do I sort a list in Python?"}],
+        ).headers["x-mmproxy-cache"] == "miss"
+    finally:
+        for gw in (one, two, late):
+            if gw is not None:
+                gw.stop()
+
+
 def test_semantic_hits_with_an_embedding_deployment(simulator: Process, tmp_path: Path, sim: SimControl):
     # The simulator's embeddings are bags of words: rephrasings that keep the words score high.
     gw = start_gateway(tmp_path, _config(simulator.url, type="semantic", embedding_model="embed",
@@ -329,3 +373,16 @@ def test_embeddings_are_cached(gw: Process, sim: SimControl):
     swapped = client.embeddings.with_raw_response.create(model="embed", input=inputs[::-1], extra_body=ns)
     assert swapped.headers["x-mmproxy-cache"] == "miss"
     assert _upstream_calls(sim) == calls + 1
+
+
+def test_supported_call_types_limit_what_is_cached(simulator: Process, tmp_path: Path, sim: SimControl):
+    gw = start_gateway(tmp_path, _config(simulator.url, supported_call_types=["acompletion"]))
+    try:
+        client = _client(gw)
+        for _ in range(2):
+            reply = client.embeddings.with_raw_response.create(model="embed", input=["salt"])
+            assert reply.headers["x-mmproxy-cache"] == "bypass"
+        _ask(client, max_tokens=9)
+        assert _ask(client, max_tokens=9).headers["x-mmproxy-cache"] == "hit"
+    finally:
+        gw.stop()

@@ -186,8 +186,13 @@ def test_cache_params_map_to_settings(monkeypatch):
     semantic = cache(type="semantic", similarity_threshold=0.9, mode="default_off", shared=True)
     assert semantic.semantic and semantic.similarity_threshold == 0.9 and not semantic.default_on and semantic.shared
     assert parse_config({"litellm_settings": {"cache_params": {"type": "redis"}}}).cache is None
+    assert local.endpoints == {"chat", "messages", "embeddings"}
+    config = parse_config({"litellm_settings": {"cache": True, "cache_params": {
+        "supported_call_types": ["acompletion", "completion", "atranscription"]}}})
+    assert config.cache is not None and config.cache.endpoints == {"chat"}
+    assert any("atranscription not served" in w for w in config.warnings)
     for bad, key in (({"type": "s3"}, "type"), ({"similarity_threshold": 2}, "similarity_threshold"),
-                     ({"mode": "always"}, "mode"),
+                     ({"mode": "always"}, "mode"), ({"supported_call_types": "acompletion"}, "supported_call_types"),
                      ({"type": "semantic", "embedding_model": "nope"}, "embedding_model")):
         with pytest.raises(ConfigError, match=f"cache_params.{key}"):
             cache(**bad)

@@ -148,6 +148,9 @@ class RouterSettings:
     redis_url: str | None = field(default=None, repr=False)  # limits and cooldowns shared by instances
 
 
+CACHED_ENDPOINTS = frozenset(("chat", "messages", "embeddings"))
+
+
 @dataclass(frozen=True, slots=True)
 class CacheSettings:
     """The response cache (LiteLLM's ``litellm_settings.cache`` / ``cache_params``, plus mmproxy's keys)."""
@@ -168,6 +171,7 @@ class CacheSettings:
     synonym_threshold: float | None = None  # local embedder: accept replaced words this close in context
     semantic_capacity: int = 100_000  # entries per (model group, namespace) index
     semantic_path: str | None = None  # directory the semantic index is persisted to
+    endpoints: frozenset[str] = CACHED_ENDPOINTS  # the endpoints it serves (LiteLLM's supported_call_types)
 
 
 @dataclass(slots=True)
@@ -277,9 +281,7 @@ def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], warnings: 
     kind = params.get("type", "local")
     if kind not in _CACHE_TYPES:
         raise ConfigError(f"{where}.type: must be one of {', '.join(_CACHE_TYPES)}")
-    calls = params.get("supported_call_types")
-    if calls is not None:
-        warnings.append(f"{where}.supported_call_types: mmproxy caches chat completions only")
+    endpoints = _cached_endpoints(params.get("supported_call_types"), where, warnings)
     # Redis from url, else host/port/password, else LiteLLM's REDIS_URL / REDIS_HOST / ... variables.
     redis_url = _optional_secret(params, "url", f"{where}.url")
     host = _optional_secret(params, "host", f"{where}.host")
@@ -324,7 +326,27 @@ def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], warnings: 
         semantic_capacity=_integer(params, "semantic_capacity", f"{where}.semantic_capacity")
         or defaults.semantic_capacity,
         semantic_path=path,
+        endpoints=endpoints,
     )
+
+
+# LiteLLM's call types, by the endpoint that serves them here.
+_CALL_TYPES = {
+    "completion": "chat", "acompletion": "chat", "embedding": "embeddings", "aembedding": "embeddings",
+    "anthropic_messages": "messages",
+}
+
+
+def _cached_endpoints(calls: Any, where: str, warnings: list[str]) -> frozenset[str]:
+    """The endpoints ``supported_call_types`` lets the cache serve (all of them when it is unset)."""
+    if calls is None:
+        return CACHED_ENDPOINTS
+    if not isinstance(calls, list) or not all(isinstance(c, str) for c in calls):
+        raise ConfigError(f"{where}.supported_call_types: must be a list of call types such as [acompletion]")
+    unknown = [c for c in calls if c not in _CALL_TYPES]
+    if unknown:
+        warnings.append(f"{where}.supported_call_types: {', '.join(unknown)} not served by mmproxy, ignored")
+    return frozenset(_CALL_TYPES[c] for c in calls if c in _CALL_TYPES)
 
 
 def _parse_rules(raw: Any, deployments: list[Deployment], warnings: list[str]) -> RuleSet | None:

@@ -43,7 +43,7 @@ def plan(settings: CacheSettings, headers: Mapping[str, str], payload: dict[str,
         options = {}
     elif not isinstance(options, dict):
         raise bad_request("cache must be an object such as {\"no-cache\": true, \"ttl\": 60}", param="cache")
-    if not settings.default_on and options.get("use-cache") is not True:
+    if endpoint not in settings.endpoints or (not settings.default_on and options.get("use-cache") is not True):
         return None
     header = headers.get("Cache-Control", "").lower()
     read = "no-cache" not in header and options.get("no-cache") is not True

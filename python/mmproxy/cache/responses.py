@@ -3,7 +3,8 @@
 The exact lookup costs one hash (Rust) and one dict or Redis read; the semantic one adds an embedding
 (the local MiniLM or an embedding deployment), a FAISS search and the matcher's near-miss checks, and
 runs only when the exact lookup missed. A semantic entry points at the exact entry of the request that
-produced it, so both kinds expire together and a Redis store serves both to every instance.
+produced it, so both kinds expire together; with a Redis store the answers are shared by every instance
+and the semantic entries travel between their indexes through a Redis stream (``semantic_feed``).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -66,15 +67,35 @@ class ResponseCache:
                                     verify=settings.verify, synonym_threshold=settings.synonym_threshold)
         self._background: set[asyncio.Task[Any]] = set()
         self._opened: set[str] = set()
+        self._feed: Any = None  # SemanticFeed: entries shared through Redis
+        self._path = Path(settings.semantic_path) if settings.semantic_path else None
+        if self._embed is not None and settings.redis_url:
+            from mmproxy.cache.semantic_feed import SemanticFeed  # numpy and FAISS load only for a semantic cache
+
+            self._feed = SemanticFeed(settings.redis_url, settings.namespace, settings.semantic_capacity)
+            if self._path is not None:
+                log.warning("semantic cache: semantic_path is not used with a Redis cache; the index is rebuilt "
+                            "from Redis at start")
+                self._path = None
+
+    def jobs(self) -> list[Coroutine[Any, Any, None]]:
+        """What the cache keeps doing in the background: saving its index, or following the other instances."""
+        if self._feed is not None:
+            return [self._feed.follow(self._add_shared)]
+        if self._embed is not None and self._path is not None:
+            return [self._keep_saving()]
+        return []
 
     async def close(self) -> None:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        if self._indexes is not None:
+        if self._indexes is not None and self._path is not None:
             await asyncio.to_thread(self._indexes.save_all)
+        if self._feed is not None:
+            await self._feed.close()
         await self.store.close()
 
-    async def keep_saving(self, interval: float = 60.0) -> None:
+    async def _keep_saving(self, interval: float = 60.0) -> None:
         """Persist changed semantic indexes every ``interval`` seconds, so a crash loses at most that much."""
         while True:
             await asyncio.sleep(interval)
@@ -117,16 +138,20 @@ class ResponseCache:
 
             entry = SemanticEntry(question.text, question.context, lookup.key, time.time() + lookup.ttl)
             (await self._index(lookup.scope, len(question.vector))).add(question.vector, entry)
+            if self._feed is not None:
+                await self._feed.publish(lookup.scope, question.vector, entry)
+
+    async def _add_shared(self, scope: str, vector: np.ndarray, entry: Any) -> None:
+        (await self._index(scope, len(vector))).add(vector, entry)
 
     async def _index(self, scope: str, dim: int) -> Any:
         if self._indexes is None:
             from mmproxy.cache.semantic import SemanticIndexes  # FAISS loads only for a semantic cache
 
-            settings = self.settings
-            path = Path(settings.semantic_path) if settings.semantic_path else None
+            path = self._path
             if path is not None and self._worker is not None:
                 path = path / f"worker-{self._worker}"
-            self._indexes = SemanticIndexes(dim, settings.semantic_capacity, path)
+            self._indexes = SemanticIndexes(dim, self.settings.semantic_capacity, path)
         if scope in self._opened:
             return self._indexes.get(scope)
         # The first use reads the saved index (about 0.6 s at 100,000 entries): not on the event loop.

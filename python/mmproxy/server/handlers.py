@@ -108,8 +108,8 @@ class Gateway:
         if config.cache is not None:
             self.cache = ResponseCache(config.cache, self._embedder(config.cache),
                                        self._worker if self._multi_worker else None, self._local_embedder)
-            if config.cache.semantic and config.cache.semantic_path:
-                self._spawn(self.cache.keep_saving())
+            for job in self.cache.jobs():
+                self._spawn(job)
         if self.metrics is not None and self._multi_worker:
             self._spawn(self.metrics.run_sharing())
         if config.master_key or config.spend_logs:

@@ -1,0 +1,96 @@
+"""Semantic cache entries shared by every instance through a Redis stream.
+
+Why a stream and not a shared index: a lookup must not cost a network hop, so each instance (each worker)
+searches its own in-memory index. What instances share is the log of additions: every entry an instance
+indexes is appended to ``<namespace>:semantic`` (XADD, trimmed near ``capacity`` entries), and every instance
+reads the stream on from where it left off, adding the entries the others made. A new instance reads it
+from the start, so its index is rebuilt from Redis. The answers themselves live in the exact store (Redis
+too), so an entry from another instance points at an answer this one can read.
+
+Each entry carries its expiry; expired ones are skipped. Redis trouble costs the sharing only: the local
+index keeps working, the writer drops what it cannot send (counted in a warning), and the reader resumes from
+its last id (entries trimmed in the meantime are lost to it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+
+import numpy as np
+
+from mmproxy.cache.semantic import SemanticEntry
+from mmproxy.redis_client import RedisClient, RedisError
+
+log = logging.getLogger("mmproxy.cache")
+
+Add = Callable[[str, np.ndarray, SemanticEntry], Awaitable[None]]
+_READ_BATCH = 200  # entries per XREAD: ~350 KB of reply at dim 384
+_WARN_EVERY_S = 30.0
+
+
+class SemanticFeed:
+    def __init__(self, url: str, namespace: str, capacity: int, timeout: float = 2.0) -> None:
+        # Its own connection: a catch-up read of a long stream must not queue the request path's cache reads.
+        self._redis = RedisClient(url, timeout=timeout, retry_s=1.0)
+        self._stream = f"{namespace}:semantic".encode()
+        self._capacity = capacity
+        self._origin = os.urandom(8).hex().encode()  # this process: it skips its own entries when reading
+        self._last_id = b"0"
+        self._dropped = 0
+        self._warned_at = -_WARN_EVERY_S
+
+    async def publish(self, scope: str, vector: np.ndarray, entry: SemanticEntry) -> None:
+        fields = (
+            b"o", self._origin, b"s", scope.encode(), b"t", entry.text.encode(), b"c", entry.context,
+            b"k", entry.cache_key, b"e", repr(entry.expires).encode(),
+            b"v", np.asarray(vector, dtype="<f4").tobytes(),
+        )
+        try:
+            await self._redis.execute(b"XADD", self._stream, b"MAXLEN", b"~", self._capacity, b"*", *fields)
+        except RedisError as exc:
+            self._dropped += 1
+            self._trouble(exc, "write")
+
+    async def follow(self, add: Add, interval: float = 0.5) -> None:
+        """Add every other instance's entries as they come, from the start of the stream; runs until cancelled."""
+        while True:
+            try:
+                while await self._read_once(add) == _READ_BATCH:
+                    pass  # catching up: read on without waiting
+            except RedisError as exc:
+                self._trouble(exc, "read")
+            await asyncio.sleep(interval)
+
+    async def _read_once(self, add: Add) -> int:
+        reply = await self._redis.execute(b"XREAD", b"COUNT", _READ_BATCH, b"STREAMS", self._stream, self._last_id)
+        if not isinstance(reply, list) or not reply:
+            return 0
+        messages = reply[0][1]
+        now = time.time()
+        for message_id, flat in messages:
+            self._last_id = message_id
+            fields = dict(zip(flat[::2], flat[1::2], strict=True))
+            try:
+                if fields[b"o"] == self._origin or float(fields[b"e"]) <= now:
+                    continue
+                entry = SemanticEntry(fields[b"t"].decode(), fields[b"c"], fields[b"k"], float(fields[b"e"]))
+                vector = np.frombuffer(fields[b"v"], dtype="<f4")
+                scope = fields[b"s"].decode()
+            except (KeyError, ValueError, UnicodeDecodeError):
+                continue  # not ours, or from another version: skipped, never an error
+            await add(scope, vector, entry)
+        return len(messages)
+
+    def _trouble(self, exc: RedisError, doing: str) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY_S:
+            self._warned_at = now
+            log.warning("semantic cache: Redis %s of shared entries failed (%s; %d entries not shared so far); "
+                        "the local index keeps working", doing, type(exc).__name__, self._dropped)
+
+    async def close(self) -> None:
+        await self._redis.close()
