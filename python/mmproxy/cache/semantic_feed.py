@@ -73,14 +73,14 @@ class SemanticFeed:
         now = time.time()
         for message_id, flat in messages:
             self._last_id = message_id
-            fields = dict(zip(flat[::2], flat[1::2], strict=True))
             try:
+                fields = dict(zip(flat[::2], flat[1::2], strict=True))
                 if fields[b"o"] == self._origin or float(fields[b"e"]) <= now:
                     continue
                 entry = SemanticEntry(fields[b"t"].decode(), fields[b"c"], fields[b"k"], float(fields[b"e"]))
                 vector = np.frombuffer(fields[b"v"], dtype="<f4")
                 scope = fields[b"s"].decode()
-            except (KeyError, ValueError, UnicodeDecodeError):
+            except (KeyError, ValueError, TypeError, UnicodeDecodeError):
                 continue  # not ours, or from another version: skipped, never an error
             await add(scope, vector, entry)
         return len(messages)
