@@ -13,6 +13,7 @@ import openai
 import pytest
 
 from tests.conftest import MASTER_KEY, Process, SimControl, gateway_config, start_gateway
+from tests.test_shared_redis import redis_url  # noqa: F401  (the module fixture: a real redis-server)
 
 HELLO = [{"role": "user", "content": "hi"}]
 # gpt-4o in the test config: 2.5e-06 per input token, 1e-05 per output token.
@@ -196,5 +197,51 @@ def test_routing_rules_see_the_calling_key_and_team(simulator: Process, tmp_path
             assert reply.headers["x-mmproxy-deployment"].startswith(deployment)
         reply = _client(gw, plain).chat.completions.with_raw_response.create(model="gpt-4o", messages=HELLO)
         assert "x-mmproxy-route-rule" not in reply.headers and reply.headers["x-mmproxy-deployment"] == "frontier-1"
+    finally:
+        gw.stop()
+
+
+def test_limits_and_budgets_hold_across_workers_through_redis(simulator: Process, tmp_path: Path, sim: SimControl,
+                                                              redis_url: str):  # noqa: F811
+    config = gateway_config(simulator.url)
+    config["router_settings"] = {"redis_url": redis_url}
+    gw = start_gateway(tmp_path, config, "--workers", "2")
+    try:
+        admin = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
+        if time.time() % 60 > 50:  # all in one minute window
+            time.sleep(60 - time.time() % 60 + 0.1)
+        key = _generate(admin, rpm_limit=4)["key"]
+        outcomes, workers = [], set()
+        for _ in range(12):  # a new connection each: the kernel spreads them over both workers
+            reply = httpx.post(f"{gw.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
+                               json={"model": "mini", "messages": HELLO})
+            outcomes.append(reply.status_code)
+            workers.add(reply.headers["x-mmproxy-request-id"].split("-")[0])
+        assert len(workers) == 2, "the requests did not reach both workers"
+        assert outcomes.count(200) == 4 and outcomes.count(429) == 8  # one limit, not one per worker
+
+        probe = _generate(admin)["key"]
+        body = {"model": "gpt-4o", "messages": HELLO, "max_tokens": 20, "extra_body": {"sim": {"tokens": 20}}}
+        one = float(_client(gw, probe).chat.completions.with_raw_response.create(**body).headers[
+            "x-mmproxy-cost-usd"])
+        budget = 5.5 * one
+        key = _generate(admin, max_budget=budget)["key"]
+        slow = {**body, "extra_body": {"sim": {"tokens": 20, "latency_ms": 300}}}
+
+        async def burst() -> list[str]:
+            client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
+
+            async def one_call() -> str:
+                try:
+                    await client.chat.completions.create(**slow)
+                    return "ok"
+                except openai.RateLimitError as exc:
+                    return exc.body["code"]
+
+            return await asyncio.gather(*(one_call() for _ in range(40)))
+
+        outcomes_budget = asyncio.run(burst())
+        assert set(outcomes_budget) <= {"ok", "budget_exceeded"}
+        assert 5 <= outcomes_budget.count("ok") <= 7  # per worker it would be 5-7 each
     finally:
         gw.stop()

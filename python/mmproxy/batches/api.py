@@ -22,7 +22,7 @@ from mmproxy.batches.jobs import Job, JobStore, new_id, parse_lines, store_resul
 from mmproxy.batches.pricing import lines_to_records
 from mmproxy.batches.upstream import UpstreamBatches
 from mmproxy.errors import ProxyError, bad_request
-from mmproxy.keys.manager import Caller, Keys
+from mmproxy.keys.manager import Caller
 from mmproxy.providers.openai import OpenAIProvider
 from mmproxy.server.call import Call
 from mmproxy.server.handlers import Gateway
@@ -154,7 +154,7 @@ class BatchAPI:
             raise bad_request("metadata must be an object of string values", param="metadata")
         self._file(caller, file_id, "input_file_id")
         model, lines = read_requests(self.files.content(file_id))
-        self._admit(caller, model)
+        await self._admit(caller, model)
         provider = self._pick(model)
         upstream_model = provider.deployment.upstream_model
         rewritten = b"".join(orjson.dumps({**line, "body": {**line["body"], "model": upstream_model}}) + b"\n"
@@ -192,13 +192,13 @@ class BatchAPI:
                       "last_id": data[-1]["id"] if data else None, "has_more": len(jobs) > len(page)})
 
     # -- helpers ---------------------------------------------------------------------------------
-    def _admit(self, caller: Caller, model: str) -> None:
+    async def _admit(self, caller: Caller, model: str) -> None:
         """The key may use ``model`` and is within budget; the cost itself is settled per line by the ledger."""
         keys = self.gateway.keys
         if keys is not None and caller.key is not None:
-            reservation = keys.admit(caller, model, 0.0, 0)
+            reservation = await keys.admit(caller, model, 0.0, 0)
             if reservation is not None:
-                Keys.settle(reservation, 0.0, 0)
+                keys.settle(reservation, 0.0, 0)
 
     def _pick(self, model: str) -> OpenAIProvider:
         """A deployment of ``model`` that runs OpenAI batches: an OpenAI-wire one, healthy ones first."""

@@ -6,7 +6,10 @@ reserves its estimated cost before any upstream call and settles the real cost w
 refused once spend plus reservations reach its budget, so concurrent requests on one key cannot overspend
 by more than the requests already in flight. Several workers or instances converge through the database:
 each refreshes its view every ``refresh_interval`` seconds and keeps the larger of its own and the stored
-spend, so a key's spend seen anywhere is never behind what was stored.
+spend, so a key's spend seen anywhere is never behind what was stored. With Redis configured
+(``router_settings.redis_url``) a key's rpm/tpm counts, reservations and spend are counted there instead
+(``shared_limits``), so every process enforces the same figures; while Redis is unreachable each process
+falls back to its own.
 """
 
 from __future__ import annotations
@@ -18,11 +21,15 @@ import logging
 import math
 import secrets
 import time
+from collections.abc import Coroutine
 from dataclasses import dataclass
+from typing import Any
 
 from mmproxy.db.base import Database, KeyRecord
 from mmproxy.errors import ProxyError, auth_error
 from mmproxy.keys import durations
+from mmproxy.keys.shared_limits import SharedKeyLimits
+from mmproxy.redis_client import RedisError
 
 log = logging.getLogger("mmproxy.keys")
 
@@ -69,14 +76,19 @@ class Reservation:
     key: KeyState
     amount: float
     settled: bool = False
+    shared: tuple[str, str, str, str] | None = None  # the Redis counters it was counted in
 
 
 MASTER = Caller(None, True)
 
 
 class Keys:
-    def __init__(self, db: Database, master_key: str | None, refresh_interval: float = 1.0) -> None:
+    def __init__(self, db: Database, master_key: str | None, refresh_interval: float = 1.0,
+                 redis_url: str | None = None) -> None:
         self._db = db
+        self._shared = SharedKeyLimits(redis_url) if redis_url else None
+        self._background: set[asyncio.Task[None]] = set()
+        self._warned_at = -60.0
         self._master = master_key.encode() if master_key else None
         self._by_hash: dict[str, KeyState] = {}
         self._unknown: dict[str, float] = {}
@@ -99,6 +111,10 @@ class Keys:
                 await self._task
             except asyncio.CancelledError:
                 pass
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        if self._shared is not None:
+            await self._shared.close()
 
     # -- the request path ------------------------------------------------------------------------
     async def authenticate(self, supplied: str | None) -> Caller:
@@ -123,7 +139,7 @@ class Keys:
             raise auth_error("this API key has expired")
         return Caller(state, False)
 
-    def admit(self, caller: Caller, model: str, estimate: float, tokens: int) -> Reservation | None:
+    async def admit(self, caller: Caller, model: str, estimate: float, tokens: int) -> Reservation | None:
         """Check the key may make this request now and reserve its estimated cost."""
         state = caller.key
         if state is None:
@@ -135,30 +151,32 @@ class Keys:
         now = time.time()
         if record.max_budget is not None:
             self._maybe_reset(record, now)
-            if record.spend + state.reserved >= record.max_budget:
-                raise ProxyError(
-                    429,
-                    f"budget exceeded for this API key: spent ${record.spend:.6f} of ${record.max_budget:.6f}"
-                    + (f"; it resets at {durations.iso(record.budget_reset_at)}" if record.budget_reset_at else ""),
-                    type="budget_exceeded", code="budget_exceeded",
-                )
+        shared = self._shared
+        if shared is not None and (record.max_budget is not None or record.rpm_limit is not None
+                                   or record.tpm_limit is not None):
+            names = shared.names(record, now)
+            try:
+                requests, used, committed = await shared.admit(record, names, estimate, tokens, now)
+            except RedisError as exc:
+                self._trouble(exc)  # decided below from this process's figures
+            else:
+                try:
+                    _check(record, requests - 1, used - tokens, tokens, committed, now)
+                except ProxyError:
+                    self._spawn(shared.take_back(names, estimate, tokens))
+                    raise
+                state.reserved += estimate
+                return Reservation(state, estimate, shared=names)
         minute = int(now // 60)
         if state.minute != minute:
             state.minute, state.requests, state.tokens = minute, 0, 0
-        retry = {"Retry-After": str(max(1, math.ceil(60 - now % 60)))}
-        if record.rpm_limit is not None and state.requests >= record.rpm_limit:
-            raise ProxyError(429, f"this API key is at its limit of {record.rpm_limit} requests per minute",
-                             type="rate_limit_error", code="key_rpm_exceeded", headers=retry)
-        if record.tpm_limit is not None and state.tokens + tokens > record.tpm_limit:
-            raise ProxyError(429, f"this API key is at its limit of {record.tpm_limit} tokens per minute",
-                             type="rate_limit_error", code="key_tpm_exceeded", headers=retry)
+        _check(record, state.requests, state.tokens, tokens, record.spend + state.reserved, now)
         state.requests += 1
         state.tokens += tokens
         state.reserved += estimate
         return Reservation(state, estimate)
 
-    @staticmethod
-    def settle(reservation: Reservation, cost: float, completion_tokens: int) -> None:
+    def settle(self, reservation: Reservation, cost: float, completion_tokens: int) -> None:
         """Replace the reservation by what the request really cost (every attempt included)."""
         if reservation.settled:
             return
@@ -168,6 +186,26 @@ class Keys:
         state.record.spend += cost
         if state.minute == int(time.time() // 60):
             state.tokens += completion_tokens
+        if reservation.shared is not None and self._shared is not None:
+            self._spawn(self._shared.settle(reservation.shared, reservation.amount, cost, completion_tokens))
+
+    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(self._quietly(job))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _quietly(self, job: Coroutine[Any, Any, None]) -> None:
+        try:
+            await job
+        except RedisError as exc:
+            self._trouble(exc)
+
+    def _trouble(self, exc: RedisError) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= 30:
+            self._warned_at = now
+            log.warning("key limits: Redis unavailable (%s); each process enforces limits and budgets on its own",
+                        type(exc).__name__)
 
     def _maybe_reset(self, record: KeyRecord, now: float) -> None:
         if record.budget_duration is None or record.budget_reset_at is None or now < record.budget_reset_at:
@@ -231,6 +269,25 @@ class Keys:
             self._by_hash.pop(key_hash, None)
 
 
+
+
+def _check(record: KeyRecord, requests: int, used: int, tokens: int, committed: float, now: float) -> None:
+    """Refuse a request that would go over the key's budget (``committed``: spend plus the money reserved by
+    requests in flight) or its per-minute limits (``requests`` and ``used`` tokens before this one)."""
+    if record.max_budget is not None and committed >= record.max_budget:
+        raise ProxyError(
+            429,
+            f"budget exceeded for this API key: spent ${record.spend:.6f} of ${record.max_budget:.6f}"
+            + (f"; it resets at {durations.iso(record.budget_reset_at)}" if record.budget_reset_at else ""),
+            type="budget_exceeded", code="budget_exceeded",
+        )
+    retry = {"Retry-After": str(max(1, math.ceil(60 - now % 60)))}
+    if record.rpm_limit is not None and requests >= record.rpm_limit:
+        raise ProxyError(429, f"this API key is at its limit of {record.rpm_limit} requests per minute",
+                         type="rate_limit_error", code="key_rpm_exceeded", headers=retry)
+    if record.tpm_limit is not None and used + tokens > record.tpm_limit:
+        raise ProxyError(429, f"this API key is at its limit of {record.tpm_limit} tokens per minute",
+                         type="rate_limit_error", code="key_tpm_exceeded", headers=retry)
 
 
 def _log_failure(task: asyncio.Task[object]) -> None:

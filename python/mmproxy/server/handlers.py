@@ -119,7 +119,7 @@ class Gateway:
             except Exception as exc:
                 raise StartupError(f"cannot open the database: {self.db.describe_error(exc)}") from None
             if config.master_key:
-                self.keys = Keys(self.db, config.master_key)
+                self.keys = Keys(self.db, config.master_key, redis_url=config.router.redis_url)
                 await self.keys.start()
             if config.spend_logs:
                 self.ledger = Ledger(self.db)
@@ -198,7 +198,7 @@ class Gateway:
             raise ProxyError(403, "this endpoint needs the master key", type="permission_error",
                              code="admin_only")
 
-    def _admit(self, call: Call, model: str, target: str, payload: dict[str, Any]) -> None:
+    async def _admit(self, call: Call, model: str, target: str, payload: dict[str, Any]) -> None:
         """Key restrictions, limits and the budget reservation, before any upstream call."""
         keys = self.keys
         if keys is None or call.caller.key is None:
@@ -210,7 +210,7 @@ class Gateway:
             completion = cost.DEFAULT_COMPLETION_ESTIMATE
         estimate = cost.estimate(members, call.counted, completion)
         try:
-            call.reservation = keys.admit(call.caller, model, estimate, call.counted)
+            call.reservation = await keys.admit(call.caller, model, estimate, call.counted)
         except ProxyError as exc:
             if exc.code == "budget_exceeded" and self.metrics is not None:
                 self.metrics.budget_rejected(call.record.key_alias, call.record.team_id)
@@ -220,8 +220,8 @@ class Gateway:
         """The request is over: settle its budget, then hand its record to the ledger and the metrics."""
         record = call.record
         record.latency_ms = (time.perf_counter_ns() - call.started) / _NS_PER_MS
-        if call.reservation is not None:
-            Keys.settle(call.reservation, record.cost_usd, record.completion_tokens)
+        if call.reservation is not None and self.keys is not None:
+            self.keys.settle(call.reservation, record.cost_usd, record.completion_tokens)
         if self.ledger is not None:
             self.ledger.record(record)
         if self.metrics is not None:
@@ -317,7 +317,7 @@ class Gateway:
         if self._count_tokens or caller.key is not None:
             call.counted = tokens.count_chat(raw, model).count
         target, route = self._apply_rules(request, raw, model, call)
-        self._admit(call, model, target, payload)
+        await self._admit(call, model, target, payload)
         client_usage = wants_usage(payload)
         lookup, question, hit = await self._consult_cache(request, call, payload, raw, target, route, "chat")
         if hit is not None:
@@ -432,7 +432,7 @@ class Gateway:
             translated = call.body = orjson.dumps(anthropic_inbound.to_openai(body))
             call.counted = tokens.count_chat(translated, model).count
             target, route = self._apply_rules(request, translated, model, call)
-        self._admit(call, model, target, body)
+        await self._admit(call, model, target, body)
         lookup, question, hit = await self._consult_cache(request, call, body, raw, target, route, "messages")
         if hit is not None:
             return await self._serve_cached(request, call, hit)
@@ -478,7 +478,7 @@ class Gateway:
         model = require_model(payload)
         validate_embeddings(payload)
         call.record.requested_model = model
-        self._admit(call, model, model, {"max_tokens": 0})
+        await self._admit(call, model, model, {"max_tokens": 0})
         route: dict[str, str] = {}
         lookup, _, hit = await self._consult_cache(request, call, payload, raw, model, route, "embeddings")
         if hit is not None:
