@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -243,5 +244,26 @@ def test_limits_and_budgets_hold_across_workers_through_redis(simulator: Process
         outcomes_budget = asyncio.run(burst())
         assert set(outcomes_budget) <= {"ok", "budget_exceeded"}
         assert 5 <= outcomes_budget.count("ok") <= 7  # per worker it would be 5-7 each
+    finally:
+        gw.stop()
+
+
+def test_key_limits_fall_back_to_each_process_while_redis_is_down(simulator: Process, tmp_path: Path):
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]
+    config = gateway_config(simulator.url)
+    config["router_settings"] = {"redis_url": f"redis://127.0.0.1:{dead}/0"}
+    gw = start_gateway(tmp_path, config)
+    try:
+        admin = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
+        if time.time() % 60 > 55:
+            time.sleep(60 - time.time() % 60 + 0.1)
+        client = _client(gw, _generate(admin, rpm_limit=2)["key"])
+        for _ in range(2):
+            assert client.chat.completions.create(model="mini", messages=HELLO).choices
+        with pytest.raises(openai.RateLimitError) as info:
+            client.chat.completions.create(model="mini", messages=HELLO)
+        assert info.value.body["code"] == "key_rpm_exceeded"
     finally:
         gw.stop()
