@@ -4,10 +4,12 @@ Gateways on the same simulator, measured in one run: "off" (master key only, led
 disabled), "ledger (SQLite) + metrics" (the default: one SQLite row and one metrics observation per
 request, cost computed from the usage), "virtual key with a budget" (the same, authenticated with a
 virtual key that has a budget, so every request also hashes the key, reserves its estimated cost and
-settles it), and with ``--postgres-url`` the ledger on PostgreSQL. Non-streaming requests at
-concurrency 64; gateway CPU per request is the median over interleaved rounds.
+settles it), with ``--postgres-url`` the ledger on PostgreSQL, and with ``--redis-url`` the virtual key's
+limits and budget counted in Redis (``router_settings.redis_url``: one pipelined round trip to admit, one to
+settle). Non-streaming requests at concurrency 64; gateway CPU per request is the median over interleaved rounds.
 
-    python benches/bench_accounting.py [--requests 20000] [--rounds 3] [--postgres-url URL] [--no-update-results]
+    python benches/bench_accounting.py [--requests 20000] [--rounds 3] [--postgres-url URL] [--redis-url URL]
+                                       [--no-update-results]
 """
 
 from __future__ import annotations
@@ -25,9 +27,11 @@ from run import CLIENT_CORE, GATEWAY_CORE, MASTER_KEY, gateway_cpu_by_config, ma
 
 OFF, ON, KEYED = "accounting off", "ledger (SQLite) + metrics", "virtual key with a budget (SQLite)"
 PG = "ledger (PostgreSQL) + metrics"
+KEYED_REDIS = "virtual key with a budget, counted in Redis (SQLite)"
 
 
-def _config(sim_port: int, accounting: bool, database_url: str | None = None) -> dict[str, Any]:
+def _config(sim_port: int, accounting: bool, database_url: str | None = None,
+            redis_url: str | None = None) -> dict[str, Any]:
     deployment = {"model_name": "g", "litellm_params": {"model": "openai/bench", "api_base":
                                                         f"http://127.0.0.1:{sim_port}/v1"},
                   "model_info": {"input_cost_per_token": 1e-06, "output_cost_per_token": 2e-06}}
@@ -36,11 +40,14 @@ def _config(sim_port: int, accounting: bool, database_url: str | None = None) ->
         general |= {"disable_spend_logs": True, "disable_metrics": True}
     if database_url:
         general["database_url"] = database_url
-    return {"model_list": [deployment], "general_settings": general}
+    config = {"model_list": [deployment], "general_settings": general}
+    if redis_url:
+        config["router_settings"] = {"redis_url": redis_url}
+    return config
 
 
 def _prepare(label: str, url: str) -> str:
-    if label != KEYED:
+    if label not in (KEYED, KEYED_REDIS):
         return MASTER_KEY
     request = urllib.request.Request(
         f"{url}/key/generate", data=json.dumps({"max_budget": 1e9, "key_alias": "bench"}).encode(),
@@ -54,18 +61,23 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--postgres-url", help="also measure the ledger on this PostgreSQL database")
+    parser.add_argument("--redis-url", help="also measure a virtual key whose budget is counted in this Redis")
     parser.add_argument("--update-results", action=argparse.BooleanOptionalAction, default=True)
     args = parser.parse_args()
     configs = {OFF: lambda port: _config(port, False), ON: lambda port: _config(port, True),
                KEYED: lambda port: _config(port, True)}
     if args.postgres_url:
         configs[PG] = lambda port: _config(port, True, args.postgres_url)
+    if args.redis_url:
+        configs[KEYED_REDIS] = lambda port: _config(port, True, redis_url=args.redis_url)
     results = gateway_cpu_by_config(configs, requests=args.requests, rounds=args.rounds, prepare=_prepare)
     off = results[OFF]
     rows = [f"| {label} | {cpu * 1e6:.1f} µs | {(cpu - off) * 1e6:+.1f} µs |" for label, cpu in results.items()]
     body = "\n".join([
         f"Command: `python benches/bench_accounting.py --requests {args.requests} --rounds {args.rounds}"
-        + (" --postgres-url postgresql://…` (a local PostgreSQL 15, default settings)" if args.postgres_url else "`"),
+        + (" --postgres-url postgresql://…" if args.postgres_url else "")
+        + (" --redis-url redis://…" if args.redis_url else "") + "`"
+        + (" (a local PostgreSQL 15 and Redis, default settings)" if args.postgres_url or args.redis_url else ""),
         "",
         f"Date: {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC. {machine()}. Gateway on core {GATEWAY_CORE}, "
         f"simulator and load generator on core {CLIENT_CORE}; non-streaming, concurrency 64; median of "

@@ -21,9 +21,7 @@ import logging
 import math
 import secrets
 import time
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any
 
 from mmproxy.db.base import Database, KeyRecord
 from mmproxy.errors import ProxyError, auth_error
@@ -86,8 +84,7 @@ class Keys:
     def __init__(self, db: Database, master_key: str | None, refresh_interval: float = 1.0,
                  redis_url: str | None = None) -> None:
         self._db = db
-        self._shared = SharedKeyLimits(redis_url) if redis_url else None
-        self._background: set[asyncio.Task[None]] = set()
+        self._shared = SharedKeyLimits(redis_url, self._trouble) if redis_url else None
         self._warned_at = -60.0
         self._master = master_key.encode() if master_key else None
         self._by_hash: dict[str, KeyState] = {}
@@ -111,8 +108,6 @@ class Keys:
                 await self._task
             except asyncio.CancelledError:
                 pass
-        if self._background:
-            await asyncio.gather(*self._background, return_exceptions=True)
         if self._shared is not None:
             await self._shared.close()
 
@@ -156,15 +151,12 @@ class Keys:
                                    or record.tpm_limit is not None):
             names = shared.names(record, now)
             try:
-                requests, used, committed = await shared.admit(record, names, estimate, tokens, now)
+                refused = await shared.admit(record, names, estimate, tokens, now)
             except RedisError as exc:
                 self._trouble(exc)  # decided below from this process's figures
             else:
-                try:
-                    _check(record, requests - 1, used - tokens, tokens, committed, now)
-                except ProxyError:
-                    self._spawn(shared.take_back(names, estimate, tokens))
-                    raise
+                if refused is not None:
+                    raise _refusal(record, refused[0], now)
                 state.reserved += estimate
                 return Reservation(state, estimate, shared=names)
         minute = int(now // 60)
@@ -187,18 +179,7 @@ class Keys:
         if state.minute == int(time.time() // 60):
             state.tokens += completion_tokens
         if reservation.shared is not None and self._shared is not None:
-            self._spawn(self._shared.settle(reservation.shared, reservation.amount, cost, completion_tokens))
-
-    def _spawn(self, job: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(self._quietly(job))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _quietly(self, job: Coroutine[Any, Any, None]) -> None:
-        try:
-            await job
-        except RedisError as exc:
-            self._trouble(exc)
+            self._shared.settle(reservation.shared, reservation.amount, cost, completion_tokens)
 
     def _trouble(self, exc: RedisError) -> None:
         now = time.monotonic()
@@ -275,19 +256,27 @@ def _check(record: KeyRecord, requests: int, used: int, tokens: int, committed: 
     """Refuse a request that would go over the key's budget (``committed``: spend plus the money reserved by
     requests in flight) or its per-minute limits (``requests`` and ``used`` tokens before this one)."""
     if record.max_budget is not None and committed >= record.max_budget:
-        raise ProxyError(
+        raise _refusal(record, "budget", now)
+    if record.rpm_limit is not None and requests >= record.rpm_limit:
+        raise _refusal(record, "rpm", now)
+    if record.tpm_limit is not None and used + tokens > record.tpm_limit:
+        raise _refusal(record, "tpm", now)
+
+
+def _refusal(record: KeyRecord, limit: str, now: float) -> ProxyError:
+    if limit == "budget":
+        return ProxyError(
             429,
             f"budget exceeded for this API key: spent ${record.spend:.6f} of ${record.max_budget:.6f}"
             + (f"; it resets at {durations.iso(record.budget_reset_at)}" if record.budget_reset_at else ""),
             type="budget_exceeded", code="budget_exceeded",
         )
     retry = {"Retry-After": str(max(1, math.ceil(60 - now % 60)))}
-    if record.rpm_limit is not None and requests >= record.rpm_limit:
-        raise ProxyError(429, f"this API key is at its limit of {record.rpm_limit} requests per minute",
-                         type="rate_limit_error", code="key_rpm_exceeded", headers=retry)
-    if record.tpm_limit is not None and used + tokens > record.tpm_limit:
-        raise ProxyError(429, f"this API key is at its limit of {record.tpm_limit} tokens per minute",
-                         type="rate_limit_error", code="key_tpm_exceeded", headers=retry)
+    if limit == "rpm":
+        return ProxyError(429, f"this API key is at its limit of {record.rpm_limit} requests per minute",
+                          type="rate_limit_error", code="key_rpm_exceeded", headers=retry)
+    return ProxyError(429, f"this API key is at its limit of {record.tpm_limit} tokens per minute",
+                      type="rate_limit_error", code="key_tpm_exceeded", headers=retry)
 
 
 def _log_failure(task: asyncio.Task[object]) -> None:

@@ -6,63 +6,140 @@ configured one, and each would reserve in-flight cost against the budget without
 Per key, Redis holds the current minute's requests and tokens, the money reserved by requests in flight, and the
 spend of the current budget period. The spend counter starts from the database's figure the first time a period
 is seen (``SET NX``) and then adds every instance's settled cost, so a restarted Redis starts again from the
-ledger. Admission is one transaction (count, reserve, read); a request over a limit takes its counts back at
-once. A reservation left behind by a crashed instance expires with its counter (``_RESERVED_TTL_S`` after the
-key's last request). Redis trouble is the caller's to handle (``RedisError``): it falls back to local figures.
+ledger. Admission is one script call that checks and counts atomically (one round trip, one small reply).
+Settling is batched: what requests really cost is added, and their reservations released, every
+``FLUSH_S`` in one pipeline for all keys; until then the reservation still counts, so the committed figure never
+runs below the truth. A reservation left behind by a crashed instance expires with its counter
+(``_RESERVED_TTL_S`` after the key's last request). Redis trouble on admission is the caller's to handle
+(``RedisError``: it falls back to local figures); settlements wait for Redis to come back.
 """
 
 from __future__ import annotations
 
-from mmproxy.db.base import KeyRecord
-from mmproxy.redis_client import RedisClient
+import asyncio
+import logging
+from collections.abc import Callable
 
+from mmproxy.db.base import KeyRecord
+from mmproxy.redis_client import RedisClient, RedisError, RedisReplyError
+
+log = logging.getLogger("mmproxy.keys")
+
+FLUSH_S = 0.05
 _TIMEOUT_S = 0.25
 _RESERVED_TTL_S = 900
 _NO_PERIOD_TTL_S = 30 * 86400  # a budget without a duration: the counter lives while the key is used
 _PREFIX = "mmproxy:key:"
+Names = tuple[str, str, str, str]  # the key's rpm, tpm, reserved and spend counters
+
+# KEYS: rpm, tpm, reserved, spend. ARGV: tokens, estimate, spend seed, spend ttl, rpm limit, tpm limit, budget
+# (-1: none), reserved ttl. Returns {0} when admitted and counted, else {1 budget | 2 rpm | 3 tpm, figure}.
+_ADMIT = b"""
+redis.call('SET', KEYS[4], ARGV[3], 'NX', 'EX', ARGV[4])
+local tokens = tonumber(ARGV[1])
+local budget = tonumber(ARGV[7])
+if budget >= 0 then
+  local committed = tonumber(redis.call('GET', KEYS[4]) or '0') + tonumber(redis.call('GET', KEYS[3]) or '0')
+  if committed >= budget then return {1, tostring(committed)} end
+end
+local requests = tonumber(redis.call('GET', KEYS[1]) or '0')
+local rpm = tonumber(ARGV[5])
+if rpm >= 0 and requests >= rpm then return {2, tostring(requests)} end
+local used = tonumber(redis.call('GET', KEYS[2]) or '0')
+local tpm = tonumber(ARGV[6])
+if tpm >= 0 and used + tokens > tpm then return {3, tostring(used)} end
+redis.call('INCR', KEYS[1])
+redis.call('EXPIRE', KEYS[1], 120)
+redis.call('INCRBY', KEYS[2], tokens)
+redis.call('EXPIRE', KEYS[2], 120)
+redis.call('INCRBYFLOAT', KEYS[3], ARGV[2])
+redis.call('EXPIRE', KEYS[3], ARGV[8])
+return {0}
+"""
+REFUSALS = {1: "budget", 2: "rpm", 3: "tpm"}
 
 
 class SharedKeyLimits:
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, on_trouble: Callable[[RedisError], None]) -> None:
         self._redis = RedisClient(url, timeout=_TIMEOUT_S)
-
-    async def close(self) -> None:
-        await self._redis.close()
+        self._sha: bytes | None = None
+        self._on_trouble = on_trouble
+        # Settlements not yet sent, summed per key: [reservations to release, cost, output tokens].
+        self._pending: dict[Names, list[float]] = {}
+        self._flusher: asyncio.Task[None] | None = None
 
     @staticmethod
-    def names(record: KeyRecord, now: float) -> tuple[str, str, str, str]:
-        """The key's counters for the minute and budget period of ``now``: rpm, tpm, reserved, spend."""
+    def names(record: KeyRecord, now: float) -> Names:
+        """The key's counters for the minute and budget period of ``now``."""
         base = f"{_PREFIX}{record.key_hash}:"
         minute = int(now // 60)
         period = int(record.budget_reset_at or 0)
         return f"{base}rpm:{minute}", f"{base}tpm:{minute}", f"{base}reserved:{period}", f"{base}spend:{period}"
 
-    async def admit(self, record: KeyRecord, names: tuple[str, str, str, str], estimate: float, tokens: int,
-                    now: float) -> tuple[int, int, float]:
-        """Count the request and reserve ``estimate``; returns (requests this minute, tokens this minute, spend
-        plus the other requests' reservations) as they stood with it counted. Over a limit, call ``take_back``."""
-        rpm, tpm, reserved, spend = names
+    async def admit(self, record: KeyRecord, names: Names, estimate: float, tokens: int, now: float
+                    ) -> tuple[str, float] | None:
+        """Count the request and reserve ``estimate`` if the key has room; else (which limit, its figure)."""
         spend_ttl = max(1, int(record.budget_reset_at - now) + 86400) if record.budget_reset_at else _NO_PERIOD_TTL_S
-        replies = await self._redis.pipeline((
-            ("INCR", rpm), ("EXPIRE", rpm, 120), ("INCRBY", tpm, tokens), ("EXPIRE", tpm, 120),
-            ("SET", spend, repr(record.spend), "NX", "EX", spend_ttl),
-            ("INCRBYFLOAT", reserved, repr(estimate)), ("EXPIRE", reserved, _RESERVED_TTL_S), ("GET", spend),
-        ), transaction=True)
-        requests, used, reserved_now, spent = replies[0], replies[2], replies[5], replies[7]
-        return int(requests), int(used), float(spent or 0) + float(reserved_now) - estimate  # type: ignore[arg-type]
+        args = (4, *names, tokens, repr(estimate), repr(record.spend), spend_ttl,
+                -1 if record.rpm_limit is None else record.rpm_limit,
+                -1 if record.tpm_limit is None else record.tpm_limit,
+                -1 if record.max_budget is None else repr(record.max_budget), _RESERVED_TTL_S)
+        if self._sha is None:
+            self._sha = await self._redis.execute("SCRIPT", "LOAD", _ADMIT)  # type: ignore[assignment]
+        try:
+            reply = await self._redis.execute("EVALSHA", self._sha, *args)  # type: ignore[arg-type]
+        except RedisReplyError as exc:
+            if "NOSCRIPT" not in str(exc):
+                raise
+            reply = await self._redis.execute("EVAL", _ADMIT, *args)  # Redis restarted and lost the script
+            self._sha = None
+        assert isinstance(reply, list)
+        if reply[0] == 0:
+            return None
+        return REFUSALS[int(reply[0])], float(reply[1])  # type: ignore[arg-type, index]
 
-    async def take_back(self, names: tuple[str, str, str, str], estimate: float, tokens: int) -> None:
-        rpm, tpm, reserved, _ = names
-        await self._redis.pipeline(
-            (("DECR", rpm), ("DECRBY", tpm, tokens), ("INCRBYFLOAT", reserved, repr(-estimate))), transaction=True)
+    def settle(self, names: Names, estimate: float, cost: float, completion_tokens: int) -> None:
+        """Release the reservation and add what the request really cost, with the next flush."""
+        pending = self._pending.get(names)
+        if pending is None:
+            self._pending[names] = [estimate, cost, completion_tokens]
+        else:
+            pending[0] += estimate
+            pending[1] += cost
+            pending[2] += completion_tokens
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush_soon())
 
-    async def settle(self, names: tuple[str, str, str, str], estimate: float, cost: float,
-                     completion_tokens: int) -> None:
-        """Release the reservation and add what the request really cost (and its output to this minute's tokens)."""
-        _, tpm, reserved, spend = names
-        commands: list[tuple[str | int, ...]] = [("INCRBYFLOAT", reserved, repr(-estimate))]
-        if cost > 0:
-            commands.append(("INCRBYFLOAT", spend, repr(cost)))
-        if completion_tokens:
-            commands += (("INCRBY", tpm, completion_tokens), ("EXPIRE", tpm, 120))
-        await self._redis.pipeline(commands, transaction=True)
+    async def _flush_soon(self) -> None:
+        while self._pending:
+            await asyncio.sleep(FLUSH_S)
+            await self.flush()
+            if self._pending:  # Redis is down: try again later, keeping what is owed
+                await asyncio.sleep(1.0)
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        commands: list[tuple[str | int, ...]] = []
+        for (_, tpm, reserved, spend), (estimate, cost, completion) in pending.items():
+            commands.append(("INCRBYFLOAT", reserved, repr(-estimate)))
+            if cost > 0:
+                commands.append(("INCRBYFLOAT", spend, repr(cost)))
+            if completion:
+                commands += (("INCRBY", tpm, int(completion)), ("EXPIRE", tpm, 120))
+        if not commands:
+            return
+        try:
+            await self._redis.pipeline(commands, transaction=True)
+        except RedisError as exc:
+            self._on_trouble(exc)
+            for names, owed in pending.items():  # merge back: nothing owed is lost
+                mine = self._pending.setdefault(names, [0.0, 0.0, 0])
+                for i in range(3):
+                    mine[i] += owed[i]
+
+    async def close(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+        if self._pending:
+            await self.flush()
+        await self._redis.close()
