@@ -119,6 +119,13 @@ def test_batch_answers_come_back_under_the_clients_model_priced_at_half(client, 
         assert (row["prompt_tokens"], row["completion_tokens"]) == (usage["prompt_tokens"], usage["completion_tokens"])
         assert row["cost_usd"] == pytest.approx(standard / 2, rel=1e-9)
         assert row["cost_usd"] > 0
+    # The lines are in the Prometheus metrics too: their tokens and cost, no latency of their own.
+    metrics = httpx.get(f"{gw.url}/metrics").text.splitlines()
+    cost_lines = [m for m in metrics if m.startswith("mmproxy_cost_usd_total{") and 'model="batchy"' in m]
+    assert cost_lines and float(cost_lines[0].rsplit(" ", 1)[1]) == pytest.approx(
+        sum(r["cost_usd"] for r in rows.values()), rel=1e-6)
+    assert not any(m.startswith("mmproxy_request_latency_seconds_count{") and 'model="batchy"' in m
+                   and not m.endswith(" 0") for m in metrics)
 
     listed = client.batches.list(limit=100).data
     assert created.id in [b.id for b in listed]

@@ -259,8 +259,12 @@ class BatchAPI:
         return parse_lines(await client.content(file_id)) if isinstance(file_id, str) else []
 
     def _charge(self, job: Job, lines: list[dict[str, Any]]) -> None:
-        ledger = self.gateway.ledger
-        if ledger is None:
+        """Each output line: a ledger row and a metrics observation (tokens, cost, status; no latency)."""
+        ledger, metrics = self.gateway.ledger, self.gateway.metrics
+        if ledger is None and metrics is None:
             return
         for record in lines_to_records(job.id, lines, self._provider(job).deployment, job.model, job.key):
-            ledger.record(record)
+            if ledger is not None:
+                ledger.record(record)
+            if metrics is not None:
+                metrics.observe(record)

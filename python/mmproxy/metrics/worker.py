@@ -95,15 +95,16 @@ class Metrics:
         row.cached += record.cached_tokens
         row.cache_write += record.cache_write_tokens
         row.cost += record.cost_usd
-        ms = record.latency_ms
-        row.latency[bisect_left(LATENCY_MS, ms)] += 1
-        row.latency_sum += ms
-        if record.stream and (ms := record.ttft_ms) is not None:
-            row.ttft[bisect_left(TTFT_MS, ms)] += 1
-            row.ttft_sum += ms
-        if (ms := record.overhead_ms) is not None:
-            self._overhead[bisect_left(OVERHEAD_MS, ms)] += 1
-            self._overhead_sum += ms
+        if record.endpoint != "batch":  # a batch line has tokens and cost but no latency of its own
+            ms = record.latency_ms
+            row.latency[bisect_left(LATENCY_MS, ms)] += 1
+            row.latency_sum += ms
+            if record.stream and (ms := record.ttft_ms) is not None:
+                row.ttft[bisect_left(TTFT_MS, ms)] += 1
+                row.ttft_sum += ms
+            if (ms := record.overhead_ms) is not None:
+                self._overhead[bisect_left(OVERHEAD_MS, ms)] += 1
+                self._overhead_sum += ms
         cache = self._cache.get(record.cache)
         if cache is None:
             cache = self._cache[record.cache] = [0, 0.0]
