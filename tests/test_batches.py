@@ -16,6 +16,7 @@ from mmproxy.registry import defaults_for
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, start_gateway
 
 UPSTREAM_MODEL = "gpt-4o-mini"  # a registry model: prices and the 0.5 batch discount come from models.json
+CLAUDE_MODEL = "claude-haiku-4-5"  # likewise, run as an Anthropic Message Batch
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +27,11 @@ def gw(simulator: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator
             {"model_name": "batchy", "model_info": {"id": "batchy-1"},
              "litellm_params": {"model": f"openai/{UPSTREAM_MODEL}", "api_base": base, "api_key": UPSTREAM_KEY}},
             {"model_name": "claude", "model_info": {"id": "claude-1"},
-             "litellm_params": {"model": "anthropic/sim-claude", "api_base": simulator.url, "api_key": UPSTREAM_KEY}},
+             "litellm_params": {"model": f"anthropic/{CLAUDE_MODEL}", "api_base": simulator.url,
+                                "api_key": UPSTREAM_KEY}},
+            {"model_name": "gem", "model_info": {"id": "gem-1"},
+             "litellm_params": {"model": "gemini/gemini-2.5-flash", "api_base": simulator.url,
+                                "api_key": UPSTREAM_KEY}},
         ],
         "general_settings": {"master_key": MASTER_KEY},
     }
@@ -158,7 +163,7 @@ def test_request_fields_are_checked(client):
             client.batches.create(**args)
         assert caught.value.body["param"] == (param or "input_file_id")
     with pytest.raises(openai.BadRequestError) as caught:
-        _create(client, _upload(client, [_line("a", "claude", "x")]))  # an Anthropic deployment: no OpenAI batches
+        _create(client, _upload(client, [_line("a", "gem", "x")]))  # Gemini batch mode is not driven (yet)
     assert caught.value.body["code"] == "batch_unsupported"
 
 

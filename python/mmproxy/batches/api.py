@@ -1,8 +1,9 @@
-"""HTTP handlers of OpenAI's Files and Batch APIs in front of OpenAI-wire deployments.
+"""HTTP handlers of OpenAI's Files and Batch APIs in front of OpenAI-wire and Anthropic deployments.
 
-The client's file stays in the gateway; the upstream gets a copy with every line's model rewritten to the
-deployment's, under the deployment's key. Checks that OpenAI would fail the batch for (a bad line, another
-endpoint, a second model) and the caller's model permissions are made here, before anything goes upstream.
+The client's file stays in the gateway; the upstream gets its requests under the deployment's model and key
+(a renamed copy of the file for OpenAI, a Message Batch for Anthropic: ``upstream``). Checks that OpenAI would
+fail the batch for (a bad line, another endpoint, a second model) and the caller's model permissions are made
+here, before anything goes upstream.
 """
 
 from __future__ import annotations
@@ -18,17 +19,17 @@ import orjson
 from aiohttp import web
 
 from mmproxy.batches.files import DEFAULT_DIR, FileStore
-from mmproxy.batches.jobs import Job, JobStore, new_id, parse_lines, store_results
+from mmproxy.batches.jobs import Job, JobStore, new_id, store_results
 from mmproxy.batches.pricing import lines_to_records
-from mmproxy.batches.upstream import UpstreamBatches
+from mmproxy.batches.upstream import ENDPOINT, FINAL, UpstreamBatches, batches_for
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.keys.manager import Caller
-from mmproxy.providers.openai import OpenAIProvider
+from mmproxy.providers import Provider
 from mmproxy.server.call import Call
 from mmproxy.server.handlers import Gateway
 from mmproxy.validation import parse_json_object
 
-_ENDPOINT = "/v1/chat/completions"
+_ENDPOINT = ENDPOINT
 _JSON = "application/json"
 _MAX_LIST = 100
 
@@ -155,13 +156,8 @@ class BatchAPI:
         self._file(caller, file_id, "input_file_id")
         model, lines = read_requests(self.files.content(file_id))
         await self._admit(caller, model)
-        provider = self._pick(model)
-        upstream_model = provider.deployment.upstream_model
-        rewritten = b"".join(orjson.dumps({**line, "body": {**line["body"], "model": upstream_model}}) + b"\n"
-                             for line in lines)
-        client = UpstreamBatches(provider)
-        upstream_file = await client.upload(rewritten, f"{file_id}.jsonl")
-        batch = await client.create(upstream_file, _ENDPOINT, metadata)
+        provider, client = self._pick(model)
+        batch = await client.submit(lines, f"{file_id}.jsonl", metadata)
         upstream_id = batch.get("id")
         if not isinstance(upstream_id, str):
             raise ProxyError(502, f"upstream {provider.deployment.id} returned a batch without an id",
@@ -200,29 +196,33 @@ class BatchAPI:
             if reservation is not None:
                 keys.settle(reservation, 0.0, 0)
 
-    def _pick(self, model: str) -> OpenAIProvider:
-        """A deployment of ``model`` that runs OpenAI batches: an OpenAI-wire one, healthy ones first."""
+    def _pick(self, model: str) -> tuple[Provider, UpstreamBatches]:
+        """A deployment of ``model`` whose provider runs batches (OpenAI-wire or Anthropic), healthy ones first."""
         group = self.gateway.router.groups.get(model)
         if group is None:
             raise bad_request(f"model {model!r} is not served by this gateway", param="model")
-        usable = [m for m in group.members if type(m) is OpenAIProvider and m.deployment.mode != "embedding"]
+        usable = [(m, client) for m in group.members
+                  if m.deployment.mode != "embedding" and (client := batches_for(m)) is not None]
         if not usable:
-            raise bad_request(f"model {model!r} has no OpenAI-wire deployment; the gateway runs OpenAI batches only",
+            raise bad_request(f"model {model!r} has no deployment that runs batches (OpenAI-wire or Anthropic)",
                               param="model", code="batch_unsupported")
-        healthy = [m for m in usable if not self.gateway.health.cooling(m.deployment.id)] or usable
-        chosen: OpenAIProvider = random.choices(healthy, weights=[m.deployment.weight for m in healthy])[0]
-        return chosen
+        healthy = [u for u in usable if not self.gateway.health.cooling(u[0].deployment.id)] or usable
+        return random.choices(healthy, weights=[u[0].deployment.weight for u in healthy])[0]
 
-    def _provider(self, job: Job) -> OpenAIProvider:
+    def _provider(self, job: Job) -> Provider:
         group = self.gateway.router.groups.get(job.model)
         for member in group.members if group is not None else ():
-            if member.deployment.id == job.deployment and isinstance(member, OpenAIProvider):
+            if member.deployment.id == job.deployment:
                 return member
         raise ProxyError(503, f"deployment {job.deployment!r} of batch {job.id} is no longer configured",
                          type="upstream_error", code="deployment_gone")
 
     def _upstream(self, job: Job) -> UpstreamBatches:
-        return UpstreamBatches(self._provider(job))
+        client = batches_for(self._provider(job))
+        if client is None:
+            raise ProxyError(503, f"deployment {job.deployment!r} of batch {job.id} no longer runs batches",
+                             type="upstream_error", code="deployment_gone")
+        return client
 
     def _job(self, caller: Caller, batch_id: str) -> Job:
         job = self.jobs.get(batch_id)
@@ -236,7 +236,7 @@ class BatchAPI:
     async def _refresh(self, caller: Caller, batch_id: str) -> Job:
         """The batch's upstream state; once it has completed, its results collected, renamed and priced."""
         job = self._job(caller, batch_id)
-        if job.collected or job.batch.get("status") in ("failed", "cancelled", "expired"):
+        if job.collected:
             return job
         async with self._lock(batch_id):
             job = self._job(caller, batch_id)  # another request may have collected it meanwhile
@@ -244,19 +244,15 @@ class BatchAPI:
                 return job
             client = self._upstream(job)
             batch = await client.retrieve(job.upstream_id)
-            if batch.get("status") == "completed":
-                output = await self._lines(client, batch.get("output_file_id"))
-                errors = await self._lines(client, batch.get("error_file_id"))
+            if batch.get("status") in FINAL:
+                # A cancelled or expired batch may still have answered some lines: they are the client's, and billed.
+                output, errors = await client.results(batch)
                 store_results(job, self.files, output, errors)
                 self._charge(job, output + errors)
             job.batch = batch
             self.jobs.save(job)
         self._locks.pop(batch_id, None)
         return job
-
-    @staticmethod
-    async def _lines(client: UpstreamBatches, file_id: Any) -> list[dict[str, Any]]:
-        return parse_lines(await client.content(file_id)) if isinstance(file_id, str) else []
 
     def _charge(self, job: Job, lines: list[dict[str, Any]]) -> None:
         """Each output line: a ledger row and a metrics observation (tokens, cost, status; no latency)."""

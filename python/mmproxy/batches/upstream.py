@@ -1,31 +1,53 @@
-"""The Files and Batch endpoints of one OpenAI-wire deployment, called with the deployment's own key."""
+"""One deployment's batch service, in the terms of OpenAI's Batch API, which is what the gateway serves.
+
+Each provider that runs batches implements it: ``openai_batches`` (the Files and Batch endpoints of an
+OpenAI-wire deployment) and ``anthropic_batches`` (Anthropic's Message Batches). Whatever the provider, the
+handlers get OpenAI's shapes back: a batch object (``id``, ``status``, ``request_counts``, ...) and output and
+error lines (``{"custom_id", "response": {"status_code", "body"}, "error"}``) whose bodies are chat completions.
+"""
 
 from __future__ import annotations
 
-import secrets
+from abc import ABC, abstractmethod
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
-from mmproxy.errors import ProxyError
+from mmproxy.providers import Provider
 from mmproxy.providers.base import http_request
-from mmproxy.providers.openai import OpenAIProvider
 from mmproxy.server.forwarding import upstream_failure
 from mmproxy.upstream.http1 import UpstreamError
 
+# Batch states after which nothing changes upstream: the results there are final.
+FINAL = frozenset({"completed", "failed", "cancelled", "expired"})
+ENDPOINT = "/v1/chat/completions"
 
-class UpstreamBatches:
-    def __init__(self, provider: OpenAIProvider) -> None:
+
+class UpstreamBatches(ABC):
+    def __init__(self, provider: Provider, auth: list[str]) -> None:
         self.provider = provider
-        self._base = urlsplit(provider.deployment.api_base).path.rstrip("/")
-        self._headers = ["Accept: application/json", *provider.auth_headers()]
+        self._headers = ["Accept: application/json", *auth]
 
-    async def _call(self, method: str, operation: str, body: bytes = b"", content_type: str | None = None
-                    ) -> bytes:
+    @abstractmethod
+    async def submit(self, lines: list[dict[str, Any]], name: str, metadata: dict[str, Any] | None
+                     ) -> dict[str, Any]:
+        """Start a batch of the client's request lines (model names already the client's); its batch object."""
+
+    @abstractmethod
+    async def retrieve(self, batch_id: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    async def cancel(self, batch_id: str) -> dict[str, Any]: ...
+
+    @abstractmethod
+    async def results(self, batch: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A finished batch's output lines and error lines."""
+
+    async def call(self, method: str, target: str, body: bytes = b"", content_type: str | None = None) -> bytes:
+        """One request to the deployment with its own key; an upstream error becomes the gateway's error."""
         provider = self.provider
         headers = self._headers if content_type is None else [f"Content-Type: {content_type}", *self._headers]
-        head = provider.request_head(method, provider.endpoint(self._base, operation), headers)
+        head = provider.request_head(method, target, headers)
         try:
             exchange = await provider.pool.fetch(http_request(head, body), provider.deployment.timeout)
         except UpstreamError as exc:
@@ -33,39 +55,24 @@ class UpstreamBatches:
         status, data, retry_after = exchange.status, exchange.body(), exchange.header(b"retry-after")
         exchange.release()
         if status >= 400:
-            raise provider.error(status, data, retry_after)
+            raise self.provider.error(status, data, retry_after)
         return data
 
-    async def _json(self, method: str, operation: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def call_json(self, method: str, target: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
         body = b"" if payload is None else orjson.dumps(payload)
-        data = await self._call(method, operation, body, None if payload is None else "application/json")
+        data = await self.call(method, target, body, None if payload is None else "application/json")
         return self.provider.load_object(data)
 
-    async def upload(self, data: bytes, filename: str) -> str:
-        """Upload a batch input file; its upstream id."""
-        boundary = secrets.token_hex(16)
-        head = f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n' \
-               f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n' \
-               f"Content-Type: application/jsonl\r\n\r\n"
-        body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
-        raw = await self._call("POST", "files", body, f"multipart/form-data; boundary={boundary}")
-        file_id = self.provider.load_object(raw).get("id")
-        if not isinstance(file_id, str):
-            raise ProxyError(502, f"upstream {self.provider.deployment.id} returned a file without an id",
-                             type="upstream_error", code="upstream_bad_response")
-        return file_id
 
-    async def create(self, file_id: str, endpoint: str, metadata: dict[str, Any] | None) -> dict[str, Any]:
-        payload = {"input_file_id": file_id, "endpoint": endpoint, "completion_window": "24h"}
-        if metadata is not None:
-            payload["metadata"] = metadata
-        return await self._json("POST", "batches", payload)
+def batches_for(provider: Provider) -> UpstreamBatches | None:
+    """The deployment's batch service, or None when its provider runs no batches the gateway can drive."""
+    from mmproxy.batches.anthropic_batches import AnthropicBatches
+    from mmproxy.batches.openai_batches import OpenAIBatches
+    from mmproxy.providers.anthropic import AnthropicProvider
+    from mmproxy.providers.openai import OpenAIProvider
 
-    async def retrieve(self, batch_id: str) -> dict[str, Any]:
-        return await self._json("GET", f"batches/{batch_id}")
-
-    async def cancel(self, batch_id: str) -> dict[str, Any]:
-        return await self._json("POST", f"batches/{batch_id}/cancel", {})
-
-    async def content(self, file_id: str) -> bytes:
-        return await self._call("GET", f"files/{file_id}/content")
+    if type(provider) is OpenAIProvider:
+        return OpenAIBatches(provider)
+    if type(provider) is AnthropicProvider:
+        return AnthropicBatches(provider)
+    return None

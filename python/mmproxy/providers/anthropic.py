@@ -99,10 +99,8 @@ class AnthropicProvider(Provider):
         path = urlsplit(deployment.api_base).path.rstrip("/")
         if not path.endswith("/v1/messages"):  # LiteLLM's rule: api_base is the host root
             path += "/v1/messages"
-        headers = ["content-type: application/json", f"anthropic-version: {ANTHROPIC_VERSION}"]
-        if deployment.api_key:
-            headers.append(f"x-api-key: {deployment.api_key}")
-        self._head = self.request_head("POST", path, headers)
+        self.messages_path = path
+        self._head = self.request_head("POST", path, ["content-type: application/json", *self.auth_headers()])
         self._max_tokens = default_max_tokens(deployment.upstream_model)
 
     def check_params(self, payload: dict[str, Any]) -> None:
@@ -111,7 +109,15 @@ class AnthropicProvider(Provider):
             del payload["n"]
         super().check_params(payload)
 
+    def auth_headers(self) -> list[str]:
+        key = self.deployment.api_key
+        return [f"anthropic-version: {ANTHROPIC_VERSION}", *([f"x-api-key: {key}"] if key else [])]
+
     def chat_request(self, payload: dict[str, Any], *, stream_usage: bool = True) -> bytes:
+        return http_request(self._head, orjson.dumps(self.chat_body(payload)))
+
+    def chat_body(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The Messages API request for an OpenAI-shaped chat payload."""
         system, messages = to_anthropic_messages(payload["messages"])
         body: dict[str, Any] = {"model": self.deployment.upstream_model, "messages": messages}
         if system is not None:
@@ -143,7 +149,7 @@ class AnthropicProvider(Provider):
         for key, value in payload.items():  # provider extras; a mapped field wins over a same-named extra
             if key not in OPENAI_PARAMS and key not in body:
                 body[key] = value
-        return http_request(self._head, orjson.dumps(body))
+        return body
 
     def chat_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
         data = self.load_object(body)

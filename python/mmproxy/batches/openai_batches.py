@@ -1,0 +1,61 @@
+"""The Files and Batch endpoints of one OpenAI-wire deployment: the client's lines, renamed, run there as they are."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+from urllib.parse import urlsplit
+
+import orjson
+
+from mmproxy.batches.jobs import parse_lines
+from mmproxy.batches.upstream import ENDPOINT, UpstreamBatches
+from mmproxy.errors import ProxyError
+from mmproxy.providers.openai import OpenAIProvider
+
+
+class OpenAIBatches(UpstreamBatches):
+    def __init__(self, provider: OpenAIProvider) -> None:
+        super().__init__(provider, provider.auth_headers())
+        self._openai = provider
+        self._base = urlsplit(provider.deployment.api_base).path.rstrip("/")
+
+    def _target(self, operation: str) -> str:
+        return self._openai.endpoint(self._base, operation)
+
+    async def submit(self, lines: list[dict[str, Any]], name: str, metadata: dict[str, Any] | None
+                     ) -> dict[str, Any]:
+        model = self.provider.deployment.upstream_model
+        data = b"".join(orjson.dumps({**line, "body": {**line["body"], "model": model}}) + b"\n" for line in lines)
+        file_id = await self._upload(data, name)
+        payload: dict[str, Any] = {"input_file_id": file_id, "endpoint": ENDPOINT, "completion_window": "24h"}
+        if metadata is not None:
+            payload["metadata"] = metadata
+        return await self.call_json("POST", self._target("batches"), payload)
+
+    async def _upload(self, data: bytes, filename: str) -> str:
+        boundary = secrets.token_hex(16)
+        head = f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n' \
+               f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{filename}"\r\n' \
+               f"Content-Type: application/jsonl\r\n\r\n"
+        body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+        raw = await self.call("POST", self._target("files"), body, f"multipart/form-data; boundary={boundary}")
+        file_id = self.provider.load_object(raw).get("id")
+        if not isinstance(file_id, str):
+            raise ProxyError(502, f"upstream {self.provider.deployment.id} returned a file without an id",
+                             type="upstream_error", code="upstream_bad_response")
+        return file_id
+
+    async def retrieve(self, batch_id: str) -> dict[str, Any]:
+        return await self.call_json("GET", self._target(f"batches/{batch_id}"))
+
+    async def cancel(self, batch_id: str) -> dict[str, Any]:
+        return await self.call_json("POST", self._target(f"batches/{batch_id}/cancel"), {})
+
+    async def results(self, batch: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        return await self._lines(batch.get("output_file_id")), await self._lines(batch.get("error_file_id"))
+
+    async def _lines(self, file_id: Any) -> list[dict[str, Any]]:
+        if not isinstance(file_id, str):
+            return []
+        return parse_lines(await self.call("GET", self._target(f"files/{file_id}/content")))
