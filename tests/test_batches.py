@@ -221,3 +221,70 @@ def test_simulator_fails_batches_as_openai_does(direct):
     wrong = run([{**_line("a", "m1", "x"), "url": "/v1/embeddings"}])
     assert wrong.status == "failed" and wrong.errors.data[0].param == "url"
 
+
+
+def test_a_batch_on_an_anthropic_deployment_runs_as_a_message_batch(client, gw, sim: SimControl):
+    lines = [_line(f"c{i}", "claude", f"anthropic batch question {i}", max_tokens=6 + i) for i in range(2)]
+    lines.append(_line("broken", "claude", "please fail", sim={"fault": "500"}))  # an errored line upstream
+    created = _create(client, _upload(client, lines))
+    assert created.status == "in_progress" and created.request_counts.total == 3
+
+    # Anthropic got a Message Batch in its own format, under the deployment's model and key.
+    sent = next(r for r in sim.requests(50) if r["path"] == "/v1/messages/batches")
+    assert sent["headers"]["x-api-key"] == UPSTREAM_KEY
+    requests = sent["body"]["requests"]
+    assert [r["custom_id"] for r in requests] == ["c0", "c1", "broken"]
+    assert requests[0]["params"]["model"] == CLAUDE_MODEL and requests[0]["params"]["max_tokens"] == 6
+    assert requests[0]["params"]["messages"] == [{"role": "user", "content": "anthropic batch question 0"}]
+
+    batch = _wait(client, created.id)
+    assert batch.status == "completed", batch
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (2, 1)
+    out = {o["custom_id"]: o for o in map(orjson.loads, client.files.content(batch.output_file_id).text.splitlines())}
+    assert sorted(out) == ["c0", "c1"]
+    for line in lines[:2]:
+        answer = out[line["custom_id"]]["response"]
+        assert answer["status_code"] == 200
+        body = answer["body"]
+        assert body["object"] == "chat.completion" and body["model"] == "claude"
+        # The same answer the gateway gives for the request outside a batch.
+        direct = client.chat.completions.create(**line["body"])
+        assert body["choices"][0]["message"]["content"] == direct.choices[0].message.content
+        assert body["usage"]["completion_tokens"] == direct.usage.completion_tokens
+    errors = [orjson.loads(raw) for raw in client.files.content(batch.error_file_id).text.splitlines()]
+    assert [e["custom_id"] for e in errors] == ["broken"]
+    assert errors[0]["response"]["status_code"] == 500
+    assert errors[0]["response"]["body"]["error"]["type"] == "api_error"
+
+    prices = defaults_for(CLAUDE_MODEL)
+    assert prices is not None and prices.batch_discount == 0.5
+    rows = {row["request_id"]: row for row in _batch_rows(gw, created.id)}
+    assert len(rows) == 3 and rows[f"{created.id}:broken"]["status"] == 500
+    for custom_id in ("c0", "c1"):
+        row, usage = rows[f"{created.id}:{custom_id}"], out[custom_id]["response"]["body"]["usage"]
+        standard = usage["prompt_tokens"] * prices.input_cost_per_token \
+            + usage["completion_tokens"] * prices.output_cost_per_token
+        assert row["deployment"] == "claude-1" and row["cost_usd"] == pytest.approx(standard / 2, rel=1e-9)
+
+
+def test_a_cancelled_anthropic_batch_reports_its_lines_as_cancelled(client, gw):
+    lines = [_line(f"k{i}", "claude", f"slow question {i}", sim={"batch_ms": 60_000}) for i in range(2)]
+    created = _create(client, _upload(client, lines))
+    assert client.batches.cancel(created.id).status in ("cancelling", "cancelled")
+    batch = _wait(client, created.id)
+    assert batch.status == "cancelled" and batch.output_file_id is None
+    assert (batch.request_counts.completed, batch.request_counts.failed) == (0, 2)
+    errors = [orjson.loads(raw) for raw in client.files.content(batch.error_file_id).text.splitlines()]
+    assert sorted(e["custom_id"] for e in errors) == ["k0", "k1"]
+    assert {e["error"]["code"] for e in errors} == {"batch_cancelled"} and all(e["response"] is None for e in errors)
+
+
+def test_anthropic_custom_ids_are_checked_before_anything_goes_upstream(client, sim: SimControl):
+    def message_batches() -> int:
+        return sum(r["path"] == "/v1/messages/batches" for r in sim.requests(200))
+
+    before = message_batches()
+    with pytest.raises(openai.BadRequestError) as caught:
+        _create(client, _upload(client, [_line("fine", "claude", "a"), _line("not fine!", "claude", "b")]))
+    assert "line 2" in caught.value.message and "custom_id" in caught.value.body["param"]
+    assert message_batches() == before

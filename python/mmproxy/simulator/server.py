@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, Protocol
 
-from . import anthropic, batches, control, gemini, ollama, openai
+from . import anthropic, anthropic_batches, batches, control, gemini, ollama, openai
 from .behaviour import Fault, KnobError, Knobs
 from .control import SimConfig, SimState
 from .httpserver import HttpProtocol, Reply, Request, protocol_factory
@@ -46,6 +46,7 @@ class SimApp:
         ollama.register(self)
         gemini.register(self)
         batches.register(self)
+        anthropic_batches.register(self)
         control.register(self)
 
     def route(self, method: str, path: str, handler: Handler, auth: AuthCheck | None) -> None:
