@@ -191,6 +191,17 @@ def test_redis_backend_is_shared_by_two_instances(simulator: Process, tmp_path: 
         two.stop()
 
 
+def _until_semantic_hit(gw: Process, messages: list[dict[str, str]], within: float = 10.0) -> Any:
+    """Ask (without storing) until the answer is a semantic hit or ``within`` seconds pass; the last reply."""
+    deadline = time.monotonic() + within
+    while True:
+        reply = _client(gw).chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=messages, extra_body={"cache": {"no-store": True}})
+        if reply.headers["x-mmproxy-cache"] == "semantic-hit" or time.monotonic() > deadline:
+            return reply
+        time.sleep(0.2)
+
+
 def test_semantic_entries_are_shared_through_redis(simulator: Process, tmp_path: Path, redis_url: str,  # noqa: F811
                                                    sim: SimControl):
     # Each instance searches its own index; the entries travel through a Redis stream, answers through the store.
@@ -205,26 +216,13 @@ def test_semantic_entries_are_shared_through_redis(simulator: Process, tmp_path:
             model="gpt-4o", messages=[{"role": "user", "content": "How do I reverse a list in Python?"}])
         assert asked.headers["x-mmproxy-cache"] == "miss"
         near = [{"role": "user", "content": "how do I reverse a python list"}]
-        deadline = time.monotonic() + 10
-        while True:  # the other instance reads the stream every half second
-            reply = _client(two).chat.completions.with_raw_response.create(
-                model="gpt-4o", messages=near, extra_body={"cache": {"no-store": True}})
-            if reply.headers["x-mmproxy-cache"] == "semantic-hit" or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
+        reply = _until_semantic_hit(two, near)  # the other instance reads the stream every half second
         assert reply.headers["x-mmproxy-cache"] == "semantic-hit"
         assert reply.parse().choices[0].message.content == asked.parse().choices[0].message.content
         # An instance started later rebuilds its index from Redis.
         (tmp_path / "late").mkdir()
         late = start_gateway(tmp_path / "late", config)
-        deadline = time.monotonic() + 10
-        while True:
-            reply = _client(late).chat.completions.with_raw_response.create(
-                model="gpt-4o", messages=near, extra_body={"cache": {"no-store": True}})
-            if reply.headers["x-mmproxy-cache"] == "semantic-hit" or time.monotonic() > deadline:
-                break
-            time.sleep(0.2)
-        assert reply.headers["x-mmproxy-cache"] == "semantic-hit"
+        assert _until_semantic_hit(late, near).headers["x-mmproxy-cache"] == "semantic-hit"
         # Near misses stay misses on every instance.
         assert _client(two).chat.completions.with_raw_response.create(
             model="gpt-4o", messages=[{"role": "user", "content": "How do I sort a list in Python?"}],

@@ -151,33 +151,38 @@ def test_budget_resets_after_its_duration(gw: Process, admin: httpx.Client):
     assert client.chat.completions.create(model="gpt-4o", messages=HELLO).choices
 
 
-def test_concurrent_requests_cannot_overspend(gw: Process, admin: httpx.Client, sim: SimControl):
-    # Measure one request's cost, then give a key the budget of 5.5 and fire 40 at once, each held
-    # 300 ms upstream so all are in flight together. Without reservations all 40 would pass.
+def _budget_burst(gw: Process, admin: httpx.Client) -> tuple[list[str], str, float]:
+    """Measure one request's cost, give a key the budget of 5.5 and fire 40 at once, each held 300 ms upstream
+    so all are in flight together (without reservations all 40 would pass): (outcomes, key, one's cost)."""
     probe = _generate(admin)["key"]
     body = {"model": "gpt-4o", "messages": HELLO, "max_tokens": 20, "extra_body": {"sim": {"tokens": 20}}}
     one = float(_client(gw, probe).chat.completions.with_raw_response.create(**body).headers["x-mmproxy-cost-usd"])
-    budget = 5.5 * one
-    key = _generate(admin, max_budget=budget)["key"]
-    client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
+    key = _generate(admin, max_budget=5.5 * one)["key"]
     slow = {**body, "extra_body": {"sim": {"tokens": 20, "latency_ms": 300}}}
 
-    async def one_call() -> str:
-        try:
-            await client.chat.completions.create(**slow)
-            return "ok"
-        except openai.RateLimitError as exc:
-            return exc.body["code"]
-
     async def burst() -> list[str]:
+        client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
+
+        async def one_call() -> str:
+            try:
+                await client.chat.completions.create(**slow)
+                return "ok"
+            except openai.RateLimitError as exc:
+                return exc.body["code"]
+
         return await asyncio.gather(*(one_call() for _ in range(40)))
 
     outcomes = asyncio.run(burst())
     assert set(outcomes) <= {"ok", "budget_exceeded"}
+    return outcomes, key, one
+
+
+def test_concurrent_requests_cannot_overspend(gw: Process, admin: httpx.Client, sim: SimControl):
+    outcomes, key, one = _budget_burst(gw, admin)
     assert 5 <= outcomes.count("ok") <= 7
     spend = admin.get("/key/info", params={"key": key}).json()["info"]["spend"]
     assert spend == pytest.approx(outcomes.count("ok") * one, rel=1e-6)
-    assert spend <= budget + one  # at most the requests in flight when the budget ran out
+    assert spend <= 5.5 * one + one  # at most the requests in flight when the budget ran out
 
 
 def test_routing_rules_see_the_calling_key_and_team(simulator: Process, tmp_path: Path, sim: SimControl):
@@ -221,28 +226,7 @@ def test_limits_and_budgets_hold_across_workers_through_redis(simulator: Process
         assert len(workers) == 2, "the requests did not reach both workers"
         assert outcomes.count(200) == 4 and outcomes.count(429) == 8  # one limit, not one per worker
 
-        probe = _generate(admin)["key"]
-        body = {"model": "gpt-4o", "messages": HELLO, "max_tokens": 20, "extra_body": {"sim": {"tokens": 20}}}
-        one = float(_client(gw, probe).chat.completions.with_raw_response.create(**body).headers[
-            "x-mmproxy-cost-usd"])
-        budget = 5.5 * one
-        key = _generate(admin, max_budget=budget)["key"]
-        slow = {**body, "extra_body": {"sim": {"tokens": 20, "latency_ms": 300}}}
-
-        async def burst() -> list[str]:
-            client = openai.AsyncOpenAI(base_url=f"{gw.url}/v1", api_key=key, max_retries=0)
-
-            async def one_call() -> str:
-                try:
-                    await client.chat.completions.create(**slow)
-                    return "ok"
-                except openai.RateLimitError as exc:
-                    return exc.body["code"]
-
-            return await asyncio.gather(*(one_call() for _ in range(40)))
-
-        outcomes_budget = asyncio.run(burst())
-        assert set(outcomes_budget) <= {"ok", "budget_exceeded"}
+        outcomes_budget, _, _ = _budget_burst(gw, admin)
         assert 5 <= outcomes_budget.count("ok") <= 7  # per worker it would be 5-7 each
     finally:
         gw.stop()

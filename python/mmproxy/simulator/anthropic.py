@@ -494,13 +494,20 @@ def _stream(message: dict[str, Any], pieces: list[list[str]], knobs: Knobs, head
 # --- route ----------------------------------------------------------------------------------------
 
 
-def messages(app: SimApp, req: Request) -> Reply:
+def read_json(req: Request) -> Any:
+    """The request's JSON body, or the error reply Anthropic gives without a version header or for bad JSON."""
     if req.header(b"anthropic-version") is None:
         return invalid("anthropic-version: header is required")
     try:
-        body = orjson.loads(req.body)
+        return orjson.loads(req.body)
     except orjson.JSONDecodeError:
         return invalid("There was an error parsing the body of your request: invalid JSON")
+
+
+def messages(app: SimApp, req: Request) -> Reply:
+    body = read_json(req)
+    if isinstance(body, Reply):
+        return body
     if not isinstance(body, dict):
         return invalid("The request body must be a JSON object")
     req.json = body

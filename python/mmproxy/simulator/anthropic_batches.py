@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .anthropic import _build, _new_id, check_auth, error_reply, fault_error, invalid, knob_error
+from .anthropic import _build, _new_id, check_auth, error_reply, fault_error, invalid, knob_error, read_json
 from .behaviour import KnobError
 from .httpserver import Reply, Request
 
@@ -130,12 +130,9 @@ class _Store:
         self.batches: dict[str, _Batch] = {}
 
     def create(self, app: SimApp, req: Request) -> Reply:
-        if req.header(b"anthropic-version") is None:
-            return invalid("anthropic-version: header is required")
-        try:
-            body = orjson.loads(req.body)
-        except orjson.JSONDecodeError:
-            return invalid("There was an error parsing the body of your request: invalid JSON")
+        body = read_json(req)
+        if isinstance(body, Reply):
+            return body
         req.json = body
         problem = _check(body)
         if problem is not None:
