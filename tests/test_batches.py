@@ -7,6 +7,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import orjson
@@ -288,3 +289,74 @@ def test_anthropic_custom_ids_are_checked_before_anything_goes_upstream(client, 
         _create(client, _upload(client, [_line("fine", "claude", "a"), _line("not fine!", "claude", "b")]))
     assert "line 2" in caught.value.message and "custom_id" in caught.value.body["param"]
     assert message_batches() == before
+
+
+# -- Anthropic's Message Batches API in front of the gateway ------------------------------------------------
+def _claude_client(gw: Process) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)
+
+
+def _params(model: str, text: str, **extra: Any) -> dict[str, Any]:
+    return {"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": text}], **extra}
+
+
+def _ended(claude: anthropic.Anthropic, batch_id: str) -> Any:
+    deadline = time.monotonic() + 15
+    while True:
+        batch = claude.messages.batches.retrieve(batch_id)
+        if batch.processing_status == "ended" or time.monotonic() > deadline:
+            return batch
+        time.sleep(0.1)
+
+
+@pytest.mark.parametrize("model", ["batchy", "claude"])  # an OpenAI-wire and an Anthropic deployment
+def test_message_batches_api_runs_on_any_batch_deployment(gw, sim: SimControl, model: str):
+    claude = _claude_client(gw)
+    requests = [{"custom_id": f"m{i}", "params": _params(model, f"message batch question {i}", system="Be brief.")}
+                for i in range(2)]
+    batch = claude.messages.batches.create(requests=requests)
+    assert batch.type == "message_batch" and batch.processing_status == "in_progress"
+    assert batch.request_counts.processing == 2 and batch.results_url is None
+    ended = _ended(claude, batch.id)
+    assert ended.processing_status == "ended" and ended.request_counts.succeeded == 2
+    assert ended.results_url == f"{gw.url}/v1/messages/batches/{batch.id}/results"
+    results = {r.custom_id: r.result for r in claude.messages.batches.results(batch.id)}
+    assert sorted(results) == ["m0", "m1"]
+    for request in requests:
+        result = results[request["custom_id"]]
+        assert result.type == "succeeded" and result.message.model == model
+        direct = claude.messages.create(**request["params"])  # the same request outside a batch
+        assert result.message.content[0].text == direct.content[0].text
+        assert result.message.usage.output_tokens == direct.usage.output_tokens
+    rows = _batch_rows(gw, batch.id)
+    assert len(rows) == 2 and all(r["requested_model"] == model and r["cost_usd"] > 0 for r in rows)
+    if model == "claude":
+        sent = [r for r in sim.requests(100) if r["path"] == "/v1/messages/batches"][-1]["body"]["requests"]
+        assert [r["params"]["system"] for r in sent] == ["Be brief.", "Be brief."]
+    # Each API lists its own batches.
+    assert batch.id in [b.id for b in claude.messages.batches.list(limit=100)]
+    assert batch.id not in [b.id for b in _client(gw.url, MASTER_KEY).batches.list(limit=100).data]
+
+
+def test_message_batch_cancel_and_errors(gw):
+    claude = _claude_client(gw)
+    slow = [{"custom_id": f"s{i}", "params": _params("claude", f"slow {i}", sim={"batch_ms": 60_000})}
+            for i in range(2)]
+    batch = claude.messages.batches.create(requests=slow)
+    assert claude.messages.batches.cancel(batch.id).processing_status in ("canceling", "ended")
+    ended = _ended(claude, batch.id)
+    assert ended.processing_status == "ended" and ended.request_counts.canceled == 2
+    assert [r.result.type for r in claude.messages.batches.results(batch.id)] == ["canceled", "canceled"]
+
+    for bad, where in (
+        ([{"custom_id": "a", "params": _params("claude", "x")}, {"custom_id": "b", "params": _params("batchy", "y")}],
+         "requests.1.params.model"),
+        ([{"custom_id": "not ok", "params": _params("claude", "x")}], "requests.0.custom_id"),
+        ([{"custom_id": "a", "params": {"model": "claude", "messages": []}}], "requests.0.params"),
+    ):
+        with pytest.raises(anthropic.BadRequestError) as caught:
+            claude.messages.batches.create(requests=bad)
+        assert caught.value.body["type"] == "error" and where in caught.value.message
+    with pytest.raises(anthropic.NotFoundError) as missing:
+        claude.messages.batches.retrieve("batch_" + "0" * 24)
+    assert missing.value.body["error"]["type"] == "not_found_error"

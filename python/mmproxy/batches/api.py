@@ -128,13 +128,9 @@ class BatchAPI:
             self._file(caller, ident)
             return web.Response(body=self.files.content(ident), content_type="application/octet-stream")
         if route == ("GET", "batches", ""):
-            return _json((await self._refresh(caller, ident)).view())
+            return _json((await self.refresh(caller, ident, "openai")).view())
         if route == ("POST", "batches", "cancel"):
-            job = self._job(caller, ident)
-            async with self._lock(ident):
-                job.batch = await self._upstream(job).cancel(job.upstream_id)
-                self.jobs.save(job)
-            return _json(job.view())
+            return _json((await self.cancel(caller, ident, "openai")).view())
         raise ProxyError(404, f"no route for {request.method} {request.path}", code="not_found")
 
     # -- batches ---------------------------------------------------------------------------------
@@ -155,9 +151,15 @@ class BatchAPI:
             raise bad_request("metadata must be an object of string values", param="metadata")
         self._file(caller, file_id, "input_file_id")
         model, lines = read_requests(self.files.content(file_id))
+        job = await self.start(caller, call, model, lines, metadata, input_file_id=file_id, api="openai")
+        return _json(job.view())
+
+    async def start(self, caller: Caller, call: Call, model: str, lines: list[dict[str, Any]],
+                    metadata: dict[str, Any] | None, *, input_file_id: str, api: str) -> Job:
+        """Run the request ``lines`` (OpenAI batch lines, all for ``model``) upstream as a gateway batch."""
         await self._admit(caller, model)
         provider, client = self._pick(model)
-        batch = await client.submit(lines, f"{file_id}.jsonl", metadata)
+        batch = await client.submit(lines, f"{input_file_id or 'messages'}.jsonl", metadata)
         upstream_id = batch.get("id")
         if not isinstance(upstream_id, str):
             raise ProxyError(502, f"upstream {provider.deployment.id} returned a batch without an id",
@@ -165,11 +167,15 @@ class BatchAPI:
         who = call.record  # authorize filled in the key's identity
         job = Job(id=new_id(), owner=_scope(caller),
                   key={"key_hash": who.key_hash, "key_alias": who.key_alias, "team_id": who.team_id}, model=model,
-                  deployment=provider.deployment.id, upstream_id=upstream_id, input_file_id=file_id,
-                  metadata=metadata, created_at=int(time.time()), batch=batch)
+                  deployment=provider.deployment.id, upstream_id=upstream_id, input_file_id=input_file_id,
+                  metadata=metadata, created_at=int(time.time()), batch=batch, api=api)
         call.record.requested_model = model
         self.jobs.save(job)
-        return _json(job.view())
+        return job
+
+    def visible(self, caller: Caller, api: str) -> list[Job]:
+        """The caller's batches created through ``api``, newest first."""
+        return [j for j in self.jobs.all() if j.api == api and (caller.admin or j.owner == _scope(caller))]
 
     async def list_batches(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """The caller's batches, newest first, as last refreshed (retrieve one to refresh it)."""
@@ -177,7 +183,7 @@ class BatchAPI:
         raw = request.query.get("limit", "20")
         if not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIST:
             raise bad_request(f"limit must be an integer from 1 to {_MAX_LIST}", param="limit")
-        jobs = [j for j in self.jobs.all() if caller.admin or j.owner == _scope(caller)]
+        jobs = self.visible(caller, "openai")
         after = request.query.get("after")
         if after is not None:
             ids = [j.id for j in jobs]
@@ -224,22 +230,29 @@ class BatchAPI:
                              type="upstream_error", code="deployment_gone")
         return client
 
-    def _job(self, caller: Caller, batch_id: str) -> Job:
+    def _job(self, caller: Caller, batch_id: str, api: str) -> Job:
         job = self.jobs.get(batch_id)
-        if job is None or not (caller.admin or job.owner == _scope(caller)):
+        if job is None or job.api != api or not (caller.admin or job.owner == _scope(caller)):
             raise _not_found("batch", batch_id)
         return job
 
     def _lock(self, batch_id: str) -> asyncio.Lock:
         return self._locks.setdefault(batch_id, asyncio.Lock())
 
-    async def _refresh(self, caller: Caller, batch_id: str) -> Job:
+    async def cancel(self, caller: Caller, batch_id: str, api: str) -> Job:
+        job = self._job(caller, batch_id, api)
+        async with self._lock(batch_id):
+            job.batch = await self._upstream(job).cancel(job.upstream_id)
+            self.jobs.save(job)
+        return job
+
+    async def refresh(self, caller: Caller, batch_id: str, api: str) -> Job:
         """The batch's upstream state; once it has completed, its results collected, renamed and priced."""
-        job = self._job(caller, batch_id)
+        job = self._job(caller, batch_id, api)
         if job.collected:
             return job
         async with self._lock(batch_id):
-            job = self._job(caller, batch_id)  # another request may have collected it meanwhile
+            job = self._job(caller, batch_id, api)  # another request may have collected it meanwhile
             if job.collected:
                 return job
             client = self._upstream(job)

@@ -35,6 +35,7 @@ class Job:
     output_file_id: str | None = None
     error_file_id: str | None = None
     collected: bool = False
+    api: str = "openai"  # the API the client created it through: "openai" (Batch) or "anthropic" (Message Batches)
 
     def view(self) -> dict[str, Any]:
         """The batch object the client sees: the upstream's state under the gateway's ids."""

@@ -20,6 +20,7 @@ from aiohttp.streams import StreamReader
 from aiohttp.web_protocol import RequestHandler
 
 from mmproxy.batches.api import BatchAPI
+from mmproxy.batches.messages_api import MessageBatchAPI
 from mmproxy.config import Config
 from mmproxy.inbound.anthropic import anthropic_error
 from mmproxy.server.admin import Admin
@@ -70,6 +71,12 @@ def build_server(gateway: Gateway) -> web.Server:
         ("GET", "/v1/batches"): guarded(batches.list_batches),
     })
     batch_item = guarded(batches.item)  # /v1/files/{id}[/content], /v1/batches/{id}[/cancel]
+    message_batches = MessageBatchAPI(batches)
+    routes.update({
+        ("POST", "/v1/messages/batches"): guarded(message_batches.create, anthropic_error),
+        ("GET", "/v1/messages/batches"): guarded(message_batches.list, anthropic_error),
+    })
+    message_batch_item = guarded(message_batches.item, anthropic_error)  # …/{id}[/results|/cancel]
     paths = {path for _, path in routes}
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
@@ -78,6 +85,8 @@ def build_server(gateway: Gateway) -> web.Server:
             return await handler(request)
         if request.path.startswith(("/v1/files/", "/v1/batches/")):
             return await batch_item(request)
+        if request.path.startswith("/v1/messages/batches/"):
+            return await message_batch_item(request)
         if request.path in paths:
             return await gateway.method_not_allowed(request)
         return await gateway.not_found(request)
