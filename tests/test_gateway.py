@@ -220,6 +220,8 @@ def test_auth_required(gateway: Process):
         (b'{"model": "gpt-4o", "messages": []}', "messages"),
         (b'{"model": "gpt-4o", "messages": ["hi"]}', "messages[0]"),
         (b'{"model": "gpt-4o", "messages": [{"role": "robot", "content": "x"}]}', "messages[0].role"),
+        (b'{"model": "gpt-4o", "messages": [{"role": {"a": 1}, "content": "x"}]}', "messages[0].role"),
+        (b'{"model": "gpt-4o", "messages": [{"role": ["user"], "content": "x"}]}', "messages[0].role"),
         (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": 7}]}', "messages[0].content"),
         (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}',
          "temperature"),

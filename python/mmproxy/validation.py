@@ -68,7 +68,7 @@ def validate_chat(payload: dict[str, Any]) -> None:
         if not isinstance(message, dict):
             raise bad_request(f"messages[{i}] must be an object", param=f"messages[{i}]")
         role = message.get("role")
-        if role not in _ROLES:
+        if not isinstance(role, str) or role not in _ROLES:
             raise bad_request(
                 f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}", param=f"messages[{i}].role"
             )
