@@ -127,7 +127,8 @@ class MessageBatchAPI:
             for line in self._lines(job.error_file_id):
                 counts[_result(line, job.model)["type"]] += 1
         else:
-            total = batch.get("request_counts", {}).get("total")
+            upstream = batch.get("request_counts")
+            total = upstream.get("total") if isinstance(upstream, dict) else None
             counts["processing"] = total if isinstance(total, int) else 0
         base = f"{request.scheme}://{request.host}"
         return {
