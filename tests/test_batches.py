@@ -18,6 +18,7 @@ from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, start_
 
 UPSTREAM_MODEL = "gpt-4o-mini"  # a registry model: prices and the 0.5 batch discount come from models.json
 CLAUDE_MODEL = "claude-haiku-4-5"  # likewise, run as an Anthropic Message Batch
+GEMINI_MODEL = "gemini-2.5-flash"  # and as a Gemini batch
 
 
 @pytest.fixture(scope="module")
@@ -31,8 +32,10 @@ def gw(simulator: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator
              "litellm_params": {"model": f"anthropic/{CLAUDE_MODEL}", "api_base": simulator.url,
                                 "api_key": UPSTREAM_KEY}},
             {"model_name": "gem", "model_info": {"id": "gem-1"},
-             "litellm_params": {"model": "gemini/gemini-2.5-flash", "api_base": simulator.url,
+             "litellm_params": {"model": f"gemini/{GEMINI_MODEL}", "api_base": f"{simulator.url}/v1beta",
                                 "api_key": UPSTREAM_KEY}},
+            {"model_name": "llama", "model_info": {"id": "llama-1"},
+             "litellm_params": {"model": "ollama_chat/llama3", "api_base": simulator.url}},
         ],
         "general_settings": {"master_key": MASTER_KEY},
     }
@@ -164,7 +167,7 @@ def test_request_fields_are_checked(client):
             client.batches.create(**args)
         assert caught.value.body["param"] == (param or "input_file_id")
     with pytest.raises(openai.BadRequestError) as caught:
-        _create(client, _upload(client, [_line("a", "gem", "x")]))  # Gemini batch mode is not driven (yet)
+        _create(client, _upload(client, [_line("a", "llama", "x")]))  # Ollama has no batch API
     assert caught.value.body["code"] == "batch_unsupported"
 
 

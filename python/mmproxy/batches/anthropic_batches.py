@@ -11,7 +11,6 @@ and ``request_counts`` (``processing``, ``succeeded``, ``errored``, ``canceled``
 
 from __future__ import annotations
 
-import datetime as dt
 import re
 import secrets
 from typing import Any
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from mmproxy.batches.jobs import parse_lines
-from mmproxy.batches.upstream import ENDPOINT, UpstreamBatches
+from mmproxy.batches.upstream import ENDPOINT, UpstreamBatches, epoch
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.providers.anthropic import AnthropicProvider
 
@@ -61,7 +60,8 @@ class AnthropicBatches(UpstreamBatches):
     async def cancel(self, batch_id: str) -> dict[str, Any]:
         return _openai_view(await self.call_json("POST", f"{self._base}/{batch_id}/cancel", {}))
 
-    async def results(self, batch: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    async def results(self, batch: dict[str, Any], custom_ids: list[str]
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         raw = await self.call_json("GET", f"{self._base}/{batch['id']}")
         url = raw.get("results_url")
         if not isinstance(url, str) or not url:
@@ -127,21 +127,13 @@ def _openai_view(batch: dict[str, Any]) -> dict[str, Any]:
         status = "cancelling" if state == "canceling" else "in_progress"
     return {
         "id": batch.get("id"), "object": "batch", "endpoint": ENDPOINT, "errors": None, "completion_window": "24h",
-        "status": status, "created_at": _epoch(batch.get("created_at")), "in_progress_at": _epoch(
-            batch.get("created_at")), "expires_at": _epoch(batch.get("expires_at")),
-        "completed_at": _epoch(batch.get("ended_at")) if status == "completed" else None,
-        "cancelling_at": _epoch(batch.get("cancel_initiated_at")),
-        "cancelled_at": _epoch(batch.get("ended_at")) if status == "cancelled" else None,
-        "expired_at": _epoch(batch.get("ended_at")) if status == "expired" else None,
+        "status": status, "created_at": epoch(batch.get("created_at")), "in_progress_at": epoch(
+            batch.get("created_at")), "expires_at": epoch(batch.get("expires_at")),
+        "completed_at": epoch(batch.get("ended_at")) if status == "completed" else None,
+        "cancelling_at": epoch(batch.get("cancel_initiated_at")),
+        "cancelled_at": epoch(batch.get("ended_at")) if status == "cancelled" else None,
+        "expired_at": epoch(batch.get("ended_at")) if status == "expired" else None,
         "failed_at": None, "finalizing_at": None,
         "request_counts": {"total": total, "completed": count("succeeded"), "failed": failed},
     }
 
-
-def _epoch(stamp: Any) -> int | None:
-    if not isinstance(stamp, str):
-        return None
-    try:
-        return int(dt.datetime.fromisoformat(stamp).timestamp())
-    except ValueError:
-        return None

@@ -168,7 +168,8 @@ class BatchAPI:
         job = Job(id=new_id(), owner=_scope(caller),
                   key={"key_hash": who.key_hash, "key_alias": who.key_alias, "team_id": who.team_id}, model=model,
                   deployment=provider.deployment.id, upstream_id=upstream_id, input_file_id=input_file_id,
-                  metadata=metadata, created_at=int(time.time()), batch=batch, api=api)
+                  metadata=metadata, created_at=int(time.time()), batch=batch, api=api,
+                  custom_ids=[line["custom_id"] for line in lines])
         call.record.requested_model = model
         self.jobs.save(job)
         return job
@@ -203,14 +204,14 @@ class BatchAPI:
                 keys.settle(reservation, 0.0, 0)
 
     def _pick(self, model: str) -> tuple[Provider, UpstreamBatches]:
-        """A deployment of ``model`` whose provider runs batches (OpenAI-wire or Anthropic), healthy ones first."""
+        """A deployment of ``model`` whose provider runs batches (OpenAI-wire, Anthropic, Gemini), healthy first."""
         group = self.gateway.router.groups.get(model)
         if group is None:
             raise bad_request(f"model {model!r} is not served by this gateway", param="model")
         usable = [(m, client) for m in group.members
                   if m.deployment.mode != "embedding" and (client := batches_for(m)) is not None]
         if not usable:
-            raise bad_request(f"model {model!r} has no deployment that runs batches (OpenAI-wire or Anthropic)",
+            raise bad_request(f"model {model!r} has no deployment that runs batches (OpenAI-wire, Anthropic, Gemini)",
                               param="model", code="batch_unsupported")
         healthy = [u for u in usable if not self.gateway.health.cooling(u[0].deployment.id)] or usable
         return random.choices(healthy, weights=[u[0].deployment.weight for u in healthy])[0]
@@ -259,7 +260,7 @@ class BatchAPI:
             batch = await client.retrieve(job.upstream_id)
             if batch.get("status") in FINAL:
                 # A cancelled or expired batch may still have answered some lines: they are the client's, and billed.
-                output, errors = await client.results(batch)
+                output, errors = await client.results(batch, job.custom_ids or [])
                 store_results(job, self.files, output, errors)
                 self._charge(job, output + errors)
             job.batch = batch

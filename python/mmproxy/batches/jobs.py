@@ -36,6 +36,7 @@ class Job:
     error_file_id: str | None = None
     collected: bool = False
     api: str = "openai"  # the API the client created it through: "openai" (Batch) or "anthropic" (Message Batches)
+    custom_ids: list[str] | None = None  # the requests' ids in order (Gemini answers by position)
 
     def view(self) -> dict[str, Any]:
         """The batch object the client sees: the upstream's state under the gateway's ids."""

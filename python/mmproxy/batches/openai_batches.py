@@ -52,7 +52,8 @@ class OpenAIBatches(UpstreamBatches):
     async def cancel(self, batch_id: str) -> dict[str, Any]:
         return await self.call_json("POST", self._target(f"batches/{batch_id}/cancel"), {})
 
-    async def results(self, batch: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    async def results(self, batch: dict[str, Any], custom_ids: list[str]
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         return await self._lines(batch.get("output_file_id")), await self._lines(batch.get("error_file_id"))
 
     async def _lines(self, file_id: Any) -> list[dict[str, Any]]:

@@ -8,6 +8,7 @@ error lines (``{"custom_id", "response": {"status_code", "body"}, "error"}``) wh
 
 from __future__ import annotations
 
+import datetime as dt
 from abc import ABC, abstractmethod
 from typing import Any
 
@@ -40,8 +41,9 @@ class UpstreamBatches(ABC):
     async def cancel(self, batch_id: str) -> dict[str, Any]: ...
 
     @abstractmethod
-    async def results(self, batch: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """A finished batch's output lines and error lines."""
+    async def results(self, batch: dict[str, Any], custom_ids: list[str]
+                      ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """A finished batch's output lines and error lines (``custom_ids``: the requests' ids, in order)."""
 
     async def call(self, method: str, target: str, body: bytes = b"", content_type: str | None = None) -> bytes:
         """One request to the deployment with its own key; an upstream error becomes the gateway's error."""
@@ -67,12 +69,26 @@ class UpstreamBatches(ABC):
 def batches_for(provider: Provider) -> UpstreamBatches | None:
     """The deployment's batch service, or None when its provider runs no batches the gateway can drive."""
     from mmproxy.batches.anthropic_batches import AnthropicBatches
+    from mmproxy.batches.gemini_batches import GeminiBatches
     from mmproxy.batches.openai_batches import OpenAIBatches
     from mmproxy.providers.anthropic import AnthropicProvider
+    from mmproxy.providers.gemini import GeminiProvider
     from mmproxy.providers.openai import OpenAIProvider
 
     if type(provider) is OpenAIProvider:
         return OpenAIBatches(provider)
     if type(provider) is AnthropicProvider:
         return AnthropicBatches(provider)
+    if type(provider) is GeminiProvider:
+        return GeminiBatches(provider)
     return None
+
+
+def epoch(stamp: Any) -> int | None:
+    """Epoch seconds of an RFC 3339 timestamp (as Anthropic and Google write them), or None."""
+    if not isinstance(stamp, str):
+        return None
+    try:
+        return int(dt.datetime.fromisoformat(stamp).timestamp())
+    except ValueError:
+        return None

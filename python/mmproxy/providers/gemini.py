@@ -100,22 +100,28 @@ class GeminiProvider(Provider):
 
     def __init__(self, deployment: Deployment, pool: UpstreamPool) -> None:
         super().__init__(deployment, pool)
-        base_path = urlsplit(deployment.api_base).path.rstrip("/")
+        self.base_path = base_path = urlsplit(deployment.api_base).path.rstrip("/")
         model = deployment.upstream_model
         # "gemini/gemini-2.0-flash" names models/gemini-2.0-flash; a full resource name is kept.
         self._resource = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
-        target = f"{base_path}/{quote(self._resource, safe='/')}"
-        headers = ["Content-Type: application/json"]
-        if deployment.api_key:
-            headers.append(f"x-goog-api-key: {deployment.api_key}")
+        self.model_target = target = f"{base_path}/{quote(self._resource, safe='/')}"
+        headers = ["Content-Type: application/json", *self.auth_headers()]
         self._generate_head = self.request_head("POST", f"{target}:generateContent", headers)
         self._stream_head = self.request_head("POST", f"{target}:streamGenerateContent?alt=sse", headers)
         self._embed_head = self.request_head("POST", f"{target}:batchEmbedContents", headers)
+
+    def auth_headers(self) -> list[str]:
+        key = self.deployment.api_key
+        return [f"x-goog-api-key: {key}"] if key else []
 
     # -- chat ------------------------------------------------------------------------
     def chat_request(self, payload: dict[str, Any], *, stream_usage: bool = True) -> bytes:
         head = self._stream_head if payload.get("stream") is True else self._generate_head
         return http_request(head, orjson.dumps(_generate_body(payload)))
+
+    def chat_body(self, payload: dict[str, Any]) -> dict[str, Any]:
+        """The generateContent request for an OpenAI-shaped chat payload."""
+        return _generate_body(payload)
 
     def chat_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
         data = self.load_object(body)
