@@ -294,6 +294,57 @@ def test_anthropic_custom_ids_are_checked_before_anything_goes_upstream(client, 
     assert message_batches() == before
 
 
+def test_a_batch_on_a_gemini_deployment_runs_as_a_gemini_batch(client, gw, sim: SimControl):
+    lines = [_line(f"g{i}", "gem", f"gemini batch question {i}", max_tokens=5 + i) for i in range(2)]
+    lines.append(_line("broken", "gem", "please fail", sim={"fault": "500"}))
+    created = _create(client, _upload(client, lines))
+    assert created.status == "in_progress"
+
+    # Gemini got inline generateContent requests under the deployment's model and key.
+    sent = next(r for r in reversed(sim.requests(50)) if r["path"].endswith(":batchGenerateContent"))
+    assert sent["path"] == f"/v1beta/models/{GEMINI_MODEL}:batchGenerateContent"
+    assert sent["headers"]["x-goog-api-key"] == UPSTREAM_KEY
+    requests = sent["body"]["batch"]["input_config"]["requests"]["requests"]
+    assert [r["metadata"]["key"] for r in requests] == ["g0", "g1", "broken"]
+    assert requests[0]["request"]["contents"] == [{"role": "user", "parts": [{"text": "gemini batch question 0"}]}]
+    assert requests[0]["request"]["generationConfig"]["maxOutputTokens"] == 5
+
+    batch = _wait(client, created.id)
+    assert batch.status == "completed", batch
+    assert (batch.request_counts.total, batch.request_counts.completed, batch.request_counts.failed) == (3, 2, 1)
+    out = {o["custom_id"]: o for o in map(orjson.loads, client.files.content(batch.output_file_id).text.splitlines())}
+    assert sorted(out) == ["g0", "g1"]
+    for line in lines[:2]:
+        body = out[line["custom_id"]]["response"]["body"]
+        assert body["object"] == "chat.completion" and body["model"] == "gem"
+        direct = client.chat.completions.create(**line["body"])  # the same request outside a batch
+        assert body["choices"][0]["message"]["content"] == direct.choices[0].message.content
+        assert body["usage"]["completion_tokens"] == direct.usage.completion_tokens
+    errors = [orjson.loads(raw) for raw in client.files.content(batch.error_file_id).text.splitlines()]
+    assert [e["custom_id"] for e in errors] == ["broken"] and errors[0]["response"]["status_code"] == 500
+
+    prices = defaults_for(GEMINI_MODEL)
+    assert prices is not None and prices.batch_discount == 0.5
+    rows = {row["request_id"]: row for row in _batch_rows(gw, created.id)}
+    assert len(rows) == 3 and rows[f"{created.id}:broken"]["status"] == 500
+    for custom_id in ("g0", "g1"):
+        row, usage = rows[f"{created.id}:{custom_id}"], out[custom_id]["response"]["body"]["usage"]
+        standard = usage["prompt_tokens"] * prices.input_cost_per_token \
+            + usage["completion_tokens"] * prices.output_cost_per_token
+        assert row["deployment"] == "gem-1" and row["cost_usd"] == pytest.approx(standard / 2, rel=1e-9)
+
+
+def test_a_cancelled_gemini_batch_reports_its_lines_as_cancelled(client):
+    lines = [_line(f"q{i}", "gem", f"slow gemini question {i}", sim={"batch_ms": 60_000}) for i in range(2)]
+    created = _create(client, _upload(client, lines))
+    client.batches.cancel(created.id)
+    batch = _wait(client, created.id)
+    assert batch.status == "cancelled" and batch.output_file_id is None
+    errors = [orjson.loads(raw) for raw in client.files.content(batch.error_file_id).text.splitlines()]
+    assert [e["custom_id"] for e in errors] == ["q0", "q1"]
+    assert {e["error"]["code"] for e in errors} == {"batch_cancelled"}
+
+
 # -- Anthropic's Message Batches API in front of the gateway ------------------------------------------------
 def _claude_client(gw: Process) -> anthropic.Anthropic:
     return anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)

@@ -22,9 +22,10 @@ from mmproxy.providers.gemini import GeminiProvider
 
 _STATES = {"BATCH_STATE_SUCCEEDED": "completed", "BATCH_STATE_FAILED": "failed",
            "BATCH_STATE_CANCELLED": "cancelled", "BATCH_STATE_EXPIRED": "expired"}
-_HTTP_OF_STATUS = {"INVALID_ARGUMENT": 400, "FAILED_PRECONDITION": 400, "OUT_OF_RANGE": 400, "UNAUTHENTICATED": 401,
-                   "PERMISSION_DENIED": 403, "NOT_FOUND": 404, "RESOURCE_EXHAUSTED": 429, "CANCELLED": 499,
-                   "INTERNAL": 500, "UNAVAILABLE": 503, "DEADLINE_EXCEEDED": 504}
+# google.rpc.Code (an inlined error is a google.rpc.Status: code, message, details) -> HTTP status and name.
+_RPC = {1: (499, "CANCELLED"), 3: (400, "INVALID_ARGUMENT"), 4: (504, "DEADLINE_EXCEEDED"), 5: (404, "NOT_FOUND"),
+        7: (403, "PERMISSION_DENIED"), 8: (429, "RESOURCE_EXHAUSTED"), 9: (400, "FAILED_PRECONDITION"),
+        11: (400, "OUT_OF_RANGE"), 13: (500, "INTERNAL"), 14: (503, "UNAVAILABLE"), 16: (401, "UNAUTHENTICATED")}
 _NEVER_RUN = {"cancelled": "batch_cancelled", "expired": "batch_expired", "failed": "batch_failed"}
 
 
@@ -94,11 +95,11 @@ class GeminiBatches(UpstreamBatches):
         else:
             err = entry.get("error")
             err = err if isinstance(err, dict) else {}
-            code = _HTTP_OF_STATUS.get(str(err.get("status")), 500)
-            line["response"] = {"status_code": code, "request_id": None, "body": {"error": {
-                "message": str(err.get("message") or "the request failed upstream"), "type": str(err.get("status")
-                                                                                                or "upstream_error"),
-                "param": None, "code": None}}}
+            code = err.get("code")
+            http, name = _RPC.get(code, (500, "UNKNOWN")) if isinstance(code, int) else (500, "UNKNOWN")
+            line["response"] = {"status_code": http, "request_id": None, "body": {"error": {
+                "message": str(err.get("message") or "the request failed upstream"), "type": name, "param": None,
+                "code": None}}}
         return line
 
 

@@ -1,4 +1,9 @@
-"""Provider simulator: a fake LLM upstream (OpenAI wire format) for mmproxy's tests, benchmarks and demo.
+"""Provider simulator: a fake LLM upstream for mmproxy's tests, benchmarks and demo.
+
+Wire formats, one module each: OpenAI (``openai``: chat, embeddings, models; ``batches``: Files and Batch),
+Anthropic (``anthropic``: Messages; ``anthropic_batches``: Message Batches), Gemini (``gemini``: generateContent,
+streaming, embeddings; ``gemini_batches``: batch mode) and Ollama (``ollama``). Batches are due ``batch_ms``
+after creation and answered at the first read after that, by the same builders as the plain endpoints.
 
 Behaviour comes from knobs (``Knobs``): server defaults from CLI flags or keyword options, per-model
 overrides (``--model-knobs`` / ``POST /_sim/config``), and per request from an optional top-level

@@ -570,6 +570,10 @@ def model_method(app: SimApp, req: Request) -> Reply:
         return app.serve_model(req, body, model, build, _WIRE)
     if method == "countTokens":
         return _count_tokens(app, req, model)
+    if method == "batchGenerateContent":  # gemini_batches imports this module, hence the late import
+        from .gemini_batches import create_batch
+
+        return create_batch(app, req, model)
     return google_error(404, f"Method not found: {method}")
 
 

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import fields
 from typing import Any, Protocol
 
-from . import anthropic, anthropic_batches, batches, control, gemini, ollama, openai
+from . import anthropic, anthropic_batches, batches, control, gemini, gemini_batches, ollama, openai
 from .behaviour import Fault, KnobError, Knobs
 from .control import SimConfig, SimState
 from .httpserver import HttpProtocol, Reply, Request, protocol_factory
@@ -47,6 +47,7 @@ class SimApp:
         gemini.register(self)
         batches.register(self)
         anthropic_batches.register(self)
+        gemini_batches.register(self)
         control.register(self)
 
     def route(self, method: str, path: str, handler: Handler, auth: AuthCheck | None) -> None:
