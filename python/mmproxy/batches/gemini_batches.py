@@ -67,9 +67,13 @@ class GeminiBatches(UpstreamBatches):
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         operation = await self._operation(batch["id"])
         status = _openai_view(operation)["status"]
-        response = operation.get("response")
-        inlined = response.get("inlinedResponses") if isinstance(response, dict) else None
-        entries = inlined.get("inlinedResponses") if isinstance(inlined, dict) else None
+        entries: Any = None
+        meta = operation.get("metadata")
+        for output in (operation.get("response"), meta.get("output") if isinstance(meta, dict) else None):
+            inlined = output.get("inlinedResponses") if isinstance(output, dict) else None
+            entries = inlined.get("inlinedResponses") if isinstance(inlined, dict) else None
+            if isinstance(entries, list):
+                break  # the operation's response; the batch's own output field as the fallback
         entries = entries if isinstance(entries, list) else []
         output: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
