@@ -8,7 +8,8 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -106,6 +107,16 @@ class SimControl:
         response = self.http.get("/_sim/stats")
         response.raise_for_status()
         return response.json()
+
+
+def poll(fetch: Callable[[], Any], done: Callable[[Any], bool], within: float = 15.0, every: float = 0.05) -> Any:
+    """``fetch()`` until ``done`` says so or ``within`` seconds pass; the last value (the test asserts on it)."""
+    deadline = time.monotonic() + within
+    while True:
+        value = fetch()
+        if done(value) or time.monotonic() > deadline:
+            return value
+        time.sleep(every)
 
 
 @pytest.fixture

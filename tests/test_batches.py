@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +13,7 @@ import orjson
 import pytest
 from mmproxy.registry import defaults_for
 
-from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, start_gateway
+from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, poll, start_gateway
 
 UPSTREAM_MODEL = "gpt-4o-mini"  # a registry model: prices and the 0.5 batch discount come from models.json
 CLAUDE_MODEL = "claude-haiku-4-5"  # likewise, run as an Anthropic Message Batch
@@ -74,12 +73,8 @@ def _create(client: openai.OpenAI, file_id: str) -> Any:
 
 
 def _wait(client: openai.OpenAI, batch_id: str) -> Any:
-    deadline = time.monotonic() + 15
-    while True:
-        batch = client.batches.retrieve(batch_id)
-        if batch.status in ("completed", "failed", "cancelled", "expired") or time.monotonic() > deadline:
-            return batch
-        time.sleep(0.1)
+    return poll(lambda: client.batches.retrieve(batch_id),
+                lambda batch: batch.status in ("completed", "failed", "cancelled", "expired"))
 
 
 def _batch_rows(gw: Process, batch_id: str) -> list[dict[str, Any]]:
@@ -227,6 +222,20 @@ def test_simulator_fails_batches_as_openai_does(direct):
 
 
 
+def _assert_billed_at_half(gw: Process, batch_id: str, out: dict[str, Any], upstream_model: str,
+                           deployment: str) -> None:
+    """One ledger row per line (the failed "broken" one too); each answered line at half the registry price."""
+    prices = defaults_for(upstream_model)
+    assert prices is not None and prices.batch_discount == 0.5
+    rows = {row["request_id"]: row for row in _batch_rows(gw, batch_id)}
+    assert len(rows) == len(out) + 1 and rows[f"{batch_id}:broken"]["status"] == 500
+    for custom_id, line in out.items():
+        row, usage = rows[f"{batch_id}:{custom_id}"], line["response"]["body"]["usage"]
+        standard = usage["prompt_tokens"] * prices.input_cost_per_token \
+            + usage["completion_tokens"] * prices.output_cost_per_token
+        assert row["deployment"] == deployment and row["cost_usd"] == pytest.approx(standard / 2, rel=1e-9)
+
+
 def test_a_batch_on_an_anthropic_deployment_runs_as_a_message_batch(client, gw, sim: SimControl):
     lines = [_line(f"c{i}", "claude", f"anthropic batch question {i}", max_tokens=6 + i) for i in range(2)]
     lines.append(_line("broken", "claude", "please fail", sim={"fault": "500"}))  # an errored line upstream
@@ -260,15 +269,7 @@ def test_a_batch_on_an_anthropic_deployment_runs_as_a_message_batch(client, gw, 
     assert errors[0]["response"]["status_code"] == 500
     assert errors[0]["response"]["body"]["error"]["type"] == "api_error"
 
-    prices = defaults_for(CLAUDE_MODEL)
-    assert prices is not None and prices.batch_discount == 0.5
-    rows = {row["request_id"]: row for row in _batch_rows(gw, created.id)}
-    assert len(rows) == 3 and rows[f"{created.id}:broken"]["status"] == 500
-    for custom_id in ("c0", "c1"):
-        row, usage = rows[f"{created.id}:{custom_id}"], out[custom_id]["response"]["body"]["usage"]
-        standard = usage["prompt_tokens"] * prices.input_cost_per_token \
-            + usage["completion_tokens"] * prices.output_cost_per_token
-        assert row["deployment"] == "claude-1" and row["cost_usd"] == pytest.approx(standard / 2, rel=1e-9)
+    _assert_billed_at_half(gw, created.id, out, CLAUDE_MODEL, "claude-1")
 
 
 def test_a_cancelled_anthropic_batch_reports_its_lines_as_cancelled(client, gw):
@@ -323,15 +324,7 @@ def test_a_batch_on_a_gemini_deployment_runs_as_a_gemini_batch(client, gw, sim: 
     errors = [orjson.loads(raw) for raw in client.files.content(batch.error_file_id).text.splitlines()]
     assert [e["custom_id"] for e in errors] == ["broken"] and errors[0]["response"]["status_code"] == 500
 
-    prices = defaults_for(GEMINI_MODEL)
-    assert prices is not None and prices.batch_discount == 0.5
-    rows = {row["request_id"]: row for row in _batch_rows(gw, created.id)}
-    assert len(rows) == 3 and rows[f"{created.id}:broken"]["status"] == 500
-    for custom_id in ("g0", "g1"):
-        row, usage = rows[f"{created.id}:{custom_id}"], out[custom_id]["response"]["body"]["usage"]
-        standard = usage["prompt_tokens"] * prices.input_cost_per_token \
-            + usage["completion_tokens"] * prices.output_cost_per_token
-        assert row["deployment"] == "gem-1" and row["cost_usd"] == pytest.approx(standard / 2, rel=1e-9)
+    _assert_billed_at_half(gw, created.id, out, GEMINI_MODEL, "gem-1")
 
 
 def test_a_cancelled_gemini_batch_reports_its_lines_as_cancelled(client):
@@ -355,12 +348,7 @@ def _params(model: str, text: str, **extra: Any) -> dict[str, Any]:
 
 
 def _ended(claude: anthropic.Anthropic, batch_id: str) -> Any:
-    deadline = time.monotonic() + 15
-    while True:
-        batch = claude.messages.batches.retrieve(batch_id)
-        if batch.processing_status == "ended" or time.monotonic() > deadline:
-            return batch
-        time.sleep(0.1)
+    return poll(lambda: claude.messages.batches.retrieve(batch_id), lambda batch: batch.processing_status == "ended")
 
 
 @pytest.mark.parametrize("model", ["batchy", "claude"])  # an OpenAI-wire and an Anthropic deployment

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 from typing import Any
 
@@ -10,7 +9,7 @@ import anthropic
 import httpx
 import pytest
 
-from tests.conftest import UPSTREAM_KEY, Process, SimControl
+from tests.conftest import UPSTREAM_KEY, Process, SimControl, poll
 
 MODEL = "sim-claude-batch"
 HEADERS = {"x-api-key": UPSTREAM_KEY, "anthropic-version": "2023-06-01"}
@@ -26,12 +25,7 @@ def _params(text: str, **extra: Any) -> dict[str, Any]:
 
 
 def _wait(client: anthropic.Anthropic, batch_id: str) -> Any:
-    deadline = time.monotonic() + 10
-    while True:
-        batch = client.messages.batches.retrieve(batch_id)
-        if batch.processing_status == "ended" or time.monotonic() > deadline:
-            return batch
-        time.sleep(0.05)
+    return poll(lambda: client.messages.batches.retrieve(batch_id), lambda batch: batch.processing_status == "ended")
 
 
 def _create_raw(simulator: Process, body: Any) -> httpx.Response:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.conftest import UPSTREAM_KEY, Process, SimControl
+from tests.conftest import UPSTREAM_KEY, Process, SimControl, poll
 
 MODEL = "sim-gemini-batch"
 HEADERS = {"x-goog-api-key": UPSTREAM_KEY}
@@ -34,12 +33,7 @@ def _create(http: httpx.Client, body: Any, model: str = MODEL) -> httpx.Response
 
 
 def _wait(http: httpx.Client, name: str) -> dict[str, Any]:
-    deadline = time.monotonic() + 10
-    while True:
-        op = http.get(f"/{name}").raise_for_status().json()
-        if op.get("done") or time.monotonic() > deadline:
-            return op
-        time.sleep(0.05)
+    return poll(lambda: http.get(f"/{name}").raise_for_status().json(), lambda op: bool(op.get("done")))
 
 
 def test_batch_lifecycle_and_responses_match_direct_answers(http: httpx.Client, sim: SimControl):

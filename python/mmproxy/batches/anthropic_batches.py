@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 import orjson
 
 from mmproxy.batches.jobs import parse_lines
-from mmproxy.batches.upstream import ENDPOINT, UpstreamBatches, epoch
+from mmproxy.batches.upstream import ENDPOINT, UpstreamBatches, epoch, provider_request
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.providers.anthropic import AnthropicProvider
 
@@ -45,14 +45,7 @@ class AnthropicBatches(UpstreamBatches):
         if not _CUSTOM_ID.fullmatch(line["custom_id"]):
             raise bad_request(f"input file line {number}: custom_id must match [A-Za-z0-9_-]{{1,64}} for a batch "
                               "on an Anthropic deployment", param=f"input_file_id (line {number}: custom_id)")
-        body = {k: v for k, v in line["body"].items() if k not in ("stream", "stream_options")}
-        try:
-            self._anthropic.check_params(body)
-            return self._anthropic.chat_body(body)
-        except (ProxyError, KeyError, TypeError, AttributeError) as exc:
-            why = exc.args[0] if isinstance(exc, ProxyError) else "body.messages must be a list of chat messages"
-            raise bad_request(f"input file line {number}: {why}", param=f"input_file_id (line {number}: body)"
-                              ) from None
+        return provider_request(self._anthropic, number, line)
 
     async def retrieve(self, batch_id: str) -> dict[str, Any]:
         return _openai_view(await self.call_json("GET", f"{self._base}/{batch_id}"))

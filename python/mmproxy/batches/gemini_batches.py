@@ -16,8 +16,8 @@ from typing import Any
 
 import orjson
 
-from mmproxy.batches.upstream import ENDPOINT, UpstreamBatches, epoch
-from mmproxy.errors import ProxyError, bad_request
+from mmproxy.batches.upstream import ENDPOINT, UpstreamBatches, epoch, provider_request
+from mmproxy.errors import ProxyError
 from mmproxy.providers.gemini import GeminiProvider
 
 _STATES = {"BATCH_STATE_SUCCEEDED": "completed", "BATCH_STATE_FAILED": "failed",
@@ -36,22 +36,12 @@ class GeminiBatches(UpstreamBatches):
 
     async def submit(self, lines: list[dict[str, Any]], name: str, metadata: dict[str, Any] | None
                      ) -> dict[str, Any]:
-        requests = [{"request": self._params(number, line), "metadata": {"key": line["custom_id"]}}
-                    for number, line in enumerate(lines, 1)]
+        requests = [{"request": provider_request(self._gemini, number, line),
+                     "metadata": {"key": line["custom_id"]}} for number, line in enumerate(lines, 1)]
         batch = {"display_name": name, "input_config": {"requests": {"requests": requests}}}
         operation = await self.call_json("POST", f"{self._gemini.model_target}:batchGenerateContent",
                                          {"batch": batch})
         return _openai_view(operation)
-
-    def _params(self, number: int, line: dict[str, Any]) -> dict[str, Any]:
-        body = {k: v for k, v in line["body"].items() if k not in ("stream", "stream_options")}
-        try:
-            self._gemini.check_params(body)
-            return self._gemini.chat_body(body)
-        except (ProxyError, KeyError, TypeError, AttributeError) as exc:
-            why = exc.args[0] if isinstance(exc, ProxyError) else "body.messages must be a list of chat messages"
-            raise bad_request(f"input file line {number}: {why}", param=f"input_file_id (line {number}: body)"
-                              ) from None
 
     async def retrieve(self, batch_id: str) -> dict[str, Any]:
         return _openai_view(await self._operation(batch_id))

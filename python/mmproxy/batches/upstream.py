@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
+from mmproxy.errors import ProxyError, bad_request
 from mmproxy.providers import Provider
 from mmproxy.providers.base import http_request
 from mmproxy.server.forwarding import upstream_failure
@@ -64,6 +65,25 @@ class UpstreamBatches(ABC):
         body = b"" if payload is None else orjson.dumps(payload)
         data = await self.call(method, target, body, None if payload is None else "application/json")
         return self.provider.load_object(data)
+
+
+class Translating(Protocol):
+    """A provider that builds its own request body for an OpenAI chat payload (Anthropic, Gemini)."""
+
+    def check_params(self, payload: dict[str, Any]) -> None: ...
+
+    def chat_body(self, payload: dict[str, Any]) -> dict[str, Any]: ...
+
+
+def provider_request(provider: Translating, number: int, line: dict[str, Any]) -> dict[str, Any]:
+    """The provider's request for batch line ``number``'s chat body; a 400 naming the line when it cannot be made."""
+    body = {k: v for k, v in line["body"].items() if k not in ("stream", "stream_options")}
+    try:
+        provider.check_params(body)
+        return provider.chat_body(body)
+    except (ProxyError, KeyError, TypeError, AttributeError) as exc:
+        why = exc.args[0] if isinstance(exc, ProxyError) else "body.messages must be a list of chat messages"
+        raise bad_request(f"input file line {number}: {why}", param=f"input_file_id (line {number}: body)") from None
 
 
 def batches_for(provider: Provider) -> UpstreamBatches | None:
