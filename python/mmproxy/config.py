@@ -187,6 +187,7 @@ class Config:
     spend_logs: bool = True  # the per-request ledger (LiteLLM: general_settings.disable_spend_logs)
     metrics: bool = True  # GET /metrics
     cache: CacheSettings | None = None
+    access_log: str | None = None  # "text" | "json": one line per request on stdout (``serve --access-log``)
 
 
 DEFAULT_TIMEOUT_S = 600.0

@@ -30,6 +30,7 @@ from mmproxy.providers import Provider, provider_for
 from mmproxy.providers.base import ChainedTranslator, StreamTranslator
 from mmproxy.providers.chunks import wants_usage
 from mmproxy.router import STRATEGIES, Router
+from mmproxy.server.access_log import AccessLog
 from mmproxy.server.call import Call, StartupError
 from mmproxy.server.failover import Failover
 from mmproxy.server.forwarding import Forwarder, UsageChunk
@@ -77,6 +78,7 @@ class Gateway:
         self.keys: Keys | None = None
         self.ledger: Ledger | None = None
         self.metrics: Metrics | None = Metrics(shared_dir, worker) if config.metrics else None
+        self.access_log = AccessLog(config.access_log) if config.access_log else None
         self._multi_worker = shared_dir is not None  # several workers
         self._worker = worker
         self.prompt_cache = PromptCachePlanner()
@@ -226,6 +228,8 @@ class Gateway:
             self.ledger.record(record)
         if self.metrics is not None:
             self.metrics.observe(record)
+        if self.access_log is not None:
+            self.access_log.write(record)
 
     async def _read_json(self, request: web.BaseRequest) -> tuple[bytes, dict[str, Any]]:
         try:
