@@ -28,11 +28,7 @@ class AccessLog:
         self._stream = stream or sys.stdout
 
     def write(self, record: RequestRecord) -> None:
-        fields = _fields(record)
-        if self._json:
-            line = orjson.dumps(fields).decode()
-        else:
-            line = " ".join(f"{k}={_text(v)}" for k, v in fields.items())
+        line = orjson.dumps(_fields(record)).decode() if self._json else _text_line(record)
         try:
             self._stream.write(line + "\n")
             self._stream.flush()
@@ -40,21 +36,37 @@ class AccessLog:
             pass  # a closed or full stdout must never fail a request
 
 
-def _text(value: Any) -> str:
-    """A value for ``key=value``: ``-`` for none, JSON-quoted when it holds a space, a quote or ``=``."""
+def _quoted(value: str | None) -> str:
+    """A free-form value for ``key=value``: ``-`` for none, JSON-quoted when it holds a space, quote or ``=``."""
     if value is None:
         return "-"
-    text = str(value)
-    if not text or any(c in text for c in ' "=\n'):
-        return orjson.dumps(text).decode()
-    return text
+    if not value or " " in value or '"' in value or "=" in value or "\n" in value:
+        return orjson.dumps(value).decode()
+    return value
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _text_line(r: RequestRecord) -> str:
+    key = r.key_alias or (r.key_hash[:12] if r.key_hash else None)
+    return (f"time={_stamp(r.started)} request_id={r.request_id} endpoint={r.endpoint} status={r.status} "
+            f"model={_quoted(r.requested_model or None)} group={_quoted(r.model_group)} "
+            f"deployment={_quoted(r.deployment)} ms={r.latency_ms:.3f} ttft_ms={_ms(r.ttft_ms)} "
+            f"overhead_ms={_ms(r.overhead_ms)} tokens_in={r.prompt_tokens} tokens_out={r.completion_tokens} "
+            f"cost_usd={r.cost_usd:.9f} cache={r.cache or '-'} retries={r.retries} fallbacks={r.fallbacks} "
+            f"rule={_quoted(r.rule)} key={_quoted(key)} team={_quoted(r.team_id)} error={_quoted(r.error_code)}")
+
+
+def _stamp(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1000):03d}Z"
 
 
 def _fields(record: RequestRecord) -> dict[str, Any]:
     key = record.key_alias or (record.key_hash[:12] if record.key_hash else None)
     return {
-        "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.started))
-        + f".{int(record.started % 1 * 1000):03d}Z",
+        "time": _stamp(record.started),
         "request_id": record.request_id,
         "endpoint": record.endpoint,
         "status": record.status,
