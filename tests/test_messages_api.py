@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import anthropic
 import httpx
+import orjson
 import pytest
+from mmproxy import tokens
 
 from tests.conftest import MASTER_KEY, Process, SimControl
 
@@ -142,3 +144,29 @@ def test_passthrough_cut_stream_is_an_error(claude, sim: SimControl, simulator: 
         with claude.messages.stream(model="claude", max_tokens=64, messages=HELLO) as stream:
             for _ in stream:
                 pass
+
+
+def test_count_tokens_on_an_anthropic_model_is_the_upstreams_own(claude, sim: SimControl, gateway: Process):
+    params = {"model": "claude", "system": "Be brief.", "messages": [{"role": "user", "content": "count me in"}]}
+    reply = claude.messages.with_raw_response.count_tokens(**params)
+    assert reply.headers["x-mmproxy-token-count"] == "upstream"
+    counted = reply.parse().input_tokens
+    sent = sim.last()
+    assert sent["path"] == "/v1/messages/count_tokens" and sent["body"]["model"] == "sim-claude"
+    # The number Anthropic bills for the same prompt.
+    assert counted == claude.messages.create(max_tokens=5, **params).usage.input_tokens
+
+
+def test_count_tokens_on_an_openai_model_is_the_gateways_own_count(claude, gateway: Process):
+    messages = [{"role": "user", "content": "How many tokens is this sentence, exactly?"}]
+    reply = claude.messages.with_raw_response.count_tokens(model="gpt-4o", system="Be brief.", messages=messages)
+    # The deployment's upstream model decides the tokenizer: exact for OpenAI's encodings, else an estimate.
+    payload = {"model": "gpt-4o", "messages": [{"role": "system", "content": "Be brief."}, *messages]}
+    expected = tokens.count_chat(orjson.dumps(payload), "sim-frontier")
+    assert reply.parse().input_tokens == expected.count
+    assert reply.headers["x-mmproxy-token-count"] == ("exact" if expected.exact else "estimate")
+    with pytest.raises(anthropic.BadRequestError) as caught:
+        claude.messages.count_tokens(model="no-such-model", messages=messages)
+    assert caught.value.body["type"] == "error" and "no-such-model" in caught.value.message
+    with pytest.raises(anthropic.BadRequestError):
+        claude.messages.count_tokens(model="gpt-4o", messages=[{"role": "robot", "content": "x"}])

@@ -101,6 +101,8 @@ class AnthropicProvider(Provider):
             path += "/v1/messages"
         self.messages_path = path
         self._head = self.request_head("POST", path, ["content-type: application/json", *self.auth_headers()])
+        self._count_head = self.request_head("POST", f"{path}/count_tokens",
+                                             ["content-type: application/json", *self.auth_headers()])
         self._max_tokens = default_max_tokens(deployment.upstream_model)
 
     def check_params(self, payload: dict[str, Any]) -> None:
@@ -186,6 +188,10 @@ class AnthropicProvider(Provider):
     def messages_request(self, body: dict[str, Any]) -> bytes:
         body["model"] = self.deployment.upstream_model
         return http_request(self._head, orjson.dumps(body))
+
+    def count_tokens_request(self, body: dict[str, Any]) -> bytes:
+        body["model"] = self.deployment.upstream_model
+        return http_request(self._count_head, orjson.dumps(body))
 
     def messages_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
         data = self.load_object(body)

@@ -147,6 +147,10 @@ class Provider(ABC):
         """
         return None
 
+    def count_tokens_request(self, body: dict[str, Any]) -> bytes | None:
+        """An Anthropic ``count_tokens`` request for the provider's own count, or None: the gateway counts."""
+        return None
+
     def messages_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
         """A passed-through Messages response, unchanged, and its usage in OpenAI's shape."""
         raise NotImplementedError

@@ -33,16 +33,17 @@ from mmproxy.router import STRATEGIES, Router
 from mmproxy.server.access_log import AccessLog
 from mmproxy.server.call import Call, StartupError
 from mmproxy.server.failover import Failover
-from mmproxy.server.forwarding import Forwarder, UsageChunk
+from mmproxy.server.forwarding import Forwarder, UsageChunk, upstream_failure
 from mmproxy.server.sse import error_event, rewrite_usage_chunk
 from mmproxy.shared import SharedState
 from mmproxy.spend.ledger import Ledger
 from mmproxy.spend.record import RequestRecord
-from mmproxy.upstream.http1 import UpstreamPool
+from mmproxy.upstream.http1 import UpstreamError, UpstreamPool
 from mmproxy.usage import Usage
 from mmproxy.validation import (
     parse_json_object,
     require_model,
+    unknown_model,
     validate_chat,
     validate_embeddings,
 )
@@ -475,6 +476,33 @@ class Gateway:
         response = await self.failover.run(target, attempt, call)
         self._cache_put(lookup, question, call, response)
         return response
+
+    async def count_message_tokens(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
+        """Anthropic's ``count_tokens``: the upstream's own count when the model runs on Anthropic, else the
+        gateway's (exact for OpenAI's encodings, an estimate otherwise: ``x-mmproxy-token-count`` says which)."""
+        await self.authorize(request, call)
+        _, body = await self._read_json(request)
+        model = require_model(body)
+        group = self.router.group(model)
+        if group is None:
+            raise unknown_model(model)
+        # Translating validates the request; max_tokens is required there but plays no part in a count.
+        payload = anthropic_inbound.to_openai({**body, "max_tokens": 1})
+        provider = next((m for m in group.members if not self.health.cooling(m.deployment.id)), group.members[0])
+        upstream = provider.count_tokens_request(dict(body))
+        if upstream is not None:
+            try:
+                exchange = await provider.pool.fetch(upstream, provider.deployment.timeout)
+            except UpstreamError as exc:
+                raise upstream_failure(provider.deployment.id, exc) from None
+            status, answer, retry_after = exchange.status, exchange.body(), exchange.header(b"retry-after")
+            exchange.release()
+            if status >= 300:
+                raise provider.error(status, answer, retry_after)
+            return web.Response(body=answer, content_type=_JSON, headers={"x-mmproxy-token-count": "upstream"})
+        counted = tokens.count_chat(orjson.dumps(payload), provider.deployment.upstream_model)
+        return web.Response(body=orjson.dumps({"input_tokens": counted.count}), content_type=_JSON,
+                            headers={"x-mmproxy-token-count": "exact" if counted.exact else "estimate"})
 
     async def embeddings(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.authorize(request, call)

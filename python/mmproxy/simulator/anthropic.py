@@ -520,6 +520,34 @@ def messages(app: SimApp, req: Request) -> Reply:
     return app.serve_model(req, body, model, _build, _WIRE)
 
 
+_COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice", "thinking", "mcp_servers"})
+
+
+def count_tokens(app: SimApp, req: Request) -> Reply:
+    """``POST /v1/messages/count_tokens``: the prompt's size by the same token rule ``/v1/messages`` bills."""
+    body = read_json(req)
+    if isinstance(body, Reply):
+        return body
+    if not isinstance(body, dict):
+        return invalid("The request body must be a JSON object")
+    req.json = body
+    extra = next((key for key in body if key not in _COUNT_FIELDS), None)
+    if extra is not None:
+        return invalid(f"{extra}: Extra inputs are not permitted")
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        return invalid("model: Field required")
+    req.model = model
+    system, turns, tools = _system(body.get("system")), _turns(body.get("messages")), _tools(body)
+    for checked in (system, turns, tools):
+        if isinstance(checked, str):
+            return invalid(checked)
+    assert not isinstance(system, str) and not isinstance(turns, str) and not isinstance(tools, str)
+    pieces = _pieces(tools[0], system, turns)
+    total = approx_tokens(sum(len(canonical_json(piece)) for piece in pieces))
+    return Reply(200, body=orjson.dumps({"input_tokens": total}), content_type=b"application/json")
+
+
 class _AnthropicWire:
     """Error renderers ``SimApp.serve_model`` needs from a wire format."""
 
@@ -532,3 +560,4 @@ _WIRE = _AnthropicWire()
 
 def register(app: SimApp) -> None:
     app.route("POST", "/v1/messages", messages, check_auth)
+    app.route("POST", "/v1/messages/count_tokens", count_tokens, check_auth)
