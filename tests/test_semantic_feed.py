@@ -21,8 +21,8 @@ def _entry(text: str, ttl: float = 60.0) -> SemanticEntry:
 def _collect() -> tuple[list[tuple[str, np.ndarray, SemanticEntry]], object]:
     got: list[tuple[str, np.ndarray, SemanticEntry]] = []
 
-    async def add(scope: str, vector: np.ndarray, entry: SemanticEntry) -> None:
-        got.append((scope, vector, entry))
+    async def add(entries: list[tuple[str, np.ndarray, SemanticEntry]]) -> None:
+        got.extend(entries)
 
     return got, add
 

@@ -141,8 +141,15 @@ class ResponseCache:
             if self._feed is not None:
                 await self._feed.publish(lookup.scope, question.vector, entry)
 
-    async def _add_shared(self, scope: str, vector: np.ndarray, entry: Any) -> None:
-        (await self._index(scope, len(vector))).add(vector, entry)
+    async def _add_shared(self, entries: list[tuple[str, np.ndarray, Any]]) -> None:
+        """Other instances' entries, indexed in a worker thread: a catch-up read of thousands of them must not
+        hold the event loop (an index takes its own lock per add)."""
+        by_scope: dict[str, list[tuple[np.ndarray, Any]]] = {}
+        for scope, vector, entry in entries:
+            by_scope.setdefault(scope, []).append((vector, entry))
+        for scope, items in by_scope.items():
+            index = await self._index(scope, len(items[0][0]))
+            await asyncio.to_thread(lambda index=index, items=items: [index.add(v, e) for v, e in items])
 
     async def _index(self, scope: str, dim: int) -> Any:
         if self._indexes is None:

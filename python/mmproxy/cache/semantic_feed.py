@@ -27,7 +27,8 @@ from mmproxy.redis_client import RedisClient, RedisError
 
 log = logging.getLogger("mmproxy.cache")
 
-Add = Callable[[str, np.ndarray, SemanticEntry], Awaitable[None]]
+Entry = tuple[str, np.ndarray, SemanticEntry]  # scope, vector, entry
+Add = Callable[[list[Entry]], Awaitable[None]]  # called once per read with every new entry of the others
 _READ_BATCH = 200  # entries per XREAD: ~350 KB of reply at dim 384
 _WARN_EVERY_S = 30.0
 
@@ -71,6 +72,7 @@ class SemanticFeed:
             return 0
         messages = reply[0][1]
         now = time.time()
+        entries: list[Entry] = []
         for message_id, flat in messages:
             self._last_id = message_id
             try:
@@ -78,11 +80,11 @@ class SemanticFeed:
                 if fields[b"o"] == self._origin or float(fields[b"e"]) <= now:
                     continue
                 entry = SemanticEntry(fields[b"t"].decode(), fields[b"c"], fields[b"k"], float(fields[b"e"]))
-                vector = np.frombuffer(fields[b"v"], dtype="<f4")
-                scope = fields[b"s"].decode()
+                entries.append((fields[b"s"].decode(), np.frombuffer(fields[b"v"], dtype="<f4"), entry))
             except (KeyError, ValueError, TypeError, UnicodeDecodeError):
                 continue  # not ours, or from another version: skipped, never an error
-            await add(scope, vector, entry)
+        if entries:
+            await add(entries)
         return len(messages)
 
     def _trouble(self, exc: RedisError, doing: str) -> None:
