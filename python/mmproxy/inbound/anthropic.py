@@ -39,7 +39,7 @@ from typing import Any
 import orjson
 
 from mmproxy.errors import ProxyError, bad_request
-from mmproxy.providers.base import StreamTranslator
+from mmproxy.inbound.chat_stream import ChatChunkTranslator
 
 _STOP_REASONS = {
     "stop": "end_turn",
@@ -515,7 +515,7 @@ def stream_error(message: str, error_type: str = "api_error") -> bytes:
     return _event(b"error", {"type": "error", "error": {"type": error_type, "message": message}})
 
 
-class OpenAIToAnthropicStream(StreamTranslator):
+class OpenAIToAnthropicStream(ChatChunkTranslator):
     """OpenAI ``chat.completion.chunk`` SSE in (any split), Anthropic Messages SSE out.
 
     Event order: ``message_start``, ``ping``, then per content block ``content_block_start``,
@@ -527,13 +527,10 @@ class OpenAIToAnthropicStream(StreamTranslator):
     """
 
     def __init__(self, model: str, *, input_tokens: int = 0, id: str | None = None) -> None:
+        super().__init__()
         self.model = model
         self.id = id or message_id()
         self.input_tokens = input_tokens
-        self.complete = False
-        self.failed = False
-        self.usage: dict[str, Any] | None = None
-        self._pending = b""
         self._started = False
         self._next = 0  # index of the next content block
         self._text = -1  # index of the open text block, -1 if none
@@ -541,47 +538,6 @@ class OpenAIToAnthropicStream(StreamTranslator):
         self._tools: dict[Any, tuple[int, Any]] = {}  # OpenAI tool-call index -> (block index, call id)
         self._had_tools = False
         self._finish: str | None = None
-
-    def feed(self, data: bytes) -> bytes:
-        if self.complete or self.failed:
-            return b""
-        if self._pending:
-            data = self._pending + data
-        if b"\r" in data:
-            data = data.replace(b"\r\n", b"\n")  # a lone trailing \r waits in _pending for its \n
-        end = data.rfind(b"\n\n")
-        if end < 0:
-            self._pending = data
-            return b""
-        self._pending = data[end + 2:]
-        out: list[bytes] = []
-        for event in data[:end].split(b"\n\n"):
-            if event[:6] == b"data: " and b"\n" not in event:
-                payload = event[6:]
-            else:
-                payload = _data_of(event)
-                if payload is None:
-                    continue  # a comment or an event without data
-            if payload[:6] == b"[DONE]":
-                self._done(out)
-                break
-            try:
-                chunk = orjson.loads(payload)
-            except orjson.JSONDecodeError:
-                self._fail(out, "upstream sent a stream event that is not JSON", "api_error")
-                break
-            if not isinstance(chunk, dict):
-                continue
-            if "error" in chunk and "choices" not in chunk:
-                self._error(out, chunk["error"])
-                break
-            try:
-                self._chunk(chunk, out)
-            except (AttributeError, TypeError, IndexError, KeyError):
-                # This runs in the socket callback: a malformed chunk must end the stream, not the relay.
-                self._fail(out, "upstream sent a stream event that is not a chat completion chunk", "api_error")
-                break
-        return b"".join(out)
 
     def _chunk(self, chunk: dict[str, Any], out: list[bytes]) -> None:
         if not self._started:
@@ -684,29 +640,10 @@ class OpenAIToAnthropicStream(StreamTranslator):
         out.append(_STOP)
         self.complete = True
 
-    def _error(self, out: list[bytes], error: Any) -> None:
-        message = error.get("message") if isinstance(error, dict) else error
-        kind = "api_error"
-        if isinstance(error, dict):
-            if error.get("type") == "rate_limit_error" or error.get("code") == "rate_limit_exceeded":
-                kind = "rate_limit_error"
-            elif error.get("code") == "overloaded":
-                kind = "overloaded_error"
-        self._fail(out, str(message) if message else "upstream stream error", kind)
-
     def _fail(self, out: list[bytes], message: str, kind: str) -> None:
         out.append(stream_error(message, kind))
         self.failed = True
 
-
-def _data_of(event: bytes) -> bytes | None:
-    """The data of a multi-line SSE event (``data:`` lines joined), None when it has none."""
-    lines = [
-        line[6:] if line[5:6] == b" " else line[5:]
-        for line in event.split(b"\n")
-        if line[:5] == b"data:"
-    ]
-    return b"\n".join(lines) if lines else None
 
 
 # -- errors -------------------------------------------------------------------------------
