@@ -45,6 +45,8 @@ def build_server(gateway: Gateway) -> web.Server:
         ("POST", "/v1/embeddings"): embeddings,
         ("POST", "/embeddings"): embeddings,
         ("POST", "/v1/messages"): messages,
+        ("POST", "/v1/responses"): guarded(gateway.responses, endpoint="responses"),
+        ("POST", "/responses"): guarded(gateway.responses, endpoint="responses"),
         ("POST", "/v1/messages/count_tokens"): guarded(gateway.count_message_tokens, anthropic_error),
         ("GET", "/v1/models"): models,
         ("GET", "/models"): models,

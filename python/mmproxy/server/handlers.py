@@ -24,6 +24,7 @@ from mmproxy.db import Database, open_database
 from mmproxy.errors import ProxyError, auth_error, error_body
 from mmproxy.health import Health
 from mmproxy.inbound import anthropic as anthropic_inbound
+from mmproxy.inbound import responses as responses_inbound
 from mmproxy.keys.manager import MASTER, Caller, Keys
 from mmproxy.metrics import Metrics
 from mmproxy.providers import Provider, provider_for
@@ -476,6 +477,44 @@ class Gateway:
         response = await self.failover.run(target, attempt, call)
         self._cache_put(lookup, question, call, response)
         return response
+
+    async def responses(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
+        """OpenAI's Responses API in front of any chat model: translated to a chat completion and back."""
+        caller = await self.authorize(request, call)
+        _, body = await self._read_json(request)
+        model = require_model(body)
+        chat = responses_inbound.to_chat(body)
+        validate_chat(chat)
+        stream = chat.get("stream") is True
+        record = call.record
+        record.requested_model, record.stream = model, stream
+        target, route = model, {}
+        if self._count_tokens or caller.key is not None:
+            translated = call.body = orjson.dumps(chat)
+            call.counted = tokens.count_chat(translated, model).count
+            target, route = self._apply_rules(request, translated, model, call)
+        await self._admit(call, model, target, chat)
+
+        async def attempt(provider: Provider) -> web.StreamResponse:
+            _check_chat_model(provider, model)
+            payload = dict(chat)
+            if provider.deployment.max_input_tokens is not None:
+                _check_context(orjson.dumps(payload), provider)
+            provider.check_params(payload)
+            if stream:
+                inner = provider.chat_stream(payload)
+                outer = responses_inbound.ChatToResponsesStream(body)
+                translator: StreamTranslator = outer if inner is None else ChainedTranslator(inner, outer)
+                return await self.forwarder.relay_stream(request, call, provider, provider.chat_request(payload),
+                                                         translator, outer.failure, route)
+
+            def translate(upstream: bytes) -> tuple[bytes, dict[str, Any] | None]:
+                completion, usage = provider.chat_response(upstream)
+                return responses_inbound.from_chat(completion, body), usage
+
+            return await self.forwarder.forward(provider, provider.chat_request(payload), translate, call, route)
+
+        return await self.failover.run(target, attempt, call)
 
     async def count_message_tokens(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """Anthropic's ``count_tokens``: the upstream's own count when the model runs on Anthropic, else the
