@@ -494,23 +494,25 @@ def _stream(message: dict[str, Any], pieces: list[list[str]], knobs: Knobs, head
 # --- route ----------------------------------------------------------------------------------------
 
 
-def read_json(req: Request) -> Any:
-    """The request's JSON body, or the error reply Anthropic gives without a version header or for bad JSON."""
+def read_object(req: Request) -> dict[str, Any] | Reply:
+    """The request's JSON object (recorded for ``/_sim/requests``), or the error reply Anthropic gives without a
+    version header, for bad JSON or for JSON that is not an object."""
     if req.header(b"anthropic-version") is None:
         return invalid("anthropic-version: header is required")
     try:
-        return orjson.loads(req.body)
+        body = orjson.loads(req.body)
     except orjson.JSONDecodeError:
         return invalid("There was an error parsing the body of your request: invalid JSON")
-
-
-def messages(app: SimApp, req: Request) -> Reply:
-    body = read_json(req)
-    if isinstance(body, Reply):
-        return body
     if not isinstance(body, dict):
         return invalid("The request body must be a JSON object")
     req.json = body
+    return body
+
+
+def messages(app: SimApp, req: Request) -> Reply:
+    body = read_object(req)
+    if isinstance(body, Reply):
+        return body
     model = body.get("model")
     if not isinstance(model, str) or not model:
         return invalid("model: Field required")
@@ -525,12 +527,9 @@ _COUNT_FIELDS = frozenset({"model", "messages", "system", "tools", "tool_choice"
 
 def count_tokens(app: SimApp, req: Request) -> Reply:
     """``POST /v1/messages/count_tokens``: the prompt's size by the same token rule ``/v1/messages`` bills."""
-    body = read_json(req)
+    body = read_object(req)
     if isinstance(body, Reply):
         return body
-    if not isinstance(body, dict):
-        return invalid("The request body must be a JSON object")
-    req.json = body
     extra = next((key for key in body if key not in _COUNT_FIELDS), None)
     if extra is not None:
         return invalid(f"{extra}: Extra inputs are not permitted")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from .anthropic import _build, _new_id, check_auth, error_reply, fault_error, invalid, knob_error, read_json
+from .anthropic import _build, _new_id, check_auth, error_reply, fault_error, invalid, knob_error, read_object
 from .behaviour import KnobError
 from .httpserver import Reply, Request
 
@@ -130,10 +130,9 @@ class _Store:
         self.batches: dict[str, _Batch] = {}
 
     def create(self, app: SimApp, req: Request) -> Reply:
-        body = read_json(req)
+        body = read_object(req)
         if isinstance(body, Reply):
             return body
-        req.json = body
         problem = _check(body)
         if problem is not None:
             return invalid(problem)
