@@ -5,7 +5,8 @@ included, not the translator function alone. The same OpenAI streaming request g
 gateway to the simulator in four wire formats (OpenAI pass-through, Anthropic, Gemini, Ollama)
 with 20 and 100 chunks per stream; chunks arrive back to back, so the difference between the two
 lengths, divided by 80, is the per-chunk cost without per-wake-up kernel cost. "Added" is that
-minus the pass-through's per-chunk cost.
+minus the pass-through's per-chunk cost. Two more rows translate on the client side instead: the
+Anthropic Messages API and OpenAI's Responses API asked of the same OpenAI upstream.
 
     python benches/bench_translate.py [--streams 3000] [--rounds 3] [--no-update-results]
 """
@@ -24,6 +25,7 @@ import orjson
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from loadgen import Request
 from run import (
     CLIENT_CORE,
     GATEWAY_CORE,
@@ -43,6 +45,19 @@ FORMATS = {  # label -> (model prefix, api_base suffix on the simulator's root)
     "Ollama": ("ollama_chat", ""),
 }
 SHORT, LONG = 20, 100
+# label -> (path, body without model, the event that ends a whole stream): client APIs the gateway translates to.
+INBOUND = {
+    "Anthropic Messages API in, OpenAI upstream": (
+        "/v1/messages", {"max_tokens": 256, "messages": [{"role": "user", "content": "Say hello."}], "stream": True},
+        b"message_stop"),
+    "OpenAI Responses API in, OpenAI upstream": (
+        "/v1/responses", {"input": "Say hello.", "max_output_tokens": 256, "stream": True}, b"response.completed"),
+}
+
+
+def _inbound(path: str, body: dict, marker: bytes, model: str) -> Request:
+    return Request(orjson.dumps({"model": model, **body}), stream=True, path=path, end_marker=marker,
+                   headers=(("Authorization", f"Bearer {MASTER_KEY}"),))
 
 
 def _config(sim_port: int) -> dict:
@@ -91,6 +106,17 @@ def main() -> int:
             rows.append((label, short, long, (long - short) / (LONG - SHORT)))
             print(f"{label}: {short * 1e6:.0f} µs / {SHORT}-chunk stream, {long * 1e6:.0f} µs / {LONG}-chunk stream, "
                   f"{rows[-1][3] * 1e6:.2f} µs per chunk", flush=True)
+        for label, (path, body, marker) in INBOUND.items():
+            short, long = (
+                statistics.median(
+                    cpu_per_request(gateway, f"openai-{n}", stream=True, count=args.streams, concurrency=16,
+                                    warmup=0.5, request=_inbound(path, body, marker, f"openai-{n}"))
+                    for _ in range(args.rounds)
+                )
+                for n in (SHORT, LONG)
+            )
+            rows.append((label, short, long, (long - short) / (LONG - SHORT)))
+            print(f"{label}: {rows[-1][3] * 1e6:.2f} µs per chunk", flush=True)
     finally:
         gateway.stop()
         sim.stop()
@@ -102,7 +128,8 @@ def main() -> int:
         f"Python {platform.python_version()}; gateway on core {GATEWAY_CORE}, simulator and load generator on core "
         f"{CLIENT_CORE}; concurrency 16; chunks back to back; median of {args.rounds} rounds.",
         "",
-        f"| upstream wire format | CPU per {SHORT}-chunk stream | CPU per {LONG}-chunk stream | µs per chunk "
+        f"| wire format (upstream, or client API) | CPU per {SHORT}-chunk stream | CPU per {LONG}-chunk stream "
+        "| µs per chunk "
         "| added by translation, µs per chunk |",
         "|---|---|---|---|---|",
     ]

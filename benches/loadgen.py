@@ -51,6 +51,7 @@ class Request:
     path: str = "/v1/chat/completions"
     method: str = "POST"
     headers: tuple[tuple[str, str], ...] = ()
+    end_marker: bytes = _DONE_MARKER  # a stream is whole once this went by (Anthropic: message_stop, ...)
 
     def encode(self, host: str) -> bytes:
         """Serialise once up front so the hot loop only calls ``transport.write``."""
@@ -154,6 +155,8 @@ class _Slot(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.index = 0
         self.stream = False
+        self.end_marker = _DONE_MARKER
+        self.ended = False
         self.in_flight = False
         self.t_start = 0.0
         self.t_first = 0.0
@@ -199,6 +202,9 @@ class _Slot(asyncio.Protocol):
             self.first_byte = body[:1]
         if self.stream and not self.t_first and has_content(body):
             self.t_first = time.perf_counter()
+        if self.stream and not self.ended:
+            marker = self.end_marker  # may straddle two reads
+            self.ended = marker in body or marker in self.last_body[-len(marker):] + body[:len(marker)]
         self.prev_body, self.last_body = self.last_body, body
 
     def on_message_complete(self) -> None:
@@ -218,15 +224,17 @@ class _Slot(asyncio.Protocol):
 
     # -- helpers ----------------------------------------------------------------------------
     def saw_done(self) -> bool:
-        """Whether the stream ended with ``[DONE]`` (the marker may straddle the last two chunks)."""
-        return _DONE_MARKER in self.last_body or _DONE_MARKER in self.prev_body[-8:] + self.last_body[:8]
+        """Whether the stream's end marker (``[DONE]`` for OpenAI) went by."""
+        return self.ended
 
     def whole_json_object(self) -> bool:
         """Cheap truncation check of a JSON reply: its envelope only, a full parse would cost too much."""
         return self.first_byte == b"{" and self.last_body.rstrip().endswith(b"}")
 
-    def send(self, payload: bytes, stream: bool) -> None:
+    def send(self, payload: bytes, stream: bool, end_marker: bytes = _DONE_MARKER) -> None:
         self.stream = stream
+        self.end_marker = end_marker
+        self.ended = False
         self.status = 0
         self.t_first = 0.0
         self.overhead = None
@@ -269,7 +277,7 @@ class LoadGen:
         if (duration is None) == (count is None):
             raise ValueError("give exactly one of duration or count")
         self.host, self.port = host, port
-        self.payloads = [(r.encode(f"{host}:{port}"), r.stream) for r in requests]
+        self.payloads = [(r.encode(f"{host}:{port}"), r.stream, r.end_marker) for r in requests]
         self.concurrency = concurrency
         self.duration, self.count = duration, count
         self.warmup, self.timeout = warmup, timeout
@@ -312,11 +320,11 @@ class LoadGen:
             self._check_drained()
             return
         if len(self.payloads) == 1:
-            payload, stream = self.payloads[0]
+            payload, stream, marker = self.payloads[0]
         else:
-            payload, stream = self.payloads[slot.index % len(self.payloads)]
+            payload, stream, marker = self.payloads[slot.index % len(self.payloads)]
             slot.index += 1
-        slot.send(payload, stream)
+        slot.send(payload, stream, marker)
 
     # -- internals --------------------------------------------------------------------------
     def _sample(self, kind: str, detail: str) -> None:

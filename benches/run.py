@@ -40,7 +40,7 @@ import orjson
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import LoadGen, chat_request, run_sync
+from loadgen import LoadGen, Request, chat_request, run_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = ROOT / "benches"
@@ -697,16 +697,17 @@ def markdown(report: dict) -> str:
 
 def cpu_per_request(
     target: Service, model: str, *, stream: bool, count: int, concurrency: int, api_key: str = MASTER_KEY,
-    warmup: float = 1.0, summaries: list[dict[str, Any]] | None = None,
+    warmup: float = 1.0, summaries: list[dict[str, Any]] | None = None, request: Request | None = None,
 ) -> float:
     """CPU seconds of ``target``'s process tree per request, over a window of ``count`` requests.
 
-    The load generator's summary (latency percentiles, ...) is appended to ``summaries`` when given.
+    ``request``: what to send instead of the standard chat request for ``model``. The load generator's summary
+    (latency percentiles, ...) is appended to ``summaries`` when given.
     """
     pids = process_tree(target.pid)
     marks: list[float] = []
     gen = LoadGen(
-        "127.0.0.1", target.port, [chat_request(model, stream=stream, api_key=api_key)],
+        "127.0.0.1", target.port, [request or chat_request(model, stream=stream, api_key=api_key)],
         concurrency=concurrency, count=count, warmup=warmup,
         on_measure_start=lambda: marks.append(cpu_seconds(pids)),
         on_measure_end=lambda: marks.append(cpu_seconds(pids)),
