@@ -384,3 +384,20 @@ def test_supported_call_types_limit_what_is_cached(simulator: Process, tmp_path:
         assert _ask(client, max_tokens=9).headers["x-mmproxy-cache"] == "hit"
     finally:
         gw.stop()
+
+
+def test_responses_api_is_cached_exactly(gw: Process, sim: SimControl):
+    client = _client(gw)
+    params = {"model": "gpt-4o", "input": "What is the boiling point of water?", "max_output_tokens": 20,
+              "extra_body": {"cache": {"namespace": "responses"}}}
+    first = client.responses.with_raw_response.create(**params)
+    assert first.headers["x-mmproxy-cache"] == "miss"
+    calls = _upstream_calls(sim)
+    second = client.responses.with_raw_response.create(**params)
+    assert second.headers["x-mmproxy-cache"] == "hit" and _upstream_calls(sim) == calls
+    assert second.parse().output_text == first.parse().output_text
+    with client.responses.stream(**params) as stream:  # a stream is another entry, kept as it is relayed
+        streamed = stream.get_final_response().output_text
+    with client.responses.stream(**params) as stream:
+        assert stream.get_final_response().output_text == streamed
+    assert _upstream_calls(sim) == calls + 1

@@ -186,7 +186,7 @@ def test_cache_params_map_to_settings(monkeypatch):
     semantic = cache(type="semantic", similarity_threshold=0.9, mode="default_off", shared=True)
     assert semantic.semantic and semantic.similarity_threshold == 0.9 and not semantic.default_on and semantic.shared
     assert parse_config({"litellm_settings": {"cache_params": {"type": "redis"}}}).cache is None
-    assert local.endpoints == {"chat", "messages", "embeddings"}
+    assert local.endpoints == {"chat", "messages", "embeddings", "responses"}
     config = parse_config({"litellm_settings": {"cache": True, "cache_params": {
         "supported_call_types": ["acompletion", "completion", "atranscription"]}}})
     assert config.cache is not None and config.cache.endpoints == {"chat"}

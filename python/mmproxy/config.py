@@ -148,7 +148,7 @@ class RouterSettings:
     redis_url: str | None = field(default=None, repr=False)  # limits and cooldowns shared by instances
 
 
-CACHED_ENDPOINTS = frozenset(("chat", "messages", "embeddings"))
+CACHED_ENDPOINTS = frozenset(("chat", "messages", "embeddings", "responses"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -334,7 +334,7 @@ def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], warnings: 
 # LiteLLM's call types, by the endpoint that serves them here.
 _CALL_TYPES = {
     "completion": "chat", "acompletion": "chat", "embedding": "embeddings", "aembedding": "embeddings",
-    "anthropic_messages": "messages",
+    "anthropic_messages": "messages", "responses": "responses", "aresponses": "responses",
 }
 
 

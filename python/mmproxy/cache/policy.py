@@ -36,8 +36,8 @@ class Lookup:
 
 def plan(settings: CacheSettings, headers: Mapping[str, str], payload: dict[str, Any], raw: bytes, group: str,
          caller: str, endpoint: str = "chat") -> Lookup | None:
-    """The cache plan for a request to ``endpoint`` ("chat", "messages" or "embeddings"), or None when the
-    cache has nothing to do with it."""
+    """The cache plan for a request to ``endpoint`` ("chat", "messages", "embeddings" or "responses"), or None when
+    the cache has nothing to do with it."""
     options = payload.get("cache")
     if options is None:
         options = {}

@@ -481,7 +481,7 @@ class Gateway:
     async def responses(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """OpenAI's Responses API in front of any chat model: translated to a chat completion and back."""
         caller = await self.authorize(request, call)
-        _, body = await self._read_json(request)
+        raw, body = await self._read_json(request)
         model = require_model(body)
         chat = responses_inbound.to_chat(body)
         validate_chat(chat)
@@ -494,6 +494,10 @@ class Gateway:
             call.counted = tokens.count_chat(translated, model).count
             target, route = self._apply_rules(request, translated, model, call)
         await self._admit(call, model, target, chat)
+        # Exact answers only: the semantic layer reads chat messages, and a Responses body has none.
+        lookup, _, hit = await self._consult_cache(request, call, body, raw, target, route, "responses")
+        if hit is not None:
+            return await self._serve_cached(request, call, hit)
 
         async def attempt(provider: Provider) -> web.StreamResponse:
             _check_chat_model(provider, model)
@@ -514,7 +518,9 @@ class Gateway:
 
             return await self.forwarder.forward(provider, provider.chat_request(payload), translate, call, route)
 
-        return await self.failover.run(target, attempt, call)
+        response = await self.failover.run(target, attempt, call)
+        self._cache_put(lookup, None, call, response)
+        return response
 
     async def count_message_tokens(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """Anthropic's ``count_tokens``: the upstream's own count when the model runs on Anthropic, else the
