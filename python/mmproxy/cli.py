@@ -124,6 +124,7 @@ Master key: {DEMO_MASTER_KEY}
   from openai import OpenAI
   client = OpenAI(base_url="{base}/v1", api_key="{DEMO_MASTER_KEY}")
   reply = client.chat.completions.create(model="gpt-4o", messages=[{{"role": "user", "content": "Hi"}}])
+  answer = client.responses.create(model="claude-sonnet", input="Hi")   # the Responses API, any model
 
   curl {base}/key/generate -H 'Authorization: Bearer {DEMO_MASTER_KEY}' -d '{{"max_budget": 1, "models": ["auto"]}}'
   curl '{base}/spend/report?group_by=model' -H 'Authorization: Bearer {DEMO_MASTER_KEY}'
