@@ -273,6 +273,14 @@ def test_semantic_hits_with_an_embedding_deployment(simulator: Process, tmp_path
             model="claude", max_tokens=50, messages=[{"role": "user", "content": blocks}])
         assert near_message.headers["x-mmproxy-cache"] == "semantic-hit"
         assert near_message.parse().content[0].text == asked.parse().content[0].text
+        # So does the Responses API (its input read as the chat turn it becomes).
+        responded = client.responses.with_raw_response.create(model="gpt-4o",
+                                                              input="How do I reverse a list in Python?")
+        assert responded.headers["x-mmproxy-cache"] == "miss"
+        near_response = client.responses.with_raw_response.create(model="gpt-4o",
+                                                                  input="how do I reverse a python list")
+        assert near_response.headers["x-mmproxy-cache"] == "semantic-hit"
+        assert near_response.parse().output_text == responded.parse().output_text
     finally:
         gw.stop()
 

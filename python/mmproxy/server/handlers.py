@@ -494,8 +494,9 @@ class Gateway:
             call.counted = tokens.count_chat(translated, model).count
             target, route = self._apply_rules(request, translated, model, call)
         await self._admit(call, model, target, chat)
-        # Exact answers only: the semantic layer reads chat messages, and a Responses body has none.
-        lookup, _, hit = await self._consult_cache(request, call, body, raw, target, route, "responses")
+        # The key hashes the client's body; the plan and the semantic question read its chat translation.
+        planned = {**chat, "cache": body.get("cache")} if "cache" in body else chat
+        lookup, question, hit = await self._consult_cache(request, call, planned, raw, target, route, "responses")
         if hit is not None:
             return await self._serve_cached(request, call, hit)
 
@@ -519,7 +520,7 @@ class Gateway:
             return await self.forwarder.forward(provider, provider.chat_request(payload), translate, call, route)
 
         response = await self.failover.run(target, attempt, call)
-        self._cache_put(lookup, None, call, response)
+        self._cache_put(lookup, question, call, response)
         return response
 
     async def count_message_tokens(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
