@@ -459,24 +459,37 @@ class Gateway:
                                                              provider.messages_stream(), _anthropic_stream_error,
                                                              route)
                 return await self.forwarder.forward(provider, passthrough, provider.messages_response, call, route)
-            provider.check_params(payload)
-            if stream:
-                inner = provider.chat_stream(payload)
-                outer = anthropic_inbound.OpenAIToAnthropicStream(model)
-                translator: StreamTranslator = outer if inner is None else ChainedTranslator(inner, outer)
-                data = provider.chat_request(payload)
-                return await self.forwarder.relay_stream(request, call, provider, data, translator,
-                                                         _anthropic_stream_error, route)
 
-            def translate(upstream: bytes) -> tuple[bytes, dict[str, Any] | None]:
-                completion, usage = provider.chat_response(upstream)
-                return anthropic_inbound.from_openai(completion, model), usage
+            def anthropic_stream() -> tuple[StreamTranslator, Callable[[str, str], bytes]]:
+                return anthropic_inbound.OpenAIToAnthropicStream(model), _anthropic_stream_error
 
-            return await self.forwarder.forward(provider, provider.chat_request(payload), translate, call, route)
+            return await self._via_chat(request, call, provider, payload, route, anthropic_stream,
+                                        lambda completion: anthropic_inbound.from_openai(completion, model))
 
         response = await self.failover.run(target, attempt, call)
         self._cache_put(lookup, question, call, response)
         return response
+
+    async def _via_chat(
+        self, request: web.BaseRequest, call: Call, provider: Provider, payload: dict[str, Any],
+        route: dict[str, str], client_stream: Callable[[], tuple[StreamTranslator, Callable[[str, str], bytes]]],
+        client_answer: Callable[[bytes], bytes],
+    ) -> web.StreamResponse:
+        """One attempt of another client API answered by a chat completion: ``client_stream`` makes the translator
+        of a chat stream (and its error event), ``client_answer`` translates a whole chat completion."""
+        provider.check_params(payload)
+        if payload.get("stream") is True:
+            inner = provider.chat_stream(payload)
+            outer, stream_error = client_stream()
+            translator = outer if inner is None else ChainedTranslator(inner, outer)
+            return await self.forwarder.relay_stream(request, call, provider, provider.chat_request(payload),
+                                                     translator, stream_error, route)
+
+        def translate(upstream: bytes) -> tuple[bytes, dict[str, Any] | None]:
+            completion, usage = provider.chat_response(upstream)
+            return client_answer(completion), usage
+
+        return await self.forwarder.forward(provider, provider.chat_request(payload), translate, call, route)
 
     async def responses(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """OpenAI's Responses API in front of any chat model: translated to a chat completion and back."""
@@ -505,19 +518,13 @@ class Gateway:
             payload = dict(chat)
             if provider.deployment.max_input_tokens is not None:
                 _check_context(orjson.dumps(payload), provider)
-            provider.check_params(payload)
-            if stream:
-                inner = provider.chat_stream(payload)
-                outer = responses_inbound.ChatToResponsesStream(body)
-                translator: StreamTranslator = outer if inner is None else ChainedTranslator(inner, outer)
-                return await self.forwarder.relay_stream(request, call, provider, provider.chat_request(payload),
-                                                         translator, outer.failure, route)
 
-            def translate(upstream: bytes) -> tuple[bytes, dict[str, Any] | None]:
-                completion, usage = provider.chat_response(upstream)
-                return responses_inbound.from_chat(completion, body), usage
+            def responses_stream() -> tuple[StreamTranslator, Callable[[str, str], bytes]]:
+                translator = responses_inbound.ChatToResponsesStream(body)
+                return translator, translator.failure
 
-            return await self.forwarder.forward(provider, provider.chat_request(payload), translate, call, route)
+            return await self._via_chat(request, call, provider, payload, route, responses_stream,
+                                        lambda completion: responses_inbound.from_chat(completion, body))
 
         response = await self.failover.run(target, attempt, call)
         self._cache_put(lookup, question, call, response)
