@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import anthropic
 import httpx
 import openai
 import pytest
@@ -179,9 +180,18 @@ def test_embeddings(client, direct):
     assert len(floats.data[0].embedding) == len(result.data[0].embedding)
 
 
-def test_models_lists_every_model_name(client):
+def test_models_lists_every_model_name(client, gateway: Process):
     ids = sorted(m.id for m in client.models.list())
     assert ids == ["claude", "embed", "flaky", "gpt-4o", "mini", "small"]
+    assert client.models.retrieve("gpt-4o").id == "gpt-4o"
+    with pytest.raises(openai.NotFoundError) as missing:
+        client.models.retrieve("no-such-model")
+    assert missing.value.body["code"] == "model_not_found"
+    # The anthropic SDK reads the same list.
+    claude = anthropic.Anthropic(base_url=gateway.url, api_key=MASTER_KEY, max_retries=0)
+    listed = claude.models.list()
+    assert sorted(m.id for m in listed.data) == ids and all(m.type == "model" for m in listed.data)
+    assert claude.models.retrieve("claude").display_name == "claude"
 
 
 def test_health_needs_no_key(gateway: Process):

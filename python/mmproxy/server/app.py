@@ -90,6 +90,8 @@ def build_server(gateway: Gateway) -> web.Server:
             return await batch_item(request)
         if request.path.startswith("/v1/messages/batches/"):
             return await message_batch_item(request)
+        if request.method == "GET" and request.path.startswith(("/v1/models/", "/models/")):
+            return await models(request)
         if request.path in paths:
             return await gateway.method_not_allowed(request)
         return await gateway.not_found(request)

@@ -601,13 +601,23 @@ class Gateway:
         return web.Response(body=orjson.dumps(body), content_type=_JSON)
 
     async def models(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
+        """``GET /v1/models`` (and ``/v1/models/{id}``) in a shape both SDKs read: OpenAI's list fields and
+        Anthropic's (``type``, ``display_name``, ``created_at``, paging ids)."""
         caller = await self.authorize(request)
         names = [*self.router.groups, *([AUTO_MODEL] if self.config.rules is not None else [])]
         allowed = caller.key.record.models if caller.key is not None else []
         if allowed and "*" not in allowed:
             names = [name for name in names if name in allowed]  # a key sees the models it may use
-        data = [{"id": name, "object": "model", "created": 0, "owned_by": "mmproxy"} for name in names]
-        return web.Response(body=orjson.dumps({"object": "list", "data": data}), content_type=_JSON)
+        wanted = request.path.partition("/models/")[2]
+        if wanted:
+            if wanted not in names:
+                raise ProxyError(404, f"model {wanted!r} is not served here (or not to this key)",
+                                 code="model_not_found", param="model")
+            return web.Response(body=orjson.dumps(_model(wanted)), content_type=_JSON)
+        data = [_model(name) for name in names]
+        body = {"object": "list", "data": data, "has_more": False,
+                "first_id": names[0] if names else None, "last_id": names[-1] if names else None}
+        return web.Response(body=orjson.dumps(body), content_type=_JSON)
 
     async def liveliness(self, request: web.BaseRequest) -> web.StreamResponse:
         return web.Response(body=b'"I\'m alive!"', content_type=_JSON)
@@ -627,6 +637,11 @@ class Gateway:
         body = error_body(f"method {request.method} is not allowed on {request.path}",
                           "invalid_request_error", "method_not_allowed")
         return web.Response(status=405, body=body, content_type=_JSON)
+
+def _model(name: str) -> dict[str, Any]:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "mmproxy", "type": "model",
+            "display_name": name, "created_at": "1970-01-01T00:00:00Z"}
+
 
 def _scope(call: Call) -> str:
     """Whose cache entries a request may read: its team's, else its key's (the master key has its own)."""
