@@ -1,9 +1,9 @@
-"""HTTP handlers of OpenAI's Files and Batch APIs in front of OpenAI-wire and Anthropic deployments.
+"""HTTP handlers of OpenAI's Files and Batch APIs in front of OpenAI-wire, Anthropic and Gemini deployments.
 
 The client's file stays in the gateway; the upstream gets its requests under the deployment's model and key
-(a renamed copy of the file for OpenAI, a Message Batch for Anthropic: ``upstream``). Checks that OpenAI would
-fail the batch for (a bad line, another endpoint, a second model) and the caller's model permissions are made
-here, before anything goes upstream.
+(a renamed copy of the file for OpenAI, a Message Batch for Anthropic, inline requests for Gemini: ``upstream``).
+Checks that OpenAI would fail the batch for (a bad line, another endpoint, a second model) and the caller's model
+permissions are made here, before anything goes upstream.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from mmproxy.server.call import Call
 from mmproxy.server.handlers import Gateway
 from mmproxy.validation import parse_json_object
 
-_ENDPOINT = ENDPOINT
 _JSON = "application/json"
 _MAX_LIST = 100
 
@@ -69,8 +68,8 @@ def read_requests(data: bytes) -> tuple[str, list[dict[str, Any]]]:
             raise _bad_line(number, "custom_id must be a non-empty string, unique in the file", "custom_id")
         if line.get("method") != "POST":
             raise _bad_line(number, "method must be POST", "method")
-        if line.get("url") != _ENDPOINT:
-            raise _bad_line(number, f"url must be {_ENDPOINT}, the batch's endpoint", "url")
+        if line.get("url") != ENDPOINT:
+            raise _bad_line(number, f"url must be {ENDPOINT}, the batch's endpoint", "url")
         body = line.get("body")
         if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"]:
             raise _bad_line(number, "body must be an object with a model", "body.model")
@@ -140,8 +139,8 @@ class BatchAPI:
         file_id = body.get("input_file_id")
         if not isinstance(file_id, str):
             raise bad_request("input_file_id is required: the id of an uploaded batch file", param="input_file_id")
-        if body.get("endpoint") != _ENDPOINT:
-            raise bad_request(f"endpoint must be {_ENDPOINT} (the only batch endpoint the gateway runs)",
+        if body.get("endpoint") != ENDPOINT:
+            raise bad_request(f"endpoint must be {ENDPOINT} (the only batch endpoint the gateway runs)",
                               param="endpoint")
         if body.get("completion_window") != "24h":
             raise bad_request("completion_window must be '24h'", param="completion_window")
