@@ -28,18 +28,17 @@ import yaml
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import LoadGen, chat_request, run_sync
+from loadgen import chat_request
 from mmproxy.upstream.http1 import UpstreamPool
 from run import (
     CLIENT_CORE,
     GATEWAY_CORE,
     MASTER_KEY,
     Service,
-    cpu_seconds,
+    cpu_per_request,
     free_port,
     machine,
     pinning_available,
-    process_tree,
     python_env,
     write_results_section,
 )
@@ -74,16 +73,10 @@ async def serve(listen: int, upstream: str) -> None:
 def _measure(svc: Service, model: str, concurrency: int, count: int, api_key: str | None
              ) -> tuple[float, float]:
     """(CPU seconds per request of ``svc``'s process tree, p50 latency in ms)."""
-    pids = process_tree(svc.pid)
-    marks: list[float] = []
-    gen = LoadGen("127.0.0.1", svc.port, [chat_request(model, stream=False, api_key=api_key)],
-                  concurrency=concurrency, count=count, warmup=1.0,
-                  on_measure_start=lambda: marks.append(cpu_seconds(pids)),
-                  on_measure_end=lambda: marks.append(cpu_seconds(pids)))
-    summary = run_sync(gen).summary()
-    if summary["errors"]:
-        raise RuntimeError(f"{svc.name}: {summary['errors']} errors: {summary.get('error_sample')}")
-    return (marks[1] - marks[0]) / summary["requests"], summary["p50_ms"]
+    summaries: list[dict[str, Any]] = []
+    cpu = cpu_per_request(svc, model, stream=False, count=count, concurrency=concurrency, summaries=summaries,
+                          request=chat_request(model, stream=False, api_key=api_key))
+    return cpu, summaries[-1]["p50_ms"]
 
 
 def measure(args: argparse.Namespace) -> int:

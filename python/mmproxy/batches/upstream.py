@@ -17,8 +17,7 @@ import orjson
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.providers import Provider
 from mmproxy.providers.base import http_request
-from mmproxy.server.forwarding import upstream_failure
-from mmproxy.upstream.http1 import UpstreamError
+from mmproxy.server.forwarding import fetch_whole
 
 # Batch states after which nothing changes upstream: the results there are final.
 FINAL = frozenset({"completed", "failed", "cancelled", "expired"})
@@ -51,12 +50,7 @@ class UpstreamBatches(ABC):
         provider = self.provider
         headers = self._headers if content_type is None else [f"Content-Type: {content_type}", *self._headers]
         head = provider.request_head(method, target, headers)
-        try:
-            exchange = await provider.pool.fetch(http_request(head, body), provider.deployment.timeout)
-        except UpstreamError as exc:
-            raise upstream_failure(provider.deployment.id, exc) from None
-        status, data, retry_after = exchange.status, exchange.body(), exchange.header(b"retry-after")
-        exchange.release()
+        status, data, retry_after = await fetch_whole(provider, http_request(head, body))
         if status >= 400:
             raise self.provider.error(status, data, retry_after)
         return data

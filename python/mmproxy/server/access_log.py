@@ -49,8 +49,13 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
+def _key(record: RequestRecord) -> str | None:
+    """A virtual key as the log may show it: its alias, else the start of its hash; never the key."""
+    return record.key_alias or (record.key_hash[:12] if record.key_hash else None)
+
+
 def _text_line(r: RequestRecord) -> str:
-    key = r.key_alias or (r.key_hash[:12] if r.key_hash else None)
+    key = _key(r)
     return (f"time={_stamp(r.started)} request_id={r.request_id} endpoint={r.endpoint} status={r.status} "
             f"model={_quoted(r.requested_model or None)} group={_quoted(r.model_group)} "
             f"deployment={_quoted(r.deployment)} ms={r.latency_ms:.3f} ttft_ms={_ms(r.ttft_ms)} "
@@ -64,7 +69,7 @@ def _stamp(epoch: float) -> str:
 
 
 def _fields(record: RequestRecord) -> dict[str, Any]:
-    key = record.key_alias or (record.key_hash[:12] if record.key_hash else None)
+    key = _key(record)
     return {
         "time": _stamp(record.started),
         "request_id": record.request_id,

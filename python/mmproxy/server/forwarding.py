@@ -235,6 +235,18 @@ def _overhead_ns(started: int, sent: int, received: int) -> int:
     return (sent - started) + (time.perf_counter_ns() - received)
 
 
+async def fetch_whole(provider: Provider, data: bytes) -> tuple[int, bytes, bytes | None]:
+    """One whole exchange off the request's hot path (batches, token counts): (status, body, Retry-After), the
+    connection back in the pool, a transport failure already the gateway's error."""
+    try:
+        exchange = await provider.pool.fetch(data, provider.deployment.timeout)
+    except UpstreamError as exc:
+        raise upstream_failure(provider.deployment.id, exc) from None
+    answer = exchange.status, exchange.body(), exchange.header(b"retry-after")
+    exchange.release()
+    return answer
+
+
 def upstream_failure(deployment_id: str, exc: BaseException) -> ProxyError:
     if isinstance(exc, UpstreamTimeout):
         return ProxyError(504, f"upstream {deployment_id}: {exc}", type="upstream_error", code="upstream_timeout",

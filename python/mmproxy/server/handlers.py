@@ -34,12 +34,12 @@ from mmproxy.router import STRATEGIES, Router
 from mmproxy.server.access_log import AccessLog
 from mmproxy.server.call import Call, StartupError
 from mmproxy.server.failover import Failover
-from mmproxy.server.forwarding import Forwarder, UsageChunk, upstream_failure
+from mmproxy.server.forwarding import Forwarder, UsageChunk, fetch_whole
 from mmproxy.server.sse import error_event, rewrite_usage_chunk
 from mmproxy.shared import SharedState
 from mmproxy.spend.ledger import Ledger
 from mmproxy.spend.record import RequestRecord
-from mmproxy.upstream.http1 import UpstreamError, UpstreamPool
+from mmproxy.upstream.http1 import UpstreamPool
 from mmproxy.usage import Usage
 from mmproxy.validation import (
     parse_json_object,
@@ -544,12 +544,7 @@ class Gateway:
         provider = next((m for m in group.members if not self.health.cooling(m.deployment.id)), group.members[0])
         upstream = provider.count_tokens_request(dict(body))
         if upstream is not None:
-            try:
-                exchange = await provider.pool.fetch(upstream, provider.deployment.timeout)
-            except UpstreamError as exc:
-                raise upstream_failure(provider.deployment.id, exc) from None
-            status, answer, retry_after = exchange.status, exchange.body(), exchange.header(b"retry-after")
-            exchange.release()
+            status, answer, retry_after = await fetch_whole(provider, upstream)
             if status >= 300:
                 raise provider.error(status, answer, retry_after)
             return web.Response(body=answer, content_type=_JSON, headers={"x-mmproxy-token-count": "upstream"})
