@@ -130,6 +130,12 @@ class Deployment:
     tpm: int | None
     auto_prompt_cache: bool = False  # Anthropic: place cache_control breakpoints on repeated prefixes
     batch_discount: float | None = None  # fraction off the standard price for batch requests (0.5: half price)
+    local: bool = False  # runs inside the operator's trust boundary (their own Ollama): data stays on their machines
+
+    @property
+    def serves_embeddings(self) -> bool:
+        """Whether ``/v1/embeddings`` may use it: declared so, or named like an embedding model."""
+        return self.mode == "embedding" or "embed" in self.upstream_model
 
 
 @dataclass(frozen=True, slots=True)
@@ -522,6 +528,7 @@ def _parse_deployment(
     return Deployment(
         model_name=model_name,
         provider=provider,
+        local=provider in ("ollama", "ollama_chat"),
         upstream_model=upstream_model,
         api_base=api_base,
         api_key=api_key,

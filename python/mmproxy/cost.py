@@ -81,8 +81,13 @@ DEFAULT_COMPLETION_ESTIMATE = 1024
 """Completion tokens assumed for a budget reservation when the request sets no ``max_tokens``."""
 
 
-def estimate(deployments: Iterable[Deployment], prompt: int, completion: int) -> float:
-    """The most this request could cost on any of ``deployments``: what a budget reserves before the call."""
+def estimate(deployments: Iterable[Deployment], prompt: int, completion: int | None) -> float:
+    """The most this request could cost on any of ``deployments``: what a budget reserves before the call.
+
+    ``completion``: the output tokens the request allows (None: ``DEFAULT_COMPLETION_ESTIMATE``).
+    """
+    if completion is None:
+        completion = DEFAULT_COMPLETION_ESTIMATE
     most = 0.0
     for deployment in deployments:
         priced = price(deployment, prompt, completion)

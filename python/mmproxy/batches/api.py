@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,12 @@ from mmproxy.batches.files import DEFAULT_DIR, FileStore
 from mmproxy.batches.jobs import Job, JobStore, new_id, store_results
 from mmproxy.batches.pricing import lines_to_records
 from mmproxy.batches.upstream import ENDPOINT, FINAL, UpstreamBatches, batches_for
+from mmproxy.config import Deployment
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.keys.manager import Caller
-from mmproxy.providers import Provider
-from mmproxy.server.call import Call
-from mmproxy.server.handlers import Gateway
+from mmproxy.pipeline.call import Call
+from mmproxy.pipeline.pipeline import Pipeline
+from mmproxy.pipeline.upstreams import Upstream
 from mmproxy.validation import parse_json_object
 
 _JSON = "application/json"
@@ -35,10 +35,6 @@ _MAX_LIST = 100
 
 def _json(body: Any) -> web.Response:
     return web.Response(body=orjson.dumps(body), content_type=_JSON)
-
-
-def _scope(caller: Caller) -> str:
-    return "master" if caller.key is None else f"key:{caller.key.record.key_hash}"
 
 
 def _not_found(what: str, ident: str, param: str | None = None) -> ProxyError:
@@ -85,8 +81,8 @@ def read_requests(data: bytes) -> tuple[str, list[dict[str, Any]]]:
 
 
 class BatchAPI:
-    def __init__(self, gateway: Gateway, root: Path | None = None) -> None:
-        self.gateway = gateway
+    def __init__(self, pipeline: Pipeline, root: Path | None = None) -> None:
+        self.pipeline = pipeline
         root = root or Path(os.environ.get("MMPROXY_FILES_DIR", DEFAULT_DIR)).resolve()
         self.files = FileStore(root)
         self.jobs = JobStore(root / "batches")
@@ -94,7 +90,7 @@ class BatchAPI:
 
     # -- files -----------------------------------------------------------------------------------
     async def upload_file(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
-        caller = await self.gateway.authorize(request, call)
+        caller = await self.pipeline.authorize(request, call)
         try:
             form = await request.post()
         except web.HTTPRequestEntityTooLarge:
@@ -107,17 +103,17 @@ class BatchAPI:
         if not isinstance(upload, web.FileField):
             raise bad_request("file is required: the JSONL input of a batch", param="file")
         data = upload.file.read()
-        return _json(self.files.add(_scope(caller), data, upload.filename or "input.jsonl", "batch"))
+        return _json(self.files.add(caller.scope, data, upload.filename or "input.jsonl", "batch"))
 
     def _file(self, caller: Caller, file_id: str, param: str | None = None) -> dict[str, Any]:
         found = self.files.get(file_id)
-        if found is None or not (caller.admin or found[0] == _scope(caller)):
+        if found is None or not (caller.admin or found[0] == caller.scope):
             raise _not_found("file", file_id, param)
         return found[1]
 
     async def item(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """``/v1/files/{id}[/content]``, ``/v1/batches/{id}`` and ``/v1/batches/{id}/cancel``."""
-        caller = await self.gateway.authorize(request, call)
+        caller = await self.pipeline.authorize(request, call)
         kind, _, rest = request.path.removeprefix("/v1/").partition("/")
         ident, _, action = rest.partition("/")
         route = (request.method, kind, action)
@@ -134,7 +130,7 @@ class BatchAPI:
 
     # -- batches ---------------------------------------------------------------------------------
     async def create_batch(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
-        caller = await self.gateway.authorize(request, call)
+        caller = await self.pipeline.authorize(request, call)
         body = parse_json_object(await request.read())
         file_id = body.get("input_file_id")
         if not isinstance(file_id, str):
@@ -155,18 +151,30 @@ class BatchAPI:
 
     async def start(self, caller: Caller, call: Call, model: str, lines: list[dict[str, Any]],
                     metadata: dict[str, Any] | None, *, input_file_id: str, api: str) -> Job:
-        """Run the request ``lines`` (OpenAI batch lines, all for ``model``) upstream as a gateway batch."""
+        """Run the request ``lines`` (OpenAI batch lines, all for ``model``) upstream as a gateway batch, on a
+        deployment of ``model`` whose provider runs batches, routed like any request (health, failover)."""
         await self._admit(caller, model)
-        provider, client = self._pick(model)
-        batch = await client.submit(lines, f"{input_file_id or 'messages'}.jsonl", metadata)
-        upstream_id = batch.get("id")
-        if not isinstance(upstream_id, str):
-            raise ProxyError(502, f"upstream {provider.deployment.id} returned a batch without an id",
-                             type="upstream_error", code="upstream_bad_response")
+        group = self.pipeline.router.group(model)
+        if group is None:
+            raise bad_request(f"model {model!r} is not served by this gateway", param="model")
+        if not any(self._runs_batches(d) for d in group.members):
+            raise bad_request(f"model {model!r} has no deployment that runs batches (OpenAI-wire, Anthropic, Gemini)",
+                              param="model", code="batch_unsupported")
+
+        async def submit(upstream: Upstream) -> tuple[str, dict[str, Any]]:
+            client = batches_for(upstream.provider)
+            assert client is not None  # only eligible deployments are tried
+            batch = await client.submit(lines, f"{input_file_id or 'messages'}.jsonl", metadata)
+            if not isinstance(batch.get("id"), str):
+                raise ProxyError(502, f"upstream {upstream.deployment.id} returned a batch without an id",
+                                 type="upstream_error", code="upstream_bad_response")
+            return upstream.deployment.id, batch
+
+        deployment_id, batch = await self.pipeline.route(call, model, submit, self._runs_batches)
         who = call.record  # authorize filled in the key's identity
-        job = Job(id=new_id(), owner=_scope(caller),
+        job = Job(id=new_id(), owner=caller.scope,
                   key={"key_hash": who.key_hash, "key_alias": who.key_alias, "team_id": who.team_id}, model=model,
-                  deployment=provider.deployment.id, upstream_id=upstream_id, input_file_id=input_file_id,
+                  deployment=deployment_id, upstream_id=batch["id"], input_file_id=input_file_id,
                   metadata=metadata, created_at=int(time.time()), batch=batch, api=api,
                   custom_ids=[line["custom_id"] for line in lines])
         call.record.requested_model = model
@@ -175,11 +183,11 @@ class BatchAPI:
 
     def visible(self, caller: Caller, api: str) -> list[Job]:
         """The caller's batches created through ``api``, newest first."""
-        return [j for j in self.jobs.all() if j.api == api and (caller.admin or j.owner == _scope(caller))]
+        return [j for j in self.jobs.all() if j.api == api and (caller.admin or j.owner == caller.scope)]
 
     async def list_batches(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """The caller's batches, newest first, as last refreshed (retrieve one to refresh it)."""
-        caller = await self.gateway.authorize(request, call)
+        caller = await self.pipeline.authorize(request, call)
         raw = request.query.get("limit", "20")
         if not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIST:
             raise bad_request(f"limit must be an integer from 1 to {_MAX_LIST}", param="limit")
@@ -196,35 +204,24 @@ class BatchAPI:
     # -- helpers ---------------------------------------------------------------------------------
     async def _admit(self, caller: Caller, model: str) -> None:
         """The key may use ``model`` and is within budget; the cost itself is settled per line by the ledger."""
-        keys = self.gateway.keys
+        keys = self.pipeline.keys
         if keys is not None and caller.key is not None:
             reservation = await keys.admit(caller, model, 0.0, 0)
             if reservation is not None:
                 keys.settle(reservation, 0.0, 0)
 
-    def _pick(self, model: str) -> tuple[Provider, UpstreamBatches]:
-        """A deployment of ``model`` whose provider runs batches (OpenAI-wire, Anthropic, Gemini), healthy first."""
-        group = self.gateway.router.groups.get(model)
-        if group is None:
-            raise bad_request(f"model {model!r} is not served by this gateway", param="model")
-        usable = [(m, client) for m in group.members
-                  if m.deployment.mode != "embedding" and (client := batches_for(m)) is not None]
-        if not usable:
-            raise bad_request(f"model {model!r} has no deployment that runs batches (OpenAI-wire, Anthropic, Gemini)",
-                              param="model", code="batch_unsupported")
-        healthy = [u for u in usable if not self.gateway.health.cooling(u[0].deployment.id)] or usable
-        return random.choices(healthy, weights=[u[0].deployment.weight for u in healthy])[0]
+    def _runs_batches(self, deployment: Deployment) -> bool:
+        provider = self.pipeline.upstreams[deployment.id].provider
+        return deployment.mode != "embedding" and batches_for(provider) is not None
 
-    def _provider(self, job: Job) -> Provider:
-        group = self.gateway.router.groups.get(job.model)
-        for member in group.members if group is not None else ():
-            if member.deployment.id == job.deployment:
-                return member
-        raise ProxyError(503, f"deployment {job.deployment!r} of batch {job.id} is no longer configured",
-                         type="upstream_error", code="deployment_gone")
+    def _upstream(self, job: Job) -> Upstream:
+        if self.pipeline.router.deployment(job.deployment) is None:
+            raise ProxyError(503, f"deployment {job.deployment!r} of batch {job.id} is no longer configured",
+                             type="upstream_error", code="deployment_gone")
+        return self.pipeline.upstreams[job.deployment]
 
-    def _upstream(self, job: Job) -> UpstreamBatches:
-        client = batches_for(self._provider(job))
+    def _client(self, job: Job) -> UpstreamBatches:
+        client = batches_for(self._upstream(job).provider)
         if client is None:
             raise ProxyError(503, f"deployment {job.deployment!r} of batch {job.id} no longer runs batches",
                              type="upstream_error", code="deployment_gone")
@@ -232,7 +229,7 @@ class BatchAPI:
 
     def _job(self, caller: Caller, batch_id: str, api: str) -> Job:
         job = self.jobs.get(batch_id)
-        if job is None or job.api != api or not (caller.admin or job.owner == _scope(caller)):
+        if job is None or job.api != api or not (caller.admin or job.owner == caller.scope):
             raise _not_found("batch", batch_id)
         return job
 
@@ -242,7 +239,8 @@ class BatchAPI:
     async def cancel(self, caller: Caller, batch_id: str, api: str) -> Job:
         job = self._job(caller, batch_id, api)
         async with self._lock(batch_id):
-            job.batch = await self._upstream(job).cancel(job.upstream_id)
+            client = self._client(job)
+            job.batch = await self.pipeline.router.pinned(job.deployment, lambda _: client.cancel(job.upstream_id))
             self.jobs.save(job)
         return job
 
@@ -255,11 +253,13 @@ class BatchAPI:
             job = self._job(caller, batch_id, api)  # another request may have collected it meanwhile
             if job.collected:
                 return job
-            client = self._upstream(job)
-            batch = await client.retrieve(job.upstream_id)
+            client = self._client(job)
+            router = self.pipeline.router
+            batch = await router.pinned(job.deployment, lambda _: client.retrieve(job.upstream_id))
             if batch.get("status") in FINAL:
                 # A cancelled or expired batch may still have answered some lines: they are the client's, and billed.
-                output, errors = await client.results(batch, job.custom_ids or [])
+                output, errors = await router.pinned(job.deployment,
+                                                     lambda _: client.results(batch, job.custom_ids or []))
                 store_results(job, self.files, output, errors)
                 self._charge(job, output + errors)
             job.batch = batch
@@ -269,11 +269,6 @@ class BatchAPI:
 
     def _charge(self, job: Job, lines: list[dict[str, Any]]) -> None:
         """Each output line: a ledger row and a metrics observation (tokens, cost, status; no latency)."""
-        ledger, metrics = self.gateway.ledger, self.gateway.metrics
-        if ledger is None and metrics is None:
-            return
-        for record in lines_to_records(job.id, lines, self._provider(job).deployment, job.model, job.key):
-            if ledger is not None:
-                ledger.record(record)
-            if metrics is not None:
-                metrics.observe(record)
+        accounting = self.pipeline.accounting
+        for record in lines_to_records(job.id, lines, self._upstream(job).deployment, job.model, job.key):
+            accounting.record(record)

@@ -23,7 +23,7 @@ from mmproxy.batches.jobs import Job, parse_lines
 from mmproxy.batches.upstream import ENDPOINT, FINAL
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.inbound import anthropic as anthropic_inbound
-from mmproxy.server.call import Call
+from mmproxy.pipeline.call import Call
 from mmproxy.validation import parse_json_object
 
 _BASE = "/v1/messages/batches"
@@ -46,10 +46,10 @@ def _stamp(epoch: Any) -> str | None:
 class MessageBatchAPI:
     def __init__(self, batches: BatchAPI) -> None:
         self._batches = batches
-        self._gateway = batches.gateway
+        self._pipeline = batches.pipeline
 
     async def create(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
-        caller = await self._gateway.authorize(request, call)
+        caller = await self._pipeline.authorize(request, call)
         body = parse_json_object(await request.read())
         requests = body.get("requests")
         if not isinstance(requests, list) or not requests:
@@ -83,7 +83,7 @@ class MessageBatchAPI:
         return _json(self._view(job, request))
 
     async def list(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
-        caller = await self._gateway.authorize(request, call)
+        caller = await self._pipeline.authorize(request, call)
         raw = request.query.get("limit", "20")
         if not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIST:
             raise bad_request(f"limit must be an integer from 1 to {_MAX_LIST}", param="limit")
@@ -99,7 +99,7 @@ class MessageBatchAPI:
 
     async def item(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """``GET /v1/messages/batches/{id}``, ``GET …/{id}/results`` and ``POST …/{id}/cancel``."""
-        caller = await self._gateway.authorize(request, call)
+        caller = await self._pipeline.authorize(request, call)
         ident, _, action = request.path.removeprefix(f"{_BASE}/").partition("/")
         route = (request.method, action)
         if route == ("GET", ""):

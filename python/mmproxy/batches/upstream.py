@@ -17,7 +17,7 @@ import orjson
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.providers import Provider
 from mmproxy.providers.base import http_request
-from mmproxy.server.forwarding import fetch_whole
+from mmproxy.upstream import fetch_whole
 
 # Batch states after which nothing changes upstream: the results there are final.
 FINAL = frozenset({"completed", "failed", "cancelled", "expired"})
@@ -50,7 +50,9 @@ class UpstreamBatches(ABC):
         provider = self.provider
         headers = self._headers if content_type is None else [f"Content-Type: {content_type}", *self._headers]
         head = provider.request_head(method, target, headers)
-        status, data, retry_after = await fetch_whole(provider, http_request(head, body))
+        deployment = provider.deployment
+        status, data, retry_after = await fetch_whole(provider.pool, http_request(head, body), deployment.timeout,
+                                                      deployment.id)
         if status >= 400:
             raise self.provider.error(status, data, retry_after)
         return data

@@ -1,8 +1,8 @@
 """Embeddings for the semantic cache from an embedding deployment of the registry, instead of the local model.
 
-The call goes straight to one healthy deployment of the group through the gateway's own provider adapter
-and connection pool (any wire format: OpenAI, Gemini, Ollama, ...); it is not a client request, so it has
-no retries, no ledger row and no budget. A failure is the caller's cache miss, never the request's error.
+The call is routed like any other (strategy, health, retries, fallbacks) and made through the deployment's own
+provider adapter and transport (any wire format: OpenAI, Gemini, Ollama, ...). It is not a client request, so it
+has no ledger row and no budget; a failure is the caller's cache miss, never the request's error.
 """
 
 from __future__ import annotations
@@ -10,28 +10,26 @@ from __future__ import annotations
 import numpy as np
 import orjson
 
-from mmproxy.errors import ProxyError
-from mmproxy.health import Health
-from mmproxy.router import STRATEGIES, Router
-from mmproxy.usage import Usage
+from mmproxy.config import Deployment
+from mmproxy.pipeline.upstreams import Upstreams
+from mmproxy.router import Router, Trace
+from mmproxy.upstream import fetch_whole
 
 
 class DeploymentEmbedder:
-    def __init__(self, router: Router, health: Health, usage: Usage, model: str) -> None:
+    def __init__(self, router: Router, upstreams: Upstreams, model: str) -> None:
         self._router = router
-        self._health = health
-        self._usage = usage
+        self._upstreams = upstreams
         self._model = model
 
     async def embed_one(self, text: str) -> np.ndarray:
-        group = self._router.group(self._model)
-        provider = group.pick(self._health, self._usage, STRATEGIES["simple-shuffle"], 0) if group else None
-        if provider is None:
-            raise ProxyError(503, f"no healthy deployment of {self._model!r} to embed with", kind="overloaded")
+        return await self._router.run(self._model, lambda deployment: self._embed(deployment, text), Trace())
+
+    async def _embed(self, deployment: Deployment, text: str) -> np.ndarray:
+        provider, transport = self._upstreams[deployment.id][1:]
         payload = {"model": self._model, "input": [text]}
-        exchange = await provider.pool.fetch(provider.embeddings_request(dict(payload)), provider.deployment.timeout)
-        status, body, retry_after = exchange.status, exchange.body(), exchange.header(b"retry-after")
-        exchange.release()
+        status, body, retry_after = await fetch_whole(transport, provider.embeddings_request(dict(payload)),
+                                                      deployment.timeout, deployment.id)
         if status >= 300:
             raise provider.error(status, body, retry_after)
         answer, _ = provider.embeddings_response(body, payload)

@@ -68,6 +68,20 @@ class Caller:
     key: KeyState | None
     admin: bool
 
+    @property
+    def scope(self) -> str:
+        """Whose items (cache entries, files, batches) a request may read: its team's, else its key's; the
+        master key has its own."""
+        key = self.key
+        if key is None:
+            return "master"
+        return f"team:{key.record.team_id}" if key.record.team_id else f"key:{key.record.key_hash}"
+
+    def may_use(self, model: str) -> bool:
+        """Whether the key's model list allows ``model`` (an empty list or ``*`` allows every model)."""
+        allowed = self.key.record.models if self.key is not None else None
+        return not allowed or model in allowed or "*" in allowed
+
 
 @dataclass(slots=True)
 class Reservation:
@@ -140,7 +154,7 @@ class Keys:
         if state is None:
             return None
         record = state.record
-        if record.models and model not in record.models and "*" not in record.models:
+        if not caller.may_use(model):
             raise ProxyError(403, f"this API key may not use model {model!r}", type="permission_error",
                              param="model", code="model_not_allowed")
         now = time.time()

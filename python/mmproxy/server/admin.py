@@ -18,8 +18,8 @@ from mmproxy.errors import ProxyError, bad_request
 from mmproxy.keys import fields
 from mmproxy.keys.manager import Keys, display_name, hash_key, new_key
 from mmproxy.metrics import CONTENT_TYPE
-from mmproxy.server.call import Call
-from mmproxy.server.handlers import Gateway
+from mmproxy.pipeline.call import Call
+from mmproxy.server.gateway import Gateway
 from mmproxy.validation import parse_json_object
 
 _JSON = "application/json"
@@ -173,7 +173,7 @@ class Admin:
 
     async def feedback(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """A score or label for an earlier answer, stored beside its ledger row."""
-        await self.gateway.authorize(request)
+        await self.gateway.pipeline.authorize(request)
         body = await self._body(request)
         request_id = body.get("request_id")
         if not isinstance(request_id, str) or not request_id:

@@ -23,8 +23,16 @@ from mmproxy.batches.api import BatchAPI
 from mmproxy.batches.messages_api import MessageBatchAPI
 from mmproxy.config import Config
 from mmproxy.inbound.anthropic import anthropic_error
+from mmproxy.pipeline.apis.chat import ChatCompletions
+from mmproxy.pipeline.apis.count_tokens import CountTokens
+from mmproxy.pipeline.apis.embeddings import Embeddings
+from mmproxy.pipeline.apis.messages import Messages
+from mmproxy.pipeline.apis.responses import Responses
+from mmproxy.pipeline.call import Call
+from mmproxy.pipeline.pipeline import Handler
 from mmproxy.server.admin import Admin
-from mmproxy.server.handlers import Gateway, Handler, StartupError
+from mmproxy.server.gateway import Gateway, StartupError
+from mmproxy.server.handlers import Handlers
 
 log = logging.getLogger("mmproxy")
 
@@ -34,25 +42,32 @@ def build_server(gateway: Gateway) -> web.Server:
     ``web.Application`` (router, match info, middleware chain, signals) costs about 35 µs of CPU
     per request at concurrency 1 on the benchmark machine; the gateway has ten fixed routes.
     """
-    guarded = gateway.guarded
-    chat = guarded(gateway.chat_completions, endpoint="chat")
-    embeddings = guarded(gateway.embeddings, endpoint="embeddings")
-    models = guarded(gateway.models)
-    messages = guarded(gateway.messages, anthropic_error, endpoint="messages")
+    pipeline = gateway.pipeline
+    guarded = pipeline.handler
+    chat = pipeline.api_handler(ChatCompletions())
+    embeddings = pipeline.api_handler(Embeddings())
+    responses = pipeline.api_handler(Responses())
+    count_tokens = CountTokens()
+
+    async def count(request: web.BaseRequest, call: Call) -> web.StreamResponse:
+        return await count_tokens.serve(pipeline, request, call)
+
+    own = Handlers(gateway)
+    models = guarded(own.models)
     routes: dict[tuple[str, str], Handler] = {
         ("POST", "/v1/chat/completions"): chat,
         ("POST", "/chat/completions"): chat,
         ("POST", "/v1/embeddings"): embeddings,
         ("POST", "/embeddings"): embeddings,
-        ("POST", "/v1/messages"): messages,
-        ("POST", "/v1/responses"): guarded(gateway.responses, endpoint="responses"),
-        ("POST", "/responses"): guarded(gateway.responses, endpoint="responses"),
-        ("POST", "/v1/messages/count_tokens"): guarded(gateway.count_message_tokens, anthropic_error),
+        ("POST", "/v1/messages"): pipeline.api_handler(Messages()),
+        ("POST", "/v1/responses"): responses,
+        ("POST", "/responses"): responses,
+        ("POST", "/v1/messages/count_tokens"): guarded(count, count_tokens.render_error),
         ("GET", "/v1/models"): models,
         ("GET", "/models"): models,
-        ("GET", "/health/liveliness"): gateway.liveliness,
-        ("GET", "/health/readiness"): gateway.readiness,
-        ("GET", "/health"): guarded(gateway.health_report),
+        ("GET", "/health/liveliness"): own.liveliness,
+        ("GET", "/health/readiness"): own.readiness,
+        ("GET", "/health"): guarded(own.health_report),
     }
     admin = Admin(gateway)
     routes.update({
@@ -67,7 +82,7 @@ def build_server(gateway: Gateway) -> web.Server:
         ("POST", "/feedback"): guarded(admin.feedback),
         ("GET", "/metrics"): guarded(admin.metrics),
     })
-    batches = BatchAPI(gateway)
+    batches = BatchAPI(pipeline)
     routes.update({
         ("POST", "/v1/files"): guarded(batches.upload_file),
         ("POST", "/v1/batches"): guarded(batches.create_batch),
@@ -93,8 +108,8 @@ def build_server(gateway: Gateway) -> web.Server:
         if request.method == "GET" and request.path.startswith(("/v1/models/", "/models/")):
             return await models(request)
         if request.path in paths:
-            return await gateway.method_not_allowed(request)
-        return await gateway.not_found(request)
+            return await own.method_not_allowed(request)
+        return await own.not_found(request)
 
     loop = asyncio.get_running_loop()
     limit = gateway.config.max_request_bytes

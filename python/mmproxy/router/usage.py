@@ -2,7 +2,8 @@
 
 This is what the routing strategies and the rpm/tpm limits read. Windows are fixed calendar
 minutes, as in LiteLLM, so a limit resets for every deployment at the same moment and
-``Retry-After`` can say exactly when. In-process for now; Redis-shared state is the next step.
+``Retry-After`` can say exactly when. In-process; ``shared.SharedState`` adds the other instances'
+figures through Redis.
 """
 
 from __future__ import annotations

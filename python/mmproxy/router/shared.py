@@ -20,9 +20,9 @@ import time
 from collections.abc import Sequence
 
 from mmproxy.config import Deployment
-from mmproxy.health import COUNTED_KINDS, Health
 from mmproxy.redis_client import Arg, RedisClient, RedisError
-from mmproxy.usage import Usage
+from mmproxy.router.health import COUNTED_KINDS, Health
+from mmproxy.router.usage import Usage
 
 log = logging.getLogger("mmproxy.shared")
 

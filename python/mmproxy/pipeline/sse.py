@@ -15,9 +15,8 @@ from collections.abc import Callable
 
 import orjson
 from aiohttp import web
-
 from mmproxy.providers.base import StreamTranslator
-from mmproxy.upstream.http1 import Exchange
+from mmproxy.upstream import Exchange
 
 _USAGE_ONLY = b'"choices":[]'
 _USAGE_ONLY_SPACED = b'"choices": []'

@@ -9,22 +9,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import orjson
 from aiohttp import web
-
 from mmproxy import cost, tokens
 from mmproxy.config import Deployment
 from mmproxy.errors import ProxyError
-from mmproxy.providers import Provider
+from mmproxy.pipeline.call import Call
+from mmproxy.pipeline.sse import SSERelay, rewrite_usage_chunk
+from mmproxy.pipeline.upstreams import Upstream
 from mmproxy.providers.base import StreamTranslator
-from mmproxy.server.call import Call
-from mmproxy.server.sse import SSERelay, rewrite_usage_chunk
-from mmproxy.shared import SharedState
-from mmproxy.upstream.http1 import UpstreamDisconnected, UpstreamError, UpstreamTimeout
-from mmproxy.usage import Usage
+from mmproxy.router import Router
+from mmproxy.upstream import upstream_failure
+from mmproxy.upstream.http1 import UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("mmproxy")
 _JSON = "application/json"
@@ -32,34 +31,30 @@ _NS_PER_MS = 1_000_000
 
 
 class Forwarder:
-    def __init__(self, usage: Usage, shared: SharedState | None, spawn: Callable[[Awaitable[None]], None]) -> None:
-        self._usage = usage
-        self._shared = shared
-        self._spawn = spawn
+    def __init__(self, router: Router) -> None:
+        self._router = router
 
     def count_completion(self, deployment_id: str, usage: dict[str, Any] | None) -> None:
         completion = usage.get("completion_tokens") if usage else None
         if isinstance(completion, int):
-            self._usage.add_tokens(deployment_id, completion)
-            if self._shared is not None:  # after the answer: not worth a round trip on its latency
-                self._spawn(self._shared.add_tokens(deployment_id, completion))
+            self._router.add_completion_tokens(deployment_id, completion)
 
     async def forward(
         self,
-        provider: Provider,
+        upstream: Upstream,
         data: bytes,
         translate: Callable[[bytes], tuple[bytes, dict[str, Any] | None]],
         call: Call,
         route: dict[str, str] | None = None,
     ) -> web.Response:
-        deployment = provider.deployment
+        deployment, provider = upstream.deployment, upstream.provider
         sent = time.perf_counter_ns()
         try:
-            exchange = await provider.pool.fetch(data, deployment.timeout)
+            exchange = await upstream.transport.fetch(data, deployment.timeout)
         except UpstreamError as exc:
             raise upstream_failure(deployment.id, exc) from None
         received = time.perf_counter_ns()
-        self._usage.observe_latency(deployment.id, (received - sent) / 1e9)
+        self._router.observe_latency(deployment.id, (received - sent) / 1e9)
         status = exchange.status
         body = exchange.body()
         retry_after = exchange.header(b"retry-after") if status >= 400 else None
@@ -85,18 +80,18 @@ class Forwarder:
         self,
         request: web.BaseRequest,
         call: Call,
-        provider: Provider,
+        upstream: Upstream,
         data: bytes,
         translator: StreamTranslator | None,
         stream_error: Callable[[str, str], bytes],
         route: dict[str, str] | None = None,
         on_usage: Callable[[bytes], bytes] | None = None,
     ) -> web.StreamResponse:
-        deployment = provider.deployment
+        deployment, provider = upstream.deployment, upstream.provider
         record = call.record
         sent = time.perf_counter_ns()
         try:
-            exchange = await provider.pool.open(data, deployment.stream_timeout)
+            exchange = await upstream.transport.open(data, deployment.stream_timeout)
         except UpstreamError as exc:
             raise upstream_failure(deployment.id, exc) from None
         try:
@@ -113,7 +108,7 @@ class Forwarder:
             relay = SSERelay(exchange, asyncio.get_running_loop(), deployment.timeout, translator, on_usage,
                              call.capture)
             await relay.ready
-            self._usage.observe_latency(deployment.id, (time.perf_counter_ns() - sent) / 1e9)  # time to first event
+            self._router.observe_latency(deployment.id, (time.perf_counter_ns() - sent) / 1e9)  # to the first event
             if not relay.events_seen:
                 # Nothing reached the client yet, so the failure can still be a plain error response.
                 failure = exchange.done.exception() if exchange.done.done() else None
@@ -233,26 +228,3 @@ def _stream_tokens(chunks: Iterable[bytes]) -> int:
 def _overhead_ns(started: int, sent: int, received: int) -> int:
     """Time spent in the gateway itself: before the upstream call and after its answer."""
     return (sent - started) + (time.perf_counter_ns() - received)
-
-
-async def fetch_whole(provider: Provider, data: bytes) -> tuple[int, bytes, bytes | None]:
-    """One whole exchange off the request's hot path (batches, token counts): (status, body, Retry-After), the
-    connection back in the pool, a transport failure already the gateway's error."""
-    try:
-        exchange = await provider.pool.fetch(data, provider.deployment.timeout)
-    except UpstreamError as exc:
-        raise upstream_failure(provider.deployment.id, exc) from None
-    answer = exchange.status, exchange.body(), exchange.header(b"retry-after")
-    exchange.release()
-    return answer
-
-
-def upstream_failure(deployment_id: str, exc: BaseException) -> ProxyError:
-    if isinstance(exc, UpstreamTimeout):
-        return ProxyError(504, f"upstream {deployment_id}: {exc}", type="upstream_error", code="upstream_timeout",
-                          kind="timeout")
-    if isinstance(exc, UpstreamDisconnected):
-        return ProxyError(502, f"upstream {deployment_id}: {exc}", type="upstream_error",
-                          code="upstream_disconnected", kind="server")
-    return ProxyError(502, f"upstream {deployment_id}: {exc}", type="upstream_error", code="upstream_unreachable",
-                      kind="server")

@@ -14,7 +14,6 @@ import time
 from typing import Any, TextIO
 
 import orjson
-
 from mmproxy.spend.record import RequestRecord
 
 FORMATS = ("text", "json")

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from mmproxy import tokens
 from mmproxy.keys.manager import MASTER, Caller, Reservation
 from mmproxy.spend.record import RequestRecord
 
-
-class StartupError(Exception):
-    """The gateway cannot start (a database it cannot reach); the message is safe to print."""
+if TYPE_CHECKING:
+    from mmproxy.pipeline.apis import Inbound
 
 
 class Call:
     """One client request while it runs: who sent it, its record, its budget reservation."""
 
-    __slots__ = ("body", "caller", "capture", "counted", "record", "reservation", "started")
+    __slots__ = ("caller", "capture", "counted", "inbound", "record", "reservation", "started")
 
     def __init__(self, record: RequestRecord, started: int) -> None:
         self.record = record
@@ -23,13 +24,13 @@ class Call:
         self.counted = 0  # input tokens by the gateway's own count (0 when nothing needed it)
         self.reservation: Reservation | None = None
         self.capture: list[bytes] | None = None  # a stream's bytes, kept when the response cache wants them
-        self.body = b""  # the request in OpenAI's shape, for counting its tokens when nothing else did
+        self.inbound: Inbound | None = None  # a chat turn's request, for counting its tokens when nothing else did
 
     def prompt_tokens(self) -> int:
         """Input tokens by the gateway's own count, counted now if nothing needed them before."""
-        if not self.counted and self.body:
+        if not self.counted and self.inbound is not None:
             try:
-                self.counted = tokens.count_chat(self.body, self.record.requested_model).count
+                self.counted = tokens.count_chat(self.inbound.chat_bytes(), self.record.requested_model).count
             except ValueError:
                 return 0
         return self.counted

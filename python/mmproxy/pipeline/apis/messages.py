@@ -1,0 +1,66 @@
+"""Anthropic's Messages API in front of any model: passed through to a provider that speaks it, translated
+to a chat completion and back for the others."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+from mmproxy.errors import ProxyError
+from mmproxy.inbound import anthropic as anthropic_inbound
+from mmproxy.pipeline.apis import Inbound
+from mmproxy.pipeline.apis.checks import check_chat_model, check_context
+from mmproxy.pipeline.apis.via_chat import ViaChat
+from mmproxy.providers.base import StreamTranslator
+from mmproxy.validation import require_model, validate_chat
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from mmproxy.pipeline.call import Call
+    from mmproxy.pipeline.pipeline import Pipeline
+    from mmproxy.pipeline.upstreams import Upstream
+
+
+class Messages(ViaChat):
+    endpoint = "messages"
+
+    @staticmethod
+    def render_error(error: ProxyError) -> bytes:
+        return anthropic_inbound.anthropic_error(error)
+
+    def parse(self, body: dict[str, Any], raw: bytes) -> Inbound:
+        model = require_model(body)
+        chat = anthropic_inbound.to_openai(body)  # translating validates: a 400 naming the Messages field
+        validate_chat(chat)
+        max_tokens = body.get("max_tokens")
+        return Inbound(model, body, raw, stream=body.get("stream") is True, chat=chat,
+                       completion=max_tokens if isinstance(max_tokens, int) else None)
+
+    async def attempt(self, pipeline: Pipeline, request: web.BaseRequest, call: Call, inbound: Inbound,
+                      upstream: Upstream, headers: dict[str, str]) -> web.StreamResponse:
+        deployment, provider = upstream.deployment, upstream.provider
+        model = inbound.model
+        check_chat_model(deployment, model)
+        if deployment.max_input_tokens is not None:
+            check_context(inbound.chat_bytes(), deployment)
+        body = {k: v for k, v in inbound.body.items() if k != "cache"}  # the gateway's own control field
+        passthrough = provider.messages_request(body)
+        forwarder = pipeline.forwarder
+        if passthrough is not None:  # the upstream speaks Messages itself: no detour via OpenAI's shape
+            if inbound.stream:
+                return await forwarder.relay_stream(request, call, upstream, passthrough, provider.messages_stream(),
+                                                    _stream_error, headers)
+            return await forwarder.forward(upstream, passthrough, provider.messages_response, call, headers)
+
+        def client_stream() -> tuple[StreamTranslator, Callable[[str, str], bytes]]:
+            return anthropic_inbound.OpenAIToAnthropicStream(model), _stream_error
+
+        assert inbound.chat is not None
+        payload = {k: v for k, v in inbound.chat.items() if k != "cache"}
+        return await self.via_chat(pipeline, request, call, upstream, payload, headers,
+                                   client_stream, lambda completion: anthropic_inbound.from_openai(completion, model))
+
+
+def _stream_error(message: str, code: str) -> bytes:
+    return anthropic_inbound.stream_error(message, "timeout_error" if code == "upstream_timeout" else "api_error")

@@ -1,0 +1,211 @@
+"""The one request path every client API takes, step by step:
+
+    auth → parse/validate → count → rules → admit → cache → route with failover → store → account
+
+``serve`` reads top-down in that order. A client API (``apis``) supplies only what differs: how its body
+is parsed and validated, one attempt on a deployment, and the shape its answers and errors leave in.
+The cache may answer early; a budget or limit may refuse early; every request, whatever its outcome, is
+accounted once (``handler``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import os
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+from aiohttp import web
+from mmproxy import tokens
+from mmproxy.config import Config, Deployment
+from mmproxy.errors import ProxyError, auth_error
+from mmproxy.keys.manager import MASTER, Caller
+from mmproxy.pipeline.accounting import Accounting
+from mmproxy.pipeline.apis import ClientAPI, Inbound
+from mmproxy.pipeline.caching import CacheStep
+from mmproxy.pipeline.call import Call
+from mmproxy.pipeline.forwarding import Forwarder
+from mmproxy.pipeline.upstreams import Upstream, Upstreams
+from mmproxy.router import Router, Trace
+from mmproxy.spend.record import RequestRecord
+from mmproxy.validation import parse_json_object
+
+log = logging.getLogger("mmproxy")
+
+Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
+T = TypeVar("T")
+_JSON = "application/json"
+
+
+class Pipeline:
+    def __init__(self, config: Config, router: Router, upstreams: Upstreams, accounting: Accounting,
+                 cache: CacheStep | None) -> None:
+        self.config = config
+        self.router = router
+        self.upstreams = upstreams
+        self.accounting = accounting
+        self.cache = cache
+        self.forwarder = Forwarder(router)
+        keys, ledger, metrics = accounting.keys, accounting.ledger, accounting.metrics
+        self.keys = keys
+        # Input tokens are counted per request only when something reads them (tpm limits, rules, budgets).
+        self._count_tokens = config.rules is not None or any(d.tpm for d in config.deployments)
+        # Something reads every stream's usage (its cost, its tokens) unless ledger, metrics and tpm limits
+        # are all off; a virtual key's budget then still needs it, per request.
+        self.stream_usage = ledger is not None or metrics is not None or self._count_tokens
+        # Request ids: a random per-process prefix and a counter, unique across workers and instances.
+        self._id_prefix = os.urandom(6).hex()
+        self._ids = itertools.count(1)
+
+    # -- the request path ------------------------------------------------------------
+    async def serve(self, request: web.BaseRequest, call: Call, api: ClientAPI) -> web.StreamResponse:
+        caller = await self.authorize(request, call)                                        # auth
+        inbound = api.parse(*await self.read_json(request))                                 # parse/validate
+        record = call.record
+        record.requested_model, record.stream = inbound.model, inbound.stream
+        headers: dict[str, str] = {}
+        target = inbound.model
+        if api.chat:
+            call.inbound = inbound
+            if self._count_tokens or caller.key is not None:                                # count
+                call.counted = tokens.count_chat(inbound.chat_bytes(), inbound.model).count
+            target = self.choose(request, call, inbound, headers)                           # rules
+        group = self.router.group(target)
+        await self.accounting.admit(call, inbound.model, group.members if group is not None else [],  # admit
+                                    inbound.completion)
+        plan = None
+        if self.cache is not None:                                                          # cache
+            plan, hit = await self.cache.consult(request.headers, call, api.cache_payload(inbound), inbound.raw,
+                                                 target, api.endpoint, headers)
+            if hit is not None:
+                return await self.cache.serve(request, call, hit)
+
+        async def attempt(upstream: Upstream) -> web.StreamResponse:
+            return await api.attempt(self, request, call, inbound, upstream, headers)
+
+        response = await self.route(call, target, attempt)                                   # route
+        if plan is not None:
+            self.cache.store(plan, call, response)                                          # store
+        return response                                                                     # account: handler
+
+    def handler(self, serve: Callable[[web.BaseRequest, Call], Awaitable[web.StreamResponse]],
+                render: Callable[[ProxyError], bytes] = ProxyError.body, endpoint: str | None = None) -> Handler:
+        """An aiohttp handler around ``serve``: every failure leaves as an error in the API's own shape
+        (``render``), and with an ``endpoint`` name the request is accounted — one ledger row and one metrics
+        observation, whatever the outcome, a client disconnect included."""
+
+        def respond(exc: ProxyError, request_id: str) -> web.Response:
+            headers = {"x-mmproxy-request-id": request_id, **exc.headers}
+            return web.Response(status=exc.status, body=render(exc), content_type=_JSON, headers=headers)
+
+        async def run(request: web.BaseRequest) -> web.StreamResponse:
+            call = Call(RequestRecord(self._request_id(), endpoint or ""), time.perf_counter_ns())
+            record = call.record
+            try:
+                return await serve(request, call)
+            except ProxyError as exc:
+                record.status, record.error_code = exc.status, exc.code or exc.type
+                return respond(exc, record.request_id)
+            except asyncio.CancelledError:
+                record.status, record.error_code = 499, "client_disconnected"
+                raise
+            except Exception:
+                log.exception("internal error handling %s %s (request %s)", request.method, request.path,
+                              record.request_id)
+                record.status, record.error_code = 500, "internal_error"
+                return respond(
+                    ProxyError(500, "internal gateway error; see the gateway log", type="server_error",
+                               code="internal_error"),
+                    record.request_id,
+                )
+            finally:
+                if endpoint is not None:
+                    self.accounting.finish(call)
+
+        return run
+
+    def api_handler(self, api: ClientAPI) -> Handler:
+        """The handler of a client API: ``serve`` through it, accounted under its endpoint name."""
+
+        async def serve(request: web.BaseRequest, call: Call) -> web.StreamResponse:
+            return await self.serve(request, call, api)
+
+        return self.handler(serve, api.render_error, api.endpoint)
+
+    # -- the steps -------------------------------------------------------------------
+    async def authorize(self, request: web.BaseRequest, call: Call | None = None) -> Caller:
+        """The caller: the master key (admin) or a virtual key; 401 otherwise."""
+        keys = self.keys
+        if keys is None:
+            return MASTER
+        headers = request.headers
+        supplied = headers.get("Authorization")
+        if supplied is not None:
+            scheme, _, token = supplied.partition(" ")
+            if scheme.lower() != "bearer":
+                raise auth_error("Authorization header must be 'Bearer <key>'")
+            supplied = token.strip()
+        else:
+            supplied = headers.get("x-api-key")
+        caller = await keys.authenticate(supplied)
+        if call is not None:
+            call.caller = caller
+            if caller.key is not None:
+                key = caller.key.record
+                record = call.record
+                record.key_hash, record.key_alias, record.team_id = key.key_hash, key.key_alias, key.team_id
+        return caller
+
+    async def read_json(self, request: web.BaseRequest) -> tuple[dict[str, object], bytes]:
+        """The request's JSON object and its raw bytes; 413 over the size limit, 400 when not a JSON object."""
+        try:
+            raw = await request.read()
+        except web.HTTPRequestEntityTooLarge:
+            limit_mb = self.config.max_request_bytes / (1024 * 1024)
+            raise ProxyError(
+                413, f"request body exceeds the {limit_mb:g} MB limit", code="request_too_large"
+            ) from None
+        return parse_json_object(raw), raw
+
+    def choose(self, request: web.BaseRequest, call: Call, inbound: Inbound, headers: dict[str, str]) -> str:
+        """The group ``routing_rules`` send this request to (the requested model when none matches)."""
+        if self.router.rules is None:
+            return inbound.model
+        key = call.caller.key
+        target, rule = self.router.choose(
+            inbound.model, inbound.chat_bytes(), request.headers, call.counted,
+            None if key is None else key.record.key_alias or key.record.key_hash,
+            None if key is None else key.record.team_id)
+        if rule is not None:
+            call.record.rule = rule
+            headers["x-mmproxy-route-rule"] = rule
+            headers["x-mmproxy-route-target"] = target
+        return target
+
+    async def route(self, call: Call, target: str, attempt: Callable[[Upstream], Awaitable[T]],
+                    eligible: Callable[[Deployment], bool] | None = None, limited: bool = True) -> T:
+        """``attempt`` on the deployments of ``target`` with failover; what was tried lands in the request's
+        record, so its cost, retries and fallbacks are the request's own."""
+        upstreams = self.upstreams
+
+        async def on(deployment: Deployment) -> T:
+            return await attempt(upstreams[deployment.id])
+
+        trace = Trace()
+        try:
+            return await self.router.run(target, on, trace, call.counted, eligible, limited)
+        finally:
+            last = trace.last
+            if last is not None:
+                record = call.record
+                deployment = last.deployment
+                record.model_group, record.deployment = last.group, deployment.id
+                record.provider, record.tier = deployment.provider, deployment.tier
+                record.retries += trace.retries
+                record.fallbacks += trace.fallbacks
+
+    def _request_id(self) -> str:
+        return f"{self._id_prefix}-{next(self._ids)}"

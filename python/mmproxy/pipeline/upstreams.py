@@ -1,0 +1,40 @@
+"""Every configured deployment's provider adapter (its dialect) and transport (its origin's connections)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+from mmproxy.config import Deployment
+from mmproxy.providers import Provider, provider_for
+from mmproxy.upstream import Transport
+from mmproxy.upstream.http1 import UpstreamPool
+
+
+class Upstream(NamedTuple):
+    """What one attempt on a deployment needs: its config, its dialect and its transport."""
+
+    deployment: Deployment
+    provider: Provider
+    transport: Transport
+
+
+class Upstreams:
+    def __init__(self, deployments: Sequence[Deployment]) -> None:
+        """One keep-alive pool per origin, shared by the deployments behind it; needs the running loop."""
+        self._pools: dict[str, UpstreamPool] = {}
+        self._by_id: dict[str, Upstream] = {}
+        for deployment in deployments:
+            origin = "/".join(deployment.api_base.split("/", 3)[:3])
+            pool = self._pools.get(origin)
+            if pool is None:
+                pool = self._pools[origin] = UpstreamPool(deployment.api_base)
+            provider = provider_for(deployment.provider)(deployment, pool)
+            self._by_id[deployment.id] = Upstream(deployment, provider, pool)
+
+    def __getitem__(self, deployment_id: str) -> Upstream:
+        return self._by_id[deployment_id]
+
+    def close(self) -> None:
+        for pool in self._pools.values():
+            pool.close()
