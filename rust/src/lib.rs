@@ -8,9 +8,9 @@ pub mod canonical;
 pub mod chat;
 pub mod hashing;
 pub mod json;
+pub mod nearmiss;
 pub mod rules;
 pub mod tokenizer;
-pub mod verify;
 
 #[cfg(feature = "python")]
 mod py;

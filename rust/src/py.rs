@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use crate::json::InvalidInput;
-use crate::{chat, hashing, rules, tokenizer, verify};
+use crate::{chat, hashing, nearmiss, rules, tokenizer};
 
 /// Inputs at least this large are processed with the GIL released, so other Python threads run
 /// meanwhile; below it the release/reacquire costs more than it frees.
@@ -96,7 +96,7 @@ fn prefix_hashes(py: Python<'_>, body: &[u8]) -> PyResult<Vec<u64>> {
     run(py, body.len(), || hashing::prefix_hashes(body)).map_err(value_error)
 }
 
-/// "same", "reworded", or why a semantic-cache hit between the two texts is refused (verify.rs).
+/// "same", "reworded", or why a semantic-cache hit between the two texts is refused (nearmiss).
 #[pyfunction]
 fn verify_pair(
     py: Python<'_>,
@@ -105,12 +105,12 @@ fn verify_pair(
 ) -> PyResult<&'static str> {
     let (a, b) = (utf8(a)?, utf8(b)?);
     Ok(run(py, a.len() + b.len(), || {
-        verify::compare(&a, &b).as_str()
+        nearmiss::compare(&a, &b).as_str()
     }))
 }
 
 /// `verify_pair`, with the content words only the first text has and only the second has: those a
-/// word embedding may still match as synonyms (see verify::Comparison for when they are given).
+/// word embedding may still match as synonyms (see nearmiss::Comparison for when they are given).
 #[pyfunction]
 fn verify_words(
     py: Python<'_>,
@@ -118,7 +118,7 @@ fn verify_words(
     b: &Bound<'_, PyString>,
 ) -> PyResult<(&'static str, Vec<String>, Vec<String>)> {
     let (a, b) = (utf8(a)?, utf8(b)?);
-    let c = run(py, a.len() + b.len(), || verify::compare_words(&a, &b));
+    let c = run(py, a.len() + b.len(), || nearmiss::compare_words(&a, &b));
     Ok((c.verdict.as_str(), c.only_a, c.only_b))
 }
 
@@ -244,8 +244,7 @@ impl PyRuleSet {
             }
             _ => Vec::new(),
         };
-        let texts: Vec<Cow<'_, str>> =
-            values.iter().map(|(_, v)| v.to_string_lossy()).collect();
+        let texts: Vec<Cow<'_, str>> = values.iter().map(|(_, v)| v.to_string_lossy()).collect();
         let names = self.inner.header_names();
         let pairs: Vec<(&str, &str)> = values
             .iter()
@@ -258,8 +257,7 @@ impl PyRuleSet {
             team,
             input_tokens,
         };
-        let index =
-            run(py, body.len(), || self.inner.evaluate(body, &ctx)).map_err(value_error)?;
+        let index = run(py, body.len(), || self.inner.evaluate(body, &ctx)).map_err(value_error)?;
         Ok(index.map(|i| self.decisions[i].clone_ref(py)))
     }
 }
