@@ -31,13 +31,14 @@ def request_hash(body: bytes, namespace: str = "") -> str:
 def prefix_hashes(body: bytes) -> list[int]:
     """One rolling u64 hash per message, covering the tools and that message's whole prefix."""
 
-def verify_pair(a: str, b: str) -> str:
+def near_miss_verdict(a: str, b: str) -> str:
     """Returns "same", "reworded", or why one text's cached answer does not serve the other (e.g. "number",
     "negation", "direction", "substitution"); symmetric. See mmproxy/cache/matcher.py."""
 
-def verify_words(a: str, b: str) -> tuple[str, list[str], list[str]]:
-    """`verify_pair`'s verdict, with the lower-cased content words only `a` has and only `b` has; both lists
-    are empty unless the verdict is "substitution", "insertion" or "reworded" (a synonym may explain those)."""
+def near_miss_words(a: str, b: str) -> tuple[str, list[str], list[str]]:
+    """`near_miss_verdict`'s verdict, with the lower-cased content words only `a` has and only `b` has; both
+    lists are empty unless the verdict is "substitution", "insertion" or "reworded" (a synonym may explain
+    those)."""
 
 class RuleSet:
     """Compiled `routing_rules` (syntax in mmproxy/rules.py); immutable and thread-safe.

@@ -96,9 +96,10 @@ fn prefix_hashes(py: Python<'_>, body: &[u8]) -> PyResult<Vec<u64>> {
     run(py, body.len(), || hashing::prefix_hashes(body)).map_err(value_error)
 }
 
-/// "same", "reworded", or why a semantic-cache hit between the two texts is refused (nearmiss).
+/// The near-miss verdict on two texts (nearmiss::compare): "same", "reworded", or why a cached
+/// answer to one does not serve the other, so the semantic cache refuses the hit.
 #[pyfunction]
-fn verify_pair(
+fn near_miss_verdict(
     py: Python<'_>,
     a: &Bound<'_, PyString>,
     b: &Bound<'_, PyString>,
@@ -109,10 +110,10 @@ fn verify_pair(
     }))
 }
 
-/// `verify_pair`, with the content words only the first text has and only the second has: those a
-/// word embedding may still match as synonyms (see nearmiss::Comparison for when they are given).
+/// `near_miss_verdict`, with the content words only the first text has and only the second has: those
+/// a word embedding may still match as synonyms (see nearmiss::Comparison for when they are given).
 #[pyfunction]
-fn verify_words(
+fn near_miss_words(
     py: Python<'_>,
     a: &Bound<'_, PyString>,
     b: &Bound<'_, PyString>,
@@ -273,8 +274,8 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(count_chat_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(request_hash, m)?)?;
     m.add_function(wrap_pyfunction!(prefix_hashes, m)?)?;
-    m.add_function(wrap_pyfunction!(verify_pair, m)?)?;
-    m.add_function(wrap_pyfunction!(verify_words, m)?)?;
+    m.add_function(wrap_pyfunction!(near_miss_verdict, m)?)?;
+    m.add_function(wrap_pyfunction!(near_miss_words, m)?)?;
     m.add_class::<PyRuleSet>()?;
     Ok(())
 }
