@@ -33,6 +33,8 @@ from mmproxy import _native
 if TYPE_CHECKING:
     import numpy as np
 
+    from mmproxy._native import NearMissVerdict
+
 __all__ = ["MatchSettings", "WordVectors", "accept", "accept_async", "synonyms", "verdict"]
 
 
@@ -58,13 +60,13 @@ class WordVectors(Protocol):
     async def word_vectors_async(self, texts: list[str]) -> list[dict[str, np.ndarray]]: ...
 
 
-def verdict(query: str, cached: str) -> str:
+def verdict(query: str, cached: str) -> NearMissVerdict:
     """Returns "same", "reworded", or why `cached`'s answer does not serve `query` ("number", "negation",
     "direction", "substitution", …): for logs and metrics. A few µs for a question-sized text."""
     return _native.near_miss_verdict(query, cached)
 
 
-def _by_text(text_verdict: str, cosine: float, settings: MatchSettings) -> bool:
+def _by_text(text_verdict: NearMissVerdict, cosine: float, settings: MatchSettings) -> bool:
     return text_verdict == "same" or (text_verdict == "reworded" and cosine >= settings.reworded_threshold)
 
 
