@@ -10,7 +10,7 @@ default MatchSettings, and, for comparison, from the cosine alone at the same th
 
 Overfitting guard: the pairs are split by group, `int(sha256(group)[:8], 16) % 2` (0 = "tune",
 1 = "check"). The defaults (threshold, reworded_threshold) and the rules and word lists of
-rust/src/verify.rs were designed while reading the tune half's pairs only. The check half's texts were
+rust/src/nearmiss/ were designed while reading the tune half's pairs only. The check half's texts were
 never read; its error counts by near-miss kind and verdict were looked at twice during development and
 led to general rules (answer-type wh-words, implicit negation words, two words trading places), not to
 threshold changes. For the synonym check (matcher.accept_async), the check half's verdict counts by cosine band,
@@ -147,7 +147,7 @@ def main() -> None:
     settings = MatchSettings()
     for p in pairs:
         if p.cosine >= settings.threshold and not accept(p.query, p.cached, p.cosine, settings):
-            _, only_q, only_c = _native.verify_words(p.query, p.cached)
+            _, only_q, only_c = _native.near_miss_words(p.query, p.cached)
             if only_q and only_c:
                 vq, vc = embedder.word_vectors([p.query, p.cached])
                 p.synonym = synonyms(only_q, vq, only_c, vc)
@@ -252,7 +252,7 @@ def main() -> None:
             f"{single_ms:.2f} ms per question |",
             f"| the same in one `embed` call ({FORWARD_ROWS} per forward pass) | {batch_ms:.2f} ms per question |",
             f"| the same from {len(questions)} concurrent `embed_one` callers | {together_ms:.2f} ms per question |",
-            f"| text check `verify_pair`, median-length pair ({len(typical.query) + len(typical.cached)} chars) "
+            f"| text check `near_miss_verdict`, median-length pair ({len(typical.query) + len(typical.cached)} chars) "
             f"| {verify_us:.1f} µs |",
             f"| `accept` (cosine given), same pair | {accept_us:.1f} µs |",
             f"| text check, mean over the dev pairs | {all_us:.1f} µs |",

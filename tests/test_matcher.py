@@ -94,7 +94,7 @@ def test_threshold_and_verify_switch():
 
 def test_text_check_is_symmetric():
     for query, cached, _ in NEAR_MISSES:
-        assert _native.verify_pair(query, cached) == _native.verify_pair(cached, query)
+        assert _native.near_miss_verdict(query, cached) == _native.near_miss_verdict(cached, query)
 
 
 def test_numbers_are_normalised():
@@ -131,13 +131,13 @@ ENTITY_SWAPS = [
 ]
 
 
-def test_verify_words_gives_the_differing_words_per_side():
+def test_near_miss_words_gives_the_differing_words_per_side():
     query, cached = "How do I buy a train ticket?", "How can I purchase train tickets?"
-    assert _native.verify_words(query, cached) == ("substitution", ["buy"], ["purchase"])
-    assert _native.verify_words(cached, query) == ("substitution", ["purchase"], ["buy"])
+    assert _native.near_miss_words(query, cached) == ("substitution", ["buy"], ["purchase"])
+    assert _native.near_miss_words(cached, query) == ("substitution", ["purchase"], ["buy"])
     # refused for a number, or a quantifier changed: nothing left for a synonym to explain
-    assert _native.verify_words("Buy 2 tickets", "Purchase 3 tickets") == ("number", [], [])
-    assert _native.verify_words("Delete all branches", "Remove only branches")[1:] == ([], [])
+    assert _native.near_miss_words("Buy 2 tickets", "Purchase 3 tickets") == ("number", [], [])
+    assert _native.near_miss_words("Delete all branches", "Remove only branches")[1:] == ([], [])
 
 
 @pytest.mark.parametrize(("query", "cached"), SYNONYM_SWAPS)

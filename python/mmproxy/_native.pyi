@@ -1,7 +1,29 @@
 """Type stubs for the Rust extension `mmproxy._native` (sources in rust/src)."""
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Generic, Literal, TypeAlias, TypeVar
+
+_D = TypeVar("_D")
+
+NearMissVerdict: TypeAlias = Literal[
+    "same",
+    "reworded",
+    "negation",
+    "number",
+    "number order",
+    "number unit",
+    "unit",
+    "question word",
+    "asked quantity",
+    "direction",
+    "swapped",
+    "too different",
+    "opposite",
+    "substitution",
+    "insertion",
+]
+"""Every verdict of the near-miss check (rust/src/nearmiss): "same", "reworded", or why a cached answer to
+one text does not serve the other."""
 
 __version__: str
 IGNORED_FIELDS: list[str]
@@ -31,28 +53,31 @@ def request_hash(body: bytes, namespace: str = "") -> str:
 def prefix_hashes(body: bytes) -> list[int]:
     """One rolling u64 hash per message, covering the tools and that message's whole prefix."""
 
-def verify_pair(a: str, b: str) -> str:
+def near_miss_verdict(a: str, b: str) -> NearMissVerdict:
     """Returns "same", "reworded", or why one text's cached answer does not serve the other (e.g. "number",
     "negation", "direction", "substitution"); symmetric. See mmproxy/cache/matcher.py."""
 
-def verify_words(a: str, b: str) -> tuple[str, list[str], list[str]]:
-    """`verify_pair`'s verdict, with the lower-cased content words only `a` has and only `b` has; both lists
-    are empty unless the verdict is "substitution", "insertion" or "reworded" (a synonym may explain those)."""
+def near_miss_words(a: str, b: str) -> tuple[NearMissVerdict, list[str], list[str]]:
+    """`near_miss_verdict`'s verdict, with the lower-cased content words only `a` has and only `b` has; both
+    lists are empty unless the verdict is "substitution", "insertion" or "reworded" (a synonym may explain
+    those)."""
 
-class RuleSet:
+class RuleSet(Generic[_D]):
     """Compiled `routing_rules` (syntax in mmproxy/rules.py); immutable and thread-safe.
 
-    Subclassed by `mmproxy.rules.RuleSet`, which passes its `Decision` type as `decision`.
+    Generic over the type of decision the `decision` factory makes, which `evaluate` hands back as is.
+    Subclassed by `mmproxy.rules.RuleSet`, which passes its `Decision` type as `decision`. Not subscriptable
+    at runtime: `RuleSet[X]` is for type checkers only.
     """
 
-    def __init__(self, spec: bytes, decision: Callable[[str, int, str | None, str | None, bool], Any]) -> None:
+    def __init__(self, spec: bytes, decision: Callable[[str, int, str | None, str | None, bool], _D]) -> None:
         """Compile a JSON list of rules; ValueError starting with the rule's index, name and key.
 
         `decision(name, index, model, tier, local_only)` is called once per rule; `evaluate` returns its results.
         """
 
     @property
-    def decisions(self) -> tuple[Any, ...]:
+    def decisions(self) -> tuple[_D, ...]:
         """Every rule's decision, in rule order."""
 
     def __len__(self) -> int: ...
@@ -64,6 +89,11 @@ class RuleSet:
         key: str | None = None,
         team: str | None = None,
         input_tokens: int = 0,
-    ) -> Any | None:
+    ) -> _D | None:
         """The decision of the first rule matching the raw chat body and context, or None; ValueError on a
-        malformed body. Only the headers rules read are looked at (a multidict is asked by `getall`)."""
+        malformed body.
+
+        Only the headers some rule reads are looked at: a multidict (aiohttp's CIMultiDictProxy) is asked
+        for each by `getall`, so every value counts; a mapping or (name, value) pairs are matched
+        case-insensitively.
+        """

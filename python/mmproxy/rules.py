@@ -66,13 +66,19 @@ class Decision(NamedTuple):
     except that `local_only` may come with a `tier`."""
 
     rule: str
-    index: int
+    index: int  # type: ignore[assignment]  # the rule's position; shadows tuple.index, which nothing here calls
     model: str | None
     tier: str | None
     local_only: bool
 
 
-class RuleSet(_native.RuleSet):
+if TYPE_CHECKING:
+    _NativeRuleSet = _native.RuleSet[Decision]
+else:  # the native class takes no type arguments at runtime
+    _NativeRuleSet = _native.RuleSet
+
+
+class RuleSet(_NativeRuleSet):
     """A compiled, immutable list of routing rules; safe to share between threads.
 
     A subclass of the native rule set rather than a wrapper: the gateway evaluates on every request,
@@ -90,25 +96,3 @@ class RuleSet(_native.RuleSet):
         except (TypeError, ValueError) as e:
             raise ValueError(f"routing_rules: not plain YAML data: {e}") from None
         return cls(spec, Decision)
-
-    if TYPE_CHECKING:
-
-        @property
-        def decisions(self) -> tuple[Decision, ...]:
-            """Every rule's decision, in rule order (for logging the configured routes)."""
-
-        def evaluate(
-            self,
-            body: bytes,
-            *,
-            headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-            key: str | None = None,
-            team: str | None = None,
-            input_tokens: int = 0,
-        ) -> Decision | None:
-            """Decision of the first rule matching a raw OpenAI chat request body, or None.
-
-            Only the headers some rule reads are looked at: a multidict (aiohttp's CIMultiDictProxy) is
-            asked for each by `getall`, so every value counts; a mapping or (name, value) pairs are
-            matched case-insensitively.
-            """

@@ -2,8 +2,8 @@
 
 Why all three: with all-MiniLM-L6-v2, near misses that need another answer ("°F to °C" vs "°C to °F",
 "15% of 80" vs "15% of 90", "in Python" vs "in JavaScript", a negation) score 0.83-0.99, above half
-of the true paraphrases, so no threshold separates them. The text check (`mmproxy._native.verify_words`,
-rust/src/verify.rs) refuses a candidate whose numbers, units, negations, question word, roles around
+of the true paraphrases, so no threshold separates them. The text check (`mmproxy._native.near_miss_words`,
+rust/src/nearmiss/) refuses a candidate whose numbers, units, negations, question word, roles around
 "to"/"from"/"than"/…, or content words differ. A candidate whose content words all match needs only
 `threshold`; one reworded in several places, with no conflict found, needs `reworded_threshold`.
 
@@ -33,6 +33,8 @@ from mmproxy import _native
 if TYPE_CHECKING:
     import numpy as np
 
+    from mmproxy._native import NearMissVerdict
+
 __all__ = ["MatchSettings", "WordVectors", "accept", "accept_async", "synonyms", "verdict"]
 
 
@@ -58,13 +60,13 @@ class WordVectors(Protocol):
     async def word_vectors_async(self, texts: list[str]) -> list[dict[str, np.ndarray]]: ...
 
 
-def verdict(query: str, cached: str) -> str:
+def verdict(query: str, cached: str) -> NearMissVerdict:
     """Returns "same", "reworded", or why `cached`'s answer does not serve `query` ("number", "negation",
     "direction", "substitution", …): for logs and metrics. A few µs for a question-sized text."""
-    return _native.verify_pair(query, cached)
+    return _native.near_miss_verdict(query, cached)
 
 
-def _by_text(text_verdict: str, cosine: float, settings: MatchSettings) -> bool:
+def _by_text(text_verdict: NearMissVerdict, cosine: float, settings: MatchSettings) -> bool:
     return text_verdict == "same" or (text_verdict == "reworded" and cosine >= settings.reworded_threshold)
 
 
@@ -73,7 +75,7 @@ def accept(query: str, cached: str, cosine: float, settings: MatchSettings = DEF
     from the texts alone (no synonyms: `accept_async` adds them)."""
     if not cosine >= settings.threshold:  # also refuses NaN
         return False
-    return not settings.verify or _by_text(_native.verify_pair(query, cached), cosine, settings)
+    return not settings.verify or _by_text(_native.near_miss_verdict(query, cached), cosine, settings)
 
 
 async def accept_async(
@@ -91,7 +93,7 @@ async def accept_async(
         return False
     if not settings.verify:
         return True
-    text_verdict, only_query, only_cached = _native.verify_words(query, cached)
+    text_verdict, only_query, only_cached = _native.near_miss_words(query, cached)
     if _by_text(text_verdict, cosine, settings):
         return True
     bound = settings.synonym_threshold
