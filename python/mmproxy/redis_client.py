@@ -342,8 +342,7 @@ class RedisClient:
             conn = await self._connect()
         parts: list[bytes] = []
         _encode(args, parts)
-        reply: Reply = await conn.send(b"".join(parts), 1, False)
-        return reply
+        return await conn.send(b"".join(parts), 1, False)
 
     async def pipeline(self, commands: Sequence[Sequence[Arg]], transaction: bool = False) -> list[Reply]:
         """All ``commands`` in one write and one round trip; their replies in order. With ``transaction``
