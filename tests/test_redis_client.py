@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import redis
 import uvloop
-from mmproxy.redis_client import RedisClient, RedisReplyError, RedisUnavailable
+from mmproxy.redis_client import RedisClient, RedisReplyError, RedisUnavailable, array, bulk, integer
 
 from tests import test_shared_redis
 
@@ -109,6 +109,15 @@ def test_every_reply_type(run, redis_url: str):
             await client.close()
 
     run(scenario())
+
+
+def test_reply_helpers_pass_the_expected_type_and_refuse_others():
+    assert array([b"a", 1, None]) == [b"a", 1, None]
+    assert bulk(b"") == b""
+    assert integer(-5) == -5
+    for helper, wrong in ((array, b"x"), (array, None), (bulk, "OK"), (bulk, None), (integer, b"1"), (integer, [1])):
+        with pytest.raises(TypeError, match=r"^expected an? "):
+            helper(wrong)
 
 
 def test_pipeline_without_multi(run, redis_url: str):

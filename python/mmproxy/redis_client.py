@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-__all__ = ["Arg", "RedisClient", "RedisError", "RedisReplyError", "RedisUnavailable", "Reply"]
+__all__ = ["Arg", "RedisClient", "RedisError", "RedisReplyError", "RedisUnavailable", "Reply", "array", "bulk",
+           "integer"]
 
 Arg = bytes | str | int | float
 Reply = bytes | str | int | list["Reply"] | None  # bulk string, simple string, integer, array, nil
@@ -39,6 +40,30 @@ class RedisUnavailable(RedisError):
 
 class RedisReplyError(RedisError):
     """Redis answered with an error reply (``-ERR ...``, ``-WRONGTYPE ...``); the connection is fine."""
+
+
+# --- reading replies -------------------------------------------------------------------------------
+# Which type a reply has follows from the command, which a type checker cannot see: a caller states what it
+# expects with these, and gets that type. A reply of another type raises TypeError, as indexing or unpacking
+# it would have.
+
+
+def array(reply: Reply) -> list[Reply]:
+    if not isinstance(reply, list):
+        raise TypeError(f"expected an array reply, not {type(reply).__name__}")
+    return reply
+
+
+def bulk(reply: Reply) -> bytes:
+    if not isinstance(reply, bytes):
+        raise TypeError(f"expected a bulk string reply, not {type(reply).__name__}")
+    return reply
+
+
+def integer(reply: Reply) -> int:
+    if not isinstance(reply, int):
+        raise TypeError(f"expected an integer reply, not {type(reply).__name__}")
+    return reply
 
 
 # --- RESP2 -----------------------------------------------------------------------------------------
@@ -385,7 +410,7 @@ class RedisClient:
                 dial = loop.create_unix_connection(factory, address.path)
             else:
                 dial = loop.create_connection(factory, address.host, address.port, ssl=address.tls)
-            _, conn = await asyncio.wait_for(dial, self._timeout)
+            conn = (await asyncio.wait_for(dial, self._timeout))[1]
             setup: list[Sequence[Arg]] = []
             if address.password is not None:
                 setup.append(("AUTH", address.username, address.password) if address.username

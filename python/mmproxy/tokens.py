@@ -17,7 +17,8 @@ ENCODINGS = ("o200k_base", "cl100k_base")
 class TokenCount(NamedTuple):
     """Input tokens of a chat request; `exact` is False when `count` is an estimate."""
 
-    count: int
+    # The field shadows tuple.count(value), which nobody calls on a TokenCount; callers read .count.
+    count: int  # type: ignore[assignment]
     exact: bool
 
 

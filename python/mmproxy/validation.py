@@ -86,7 +86,7 @@ def validate_chat(payload: dict[str, Any]) -> None:
         types, what = spec
         if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
             raise bad_request(f"'{name}' must be {what}", param=name)
-        if name in _POSITIVE_INTS and value < 1:
+        if name in _POSITIVE_INTS and isinstance(value, int) and value < 1:
             raise bad_request(f"'{name}' must be at least 1", param=name)
 
 

@@ -124,9 +124,9 @@ class LocalEmbedder:
         out: list[dict[str, np.ndarray]] = []
         for text, encoding, states in zip(cleaned, encodings, hidden, strict=True):
             tokens: dict[int, list[int]] = {}
-            for position, word in enumerate(encoding.word_ids):
-                if word is not None:
-                    tokens.setdefault(word, []).append(position)
+            for position, word_index in enumerate(encoding.word_ids):
+                if word_index is not None:
+                    tokens.setdefault(word_index, []).append(position)
             sums: dict[str, np.ndarray] = {}
             for positions in tokens.values():
                 word = text[encoding.offsets[positions[0]][0] : encoding.offsets[positions[-1]][1]].lower()

@@ -28,6 +28,9 @@ from mmproxy.config import CacheSettings
 if TYPE_CHECKING:
     import numpy as np
 
+    from mmproxy.cache.semantic import SemanticEntry, SemanticIndex, SemanticIndexes
+    from mmproxy.cache.semantic_feed import Entry, SemanticFeed
+
 log = logging.getLogger("mmproxy.cache")
 
 Embed = Callable[[str], Awaitable["np.ndarray"]]
@@ -61,13 +64,13 @@ class ResponseCache:
         self.store: ResponseStore = (RedisStore(settings.redis_url, settings.namespace) if settings.redis_url
                                      else MemoryStore(settings.max_bytes))
         self._embed = embed if settings.semantic else None
-        self._indexes: Any = None  # SemanticIndexes, made on the first vector, whose length is the dimension
+        self._indexes: SemanticIndexes | None = None  # made on the first vector, whose length is the dimension
         defaults = MatchSettings()
         self._match = MatchSettings(threshold=settings.similarity_threshold or defaults.threshold,
                                     verify=settings.verify, synonym_threshold=settings.synonym_threshold)
         self._background: set[asyncio.Task[Any]] = set()
         self._opened: set[str] = set()
-        self._feed: Any = None  # SemanticFeed: entries shared through Redis
+        self._feed: SemanticFeed | None = None  # entries shared through Redis
         self._path = Path(settings.semantic_path) if settings.semantic_path else None
         if self._embed is not None and settings.redis_url:
             from mmproxy.cache.semantic_feed import SemanticFeed  # numpy and FAISS load only for a semantic cache
@@ -141,17 +144,17 @@ class ResponseCache:
             if self._feed is not None:
                 await self._feed.publish(lookup.scope, question.vector, entry)
 
-    async def _add_shared(self, entries: list[tuple[str, np.ndarray, Any]]) -> None:
+    async def _add_shared(self, entries: list[Entry]) -> None:
         """Other instances' entries, indexed in a worker thread: a catch-up read of thousands of them must not
         hold the event loop (an index takes its own lock per add)."""
-        by_scope: dict[str, list[tuple[np.ndarray, Any]]] = {}
+        by_scope: dict[str, list[tuple[np.ndarray, SemanticEntry]]] = {}
         for scope, vector, entry in entries:
             by_scope.setdefault(scope, []).append((vector, entry))
         for scope, items in by_scope.items():
             index = await self._index(scope, len(items[0][0]))
-            await asyncio.to_thread(lambda index=index, items=items: [index.add(v, e) for v, e in items])
+            await asyncio.to_thread(_add_all, index, items)
 
-    async def _index(self, scope: str, dim: int) -> Any:
+    async def _index(self, scope: str, dim: int) -> SemanticIndex:
         if self._indexes is None:
             from mmproxy.cache.semantic import SemanticIndexes  # FAISS loads only for a semantic cache
 
@@ -165,6 +168,11 @@ class ResponseCache:
         index = await asyncio.to_thread(self._indexes.get, scope)
         self._opened.add(scope)
         return index
+
+
+def _add_all(index: SemanticIndex, items: list[tuple[np.ndarray, SemanticEntry]]) -> None:
+    for vector, entry in items:
+        index.add(vector, entry)
 
 
 def _question(payload: dict[str, Any], scope: str) -> Question | None:

@@ -246,7 +246,7 @@ class SemanticIndex:
         n = len(texts)
         if not len(contexts) == len(keys) == n:
             raise ValueError("metadata columns differ in length")
-        arrays = []
+        arrays: list[np.ndarray] = []
         at += meta_len
         for dtype, shape in ((np.float32, (self.dim, BITS)), (np.float64, (n,)), (np.uint8, (n, _CODE_BYTES)),
                              (np.uint16, (n, self.dim))):

@@ -23,7 +23,7 @@ from collections.abc import Awaitable, Callable
 import numpy as np
 
 from mmproxy.cache.semantic import SemanticEntry
-from mmproxy.redis_client import RedisClient, RedisError
+from mmproxy.redis_client import RedisClient, RedisError, array, bulk
 
 log = logging.getLogger("mmproxy.cache")
 
@@ -70,13 +70,15 @@ class SemanticFeed:
         reply = await self._redis.execute(b"XREAD", b"COUNT", _READ_BATCH, b"STREAMS", self._stream, self._last_id)
         if not isinstance(reply, list) or not reply:
             return 0
-        messages = reply[0][1]
+        messages = array(array(reply[0])[1])  # XREAD: [[stream, [[id, [field, value, ...]], ...]]]
         now = time.time()
         entries: list[Entry] = []
-        for message_id, flat in messages:
-            self._last_id = message_id
+        for message in messages:
+            message_id, flat = array(message)
+            self._last_id = bulk(message_id)
             try:
-                fields = dict(zip(flat[::2], flat[1::2], strict=True))
+                values = array(flat)
+                fields = {bulk(k): bulk(v) for k, v in zip(values[::2], values[1::2], strict=True)}
                 if fields[b"o"] == self._origin or float(fields[b"e"]) <= now:
                     continue
                 entry = SemanticEntry(fields[b"t"].decode(), fields[b"c"], fields[b"k"], float(fields[b"e"]))

@@ -34,7 +34,7 @@ Where the two formats do not line up:
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypeGuard
 
 import orjson
 
@@ -141,7 +141,7 @@ def to_openai(request: dict[str, Any], *, keep_cache_control: bool = False) -> d
     return payload
 
 
-def _is_int(value: Any) -> bool:
+def _is_int(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -447,7 +447,9 @@ def from_openai(completion: bytes | dict[str, Any], model: str) -> bytes:
             completion = orjson.loads(completion)
         except orjson.JSONDecodeError:
             raise _bad_completion() from None
-    choices = completion.get("choices") if isinstance(completion, dict) else None
+    if not isinstance(completion, dict):
+        raise _bad_completion()
+    choices = completion.get("choices")
     if not isinstance(choices, list) or not choices or not isinstance(choices[0], dict):
         raise _bad_completion()
     choice = choices[0]
@@ -466,7 +468,9 @@ def from_openai(completion: bytes | dict[str, Any], model: str) -> bytes:
     for call in message.get("tool_calls") or ():
         if not isinstance(call, dict):
             continue
-        function = call.get("function") if isinstance(call.get("function"), dict) else {}
+        function = call.get("function")
+        if not isinstance(function, dict):
+            function = {}
         content.append({
             "type": "tool_use",
             "id": call.get("id") or _tool_use_id(),
@@ -479,7 +483,7 @@ def from_openai(completion: bytes | dict[str, Any], model: str) -> bytes:
     elif finish in (None, "stop") and content and content[-1]["type"] == "tool_use":
         stop_reason = "tool_use"
     else:
-        stop_reason = _STOP_REASONS.get(finish, "end_turn")
+        stop_reason = "end_turn" if finish is None else _STOP_REASONS.get(finish, "end_turn")
     return orjson.dumps({
         "id": message_id(),
         "type": "message",
@@ -568,7 +572,7 @@ class OpenAIToAnthropicStream(ChatChunkTranslator):
 
     def _start(self, out: list[bytes]) -> None:
         self._started = True
-        message = {
+        message: dict[str, Any] = {
             "id": self.id, "type": "message", "role": "assistant", "model": self.model, "content": [],
             "stop_reason": None, "stop_sequence": None,
             "usage": {"input_tokens": self.input_tokens, "output_tokens": 0,
@@ -609,7 +613,7 @@ class OpenAIToAnthropicStream(ChatChunkTranslator):
             self._tools[key] = (index, call_id)
             self._next += 1
             self._had_tools = True
-            block = {"type": "tool_use", "id": call_id, "name": function.get("name") or "", "input": {}}
+            block: dict[str, Any] = {"type": "tool_use", "id": call_id, "name": function.get("name") or "", "input": {}}
             out.append(_event(b"content_block_start",
                               {"type": "content_block_start", "index": index, "content_block": block}))
         # A fragment for an earlier, already closed call (interleaved calls, which OpenAI does not

@@ -40,6 +40,7 @@ class ChatChunkTranslator(StreamTranslator):
         self._pending = data[end + 2:]
         out: list[bytes] = []
         for event in data[:end].split(b"\n\n"):
+            payload: bytes | None
             if event[:6] == b"data: " and b"\n" not in event:
                 payload = event[6:]
             else:

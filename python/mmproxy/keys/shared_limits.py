@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable
 
 from mmproxy.db.base import KeyRecord
-from mmproxy.redis_client import RedisClient, RedisError, RedisReplyError
+from mmproxy.redis_client import RedisClient, RedisError, RedisReplyError, array, bulk, integer
 
 log = logging.getLogger("mmproxy.keys")
 
@@ -85,18 +85,17 @@ class SharedKeyLimits:
                 -1 if record.tpm_limit is None else record.tpm_limit,
                 -1 if record.max_budget is None else repr(record.max_budget), _RESERVED_TTL_S)
         if self._sha is None:
-            self._sha = await self._redis.execute("SCRIPT", "LOAD", _ADMIT)  # type: ignore[assignment]
+            self._sha = bulk(await self._redis.execute("SCRIPT", "LOAD", _ADMIT))
         try:
-            reply = await self._redis.execute("EVALSHA", self._sha, *args)  # type: ignore[arg-type]
+            reply = array(await self._redis.execute("EVALSHA", self._sha, *args))
         except RedisReplyError as exc:
             if "NOSCRIPT" not in str(exc):
                 raise
-            reply = await self._redis.execute("EVAL", _ADMIT, *args)  # Redis restarted and lost the script
+            reply = array(await self._redis.execute("EVAL", _ADMIT, *args))  # Redis restarted and lost the script
             self._sha = None
-        assert isinstance(reply, list)
         if reply[0] == 0:
             return None
-        return REFUSALS[int(reply[0])], float(reply[1])  # type: ignore[arg-type, index]
+        return REFUSALS[integer(reply[0])], float(bulk(reply[1]))
 
     def settle(self, names: Names, estimate: float, cost: float, completion_tokens: int) -> None:
         """Release the reservation and add what the request really cost, with the next flush."""

@@ -99,12 +99,12 @@ class Metrics:
             ms = record.latency_ms
             row.latency[bisect_left(LATENCY_MS, ms)] += 1
             row.latency_sum += ms
-            if record.stream and (ms := record.ttft_ms) is not None:
-                row.ttft[bisect_left(TTFT_MS, ms)] += 1
-                row.ttft_sum += ms
-            if (ms := record.overhead_ms) is not None:
-                self._overhead[bisect_left(OVERHEAD_MS, ms)] += 1
-                self._overhead_sum += ms
+            if record.stream and (ttft := record.ttft_ms) is not None:
+                row.ttft[bisect_left(TTFT_MS, ttft)] += 1
+                row.ttft_sum += ttft
+            if (overhead := record.overhead_ms) is not None:
+                self._overhead[bisect_left(OVERHEAD_MS, overhead)] += 1
+                self._overhead_sum += overhead
         cache = self._cache.get(record.cache)
         if cache is None:
             cache = self._cache[record.cache] = [0, 0.0]
@@ -225,13 +225,13 @@ class Metrics:
             add(cost, (*pair, row.tier), row.cost)
         if any(self._overhead):
             out["mmproxy_gateway_overhead_seconds"][()] = [*self._overhead, self._overhead_sum]
-        for cache, (n, saved) in self._cache.items():
+        for cache, (count, saved) in self._cache.items():
             label = cache or "none"
-            add(out["mmproxy_cache_requests_total"], (label,), n)
+            add(out["mmproxy_cache_requests_total"], (label,), count)
             add(out["mmproxy_saved_usd_total"], (label,), saved)
         out["mmproxy_retries_total"] = {(model,): n for model, n in self._retries.items()}
         out["mmproxy_fallbacks_total"] = {(model,): n for model, n in self._fallbacks.items()}
-        out["mmproxy_errors_total"] = dict(self._errors)
+        out["mmproxy_errors_total"] = {labels: n for labels, n in self._errors.items()}
         out["mmproxy_cooldowns_total"] = {(deployment,): n for deployment, n in self._cooldowns.items()}
-        out["mmproxy_budget_rejections_total"] = dict(self._budget)
+        out["mmproxy_budget_rejections_total"] = {labels: n for labels, n in self._budget.items()}
         return out

@@ -236,9 +236,9 @@ def _turns(messages: Any) -> list[dict[str, Any]] | str:
         if turn["role"] != "user":
             continue
         previous = turns[t - 1]["content"] if t > 0 else []
-        uses = {b.get("id") for b in previous if b.get("type") == "tool_use"}
+        used = {b.get("id") for b in previous if b.get("type") == "tool_use"}
         for block in turn["content"]:
-            if block.get("type") == "tool_result" and block["tool_use_id"] not in uses:
+            if block.get("type") == "tool_result" and block["tool_use_id"] not in used:
                 return (f"messages.{turn['index']}: unexpected `tool_use_id` found in `tool_result` blocks: "
                         f"{block['tool_use_id']}. Each `tool_result` block must have a corresponding `tool_use` "
                         "block in the previous message.")
@@ -452,6 +452,7 @@ def _stream(message: dict[str, Any], pieces: list[list[str]], knobs: Knobs, head
     # (event, is_delta): only deltas are paced; the structural events between blocks follow at once.
     middle: list[tuple[bytes, bool]] = []
     for index, (block, parts) in enumerate(zip(blocks, pieces, strict=True)):
+        opening: dict[str, Any]
         if block["type"] == "text":
             opening = {"type": "text", "text": ""}
             deltas = [{"type": "text_delta", "text": p} for p in parts]

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -138,8 +138,8 @@ class _Store:
             return invalid(problem)
         requests = body["requests"]
         req.model = requests[0]["params"]["model"]
-        created = datetime.now(UTC)
-        obj = {
+        created = datetime.now(timezone.utc)
+        obj: dict[str, Any] = {
             "id": _new_id("msgbatch_"), "type": "message_batch", "processing_status": "in_progress",
             "request_counts": {"processing": len(requests), "succeeded": 0, "errored": 0, "canceled": 0,
                                "expired": 0},
@@ -164,7 +164,7 @@ class _Store:
         counts["processing"] = 0
         for line in batch.results:
             counts[line["result"]["type"]] += 1
-        batch.obj.update(processing_status="ended", ended_at=_rfc3339(datetime.now(UTC)))
+        batch.obj.update(processing_status="ended", ended_at=_rfc3339(datetime.now(timezone.utc)))
         batch.requests = []
 
     def _view(self, app: SimApp, req: Request, batch: _Batch) -> Reply:
@@ -184,7 +184,7 @@ class _Store:
             return _not_found(ident)
         self._settle(app, req, batch)
         if action == "cancel" and batch.obj["processing_status"] == "in_progress":
-            batch.obj.update(processing_status="canceling", cancel_initiated_at=_rfc3339(datetime.now(UTC)))
+            batch.obj.update(processing_status="canceling", cancel_initiated_at=_rfc3339(datetime.now(timezone.utc)))
         if action != "results":
             return self._view(app, req, batch)
         if batch.obj["processing_status"] != "ended":

@@ -47,7 +47,7 @@ def _form(req: Request) -> dict[str, Message] | Reply:
     if not msg.is_multipart():
         return invalid("Could not parse the multipart body.")
     parts: dict[str, Message] = {}
-    for part in msg.iter_parts():  # type: ignore[attr-defined]
+    for part in msg.iter_parts():
         name = part.get_param("name", header="content-disposition")
         if isinstance(name, str):
             parts[name] = part
@@ -65,9 +65,10 @@ class _Store:
     # --- files ---
 
     def _add_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
-        obj = {"id": _new_id("file-"), "object": "file", "bytes": len(data), "created_at": int(time.time()),
-               "filename": filename, "purpose": purpose, "status": "processed", "expires_at": None,
-               "status_details": None}
+        obj: dict[str, Any] = {
+            "id": _new_id("file-"), "object": "file", "bytes": len(data), "created_at": int(time.time()),
+            "filename": filename, "purpose": purpose, "status": "processed", "expires_at": None, "status_details": None,
+        }
         self.files[obj["id"]] = (obj, data)
         return obj
 

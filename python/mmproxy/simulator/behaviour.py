@@ -279,7 +279,7 @@ _WORD = re.compile(r"\w+")
 
 
 @lru_cache(maxsize=4096)
-def embedding_vector(key: bytes, dims: int) -> array:
+def embedding_vector(key: bytes, dims: int) -> array[float]:
     """Deterministic unit float32 vector for ``key`` (cached: benchmarks repeat inputs).
 
     A bag of words: the sum of one fixed random vector per lower-cased word, normalised, so texts that
@@ -296,14 +296,14 @@ def embedding_vector(key: bytes, dims: int) -> array:
 
 
 @lru_cache(maxsize=16384)
-def _word_vector(word: bytes, dims: int) -> array:
+def _word_vector(word: bytes, dims: int) -> array[int]:
     raw = array("h", hashlib.shake_256(word).digest(2 * dims))
     if sys.byteorder == "big":
         raw.byteswap()
     return raw
 
 
-def float32_le_bytes(vec: array) -> bytes:
+def float32_le_bytes(vec: array[float]) -> bytes:
     """Little-endian float32 bytes, the layout of OpenAI's base64 embeddings."""
     if sys.byteorder == "big":
         vec = array("f", vec)

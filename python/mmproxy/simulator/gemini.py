@@ -15,6 +15,7 @@ blocks the prompt (``promptFeedback.blockReason``, no candidates).
 
 from __future__ import annotations
 
+import base64
 import binascii
 import itertools
 import secrets
@@ -112,7 +113,7 @@ def fault_error(fault: Fault, model: str) -> Reply:
     kind = fault.kind
     if kind == "502":
         return Reply(502, _BAD_GATEWAY, content_type=b"text/html; charset=UTF-8")
-    details = None
+    details: list[dict[str, Any]] | None = None
     if kind == "429":
         # Google puts no Retry-After header on a 429: the wait is a RetryInfo detail.
         details = [
@@ -283,7 +284,8 @@ def _check_parts(parts: Any, where: str) -> Reply | None:
                 return invalid(f"* GenerateContentRequest.{where}.parts[{j}].inline_data.mime_type: "
                                "mime_type is not specified")
             try:
-                binascii.a2b_base64(str(inline.get("data", "")).encode(), strict_mode=True)
+                # Only the alphabet and correct padding (as a2b_base64's strict_mode, which needs Python 3.11).
+                base64.b64decode(str(inline.get("data", "")).encode(), validate=True)
             except binascii.Error:
                 return invalid(f"Invalid value at '{where}.parts[{j}].inline_data.data' (TYPE_BYTES), "
                                "Base64 decoding failed")
@@ -423,6 +425,7 @@ def _safety_ratings() -> list[dict[str, Any]]:
 
 def _blocked(gen: _Generation, fault: str) -> dict[str, Any]:
     """The final object of a ``safety`` fault (answer stopped) or a ``safety_prompt`` one (prompt refused)."""
+    obj: dict[str, Any]
     if fault == "safety_prompt":
         obj = {"promptFeedback": {"blockReason": "SAFETY", "safetyRatings": _safety_ratings()}}
     else:

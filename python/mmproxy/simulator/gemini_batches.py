@@ -20,7 +20,7 @@ from __future__ import annotations
 import time
 import weakref
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -186,7 +186,7 @@ class _Store:
         config = {_camel(k): v for k, v in batch["inputConfig"].items()}
         requests = [item["request"] for item in config["requests"]["requests"]]
         name = f"batches/{_new_id()}"
-        now = _rfc3339(datetime.now(UTC))
+        now = _rfc3339(datetime.now(timezone.utc))
         meta = {
             "@type": _TYPES + "GenerateContentBatch", "model": f"models/{model}",
             "displayName": batch["displayName"], "createTime": now, "updateTime": now,
@@ -203,7 +203,7 @@ class _Store:
         if meta["state"] != "BATCH_STATE_PENDING" or (not batch.cancelled and time.monotonic() < batch.due):
             return
         model = meta["model"].removeprefix("models/")
-        now = _rfc3339(datetime.now(UTC))
+        now = _rfc3339(datetime.now(timezone.utc))
         meta.update(updateTime=now, endTime=now)
         if batch.cancelled:
             meta["state"] = "BATCH_STATE_CANCELLED"

@@ -115,7 +115,7 @@ class SimApp:
 class Simulator:
     """A running simulator inside the current event loop."""
 
-    def __init__(self, app: SimApp, server: asyncio.AbstractServer) -> None:
+    def __init__(self, app: SimApp, server: asyncio.Server) -> None:
         self.app = app
         self.server = server
         sockname = server.sockets[0].getsockname()
