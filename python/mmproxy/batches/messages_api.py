@@ -11,6 +11,7 @@ with a 400 naming the request.
 
 from __future__ import annotations
 
+import builtins
 import datetime as dt
 import re
 from typing import Any
@@ -114,7 +115,7 @@ class MessageBatchAPI:
         raise ProxyError(404, f"no route for {request.method} {request.path}", code="not_found")
 
     # -- Anthropic's shapes ----------------------------------------------------------------------
-    def _lines(self, file_id: str | None) -> list[dict[str, Any]]:
+    def _lines(self, file_id: str | None) -> builtins.list[dict[str, Any]]:
         return parse_lines(self._batches.files.content(file_id)) if file_id else []
 
     def _view(self, job: Job, request: web.BaseRequest) -> dict[str, Any]:

@@ -113,7 +113,7 @@ class Forwarder:
                 # Nothing reached the client yet, so the failure can still be a plain error response.
                 failure = exchange.done.exception() if exchange.done.done() else None
                 if failure is not None:
-                    raise upstream_failure(deployment.id, failure)  # type: ignore[arg-type]
+                    raise upstream_failure(deployment.id, failure)
                 raise ProxyError(502, f"upstream {deployment.id} ended the stream without any event",
                                  type="upstream_error", code="upstream_bad_response", kind="server")
             # A stream's headers leave first: its overhead counts up to them.

@@ -76,19 +76,19 @@ class Pipeline:
         group = self.router.group(target)
         await self.accounting.admit(call, inbound.model, group.members if group is not None else [],  # admit
                                     inbound.completion)
-        plan = None
-        if self.cache is not None:                                                          # cache
-            plan, hit = await self.cache.consult(request.headers, call, api.cache_payload(inbound), inbound.raw,
+        cache, plan = self.cache, None
+        if cache is not None:                                                               # cache
+            plan, hit = await cache.consult(request.headers, call, api.cache_payload(inbound), inbound.raw,
                                                  target, api.endpoint, headers)
             if hit is not None:
-                return await self.cache.serve(request, call, hit)
+                return await cache.serve(request, call, hit)
 
         async def attempt(upstream: Upstream) -> web.StreamResponse:
             return await api.attempt(self, request, call, inbound, upstream, headers)
 
         response = await self.route(call, target, attempt)                                   # route
-        if plan is not None:
-            self.cache.store(plan, call, response)                                          # store
+        if cache is not None and plan is not None:
+            cache.store(plan, call, response)                                               # store
         return response                                                                     # account: handler
 
     def handler(self, serve: Callable[[web.BaseRequest, Call], Awaitable[web.StreamResponse]],

@@ -20,7 +20,7 @@ import time
 from collections.abc import Sequence
 
 from mmproxy.config import Deployment
-from mmproxy.redis_client import Arg, RedisClient, RedisError
+from mmproxy.redis_client import Arg, RedisClient, RedisError, array, bulk, integer
 from mmproxy.router.health import COUNTED_KINDS, Health
 from mmproxy.router.usage import Usage
 
@@ -73,9 +73,10 @@ class SharedState:
         rpm_key = f"{_PREFIX}rpm:{deployment.id}:{minute}"
         tpm_key = f"{_PREFIX}tpm:{deployment.id}:{minute}"
         try:
-            requests, _, used, _ = await self._redis.pipeline(
+            replies = await self._redis.pipeline(
                 (("INCR", rpm_key), ("EXPIRE", rpm_key, 120), ("INCRBY", tpm_key, tokens), ("EXPIRE", tpm_key, 120)),
                 transaction=True)
+            requests, used = integer(replies[0]), integer(replies[2])
             over = (deployment.rpm is not None and requests > deployment.rpm) or (
                 deployment.tpm is not None and used > deployment.tpm)
             if over:
@@ -102,9 +103,9 @@ class SharedState:
             return
         fails_key = f"{_PREFIX}fails:{deployment_id}"
         try:
-            count, _ = await self._redis.pipeline(
+            replies = await self._redis.pipeline(
                 (("INCR", fails_key), ("EXPIRE", fails_key, int(health.window), "NX")), transaction=True)
-            if count >= health.allowed_fails or health.cooling(deployment_id):
+            if integer(replies[0]) >= health.allowed_fails or health.cooling(deployment_id):
                 cooldown_ms = max(1, int(health.cooldown_time * 1000))
                 await self._redis.pipeline(
                     (("SET", f"{_PREFIX}cooldown:{deployment_id}", 1, "PX", cooldown_ms), ("DEL", fails_key)),
@@ -141,14 +142,14 @@ class SharedState:
                 log.warning("Redis is back: limits and cooldowns are shared again")
                 self.degraded = False
             for deployment_id, ms in zip(ids, replies[: len(ids)], strict=True):
-                if ms > 0:
-                    self._health.adopt_cooldown(deployment_id, ms / 1000)
+                if integer(ms) > 0:
+                    self._health.adopt_cooldown(deployment_id, integer(ms) / 1000)
             for deployment_id, at in zip(ids, reads, strict=True):
-                busy, latency = replies[at], replies[at + 1]  # HGETALL: field, value, field, value, ...
+                busy, latency = array(replies[at]), array(replies[at + 1])  # HGETALL: field, value, field, value, ...
                 try:
                     usage.remote_in_flight[deployment_id] = sum(
-                        int(n) for k, n in zip(busy[0::2], busy[1::2], strict=True) if k != mine)
-                    samples = [float(ms) for ms in latency[1::2]]
+                        int(bulk(n)) for k, n in zip(busy[0::2], busy[1::2], strict=True) if k != mine)
+                    samples = [float(bulk(ms)) for ms in latency[1::2]]
                 except ValueError:
                     continue  # a field not written by an instance of ours: ignore this deployment's figures
                 if samples:

@@ -193,7 +193,8 @@ async def _serve_forever(config: Config, host: str, port: int, reuse_port: bool,
         loop.add_signal_handler(signum, stop.set)
     if announce:
         server = site._server
-        bound = server.sockets[0].getsockname()[1] if server is not None and server.sockets else port
+        sockets: tuple[socket.socket, ...] = getattr(server, "sockets", ())  # uvloop's server is no asyncio.Server
+        bound = sockets[0].getsockname()[1] if sockets else port
         print(
             f"mmproxy listening on http://{host}:{bound} "
             f"({len(config.deployments)} deployments, {len(gateway.router.groups)} models, pid {os.getpid()})",
