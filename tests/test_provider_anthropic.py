@@ -18,7 +18,7 @@ import orjson
 import pytest
 import yaml
 from mmproxy.config import parse_config
-from mmproxy.providers.anthropic import AnthropicProvider, default_max_tokens
+from mmproxy.providers.anthropic.adapter import AnthropicProvider, default_max_tokens
 
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, start_process
 
@@ -615,11 +615,7 @@ def recorded_stream(pieces: int = 40) -> bytes:
 def _provider() -> AnthropicProvider:
     config = parse_config({"model_list": [{"model_name": "c", "litellm_params": {
         "model": "anthropic/claude-x", "api_base": "http://127.0.0.1:9", "api_key": "k"}}]})
-    return AnthropicProvider(config.deployments[0], pool=_FakePool())  # type: ignore[arg-type]
-
-
-class _FakePool:
-    host_header = "127.0.0.1:9"
+    return AnthropicProvider(config.deployments[0])
 
 
 def _events(out: bytes) -> list[Any]:
@@ -729,14 +725,13 @@ def test_error_classification_of_anthropic_bodies():
 
 def test_request_bytes_for_a_bare_claude_model():
     """A bare ``claude-*`` model is Anthropic's, at api.anthropic.com/v1/messages with the key header."""
-    from mmproxy.providers import provider_for
+    from mmproxy.providers import registration
 
     config = parse_config({"model_list": [{"model_name": "c", "litellm_params": {
         "model": "claude-3-haiku-20240307", "api_key": "sk-ant-test"}}]})
     deployment = config.deployments[0]
-    assert provider_for(deployment.provider) is AnthropicProvider
-    request = AnthropicProvider(deployment, pool=_FakePool()).chat_request(  # type: ignore[arg-type]
-        {"model": "c", "messages": HELLO})
+    assert registration(deployment.provider).adapter_class() is AnthropicProvider
+    request = AnthropicProvider(deployment).chat_request({"model": "c", "messages": HELLO})
     head, _, body = request.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     assert lines[0] == b"POST /v1/messages HTTP/1.1"

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import struct
-import types
 from typing import Any
 
 import httpx
@@ -17,7 +16,7 @@ import orjson
 import pytest
 from mmproxy import tokens
 from mmproxy.config import parse_config
-from mmproxy.providers.gemini import GeminiProvider, GeminiStream, _choice, _contents
+from mmproxy.providers.gemini.adapter import GeminiProvider, GeminiStream, _choice, _contents
 
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, start_gateway
 
@@ -593,8 +592,7 @@ def test_thought_signature_round_trips_through_the_call_id():
 def _provider(**params: Any) -> GeminiProvider:
     config = parse_config({"model_list": [{"model_name": "g", "litellm_params": {
         "model": "gemini/gemini-2.5-pro", "api_key": "AIza-secret", **params}}]})
-    pool = types.SimpleNamespace(host_header="generativelanguage.googleapis.com")
-    return GeminiProvider(config.deployments[0], pool)  # type: ignore[arg-type]
+    return GeminiProvider(config.deployments[0])
 
 
 def test_default_endpoint_and_targets():

@@ -98,12 +98,8 @@ class ModelGroup:
         return any(m.deployment.id not in tried and not health.cooling(m.deployment.id) for m in self.members)
 
 
-# The local tier: models run by the operator's own Ollama, where data does not leave their machines.
-_LOCAL_PROVIDERS = frozenset({"ollama", "ollama_chat"})
-
-
 def is_local(provider: Provider) -> bool:
-    return provider.deployment.provider in _LOCAL_PROVIDERS
+    return provider.deployment.local
 
 
 class Router:

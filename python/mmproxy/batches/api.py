@@ -1,7 +1,8 @@
-"""HTTP handlers of OpenAI's Files and Batch APIs in front of OpenAI-wire, Anthropic and Gemini deployments.
+"""HTTP handlers of OpenAI's Files and Batch APIs in front of every deployment whose provider runs batches.
 
 The client's file stays in the gateway; the upstream gets its requests under the deployment's model and key
-(a renamed copy of the file for OpenAI, a Message Batch for Anthropic, inline requests for Gemini: ``upstream``).
+(a renamed copy of the file for OpenAI and Azure, a Message Batch for Anthropic, inline requests for Gemini: each
+provider's batch client, ``providers.batches``).
 Checks that OpenAI would fail the batch for (a bad line, another endpoint, a second model) and the caller's model
 permissions are made here, before anything goes upstream.
 """
@@ -12,6 +13,7 @@ import asyncio
 import os
 import random
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,11 +23,12 @@ from aiohttp import web
 from mmproxy.batches.files import DEFAULT_DIR, FileStore
 from mmproxy.batches.jobs import Job, JobStore, new_id, store_results
 from mmproxy.batches.pricing import lines_to_records
-from mmproxy.batches.upstream import ENDPOINT, FINAL, UpstreamBatches, batches_for
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.keys.manager import Caller
-from mmproxy.providers import Provider
+from mmproxy.providers import Provider, batches_for
+from mmproxy.providers.batches import ENDPOINT, FINAL, UpstreamBatches
 from mmproxy.server.call import Call
+from mmproxy.server.forwarding import fetch_whole
 from mmproxy.server.handlers import Gateway
 from mmproxy.validation import parse_json_object
 
@@ -202,16 +205,21 @@ class BatchAPI:
             if reservation is not None:
                 keys.settle(reservation, 0.0, 0)
 
+    def _client(self, provider: Provider) -> UpstreamBatches | None:
+        """The deployment's batch client, sending through its pool; None when its provider runs no batches."""
+        deployment = provider.deployment
+        return batches_for(provider, partial(fetch_whole, self.gateway.pool_for(deployment.id), deployment))
+
     def _pick(self, model: str) -> tuple[Provider, UpstreamBatches]:
-        """A deployment of ``model`` whose provider runs batches (OpenAI-wire, Anthropic, Gemini), healthy first."""
+        """A deployment of ``model`` whose provider runs batches, healthy first."""
         group = self.gateway.router.groups.get(model)
         if group is None:
             raise bad_request(f"model {model!r} is not served by this gateway", param="model")
         usable = [(m, client) for m in group.members
-                  if m.deployment.mode != "embedding" and (client := batches_for(m)) is not None]
+                  if m.deployment.mode != "embedding" and (client := self._client(m)) is not None]
         if not usable:
-            raise bad_request(f"model {model!r} has no deployment that runs batches (OpenAI-wire, Anthropic, Gemini)",
-                              param="model", code="batch_unsupported")
+            raise bad_request(f"model {model!r} has no deployment whose provider runs batches", param="model",
+                              code="batch_unsupported")
         healthy = [u for u in usable if not self.gateway.health.cooling(u[0].deployment.id)] or usable
         return random.choices(healthy, weights=[u[0].deployment.weight for u in healthy])[0]
 
@@ -224,7 +232,7 @@ class BatchAPI:
                          type="upstream_error", code="deployment_gone")
 
     def _upstream(self, job: Job) -> UpstreamBatches:
-        client = batches_for(self._provider(job))
+        client = self._client(self._provider(job))
         if client is None:
             raise ProxyError(503, f"deployment {job.deployment!r} of batch {job.id} no longer runs batches",
                              type="upstream_error", code="deployment_gone")

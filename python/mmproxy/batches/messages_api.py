@@ -19,10 +19,10 @@ import orjson
 from aiohttp import web
 
 from mmproxy.batches.api import BatchAPI
-from mmproxy.batches.jobs import Job, parse_lines
-from mmproxy.batches.upstream import ENDPOINT, FINAL
+from mmproxy.batches.jobs import Job
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.inbound import anthropic as anthropic_inbound
+from mmproxy.providers.batches import ENDPOINT, FINAL, parse_lines
 from mmproxy.server.call import Call
 from mmproxy.validation import parse_json_object
 

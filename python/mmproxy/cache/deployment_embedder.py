@@ -7,21 +7,26 @@ no retries, no ledger row and no budget. A failure is the caller's cache miss, n
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import orjson
 
 from mmproxy.errors import ProxyError
 from mmproxy.health import Health
 from mmproxy.router import STRATEGIES, Router
+from mmproxy.upstream.http1 import UpstreamPool
 from mmproxy.usage import Usage
 
 
 class DeploymentEmbedder:
-    def __init__(self, router: Router, health: Health, usage: Usage, model: str) -> None:
+    def __init__(self, router: Router, health: Health, usage: Usage, model: str,
+                 pool_for: Callable[[str], UpstreamPool]) -> None:
         self._router = router
         self._health = health
         self._usage = usage
         self._model = model
+        self._pool_for = pool_for
 
     async def embed_one(self, text: str) -> np.ndarray:
         group = self._router.group(self._model)
@@ -29,7 +34,8 @@ class DeploymentEmbedder:
         if provider is None:
             raise ProxyError(503, f"no healthy deployment of {self._model!r} to embed with", kind="overloaded")
         payload = {"model": self._model, "input": [text]}
-        exchange = await provider.pool.fetch(provider.embeddings_request(dict(payload)), provider.deployment.timeout)
+        pool = self._pool_for(provider.deployment.id)
+        exchange = await pool.fetch(provider.embeddings_request(dict(payload)), provider.deployment.timeout)
         status, body, retry_after = exchange.status, exchange.body(), exchange.header(b"retry-after")
         exchange.release()
         if status >= 300:

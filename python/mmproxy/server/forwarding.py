@@ -23,7 +23,7 @@ from mmproxy.providers.base import StreamTranslator
 from mmproxy.server.call import Call
 from mmproxy.server.sse import SSERelay, rewrite_usage_chunk
 from mmproxy.shared import SharedState
-from mmproxy.upstream.http1 import UpstreamDisconnected, UpstreamError, UpstreamTimeout
+from mmproxy.upstream.http1 import UpstreamDisconnected, UpstreamError, UpstreamPool, UpstreamTimeout
 from mmproxy.usage import Usage
 
 log = logging.getLogger("mmproxy")
@@ -32,10 +32,12 @@ _NS_PER_MS = 1_000_000
 
 
 class Forwarder:
-    def __init__(self, usage: Usage, shared: SharedState | None, spawn: Callable[[Awaitable[None]], None]) -> None:
+    def __init__(self, usage: Usage, shared: SharedState | None, spawn: Callable[[Awaitable[None]], None],
+                 pool_for: Callable[[str], UpstreamPool]) -> None:
         self._usage = usage
         self._shared = shared
         self._spawn = spawn
+        self._pool_for = pool_for
 
     def count_completion(self, deployment_id: str, usage: dict[str, Any] | None) -> None:
         completion = usage.get("completion_tokens") if usage else None
@@ -55,7 +57,7 @@ class Forwarder:
         deployment = provider.deployment
         sent = time.perf_counter_ns()
         try:
-            exchange = await provider.pool.fetch(data, deployment.timeout)
+            exchange = await self._pool_for(deployment.id).fetch(data, deployment.timeout)
         except UpstreamError as exc:
             raise upstream_failure(deployment.id, exc) from None
         received = time.perf_counter_ns()
@@ -96,7 +98,7 @@ class Forwarder:
         record = call.record
         sent = time.perf_counter_ns()
         try:
-            exchange = await provider.pool.open(data, deployment.stream_timeout)
+            exchange = await self._pool_for(deployment.id).open(data, deployment.stream_timeout)
         except UpstreamError as exc:
             raise upstream_failure(deployment.id, exc) from None
         try:
@@ -235,13 +237,13 @@ def _overhead_ns(started: int, sent: int, received: int) -> int:
     return (sent - started) + (time.perf_counter_ns() - received)
 
 
-async def fetch_whole(provider: Provider, data: bytes) -> tuple[int, bytes, bytes | None]:
+async def fetch_whole(pool: UpstreamPool, deployment: Deployment, data: bytes) -> tuple[int, bytes, bytes | None]:
     """One whole exchange off the request's hot path (batches, token counts): (status, body, Retry-After), the
     connection back in the pool, a transport failure already the gateway's error."""
     try:
-        exchange = await provider.pool.fetch(data, provider.deployment.timeout)
+        exchange = await pool.fetch(data, deployment.timeout)
     except UpstreamError as exc:
-        raise upstream_failure(provider.deployment.id, exc) from None
+        raise upstream_failure(deployment.id, exc) from None
     answer = exchange.status, exchange.body(), exchange.header(b"retry-after")
     exchange.release()
     return answer

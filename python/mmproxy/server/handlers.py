@@ -27,7 +27,7 @@ from mmproxy.inbound import anthropic as anthropic_inbound
 from mmproxy.inbound import responses as responses_inbound
 from mmproxy.keys.manager import MASTER, Caller, Keys
 from mmproxy.metrics import Metrics
-from mmproxy.providers import Provider, provider_for
+from mmproxy.providers import Provider, adapter, registration
 from mmproxy.providers.base import ChainedTranslator, StreamTranslator
 from mmproxy.providers.chunks import wants_usage
 from mmproxy.router import STRATEGIES, Router
@@ -64,7 +64,8 @@ class Gateway:
 
     def __init__(self, config: Config, worker: int = 0, shared_dir: Path | None = None) -> None:
         self.config = config
-        self._pools: dict[str, UpstreamPool] = {}
+        self._pools: dict[str, UpstreamPool] = {}  # by origin
+        self._deployment_pools: dict[str, UpstreamPool] = {}  # by deployment id
         self.router = Router([])
         self.health = Health(config.router.allowed_fails, config.router.cooldown_time)
         self.usage = Usage()
@@ -100,14 +101,15 @@ class Gateway:
             pool = self._pools.get(key)
             if pool is None:
                 pool = self._pools[key] = UpstreamPool(deployment.api_base)
-            providers.append(provider_for(deployment.provider)(deployment, pool))
+            self._deployment_pools[deployment.id] = pool
+            providers.append(adapter(deployment))
         self.router = Router(providers)
         if self.config.router.redis_url:
             self.shared = SharedState(self.config.router.redis_url, self.health, self.usage, self.config.deployments)
             await self.shared.start()
         self.failover = Failover(self.router, self.health, self.usage, self.config.router, self._strategy,
                                  self.shared, self.metrics)
-        self.forwarder = Forwarder(self.usage, self.shared, self._spawn)
+        self.forwarder = Forwarder(self.usage, self.shared, self._spawn, self.pool_for)
         config = self.config
         if config.cache is not None:
             self.cache = ResponseCache(config.cache, self._embedder(config.cache),
@@ -132,13 +134,18 @@ class Gateway:
         # are all off; a virtual key's budget then still needs it, per request.
         self._stream_usage = self.ledger is not None or self.metrics is not None or self._count_tokens
 
+    def pool_for(self, deployment_id: str) -> UpstreamPool:
+        """The connection pool of the deployment's origin: adapters only frame requests, this sends them."""
+        return self._deployment_pools[deployment_id]
+
     def _embedder(self, settings: CacheSettings) -> Callable[[str], Awaitable[Any]] | None:
         if not settings.semantic:
             return None
         if settings.embedding_model is not None:
             from mmproxy.cache.deployment_embedder import DeploymentEmbedder  # numpy loads only when used
 
-            return DeploymentEmbedder(self.router, self.health, self.usage, settings.embedding_model).embed_one
+            return DeploymentEmbedder(self.router, self.health, self.usage, settings.embedding_model,
+                                      self.pool_for).embed_one
         from mmproxy.cache.embedder import LocalEmbedder  # onnxruntime loads only when it is used
 
         self._local_embedder = LocalEmbedder()
@@ -336,7 +343,7 @@ class Gateway:
             if provider.deployment.max_input_tokens is not None:
                 _check_context(raw, provider)
             provider.check_params(body)
-            if provider.deployment.auto_prompt_cache and provider.deployment.provider == "anthropic":
+            if provider.deployment.auto_prompt_cache:  # only where the provider has "prompt_caching" (config)
                 self.prompt_cache.plan(raw, body, provider.deployment.upstream_model)
             if stream:
                 translator = provider.chat_stream(body)
@@ -447,8 +454,8 @@ class Gateway:
         async def attempt(provider: Provider) -> web.StreamResponse:
             _check_chat_model(provider, model)
             # Translating also validates: a malformed request is a 400 naming the field, never an upstream call.
-            anthropic_upstream = provider.deployment.provider == "anthropic"
-            payload = anthropic_inbound.to_openai(body, keep_cache_control=anthropic_upstream)
+            native = "messages_passthrough" in registration(provider.deployment.provider).capabilities
+            payload = anthropic_inbound.to_openai(body, keep_cache_control=native)
             validate_chat(payload)
             if provider.deployment.max_input_tokens is not None:
                 _check_context(orjson.dumps(payload), provider)
@@ -544,7 +551,8 @@ class Gateway:
         provider = next((m for m in group.members if not self.health.cooling(m.deployment.id)), group.members[0])
         upstream = provider.count_tokens_request(dict(body))
         if upstream is not None:
-            status, answer, retry_after = await fetch_whole(provider, upstream)
+            status, answer, retry_after = await fetch_whole(self.pool_for(provider.deployment.id), provider.deployment,
+                                                            upstream)
             if status >= 300:
                 raise provider.error(status, answer, retry_after)
             return web.Response(body=answer, content_type=_JSON, headers={"x-mmproxy-token-count": "upstream"})

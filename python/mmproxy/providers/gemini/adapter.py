@@ -33,7 +33,6 @@ from mmproxy.providers.base import (
     Provider,
     StreamTranslator,
     bad_upstream_response,
-    http_request,
     kind_of_status,
     upstream_error,
 )
@@ -46,7 +45,7 @@ from mmproxy.providers.chunks import (
     wants_base64,
     wants_usage,
 )
-from mmproxy.upstream.http1 import UpstreamPool
+from mmproxy.upstream.framing import http_request, request_head
 
 # ``user`` is accepted and not sent: it only feeds OpenAI's abuse monitoring, and rejecting it would
 # break clients that always send it.
@@ -98,17 +97,17 @@ _KIND_BY_GOOGLE_STATUS = {
 class GeminiProvider(Provider):
     supported = _SUPPORTED
 
-    def __init__(self, deployment: Deployment, pool: UpstreamPool) -> None:
-        super().__init__(deployment, pool)
+    def __init__(self, deployment: Deployment) -> None:
+        super().__init__(deployment)
         self.base_path = base_path = urlsplit(deployment.api_base).path.rstrip("/")
         model = deployment.upstream_model
         # "gemini/gemini-2.0-flash" names models/gemini-2.0-flash; a full resource name is kept.
         self._resource = model if model.startswith(("models/", "tunedModels/")) else f"models/{model}"
         self.model_target = target = f"{base_path}/{quote(self._resource, safe='/')}"
         headers = ["Content-Type: application/json", *self.auth_headers()]
-        self._generate_head = self.request_head("POST", f"{target}:generateContent", headers)
-        self._stream_head = self.request_head("POST", f"{target}:streamGenerateContent?alt=sse", headers)
-        self._embed_head = self.request_head("POST", f"{target}:batchEmbedContents", headers)
+        self._generate_head = request_head("POST", f"{target}:generateContent", self.host, headers)
+        self._stream_head = request_head("POST", f"{target}:streamGenerateContent?alt=sse", self.host, headers)
+        self._embed_head = request_head("POST", f"{target}:batchEmbedContents", self.host, headers)
 
     def auth_headers(self) -> list[str]:
         key = self.deployment.api_key

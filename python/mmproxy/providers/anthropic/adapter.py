@@ -22,34 +22,17 @@ from mmproxy.providers.base import (
     Provider,
     StreamTranslator,
     bad_upstream_response,
-    http_request,
     kind_of_status,
     upstream_error,
 )
 from mmproxy.providers.chunks import DONE, ChunkStream, completion, openai_usage, wants_usage
 from mmproxy.registry import defaults_for
-from mmproxy.upstream.http1 import UpstreamPool
+from mmproxy.upstream.framing import http_request, request_head
 
 ANTHROPIC_VERSION = "2023-06-01"
 
-# ``max_tokens`` when the client sends none (Anthropic requires it): the model's output limit, as
-# LiteLLM sends for models it knows, else LiteLLM's DEFAULT_ANTHROPIC_CHAT_MAX_TOKENS. First
-# matching prefix wins. The model registry will own these numbers later.
+# ``max_tokens`` for a model the registry does not know: LiteLLM's DEFAULT_ANTHROPIC_CHAT_MAX_TOKENS.
 DEFAULT_MAX_TOKENS = 4096
-MAX_OUTPUT_TOKENS: tuple[tuple[str, int], ...] = (
-    ("claude-opus-4-5", 64000),
-    ("claude-opus-4-1", 32000),
-    ("claude-opus-4-0", 32000),
-    ("claude-opus-4-2025", 32000),
-    ("claude-sonnet-4", 64000),
-    ("claude-haiku-4-5", 64000),
-    ("claude-3-7-sonnet", 64000),
-    ("claude-3-5-sonnet", 8192),
-    ("claude-3-5-haiku", 8192),
-    ("claude-3-opus", 4096),
-    ("claude-3-sonnet", 4096),
-    ("claude-3-haiku", 4096),
-)
 
 _FINISH = {
     "end_turn": "stop",
@@ -77,14 +60,11 @@ _IMAGE_TYPES = frozenset({"image/jpeg", "image/png", "image/gif", "image/webp"})
 
 
 def default_max_tokens(model: str) -> int:
-    """Anthropic requires ``max_tokens``: the model's output limit from the registry, else from the
-    older models' table here, else a conservative default."""
+    """``max_tokens`` when the client sends none, which Anthropic requires: as LiteLLM does, the model's
+    output limit (from the shipped registry data), else a conservative default."""
     shipped = defaults_for(model)
     if shipped is not None and shipped.max_output_tokens:
         return shipped.max_output_tokens
-    for prefix, limit in MAX_OUTPUT_TOKENS:
-        if model.startswith(prefix):
-            return limit
     return DEFAULT_MAX_TOKENS
 
 
@@ -94,15 +74,15 @@ class AnthropicProvider(Provider):
         "stream", "stream_options", "tools", "tool_choice", "parallel_tool_calls",
     })
 
-    def __init__(self, deployment: Deployment, pool: UpstreamPool) -> None:
-        super().__init__(deployment, pool)
+    def __init__(self, deployment: Deployment) -> None:
+        super().__init__(deployment)
         path = urlsplit(deployment.api_base).path.rstrip("/")
         if not path.endswith("/v1/messages"):  # LiteLLM's rule: api_base is the host root
             path += "/v1/messages"
         self.messages_path = path
-        self._head = self.request_head("POST", path, ["content-type: application/json", *self.auth_headers()])
-        self._count_head = self.request_head("POST", f"{path}/count_tokens",
-                                             ["content-type: application/json", *self.auth_headers()])
+        headers = ["content-type: application/json", *self.auth_headers()]
+        self._head = request_head("POST", path, self.host, headers)
+        self._count_head = request_head("POST", f"{path}/count_tokens", self.host, headers)
         self._max_tokens = default_max_tokens(deployment.upstream_model)
 
     def check_params(self, payload: dict[str, Any]) -> None:

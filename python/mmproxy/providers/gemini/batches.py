@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from mmproxy.batches.upstream import ENDPOINT, UpstreamBatches, epoch, provider_request
 from mmproxy.errors import ProxyError
-from mmproxy.providers.gemini import GeminiProvider
+from mmproxy.providers.batches import ENDPOINT, Fetch, UpstreamBatches, epoch, provider_request
+from mmproxy.providers.gemini.adapter import GeminiProvider
 
 _STATES = {"BATCH_STATE_SUCCEEDED": "completed", "BATCH_STATE_FAILED": "failed",
            "BATCH_STATE_CANCELLED": "cancelled", "BATCH_STATE_EXPIRED": "expired"}
@@ -30,8 +30,8 @@ _NEVER_RUN = {"cancelled": "batch_cancelled", "expired": "batch_expired", "faile
 
 
 class GeminiBatches(UpstreamBatches):
-    def __init__(self, provider: GeminiProvider) -> None:
-        super().__init__(provider, provider.auth_headers())
+    def __init__(self, provider: GeminiProvider, fetch: Fetch) -> None:
+        super().__init__(provider, fetch)
         self._gemini = provider
 
     async def submit(self, lines: list[dict[str, Any]], name: str, metadata: dict[str, Any] | None
