@@ -19,6 +19,7 @@ import pytest
 import yaml
 from mmproxy.config import parse_config
 from mmproxy.providers.anthropic.adapter import AnthropicProvider, default_max_tokens
+from mmproxy.registry import all_defaults
 
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, start_process
 
@@ -152,6 +153,16 @@ def test_max_tokens_default_per_model_and_explicit(client, sim: SimControl):
     assert default_max_tokens("claude-opus-4-20250514") == 32000
     assert default_max_tokens("claude-sonnet-4-5") == 64000
     assert default_max_tokens("some-new-model") == 4096
+
+
+def test_max_tokens_default_is_the_registry_datas_output_limit():
+    """Every Claude model in the shipped data, and its dated snapshots, get its ``max_output_tokens``."""
+    claude = {name: entry for name, entry in all_defaults().items() if name.startswith("claude-")}
+    assert {"claude-opus-4-5", "claude-opus-4", "claude-3-5-sonnet", "claude-3-opus", "claude-3-haiku"} <= set(claude)
+    for name, entry in claude.items():
+        assert entry.max_output_tokens, name
+        assert default_max_tokens(name) == default_max_tokens(f"{name}-20250101") == entry.max_output_tokens
+    assert default_max_tokens("claude-3-haiku-20240307") == 4096 and default_max_tokens("claude-opus-4-0") == 32000
 
 
 def test_sampling_params_stop_user_and_extras(client, sim: SimControl):
