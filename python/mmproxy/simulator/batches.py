@@ -68,9 +68,9 @@ class _Store:
     # --- files ---
 
     def _add_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
-        obj = {"id": _new_id("file-"), "object": "file", "bytes": len(data), "created_at": int(time.time()),
-               "filename": filename, "purpose": purpose, "status": "processed", "expires_at": None,
-               "status_details": None}
+        obj: dict[str, Any] = {"id": _new_id("file-"), "object": "file", "bytes": len(data),
+                               "created_at": int(time.time()), "filename": filename, "purpose": purpose,
+                               "status": "processed", "expires_at": None, "status_details": None}
         self.files[obj["id"]] = (obj, data)
         return obj
 

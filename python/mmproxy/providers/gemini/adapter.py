@@ -427,7 +427,7 @@ def _text_parts(content: Any, i: int) -> list[dict[str, Any]]:
 def _user_parts(content: Any, i: int) -> list[dict[str, Any]]:
     if content is None or isinstance(content, str):
         return _text_parts(content, i)
-    parts = []
+    parts: list[dict[str, Any]] = []
     for j, part in enumerate(content):
         where = f"messages[{i}].content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
@@ -475,7 +475,7 @@ def _media_part(url: str, where: str) -> dict[str, Any]:
 def _function_call(call: Any, where: str, call_names: dict[str, str]) -> dict[str, Any]:
     function = call.get("function") if isinstance(call, dict) else None
     name = function.get("name") if isinstance(function, dict) else None
-    if not isinstance(name, str):
+    if not isinstance(function, dict) or not isinstance(name, str):
         raise bad_request(f"{where}.function.name is required", param=where)
     arguments = function.get("arguments") or "{}"
     try:

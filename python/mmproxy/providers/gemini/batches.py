@@ -59,8 +59,8 @@ class GeminiBatches(UpstreamBatches):
         status = _openai_view(operation)["status"]
         entries: Any = None
         meta = operation.get("metadata")
-        for output in (operation.get("response"), meta.get("output") if isinstance(meta, dict) else None):
-            inlined = output.get("inlinedResponses") if isinstance(output, dict) else None
+        for found in (operation.get("response"), meta.get("output") if isinstance(meta, dict) else None):
+            inlined = found.get("inlinedResponses") if isinstance(found, dict) else None
             entries = inlined.get("inlinedResponses") if isinstance(inlined, dict) else None
             if isinstance(entries, list):
                 break  # the operation's response; the batch's own output field as the fallback
