@@ -35,6 +35,9 @@ def gw(simulator: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator
                                 "api_key": UPSTREAM_KEY}},
             {"model_name": "llama", "model_info": {"id": "llama-1"},
              "litellm_params": {"model": "ollama_chat/llama3", "api_base": simulator.url}},
+            {"model_name": "azb", "model_info": {"id": "azb-1"},
+             "litellm_params": {"model": f"azure/{UPSTREAM_MODEL}", "api_base": simulator.url,
+                                "api_key": UPSTREAM_KEY, "api_version": "2024-10-21"}},
         ],
         "general_settings": {"master_key": MASTER_KEY},
     }
@@ -220,6 +223,38 @@ def test_simulator_fails_batches_as_openai_does(direct):
     wrong = run([{**_line("a", "m1", "x"), "url": "/v1/embeddings"}])
     assert wrong.status == "failed" and wrong.errors.data[0].param == "url"
 
+
+def test_a_batch_on_an_azure_deployment_runs_on_azures_batch_api(client, direct, gw, sim: SimControl):
+    lines = [_line(f"z{i}", "azb", f"azure batch question {i}", max_tokens=4 + i) for i in range(2)]
+    created = _create(client, _upload(client, lines))
+    assert created.status == "in_progress" and created.endpoint == "/v1/chat/completions"
+
+    # Azure's Files API under the resource's /openai root, versioned, keyed with api-key; the lines' url is
+    # Azure's batch endpoint and their model the deployment name.
+    uploaded = next(r for r in sim.requests(50) if r["path"] == "/openai/files")
+    assert uploaded["query"] == "api-version=2024-10-21"
+    assert uploaded["headers"]["api-key"] == UPSTREAM_KEY and "authorization" not in uploaded["headers"]
+    assert '"url":"/chat/completions"' in uploaded["body"] and f'"model":"{UPSTREAM_MODEL}"' in uploaded["body"]
+    assert '"azb"' not in uploaded["body"]
+    started = next(r for r in sim.requests(50) if r["path"] == "/openai/batches")
+    assert started["query"] == "api-version=2024-10-21" and started["body"]["endpoint"] == "/chat/completions"
+
+    batch = _wait(client, created.id)
+    assert batch.status == "completed" and batch.endpoint == "/v1/chat/completions", batch
+    assert batch.request_counts.completed == 2
+    out = {o["custom_id"]: o for o in map(orjson.loads, client.files.content(batch.output_file_id).text.splitlines())}
+    for line in lines:
+        answer = out[line["custom_id"]]["response"]
+        assert answer["status_code"] == 200 and answer["body"]["model"] == "azb"
+        expected = direct.chat.completions.create(**{**line["body"], "model": UPSTREAM_MODEL})
+        assert answer["body"]["choices"][0]["message"]["content"] == expected.choices[0].message.content
+    rows = _batch_rows(gw, created.id)
+    assert len(rows) == 2 and all(row["deployment"] == "azb-1" and row["cost_usd"] > 0 for row in rows)
+
+    sim.http.post("/_sim/config", json={"model": UPSTREAM_MODEL, "batch_ms": 60_000}).raise_for_status()
+    pending = _create(client, _upload(client, lines))
+    assert client.batches.cancel(pending.id).status == "cancelled"
+    assert sim.last()["path"].startswith("/openai/batches/") and sim.last()["path"].endswith("/cancel")
 
 
 def _assert_billed_at_half(gw: Process, batch_id: str, out: dict[str, Any], upstream_model: str,

@@ -18,7 +18,8 @@ import orjson
 import pytest
 import yaml
 from mmproxy.config import parse_config
-from mmproxy.providers.anthropic import AnthropicProvider, default_max_tokens
+from mmproxy.providers.anthropic.adapter import AnthropicProvider, default_max_tokens
+from mmproxy.registry import all_defaults
 
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, start_process
 
@@ -152,6 +153,16 @@ def test_max_tokens_default_per_model_and_explicit(client, sim: SimControl):
     assert default_max_tokens("claude-opus-4-20250514") == 32000
     assert default_max_tokens("claude-sonnet-4-5") == 64000
     assert default_max_tokens("some-new-model") == 4096
+
+
+def test_max_tokens_default_is_the_registry_datas_output_limit():
+    """Every Claude model in the shipped data, and its dated snapshots, get its ``max_output_tokens``."""
+    claude = {name: entry for name, entry in all_defaults().items() if name.startswith("claude-")}
+    assert {"claude-opus-4-5", "claude-opus-4", "claude-3-5-sonnet", "claude-3-opus", "claude-3-haiku"} <= set(claude)
+    for name, entry in claude.items():
+        assert entry.max_output_tokens, name
+        assert default_max_tokens(name) == default_max_tokens(f"{name}-20250101") == entry.max_output_tokens
+    assert default_max_tokens("claude-3-haiku-20240307") == 4096 and default_max_tokens("claude-opus-4-0") == 32000
 
 
 def test_sampling_params_stop_user_and_extras(client, sim: SimControl):
@@ -615,11 +626,7 @@ def recorded_stream(pieces: int = 40) -> bytes:
 def _provider() -> AnthropicProvider:
     config = parse_config({"model_list": [{"model_name": "c", "litellm_params": {
         "model": "anthropic/claude-x", "api_base": "http://127.0.0.1:9", "api_key": "k"}}]})
-    return AnthropicProvider(config.deployments[0], pool=_FakePool())  # type: ignore[arg-type]
-
-
-class _FakePool:
-    host_header = "127.0.0.1:9"
+    return AnthropicProvider(config.deployments[0])
 
 
 def _events(out: bytes) -> list[Any]:
@@ -729,14 +736,13 @@ def test_error_classification_of_anthropic_bodies():
 
 def test_request_bytes_for_a_bare_claude_model():
     """A bare ``claude-*`` model is Anthropic's, at api.anthropic.com/v1/messages with the key header."""
-    from mmproxy.providers import provider_for
+    from mmproxy.providers import registration
 
     config = parse_config({"model_list": [{"model_name": "c", "litellm_params": {
         "model": "claude-3-haiku-20240307", "api_key": "sk-ant-test"}}]})
     deployment = config.deployments[0]
-    assert provider_for(deployment.provider) is AnthropicProvider
-    request = AnthropicProvider(deployment, pool=_FakePool()).chat_request(  # type: ignore[arg-type]
-        {"model": "c", "messages": HELLO})
+    assert registration(deployment.provider).adapter_class() is AnthropicProvider
+    request = AnthropicProvider(deployment).chat_request({"model": "c", "messages": HELLO})
     head, _, body = request.partition(b"\r\n\r\n")
     lines = head.split(b"\r\n")
     assert lines[0] == b"POST /v1/messages HTTP/1.1"

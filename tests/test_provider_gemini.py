@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import base64
 import struct
-import types
 from typing import Any
 
 import httpx
@@ -17,7 +16,10 @@ import orjson
 import pytest
 from mmproxy import tokens
 from mmproxy.config import parse_config
-from mmproxy.providers.gemini import GeminiProvider, GeminiStream, _choice, _contents
+from mmproxy.providers.gemini.adapter import GeminiProvider
+from mmproxy.providers.gemini.request import to_contents
+from mmproxy.providers.gemini.response import to_choice
+from mmproxy.providers.gemini.stream import GeminiStream
 
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, start_gateway
 
@@ -578,13 +580,13 @@ def test_translator_blocked_prompt_and_function_calls():
 
 
 def test_thought_signature_round_trips_through_the_call_id():
-    message, reason = _choice({"content": {"parts": [
+    message, reason = to_choice({"content": {"parts": [
         {"text": "thinking...", "thought": True},
         {"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "U0lH"}]}, "finishReason": "STOP"})
     assert reason == "tool_calls" and message["content"] is None
     assert message["reasoning_content"] == "thinking..."
     call = message["tool_calls"][0]
-    _, contents = _contents([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [call]},
+    _, contents = to_contents([{"role": "user", "content": "x"}, {"role": "assistant", "tool_calls": [call]},
                              {"role": "tool", "tool_call_id": call["id"], "content": "[1, 2]"}])
     assert contents[1]["parts"] == [{"functionCall": {"name": "f", "args": {}}, "thoughtSignature": "U0lH"}]
     assert contents[2]["parts"] == [{"functionResponse": {"name": "f", "response": {"content": [1, 2]}}}]
@@ -593,8 +595,7 @@ def test_thought_signature_round_trips_through_the_call_id():
 def _provider(**params: Any) -> GeminiProvider:
     config = parse_config({"model_list": [{"model_name": "g", "litellm_params": {
         "model": "gemini/gemini-2.5-pro", "api_key": "AIza-secret", **params}}]})
-    pool = types.SimpleNamespace(host_header="generativelanguage.googleapis.com")
-    return GeminiProvider(config.deployments[0], pool)  # type: ignore[arg-type]
+    return GeminiProvider(config.deployments[0])
 
 
 def test_default_endpoint_and_targets():

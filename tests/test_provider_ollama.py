@@ -6,7 +6,6 @@ import base64
 import json
 from array import array
 from collections.abc import Iterator
-from types import SimpleNamespace
 from typing import Any
 
 import httpx
@@ -15,7 +14,7 @@ import orjson
 import pytest
 from mmproxy.config import parse_config
 from mmproxy.errors import ProxyError
-from mmproxy.providers.ollama import OllamaChatProvider, OllamaGenerateProvider
+from mmproxy.providers.ollama.adapter import OllamaChatProvider, OllamaGenerateProvider
 from mmproxy.simulator.server import run_in_thread
 
 from tests.conftest import MASTER_KEY, Process, SimControl, start_gateway
@@ -402,7 +401,7 @@ def test_unsupported_param_is_400_or_dropped(client, sim: SimControl):
 # -- the stream translator on its own ------------------------------------------------
 def _provider(cls: type, model: str = "ollama_chat/llama3.1") -> Any:
     config = parse_config({"model_list": [{"model_name": "m", "litellm_params": {"model": model}}]})
-    return cls(config.deployments[0], SimpleNamespace(host_header="localhost:11434"))
+    return cls(config.deployments[0])
 
 
 def _lines(*objs: dict[str, Any]) -> bytes:

@@ -16,6 +16,7 @@ from urllib.parse import quote
 
 import yaml
 
+from mmproxy.providers import REGISTRY
 from mmproxy.registry import defaults_for
 from mmproxy.rules import TIERS, RuleSet
 
@@ -68,35 +69,10 @@ _TOP_LEVEL = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class ProviderDefaults:
-    """What a LiteLLM model prefix implies when the config does not say it."""
-
-    api_base: str | None  # None: api_base is required (or comes from base_env)
-    key_env: str | None = None  # environment variable LiteLLM reads the key from
-    base_env: str | None = None  # environment variable LiteLLM reads the base URL from
-
-
-PROVIDERS: dict[str, ProviderDefaults] = {
-    "openai": ProviderDefaults("https://api.openai.com/v1", "OPENAI_API_KEY", "OPENAI_API_BASE"),
-    "openai_compatible": ProviderDefaults(None),
-    "hosted_vllm": ProviderDefaults(None, "HOSTED_VLLM_API_KEY", "HOSTED_VLLM_API_BASE"),
-    "azure": ProviderDefaults(None, "AZURE_API_KEY", "AZURE_API_BASE"),
-    "mistral": ProviderDefaults("https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
-    "groq": ProviderDefaults("https://api.groq.com/openai/v1", "GROQ_API_KEY"),
-    "deepseek": ProviderDefaults("https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
-    "together_ai": ProviderDefaults("https://api.together.xyz/v1", "TOGETHERAI_API_KEY"),
-    "openrouter": ProviderDefaults("https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
-    "anthropic": ProviderDefaults("https://api.anthropic.com", "ANTHROPIC_API_KEY"),
-    "gemini": ProviderDefaults("https://generativelanguage.googleapis.com/v1beta", "GEMINI_API_KEY"),
-    "ollama": ProviderDefaults("http://localhost:11434", None, "OLLAMA_API_BASE"),
-    "ollama_chat": ProviderDefaults("http://localhost:11434", None, "OLLAMA_API_BASE"),
-}
 _BARE_PREFIXES = (
     (("gpt-", "o1", "o3", "o4", "chatgpt-", "text-embedding-", "davinci", "babbage"), "openai"),
     (("claude-",), "anthropic"),
 )
-AZURE_DEFAULT_API_VERSION = "2024-10-21"
 
 
 class ConfigError(Exception):
@@ -128,9 +104,9 @@ class Deployment:
     strengths: tuple[str, ...]
     rpm: int | None
     tpm: int | None
-    auto_prompt_cache: bool = False  # Anthropic: place cache_control breakpoints on repeated prefixes
+    auto_prompt_cache: bool = False  # place cache_control breakpoints on repeated prefixes ("prompt_caching")
     batch_discount: float | None = None  # fraction off the standard price for batch requests (0.5: half price)
-    local: bool = False  # runs inside the operator's trust boundary (their own Ollama): data stays on their machines
+    local: bool = False  # the model runs inside the operator's trust boundary (the provider's "local" capability)
 
     @property
     def serves_embeddings(self) -> bool:
@@ -264,9 +240,6 @@ def parse_config(raw: Any) -> Config:
         if deployment.id in seen_ids:
             raise ConfigError(f"model_list[{index}].model_info.id: duplicate id {deployment.id!r}")
         seen_ids.add(deployment.id)
-        if deployment.auto_prompt_cache and deployment.provider != "anthropic":
-            warnings.append(f"model_list[{index}].litellm_params.auto_prompt_cache: only Anthropic deployments take "
-                            "cache_control breakpoints (OpenAI and Gemini cache prefixes on their own); ignored")
         deployments.append(deployment)
     router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments})
     rules = _parse_rules(raw.get("routing_rules"), deployments, warnings)
@@ -454,7 +427,7 @@ def _parse_deployment(
     if not isinstance(model, str) or not model:
         raise ConfigError(f"{pwhere}.model: required, a string such as openai/gpt-4o-mini")
     provider, _, upstream_model = model.partition("/")
-    if not upstream_model or provider not in PROVIDERS:
+    if not upstream_model or provider not in REGISTRY:
         provider, upstream_model = next(
             (name for prefixes, name in _BARE_PREFIXES if model.startswith(prefixes)), ""
         ), model
@@ -466,7 +439,7 @@ def _parse_deployment(
             )
             return None
         provider = "openai_compatible"
-    defaults = PROVIDERS[provider]
+    defaults = REGISTRY[provider]
     api_base = (api_base or (os.environ.get(defaults.base_env) if defaults.base_env else None)
                 or defaults.api_base or "").rstrip("/")
     if not api_base:
@@ -478,9 +451,14 @@ def _parse_deployment(
     if api_key is None and defaults.key_env:
         api_key = os.environ.get(defaults.key_env)
     api_version = _optional_secret(params, "api_version", f"{pwhere}.api_version")
-    if provider == "azure" and api_version is None:
-        api_version = os.environ.get("AZURE_API_VERSION", AZURE_DEFAULT_API_VERSION)
+    if api_version is None and defaults.api_version is not None:
+        api_version = (os.environ.get(defaults.version_env) if defaults.version_env else None) or defaults.api_version
     flag = _flag(params, "drop_params", f"{pwhere}.drop_params")
+    auto_prompt_cache = bool(_flag(params, "auto_prompt_cache", f"{pwhere}.auto_prompt_cache"))
+    if auto_prompt_cache and "prompt_caching" not in defaults.capabilities:
+        warnings.append(f"{pwhere}.auto_prompt_cache: {provider} takes no cache_control breakpoints (OpenAI and "
+                        "Gemini cache prefixes on their own); ignored")
+        auto_prompt_cache = False
 
     for key in params:
         if key in _LITELLM_PARAMS_DONE:
@@ -528,7 +506,6 @@ def _parse_deployment(
     return Deployment(
         model_name=model_name,
         provider=provider,
-        local=provider in ("ollama", "ollama_chat"),
         upstream_model=upstream_model,
         api_base=api_base,
         api_key=api_key,
@@ -548,8 +525,9 @@ def _parse_deployment(
         strengths=tuple(strengths or ()),
         rpm=rpm,
         tpm=tpm,
-        auto_prompt_cache=bool(_flag(params, "auto_prompt_cache", f"{pwhere}.auto_prompt_cache")),
+        auto_prompt_cache=auto_prompt_cache,
         batch_discount=batch_discount,
+        local="local" in defaults.capabilities,
     )
 
 

@@ -1,7 +1,8 @@
-"""HTTP handlers of OpenAI's Files and Batch APIs in front of OpenAI-wire, Anthropic and Gemini deployments.
+"""HTTP handlers of OpenAI's Files and Batch APIs in front of every deployment whose provider runs batches.
 
 The client's file stays in the gateway; the upstream gets its requests under the deployment's model and key
-(a renamed copy of the file for OpenAI, a Message Batch for Anthropic, inline requests for Gemini: ``upstream``).
+(a renamed copy of the file for OpenAI and Azure, a Message Batch for Anthropic, inline requests for Gemini: each
+provider's batch client, ``providers.batches``).
 Checks that OpenAI would fail the batch for (a bad line, another endpoint, a second model) and the caller's model
 permissions are made here, before anything goes upstream.
 """
@@ -20,13 +21,15 @@ from aiohttp import web
 from mmproxy.batches.files import DEFAULT_DIR, FileStore
 from mmproxy.batches.jobs import Job, JobStore, new_id, store_results
 from mmproxy.batches.pricing import lines_to_records
-from mmproxy.batches.upstream import ENDPOINT, FINAL, UpstreamBatches, batches_for
 from mmproxy.config import Deployment
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.keys.manager import Caller
 from mmproxy.pipeline.call import Call
 from mmproxy.pipeline.pipeline import Pipeline
 from mmproxy.pipeline.upstreams import Upstream
+from mmproxy.providers import batches_for, registration
+from mmproxy.providers.batches import ENDPOINT, FINAL, UpstreamBatches
+from mmproxy.upstream import fetch_whole
 from mmproxy.validation import parse_json_object
 
 _JSON = "application/json"
@@ -162,7 +165,7 @@ class BatchAPI:
                               param="model", code="batch_unsupported")
 
         async def submit(upstream: Upstream) -> tuple[str, dict[str, Any]]:
-            client = batches_for(upstream.provider)
+            client = self._batches(upstream)
             assert client is not None  # only eligible deployments are tried
             batch = await client.submit(lines, f"{input_file_id or 'messages'}.jsonl", metadata)
             if not isinstance(batch.get("id"), str):
@@ -210,9 +213,16 @@ class BatchAPI:
             if reservation is not None:
                 keys.settle(reservation, 0.0, 0)
 
-    def _runs_batches(self, deployment: Deployment) -> bool:
-        provider = self.pipeline.upstreams[deployment.id].provider
-        return deployment.mode != "embedding" and batches_for(provider) is not None
+    @staticmethod
+    def _runs_batches(deployment: Deployment) -> bool:
+        return deployment.mode != "embedding" and "batches" in registration(deployment.provider).capabilities
+
+    @staticmethod
+    def _batches(upstream: Upstream) -> UpstreamBatches | None:
+        """The deployment's batch client, sending through its transport; None when its provider runs no batches."""
+        deployment, transport = upstream.deployment, upstream.transport
+        return batches_for(upstream.provider,
+                           lambda data: fetch_whole(transport, data, deployment.timeout, deployment.id))
 
     def _upstream(self, job: Job) -> Upstream:
         if self.pipeline.router.deployment(job.deployment) is None:
@@ -221,7 +231,7 @@ class BatchAPI:
         return self.pipeline.upstreams[job.deployment]
 
     def _client(self, job: Job) -> UpstreamBatches:
-        client = batches_for(self._upstream(job).provider)
+        client = self._batches(self._upstream(job))
         if client is None:
             raise ProxyError(503, f"deployment {job.deployment!r} of batch {job.id} no longer runs batches",
                              type="upstream_error", code="deployment_gone")

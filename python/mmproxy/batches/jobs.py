@@ -71,20 +71,6 @@ class JobStore:
         return sorted(jobs, key=lambda j: (j.created_at, j.id), reverse=True)
 
 
-def parse_lines(data: bytes) -> list[dict[str, Any]]:
-    """The JSON objects of a JSONL file; a line that is not one is skipped (an upstream's garbage is not ours)."""
-    out = []
-    for raw in data.splitlines():
-        if raw.strip():
-            try:
-                line = orjson.loads(raw)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(line, dict):
-                out.append(line)
-    return out
-
-
 def rename_model(lines: list[dict[str, Any]], model: str) -> bytes:
     """Output lines as JSONL with each answer's ``model`` set back to the client's model name."""
     for line in lines:

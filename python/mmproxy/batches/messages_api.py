@@ -20,11 +20,11 @@ import orjson
 from aiohttp import web
 
 from mmproxy.batches.api import BatchAPI
-from mmproxy.batches.jobs import Job, parse_lines
-from mmproxy.batches.upstream import ENDPOINT, FINAL
+from mmproxy.batches.jobs import Job
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.inbound import anthropic as anthropic_inbound
 from mmproxy.pipeline.call import Call
+from mmproxy.providers.batches import ENDPOINT, FINAL, parse_lines
 from mmproxy.validation import parse_json_object
 
 _BASE = "/v1/messages/batches"

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from mmproxy.config import Deployment
-from mmproxy.providers import Provider, provider_for
+from mmproxy.providers import Provider, adapter
 from mmproxy.upstream import Transport
 from mmproxy.upstream.http1 import UpstreamPool
 
@@ -29,8 +29,7 @@ class Upstreams:
             pool = self._pools.get(origin)
             if pool is None:
                 pool = self._pools[origin] = UpstreamPool(deployment.api_base)
-            provider = provider_for(deployment.provider)(deployment, pool)
-            self._by_id[deployment.id] = Upstream(deployment, provider, pool)
+            self._by_id[deployment.id] = Upstream(deployment, adapter(deployment), pool)
 
     def __getitem__(self, deployment_id: str) -> Upstream:
         return self._by_id[deployment_id]

@@ -1,36 +1,42 @@
-"""Upstream providers: each module knows one wire format and nothing else.
+"""Upstream providers: one folder per provider, each holding its adapter (a wire format and nothing else),
+its batch client and its registration record(s).
 
-``provider_for`` maps a LiteLLM model prefix to its adapter class; modules are
-imported on first use so a deployment list only loads the adapters it needs.
+``REGISTRY`` gathers the records by LiteLLM prefix; ``adapter`` and ``batches_for`` build a deployment's
+adapter and batch client from its record, loading the provider's modules on first use.
 """
 
 from __future__ import annotations
 
-from importlib import import_module
+from typing import TYPE_CHECKING
 
+from mmproxy.providers import anthropic, azure, gemini, ollama, openai
 from mmproxy.providers.base import Provider
+from mmproxy.providers.registration import Registration
 
-_ADAPTERS: dict[str, str] = {
-    "openai": "openai:OpenAIProvider",
-    "openai_compatible": "openai:OpenAIProvider",
-    "hosted_vllm": "openai:OpenAIProvider",
-    "mistral": "openai:OpenAIProvider",
-    "groq": "openai:OpenAIProvider",
-    "deepseek": "openai:OpenAIProvider",
-    "together_ai": "openai:OpenAIProvider",
-    "openrouter": "openai:OpenAIProvider",
-    "azure": "azure:AzureProvider",
-    "anthropic": "anthropic:AnthropicProvider",
-    "gemini": "gemini:GeminiProvider",
-    "ollama_chat": "ollama:OllamaChatProvider",
-    "ollama": "ollama:OllamaGenerateProvider",
+if TYPE_CHECKING:
+    from mmproxy.config import Deployment
+    from mmproxy.providers.batches import Fetch, UpstreamBatches
+
+REGISTRY: dict[str, Registration] = {
+    record.name: record
+    for package in (openai, azure, anthropic, gemini, ollama)
+    for record in package.REGISTRATIONS
 }
 
 
-def provider_for(name: str) -> type[Provider]:
-    module, _, cls = _ADAPTERS[name].partition(":")
-    adapter: type[Provider] = getattr(import_module(f"mmproxy.providers.{module}"), cls)
-    return adapter
+def registration(name: str) -> Registration:
+    """The record of LiteLLM prefix ``name`` (a deployment's ``provider``); KeyError for an unknown one."""
+    return REGISTRY[name]
 
 
-__all__ = ["Provider", "provider_for"]
+def adapter(deployment: Deployment) -> Provider:
+    return REGISTRY[deployment.provider].adapter_class()(deployment)
+
+
+def batches_for(provider: Provider, fetch: Fetch) -> UpstreamBatches | None:
+    """The deployment's batch client sending through ``fetch``, or None when its provider runs no batches."""
+    client = REGISTRY[provider.deployment.provider].batch_class()
+    return None if client is None else client(provider, fetch)
+
+
+__all__ = ["REGISTRY", "Provider", "Registration", "adapter", "batches_for", "registration"]

@@ -8,13 +8,15 @@ upstream's errors into the gateway's one error shape.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
-from mmproxy.config import Deployment
 from mmproxy.errors import ProxyError
-from mmproxy.upstream.http1 import UpstreamPool
+from mmproxy.upstream.framing import origin
+
+if TYPE_CHECKING:  # the config reads the provider registry, which imports this module
+    from mmproxy.config import Deployment
 
 
 class StreamTranslator(ABC):
@@ -79,14 +81,24 @@ _GATEWAY_FIELDS = frozenset({"metadata"})
 
 
 class Provider(ABC):
-    """Adapter for one upstream deployment (its URLs and credentials pre-encoded)."""
+    """Adapter for one upstream deployment: its wire format, URLs and credentials pre-encoded.
+
+    It only makes and reads bytes; sending them is the caller's (``upstream.http1``), so one adapter serves
+    the request path, batch clients and tests alike.
+    """
 
     # OpenAI request fields this provider can express; None means all (an OpenAI-wire upstream).
     supported: frozenset[str] | None = None
 
-    def __init__(self, deployment: Deployment, pool: UpstreamPool) -> None:
+    def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
-        self.pool = pool
+        self.host = origin(deployment.api_base).host_header  # the Host header of every request
+
+    def auth_headers(self) -> list[str]:
+        """The headers that carry the deployment's key: a Bearer token, as OpenAI-wire servers (and an Ollama
+        behind an authenticating proxy) take it; a provider with its own scheme overrides this."""
+        key = self.deployment.api_key
+        return [f"Authorization: Bearer {key}"] if key else []
 
     def check_params(self, payload: dict[str, Any]) -> None:
         """Reject (or, with ``drop_params``, remove) OpenAI fields this provider cannot express."""
@@ -114,11 +126,6 @@ class Provider(ABC):
         if not isinstance(data, dict):
             raise bad_upstream_response(self.deployment.id)
         return data
-
-    def request_head(self, method: str, target: str, headers: list[str]) -> bytes:
-        """The request line and headers up to ``Content-Length: `` (the length and body follow)."""
-        lines = [f"{method} {target} HTTP/1.1", f"Host: {self.pool.host_header}", "User-Agent: mmproxy", *headers]
-        return ("\r\n".join(lines) + "\r\nContent-Length: ").encode("latin-1")
 
     @abstractmethod
     def chat_request(self, payload: dict[str, Any], *, stream_usage: bool = True) -> bytes:
@@ -170,11 +177,6 @@ class Provider(ABC):
     @abstractmethod
     def error(self, status: int, body: bytes, retry_after: bytes | None) -> ProxyError:
         """Map an upstream error response to the gateway's error shape."""
-
-
-def http_request(head: bytes, body: bytes) -> bytes:
-    """Complete request bytes from a ``request_head`` and a body."""
-    return b"%s%d\r\n\r\n%s" % (head, len(body), body)
 
 
 # Upstream failure classes, the same for every provider: kind -> (status, type, default code).

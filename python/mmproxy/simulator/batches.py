@@ -1,5 +1,8 @@
 """OpenAI's Files and Batch APIs: upload a JSONL of chat requests, run it as a batch, download the answers.
 
+Azure OpenAI's versions of them live under ``/openai`` (``api-key`` and ``api-version`` on every call), where the
+batch endpoint and each line's ``url`` are ``/chat/completions``; they keep their own files and batches.
+
 A batch is validated when it is created (as OpenAI does: a bad line, another endpoint or a second model fails
 the whole batch with ``errors``) and completes ``batch_ms`` (a knob of the batch's model) later. Nothing runs
 in the background: the answers are produced by the first read after the batch is due, with the same chat
@@ -19,12 +22,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .httpserver import Reply, Request
-from .openai import _build_chat, check_auth, error_reply, invalid
+from .openai import _build_chat, check_auth, check_azure_auth, error_reply, invalid
 
 if TYPE_CHECKING:
     from .server import SimApp
 
-_ENDPOINT = "/v1/chat/completions"
 _TERMINAL = frozenset({"completed", "failed", "cancelled", "expired"})
 _prefix = secrets.token_hex(4)
 _ids = itertools.count(1)
@@ -57,7 +59,8 @@ def _form(req: Request) -> dict[str, Message] | Reply:
 class _Store:
     """Files and batches of one simulator; state lives as long as the process (``/_sim/reset`` keeps it)."""
 
-    def __init__(self) -> None:
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint  # the batch endpoint and the url every line must name
         self.files: dict[str, tuple[dict[str, Any], bytes]] = {}
         self.batches: dict[str, dict[str, Any]] = {}
         self.due: dict[str, tuple[float, list[dict[str, Any]]]] = {}  # batch id -> (completes at, lines)
@@ -65,10 +68,9 @@ class _Store:
     # --- files ---
 
     def _add_file(self, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
-        obj: dict[str, Any] = {
-            "id": _new_id("file-"), "object": "file", "bytes": len(data), "created_at": int(time.time()),
-            "filename": filename, "purpose": purpose, "status": "processed", "expires_at": None, "status_details": None,
-        }
+        obj: dict[str, Any] = {"id": _new_id("file-"), "object": "file", "bytes": len(data),
+                               "created_at": int(time.time()), "filename": filename, "purpose": purpose,
+                               "status": "processed", "expires_at": None, "status_details": None}
         self.files[obj["id"]] = (obj, data)
         return obj
 
@@ -109,13 +111,13 @@ class _Store:
         file_id = body.get("input_file_id")
         if not isinstance(file_id, str) or file_id not in self.files:
             return invalid(f"Invalid 'input_file_id': {file_id!r} is not an uploaded file.", "input_file_id")
-        if body.get("endpoint") != _ENDPOINT:
-            return invalid(f"Invalid 'endpoint': the simulator runs {_ENDPOINT} batches only.", "endpoint")
+        if body.get("endpoint") != self.endpoint:
+            return invalid(f"Invalid 'endpoint': the simulator runs {self.endpoint} batches only.", "endpoint")
         if body.get("completion_window") != "24h":
             return invalid("Invalid 'completion_window': only '24h' is supported.", "completion_window")
         now = int(time.time())
         batch: dict[str, Any] = {
-            "id": _new_id("batch_"), "object": "batch", "endpoint": _ENDPOINT, "errors": None,
+            "id": _new_id("batch_"), "object": "batch", "endpoint": self.endpoint, "errors": None,
             "input_file_id": file_id, "completion_window": "24h", "status": "in_progress",
             "output_file_id": None, "error_file_id": None, "created_at": now, "in_progress_at": now,
             "expires_at": now + 86_400, "finalizing_at": None, "completed_at": None, "failed_at": None,
@@ -124,7 +126,7 @@ class _Store:
             "metadata": body.get("metadata") if isinstance(body.get("metadata"), dict) else None,
         }
         self.batches[batch["id"]] = batch
-        lines, errors = _validate(self.files[file_id][1])
+        lines, errors = _validate(self.files[file_id][1], self.endpoint)
         model = lines[0]["body"]["model"] if lines else None
         if model is not None:
             req.model = model
@@ -190,7 +192,7 @@ def _line_error(number: int | None, message: str, param: str | None = None) -> d
     return {"code": "invalid_request", "message": message, "param": param, "line": number}
 
 
-def _validate(data: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _validate(data: bytes, endpoint: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The request lines of an input file and the errors that fail the batch (OpenAI's checks)."""
     lines: list[dict[str, Any]] = []
     errors: list[dict[str, Any]] = []
@@ -210,8 +212,8 @@ def _validate(data: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
             errors.append(_line_error(number, "Each line needs a unique string 'custom_id'.", "custom_id"))
         elif line.get("method") != "POST":
             errors.append(_line_error(number, "The only supported method is POST.", "method"))
-        elif line.get("url") != _ENDPOINT:
-            errors.append(_line_error(number, f"The 'url' must match the batch endpoint {_ENDPOINT}.", "url"))
+        elif line.get("url") != endpoint:
+            errors.append(_line_error(number, f"The 'url' must match the batch endpoint {endpoint}.", "url"))
         elif not isinstance(body, dict) or not isinstance(body.get("model"), str):
             errors.append(_line_error(number, "The 'body' must be an object with a 'model'.", "body"))
         else:
@@ -226,11 +228,12 @@ def _validate(data: bytes) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
 
 
 def register(app: SimApp) -> None:
-    store = _Store()
-    for base in ("/v1", ""):
-        app.route("POST", base + "/files", store.upload, check_auth)
-        app.prefix_route("GET", base + "/files/", store.file_item, check_auth)
-        app.route("POST", base + "/batches", store.create, check_auth)
-        app.route("GET", base + "/batches", store.list_batches, check_auth)
-        app.prefix_route("GET", base + "/batches/", store.batch_item, check_auth)
-        app.prefix_route("POST", base + "/batches/", store.batch_item, check_auth)
+    openai, azure = _Store("/v1/chat/completions"), _Store("/chat/completions")
+    for base, store, auth in (("/v1", openai, check_auth), ("", openai, check_auth),
+                              ("/openai", azure, check_azure_auth)):
+        app.route("POST", base + "/files", store.upload, auth)
+        app.prefix_route("GET", base + "/files/", store.file_item, auth)
+        app.route("POST", base + "/batches", store.create, auth)
+        app.route("GET", base + "/batches", store.list_batches, auth)
+        app.prefix_route("GET", base + "/batches/", store.batch_item, auth)
+        app.prefix_route("POST", base + "/batches/", store.batch_item, auth)

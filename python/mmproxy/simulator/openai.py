@@ -407,18 +407,19 @@ _WIRE = _OpenAIWire()
 
 
 def check_azure_auth(app: SimApp, req: Request) -> Reply | None:
-    """Azure OpenAI authenticates with an ``api-key`` header instead of Bearer."""
-    if app.bearer and req.header(b"api-key") == app.bearer[len(b"Bearer "):]:
-        return None
-    return error_reply(401, "Access denied due to invalid subscription key or wrong API endpoint.",
-                       "invalid_request_error", "401")
+    """Azure OpenAI authenticates with an ``api-key`` header instead of Bearer, and every data-plane call
+    names its ``api-version``."""
+    if not (app.bearer and req.header(b"api-key") == app.bearer[len(b"Bearer "):]):
+        return error_reply(401, "Access denied due to invalid subscription key or wrong API endpoint.",
+                           "invalid_request_error", "401")
+    if "api-version=" not in req.query:
+        return error_reply(404, "Resource not found", "invalid_request_error", "404")
+    return None
 
 
 def azure_deployment(app: SimApp, req: Request) -> Reply:
     """``/openai/deployments/{name}/{chat/completions|embeddings}?api-version=…``: the deployment is the model."""
     name, _, operation = req.path.removeprefix("/openai/deployments/").partition("/")
-    if "api-version=" not in req.query:
-        return error_reply(404, "Resource not found", "invalid_request_error", "404")
     parsed = _parse(req, "messages" if operation == "chat/completions" else "input", default_model=name)
     if isinstance(parsed, Reply):
         return parsed

@@ -13,9 +13,10 @@ import asyncio
 import ssl
 from collections import deque
 from collections.abc import Callable
-from urllib.parse import urlsplit
 
 import httptools
+
+from mmproxy.upstream.framing import origin
 
 
 class UpstreamError(Exception):
@@ -217,14 +218,11 @@ class UpstreamPool:
     """Idle keep-alive connections to one origin (scheme, host, port)."""
 
     def __init__(self, base_url: str, *, connect_timeout: float = 10.0, max_idle: int = 1024) -> None:
-        parts = urlsplit(base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f"not an http(s) URL: {base_url}")
-        self.host = parts.hostname
-        self.port = parts.port or (443 if parts.scheme == "https" else 80)
-        default_port = self.port == (443 if parts.scheme == "https" else 80)
-        self.host_header = self.host if default_port else f"{self.host}:{self.port}"
-        self.ssl: ssl.SSLContext | None = ssl.create_default_context() if parts.scheme == "https" else None
+        where = origin(base_url)
+        self.host = where.host
+        self.port = where.port
+        self.host_header = where.host_header
+        self.ssl: ssl.SSLContext | None = ssl.create_default_context() if where.tls else None
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
         self.loop = asyncio.get_running_loop()

@@ -41,7 +41,7 @@ class ChatCompletions(ClientAPI):
         if deployment.max_input_tokens is not None:
             check_context(inbound.raw, deployment)
         provider.check_params(body)
-        if deployment.auto_prompt_cache and deployment.provider == "anthropic":
+        if deployment.auto_prompt_cache:  # config keeps it only where the provider has "prompt_caching"
             self._prompt_cache.plan(inbound.raw, body, deployment.upstream_model)
         forwarder = pipeline.forwarder
         if inbound.stream:

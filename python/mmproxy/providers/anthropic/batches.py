@@ -18,10 +18,9 @@ from urllib.parse import urlsplit
 
 import orjson
 
-from mmproxy.batches.jobs import parse_lines
-from mmproxy.batches.upstream import ENDPOINT, UpstreamBatches, epoch, provider_request
 from mmproxy.errors import ProxyError, bad_request
-from mmproxy.providers.anthropic import AnthropicProvider
+from mmproxy.providers.anthropic.adapter import AnthropicProvider
+from mmproxy.providers.batches import ENDPOINT, Fetch, UpstreamBatches, epoch, parse_lines, provider_request
 
 _CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 _STATUS_OF_ERROR = {"invalid_request_error": 400, "authentication_error": 401, "permission_error": 403,
@@ -30,8 +29,8 @@ _STATUS_OF_ERROR = {"invalid_request_error": 400, "authentication_error": 401, "
 
 
 class AnthropicBatches(UpstreamBatches):
-    def __init__(self, provider: AnthropicProvider) -> None:
-        super().__init__(provider, provider.auth_headers())
+    def __init__(self, provider: AnthropicProvider, fetch: Fetch) -> None:
+        super().__init__(provider, fetch)
         self._anthropic = provider
         self._base = f"{provider.messages_path}/batches"
 
@@ -59,7 +58,7 @@ class AnthropicBatches(UpstreamBatches):
         url = raw.get("results_url")
         if not isinstance(url, str) or not url:
             return [], []
-        # The URL's path on the deployment's own origin: the pool (and key) serve only that host.
+        # The URL's path on the deployment's own origin: the fetch (and key) serve only that host.
         output: list[dict[str, Any]] = []
         errors: list[dict[str, Any]] = []
         for line in parse_lines(await self.call("GET", urlsplit(url).path)):

@@ -1,23 +1,27 @@
 """One deployment's batch service, in the terms of OpenAI's Batch API, which is what the gateway serves.
 
-Each provider that runs batches implements it: ``openai_batches`` (the Files and Batch endpoints of an
-OpenAI-wire deployment) and ``anthropic_batches`` (Anthropic's Message Batches). Whatever the provider, the
-handlers get OpenAI's shapes back: a batch object (``id``, ``status``, ``request_counts``, ...) and output and
-error lines (``{"custom_id", "response": {"status_code", "body"}, "error"}``) whose bodies are chat completions.
+Each provider that runs batches implements it in its folder's ``batches`` module (OpenAI's Files and Batch
+endpoints, Azure's versions of them, Anthropic's Message Batches, Gemini's batch mode). Whatever the provider,
+the gateway gets OpenAI's shapes back: a batch object (``id``, ``status``, ``request_counts``, ...) and output
+and error lines (``{"custom_id", "response": {"status_code", "body"}, "error"}``) whose bodies are chat
+completions. A client makes the requests; the ``fetch`` it is given sends them, so it holds no connection.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import orjson
 
 from mmproxy.errors import ProxyError, bad_request
-from mmproxy.providers import Provider
-from mmproxy.providers.base import http_request
-from mmproxy.upstream import fetch_whole
+from mmproxy.providers.base import Provider
+from mmproxy.upstream.framing import http_request, request_head
+
+# Sends one framed request to the deployment: (status, body, Retry-After header).
+Fetch = Callable[[bytes], Awaitable[tuple[int, bytes, bytes | None]]]
 
 # Batch states after which nothing changes upstream: the results there are final.
 FINAL = frozenset({"completed", "failed", "cancelled", "expired"})
@@ -25,9 +29,10 @@ ENDPOINT = "/v1/chat/completions"
 
 
 class UpstreamBatches(ABC):
-    def __init__(self, provider: Provider, auth: list[str]) -> None:
+    def __init__(self, provider: Provider, fetch: Fetch) -> None:
         self.provider = provider
-        self._headers = ["Accept: application/json", *auth]
+        self._fetch = fetch
+        self._headers = ["Accept: application/json", *provider.auth_headers()]
 
     @abstractmethod
     async def submit(self, lines: list[dict[str, Any]], name: str, metadata: dict[str, Any] | None
@@ -49,10 +54,8 @@ class UpstreamBatches(ABC):
         """One request to the deployment with its own key; an upstream error becomes the gateway's error."""
         provider = self.provider
         headers = self._headers if content_type is None else [f"Content-Type: {content_type}", *self._headers]
-        head = provider.request_head(method, target, headers)
-        deployment = provider.deployment
-        status, data, retry_after = await fetch_whole(provider.pool, http_request(head, body), deployment.timeout,
-                                                      deployment.id)
+        head = request_head(method, target, provider.host, headers)
+        status, data, retry_after = await self._fetch(http_request(head, body))
         if status >= 400:
             raise self.provider.error(status, data, retry_after)
         return data
@@ -82,24 +85,6 @@ def provider_request(provider: Translating, number: int, line: dict[str, Any]) -
         raise bad_request(f"input file line {number}: {why}", param=f"input_file_id (line {number}: body)") from None
 
 
-def batches_for(provider: Provider) -> UpstreamBatches | None:
-    """The deployment's batch service, or None when its provider runs no batches the gateway can drive."""
-    from mmproxy.batches.anthropic_batches import AnthropicBatches
-    from mmproxy.batches.gemini_batches import GeminiBatches
-    from mmproxy.batches.openai_batches import OpenAIBatches
-    from mmproxy.providers.anthropic import AnthropicProvider
-    from mmproxy.providers.gemini import GeminiProvider
-    from mmproxy.providers.openai import OpenAIProvider
-
-    if type(provider) is OpenAIProvider:
-        return OpenAIBatches(provider)
-    if type(provider) is AnthropicProvider:
-        return AnthropicBatches(provider)
-    if type(provider) is GeminiProvider:
-        return GeminiBatches(provider)
-    return None
-
-
 def epoch(stamp: Any) -> int | None:
     """Epoch seconds of an RFC 3339 timestamp (as Anthropic and Google write them), or None."""
     if not isinstance(stamp, str):
@@ -108,3 +93,17 @@ def epoch(stamp: Any) -> int | None:
         return int(dt.datetime.fromisoformat(stamp).timestamp())
     except ValueError:
         return None
+
+
+def parse_lines(data: bytes) -> list[dict[str, Any]]:
+    """The JSON objects of a JSONL file; a line that is not one is skipped (an upstream's garbage is not ours)."""
+    out = []
+    for raw in data.splitlines():
+        if raw.strip():
+            try:
+                line = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(line, dict):
+                out.append(line)
+    return out

@@ -4,34 +4,39 @@ from __future__ import annotations
 
 import secrets
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 
-from mmproxy.batches.jobs import parse_lines
-from mmproxy.batches.upstream import ENDPOINT, UpstreamBatches
 from mmproxy.errors import ProxyError
-from mmproxy.providers.openai import OpenAIProvider
+from mmproxy.providers.batches import ENDPOINT, Fetch, UpstreamBatches, parse_lines
+from mmproxy.providers.openai.adapter import OpenAIProvider
 
 
 class OpenAIBatches(UpstreamBatches):
-    def __init__(self, provider: OpenAIProvider) -> None:
-        super().__init__(provider, provider.auth_headers())
+    # The batch's endpoint and its lines' url as the upstream names them.
+    endpoint = ENDPOINT
+
+    def __init__(self, provider: OpenAIProvider, fetch: Fetch) -> None:
+        super().__init__(provider, fetch)
         self._openai = provider
-        self._base = urlsplit(provider.deployment.api_base).path.rstrip("/")
 
     def _target(self, operation: str) -> str:
-        return self._openai.endpoint(self._base, operation)
+        return self._openai.endpoint(self._openai.base_path, operation)
 
     async def submit(self, lines: list[dict[str, Any]], name: str, metadata: dict[str, Any] | None
                      ) -> dict[str, Any]:
         model = self.provider.deployment.upstream_model
-        data = b"".join(orjson.dumps({**line, "body": {**line["body"], "model": model}}) + b"\n" for line in lines)
+        data = b"".join(orjson.dumps({**line, "url": self.endpoint, "body": {**line["body"], "model": model}}) + b"\n"
+                        for line in lines)
         file_id = await self._upload(data, name)
-        payload: dict[str, Any] = {"input_file_id": file_id, "endpoint": ENDPOINT, "completion_window": "24h"}
+        payload: dict[str, Any] = {"input_file_id": file_id, "endpoint": self.endpoint, "completion_window": "24h"}
         if metadata is not None:
             payload["metadata"] = metadata
-        return await self.call_json("POST", self._target("batches"), payload)
+        return await self._batch("POST", self._target("batches"), payload)
+
+    async def _batch(self, method: str, target: str, payload: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The upstream's batch object, its endpoint named as the gateway's clients name it."""
+        return {**await self.call_json(method, target, payload), "endpoint": ENDPOINT}
 
     async def _upload(self, data: bytes, filename: str) -> str:
         boundary = secrets.token_hex(16)
@@ -47,10 +52,10 @@ class OpenAIBatches(UpstreamBatches):
         return file_id
 
     async def retrieve(self, batch_id: str) -> dict[str, Any]:
-        return await self.call_json("GET", self._target(f"batches/{batch_id}"))
+        return await self._batch("GET", self._target(f"batches/{batch_id}"))
 
     async def cancel(self, batch_id: str) -> dict[str, Any]:
-        return await self.call_json("POST", self._target(f"batches/{batch_id}/cancel"), {})
+        return await self._batch("POST", self._target(f"batches/{batch_id}/cancel"), {})
 
     async def results(self, batch: dict[str, Any], custom_ids: list[str]
                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 
-from mmproxy.batches.upstream import ENDPOINT, UpstreamBatches, epoch, provider_request
 from mmproxy.errors import ProxyError
-from mmproxy.providers.gemini import GeminiProvider
+from mmproxy.providers.batches import ENDPOINT, Fetch, UpstreamBatches, epoch, provider_request
+from mmproxy.providers.gemini.adapter import GeminiProvider
 
 _STATES = {"BATCH_STATE_SUCCEEDED": "completed", "BATCH_STATE_FAILED": "failed",
            "BATCH_STATE_CANCELLED": "cancelled", "BATCH_STATE_EXPIRED": "expired"}
@@ -30,8 +30,8 @@ _NEVER_RUN = {"cancelled": "batch_cancelled", "expired": "batch_expired", "faile
 
 
 class GeminiBatches(UpstreamBatches):
-    def __init__(self, provider: GeminiProvider) -> None:
-        super().__init__(provider, provider.auth_headers())
+    def __init__(self, provider: GeminiProvider, fetch: Fetch) -> None:
+        super().__init__(provider, fetch)
         self._gemini = provider
 
     async def submit(self, lines: list[dict[str, Any]], name: str, metadata: dict[str, Any] | None
@@ -59,8 +59,8 @@ class GeminiBatches(UpstreamBatches):
         status = _openai_view(operation)["status"]
         entries: Any = None
         meta = operation.get("metadata")
-        for output in (operation.get("response"), meta.get("output") if isinstance(meta, dict) else None):
-            inlined = output.get("inlinedResponses") if isinstance(output, dict) else None
+        for found in (operation.get("response"), meta.get("output") if isinstance(meta, dict) else None):
+            inlined = found.get("inlinedResponses") if isinstance(found, dict) else None
             entries = inlined.get("inlinedResponses") if isinstance(inlined, dict) else None
             if isinstance(entries, list):
                 break  # the operation's response; the batch's own output field as the fallback

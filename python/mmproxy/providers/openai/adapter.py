@@ -13,32 +13,23 @@ import orjson
 
 from mmproxy.config import Deployment
 from mmproxy.errors import ProxyError
-from mmproxy.providers.base import (
-    Provider,
-    http_request,
-    kind_of_status,
-    upstream_error,
-)
+from mmproxy.providers.base import Provider, kind_of_status, upstream_error
 from mmproxy.providers.chunks import wants_usage
-from mmproxy.upstream.http1 import UpstreamPool
+from mmproxy.upstream.framing import http_request, request_head
 
 
 class OpenAIProvider(Provider):
-    def __init__(self, deployment: Deployment, pool: UpstreamPool) -> None:
-        super().__init__(deployment, pool)
-        base_path = urlsplit(deployment.api_base).path.rstrip("/")
+    def __init__(self, deployment: Deployment) -> None:
+        super().__init__(deployment)
+        self.base_path = base_path = urlsplit(deployment.api_base).path.rstrip("/")
         headers = ["Content-Type: application/json", "Accept: application/json, text/event-stream"]
         headers += self.auth_headers()
-        self._chat_head = self.request_head("POST", self.endpoint(base_path, "chat/completions"), headers)
-        self._embed_head = self.request_head("POST", self.endpoint(base_path, "embeddings"), headers)
+        self._chat_head = request_head("POST", self.endpoint(base_path, "chat/completions"), self.host, headers)
+        self._embed_head = request_head("POST", self.endpoint(base_path, "embeddings"), self.host, headers)
 
     def endpoint(self, base_path: str, operation: str) -> str:
         """Request target of ``operation``: LiteLLM appends it to ``api_base``."""
         return f"{base_path}/{operation}"
-
-    def auth_headers(self) -> list[str]:
-        key = self.deployment.api_key
-        return [f"Authorization: Bearer {key}"] if key else []
 
     def chat_request(self, payload: dict[str, Any], *, stream_usage: bool = True) -> bytes:
         payload["model"] = self.deployment.upstream_model

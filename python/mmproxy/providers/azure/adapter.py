@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from mmproxy.config import AZURE_DEFAULT_API_VERSION
-from mmproxy.providers.openai import OpenAIProvider
+from mmproxy.providers.azure import API_VERSION
+from mmproxy.providers.openai.adapter import OpenAIProvider
 
 
 class AzureProvider(OpenAIProvider):
     def endpoint(self, base_path: str, operation: str) -> str:
         # api_base is the resource root (https://NAME.openai.azure.com); the model is the deployment name.
         deployment = quote(self.deployment.upstream_model, safe="")
-        version = quote(self.deployment.api_version or AZURE_DEFAULT_API_VERSION, safe="")
-        return f"{base_path}/openai/deployments/{deployment}/{operation}?api-version={version}"
+        return self.resource_target(base_path, f"deployments/{deployment}/{operation}")
+
+    def resource_target(self, base_path: str, path: str) -> str:
+        """Request target of ``path`` under the resource's data-plane root, which wants the API version on
+        every call."""
+        version = quote(self.deployment.api_version or API_VERSION, safe="")
+        return f"{base_path}/openai/{path}?api-version={version}"
 
     def auth_headers(self) -> list[str]:
         key = self.deployment.api_key

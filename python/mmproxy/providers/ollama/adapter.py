@@ -22,7 +22,6 @@ from mmproxy.providers.base import (
     Provider,
     StreamTranslator,
     bad_upstream_response,
-    http_request,
     kind_of_status,
     upstream_error,
 )
@@ -35,7 +34,7 @@ from mmproxy.providers.chunks import (
     wants_base64,
     wants_usage,
 )
-from mmproxy.upstream.http1 import UpstreamPool
+from mmproxy.upstream.framing import http_request, request_head
 
 # OpenAI sampling fields and their names inside Ollama's ``options``.
 _OPTIONS = (
@@ -76,14 +75,13 @@ class _OllamaProvider(Provider):
 
     operation: ClassVar[str]  # "chat" or "generate"
 
-    def __init__(self, deployment: Deployment, pool: UpstreamPool) -> None:
-        super().__init__(deployment, pool)
+    def __init__(self, deployment: Deployment) -> None:
+        super().__init__(deployment)
         base_path = urlsplit(deployment.api_base).path.rstrip("/")
-        headers = ["Content-Type: application/json", "Accept: application/json, application/x-ndjson"]
-        if deployment.api_key:  # an Ollama behind an authenticating reverse proxy
-            headers.append(f"Authorization: Bearer {deployment.api_key}")
-        self._chat_head = self.request_head("POST", f"{base_path}/api/{self.operation}", headers)
-        self._embed_head = self.request_head("POST", f"{base_path}/api/embed", headers)
+        headers = ["Content-Type: application/json", "Accept: application/json, application/x-ndjson",
+                   *self.auth_headers()]
+        self._chat_head = request_head("POST", f"{base_path}/api/{self.operation}", self.host, headers)
+        self._embed_head = request_head("POST", f"{base_path}/api/embed", self.host, headers)
 
     # -- chat ------------------------------------------------------------------------
     def chat_request(self, payload: dict[str, Any], *, stream_usage: bool = True) -> bytes:
