@@ -54,6 +54,7 @@ TARGET_NAMES = ("direct", "mmproxy", "litellm")
 SCENARIO_NAMES = ("nonstream", "stream20", "relay", "memory")
 RELAY_DELAY_MS = 2.0
 RELAY_SHORT, RELAY_LONG = 20, 100
+AB_FIELDS = ("gateway_cpu_us_per_req", "p50_ms", "p99_ms")  # compared baseline -> current in an A/B run
 FOREIGN_LOAD_LIMIT = 0.10  # share of a core used by other processes above which a window is flagged
 # Targets from the issue, shown beside the measured figures.
 GOALS = {
@@ -191,7 +192,9 @@ class Service:
 
 
 def python_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment for child processes: they run the installed mmproxy (its Rust core is built there)."""
+    """The environment for child processes: they run the installed mmproxy (its Rust core is built there).
+
+    The benchmarked mmproxy gateways add the checkout they serve in front (mmproxy_env)."""
     env = dict(os.environ)
     env.update(extra or {})
     return env
@@ -231,6 +234,8 @@ class Target:
     name: str
     port_for: Callable[[str], int]
     pids: list[int] = field(default_factory=list)
+    service: Service | None = None
+    info: dict[str, Any] = field(default_factory=dict)  # figures taken before the load (idle RSS, ...)
 
 
 def gateway_config(sim_ports: dict[str, int]) -> dict[str, Any]:
@@ -267,12 +272,41 @@ def start_simulators(core: int | None, logdir: Path) -> dict[str, Service]:
     return sims
 
 
-def start_gateway(name: str, args: argparse.Namespace, config: Path, core: int | None, logdir: Path) -> Service:
+def gateway_kind(name: str) -> str:
+    """``mmproxy@<ref>`` is mmproxy built from another commit: it starts and is charged like ``mmproxy``."""
+    return name.partition("@")[0]
+
+
+def mmproxy_env(name: str, code: Path, logdir: Path) -> dict[str, str]:
+    """The environment in which ``python -m mmproxy`` imports the package under ``code`` (a checkout's python/).
+
+    The venv may hold an editable install of some other checkout, so without this an A/B could quietly
+    compare a build with itself. Importing ``mmproxy._native`` here also fails fast on a checkout whose Rust
+    core was not built, with the import error rather than a gateway that never gets ready.
+    """
+    env = python_env({"PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))})
+    probe = subprocess.run(
+        [sys.executable, "-c", "import mmproxy, mmproxy._native; print(mmproxy.__file__)"],
+        env=env, cwd=logdir, capture_output=True, text=True,
+    )
+    if probe.returncode != 0:
+        raise RuntimeError(f"{name}: cannot import mmproxy from {code}:\n{probe.stderr[-2000:]}")
+    imported = Path(probe.stdout.strip()).resolve()
+    if not imported.is_relative_to(code.resolve()):
+        raise RuntimeError(f"{name}: mmproxy resolves to {imported}, not to {code}")
+    log(f"[{name}] serving the code in {imported.parent}")
+    return env
+
+
+def start_gateway(
+    name: str, args: argparse.Namespace, config: Path, core: int | None, logdir: Path, code: dict[str, Path]
+) -> Service:
+    """Start gateway ``name``; an mmproxy target runs the code of ``code[name]`` (a checkout's python/)."""
     port = free_port()
-    if name == "mmproxy":
+    if gateway_kind(name) == "mmproxy":
         argv = [sys.executable, "-m", "mmproxy", "serve", "--config", str(config)]
         argv += ["--host", "127.0.0.1", "--port", str(port), "--workers", str(args.mmproxy_workers)]
-        env = python_env()
+        env = mmproxy_env(name, code[name], logdir)
         timeout = 60.0
     else:
         argv = [str(LITELLM_VENV / "bin" / "litellm"), "--config", str(config), "--host", "127.0.0.1"]
@@ -405,47 +439,73 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
     return out
 
 
-def run_target(
-    name: str, args: argparse.Namespace, sims: dict[str, Service], config: Path, logdir: Path, pin: bool
-) -> dict:
-    """All scenarios x rounds (then the memory soak) against one target, its gateway alone on core 0."""
-    service = None
+def open_target(
+    name: str, args: argparse.Namespace, sims: dict[str, Service], config: Path, logdir: Path, pin: bool,
+    code: dict[str, Path],
+) -> Target:
+    """The simulators themselves for ``direct``, else a started gateway with its idle figures taken."""
     if name == "direct":
-        target = Target(name, lambda prof: sims[prof].port)
-    else:
-        log(f"[{name}] starting gateway")
-        service = start_gateway(name, args, config, GATEWAY_CORE if pin else None, logdir)
-        port = service.port
-        target = Target(name, lambda _prof: port)
-    out: dict[str, Any] = {"target": name, "scenarios": {}}
+        return Target(name, lambda prof: sims[prof].port)
+    log(f"[{name}] starting gateway")
+    service = start_gateway(name, args, config, GATEWAY_CORE if pin else None, logdir, code)
+    target = Target(name, lambda _prof: service.port, process_tree(service.pid), service)
+    target.info["idle_rss_mb"], _ = memory_mb(target.pids)
+    target.info["processes"] = len(target.pids)
+    return target
+
+
+def run_targets(
+    names: Sequence[str], args: argparse.Namespace, sims: dict[str, Service], config: Path, logdir: Path,
+    pin: bool, code: dict[str, Path], report: dict,
+) -> None:
+    """All scenarios x rounds (then the memory soak) against a group of targets, into ``report``.
+
+    A group is one target, or the mmproxy builds of an A/B: their gateways run side by side (idle but for
+    their turn, each alone on core 0 while measured) and every scenario of every round measures them back to
+    back, in alternating order, so a slow spell of the shared machine hits both builds alike rather than
+    whichever happened to run during it. A target that cannot run or start is reported; the rest are measured.
+    """
+    targets: list[Target] = []
     try:
-        if service is not None:
-            target.pids = process_tree(service.pid)
-            out["idle_rss_mb"], _ = memory_mb(target.pids)
-            out["processes"] = len(target.pids)
-        runs: dict[str, list[dict]] = defaultdict(list)
+        for name in names:
+            why = target_unavailable(name)
+            if why:
+                log(f"[{name}] skipped: {why}")
+                report["skipped"][name] = why
+                continue
+            try:
+                targets.append(open_target(name, args, sims, config, logdir, pin, code))
+            except RuntimeError as exc:  # a gateway that will not start: report it, measure the rest
+                log(f"[{name}] FAILED: {exc}")
+                report["failed"][name] = str(exc)
+        runs: dict[str, dict[str, list[dict]]] = {t.name: defaultdict(list) for t in targets}
         for rnd in range(args.rounds):
             for scen in scenarios(args):
-                if service is not None:
-                    target.pids = process_tree(service.pid)
-                res = measure_once(target, scen, sims, args, pin)
                 key = f"{scen.name}@c{scen.concurrency}"
-                runs[key].append(res)
-                log(f"[{name}] {key:16} round {rnd + 1}: {describe(res)}")
-        for key, rounds in runs.items():
-            scen_name, conc = key.split("@c")
-            out["scenarios"][key] = {
-                "scenario": scen_name,
-                "concurrency": int(conc),
-                "median": median_of(rounds),
-                "rounds": rounds,
-            }
-        if "memory" in args.scenarios and service is not None and name in args.memory_targets:
-            out["memory"] = memory_soak(target, sims, args, pin)
+                for target in targets if rnd % 2 == 0 else targets[::-1]:
+                    if target.service is not None:
+                        target.pids = process_tree(target.service.pid)
+                    res = measure_once(target, scen, sims, args, pin)
+                    runs[target.name][key].append(res)
+                    log(f"[{target.name}] {key:16} round {rnd + 1}: {describe(res)}")
+        for target in targets:
+            out: dict[str, Any] = {"target": target.name, **target.info, "scenarios": {}}
+            for key, rounds in runs[target.name].items():
+                scen_name, conc = key.split("@c")
+                out["scenarios"][key] = {
+                    "scenario": scen_name,
+                    "concurrency": int(conc),
+                    "median": median_of(rounds),
+                    "rounds": rounds,
+                }
+            soak = target.service is not None and gateway_kind(target.name) in args.memory_targets
+            if "memory" in args.scenarios and soak:
+                out["memory"] = memory_soak(target, sims, args, pin)
+            report["targets"][target.name] = out
     finally:
-        if service is not None:
-            service.stop()
-    return out
+        for target in targets:
+            if target.service is not None:
+                target.service.stop()
 
 
 def memory_soak(target: Target, sims: dict[str, Service], args: argparse.Namespace, pin: bool) -> dict:
@@ -498,6 +558,38 @@ def derive(report: dict) -> None:
             if mm and ll:
                 ratios[key] = ll / mm  # requests per CPU-second, mmproxy ÷ LiteLLM
     report["per_cpu_second_ratio"] = ratios
+    report["ab"] = ab_comparison(report)
+
+
+def ab_comparison(report: dict) -> dict | None:
+    """Current ÷ baseline for each of AB_FIELDS per scenario (above 1: the change costs more), or None.
+
+    The ratio of medians is the figure; the CPU ratio of each round (both builds measured back to back) is
+    kept beside it, so its spread shows how far the machine's noise lets a "+3%" be told apart from none.
+    """
+    base = report.get("baseline", {}).get("target")
+    if base not in report["targets"] or "mmproxy" not in report["targets"]:
+        return None
+    cur, old = report["targets"]["mmproxy"]["scenarios"], report["targets"][base]["scenarios"]
+
+    def ratio(new: float | None, was: float | None) -> float | None:
+        return new / was if new and was else None
+
+    scenarios_: dict[str, Any] = {}
+    for key in (k for k in cur if k in old):
+        entry: dict[str, Any] = {}
+        for fld in AB_FIELDS:
+            was, new = old[key]["median"].get(fld), cur[key]["median"].get(fld)
+            entry[fld] = {"baseline": was, "current": new, "ratio": ratio(new, was)}
+        # /proc counts CPU in clock ticks: one tick over a window's gateway CPU is the finest step a round sees.
+        cpu_s = [cur[key]["median"].get("gateway_cpu_s"), old[key]["median"].get("gateway_cpu_s")]
+        entry["cpu_tick_resolution"] = 1 / CLK_TCK / min(cpu_s) if all(cpu_s) else None
+        entry["cpu_ratio_by_round"] = [
+            ratio(c.get("gateway_cpu_us_per_req"), b.get("gateway_cpu_us_per_req"))
+            for c, b in zip(cur[key]["rounds"], old[key]["rounds"], strict=True)
+        ]
+        scenarios_[key] = entry
+    return {"baseline": base, "current": "mmproxy", "scenarios": scenarios_}
 
 
 def bottleneck_notes(report: dict) -> list[str]:
@@ -635,6 +727,9 @@ def markdown(report: dict) -> str:
             )
             lines.append("")
 
+    if report.get("ab"):
+        lines += ab_markdown(report)
+
     lines += [
         "### All scenarios",
         "",
@@ -693,6 +788,37 @@ def markdown(report: dict) -> str:
     if report["notes"]:
         lines += ["Notes:", ""] + [f"- {n}" for n in report["notes"]] + [""]
     return "\n".join(lines)
+
+
+def _ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f} ({v - 1:+.1%})"
+
+
+def ab_markdown(report: dict) -> list[str]:
+    """The A/B section: current ÷ baseline per scenario; the per-round range is the noise to read it against."""
+    ab, base = report["ab"], report["baseline"]
+    lines = [
+        f"### A/B: {ab['baseline']} → mmproxy ({report['environment']['mmproxy_rev']})",
+        "",
+        f"Baseline: `{base['ref']}` = {base['commit'][:12]}, native extension {base['native']}. Ratios are current "
+        "÷ baseline (above 1: the current code costs more); the two builds ran interleaved in every round. "
+        "Tick: one /proc clock tick as a share of a window's gateway CPU, the finest step a round can show "
+        "(longer windows make it smaller).",
+        "",
+        "| scenario | c | gw CPU/req baseline | gw CPU/req current | CPU ratio | CPU ratio by round | tick "
+        "| p50 ratio | p99 ratio |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for key, e in ab["scenarios"].items():
+        scen_name, conc = key.split("@c")
+        cpu = e["gateway_cpu_us_per_req"]
+        by_round = ", ".join(_f(r, "{:.3f}") for r in e["cpu_ratio_by_round"])
+        lines.append(
+            f"| {scen_name} | {conc} | {_f(cpu['baseline'], '{:.1f}', ' µs')} | {_f(cpu['current'], '{:.1f}', ' µs')} "
+            f"| {_ratio(cpu['ratio'])} | {by_round} | {_f(e['cpu_tick_resolution'], '{:.1%}')} "
+            f"| {_ratio(e['p50_ms']['ratio'])} | {_ratio(e['p99_ms']['ratio'])} |"
+        )
+    return [*lines, ""]
 
 
 def cpu_per_request(
@@ -844,6 +970,77 @@ def environment(pinned: bool) -> dict[str, Any]:
     }
 
 
+# -- A/B baseline ------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Baseline:
+    """mmproxy as of another commit, checked out for the run: the ``mmproxy@<short>`` target."""
+
+    ref: str
+    commit: str
+    target: str
+    code: Path  # the checkout's python/, where its native extension has been placed
+    native: str  # where that extension came from
+
+
+def _git(*argv: str, cwd: Path = ROOT) -> str:
+    return subprocess.run(["git", *argv], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+
+
+def build_native(checkout: Path, commit: str) -> Path:
+    """The checkout's Rust core with its Python binding, built as maturin would (pyproject.toml's
+    ``[tool.maturin]``: ``--features python``, release profile), and kept in benches/out/native/ by commit,
+    so repeating an A/B against the same commit does not pay the several-minute build again."""
+    cached = OUT_DIR / "native" / f"{commit}.abi3.so"
+    if cached.exists():
+        log(f"[baseline] native extension for {commit[:12]} from {cached}")
+        return cached
+    log(f"[baseline] building the native extension of {commit[:12]} (cargo, release; several minutes)")
+    env = python_env({"PYO3_PYTHON": sys.executable, "CARGO_TARGET_DIR": str(checkout / "target")})
+    subprocess.run(["cargo", "build", "--release", "--lib", "--features", "python"], cwd=checkout, env=env, check=True)
+    built = sorted((checkout / "target" / "release").glob("lib*.so"))
+    if len(built) != 1:
+        raise RuntimeError(f"expected one cdylib in {checkout}/target/release, found {[b.name for b in built]}")
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(built[0], cached)
+    return cached
+
+
+@contextlib.contextmanager
+def baseline_checkout(ref: str, native: Path | None) -> Iterator[Baseline]:
+    """A detached ``git worktree`` of ``ref`` in a temporary directory, removed (worktree and all) at exit.
+
+    A worktree rather than ``git show`` of single files: the gateway imports the whole package as of
+    ``ref``, and its Rust core must match that package's calls into it, so the extension is ``native``
+    (prebuilt for ``ref`` by the caller) or built from the same checkout.
+    """
+    try:
+        commit = _git("rev-parse", "--verify", f"{ref}^{{commit}}")
+    except subprocess.CalledProcessError as exc:
+        raise SystemExit(f"--baseline {ref!r}: not a commit: {exc.stderr.strip()}") from exc
+    short = _git("rev-parse", "--short", commit)
+    tmp = Path(tempfile.mkdtemp(prefix=f"mmproxy-baseline-{short}-"))
+    checkout = tmp / "src"
+    try:
+        _git("worktree", "add", "--detach", str(checkout), commit)
+        so = native if native is not None else build_native(checkout, commit)
+        shutil.copy2(so, checkout / "python" / "mmproxy" / "_native.abi3.so")
+        yield Baseline(ref, commit, f"mmproxy@{short}", checkout / "python", str(native or so))
+    finally:
+        with contextlib.suppress(subprocess.CalledProcessError):
+            _git("worktree", "remove", "--force", str(checkout))
+        shutil.rmtree(tmp, ignore_errors=True)
+        with contextlib.suppress(subprocess.CalledProcessError):
+            _git("worktree", "prune")
+
+
+def target_groups(names: Sequence[str], baseline: Baseline | None) -> list[list[str]]:
+    """Targets in the order given, each alone, except that the baseline joins ``mmproxy`` (to interleave)."""
+    groups = [[n, baseline.target] if n == "mmproxy" and baseline else [n] for n in names]
+    if baseline and "mmproxy" not in names:
+        groups.append([baseline.target])
+    return groups
+
+
 # -- CLI ----------------------------------------------------------------------------------------
 def _csv(kind: type) -> Callable[[str], list]:
     return lambda s: [kind(x) for x in s.split(",") if x.strip()]
@@ -872,6 +1069,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="gateways to soak (default mmproxy; LiteLLM needs ~40 min per 100k)",
     )
     ap.add_argument("--mmproxy-workers", type=int, default=1)
+    ap.add_argument(
+        "--baseline",
+        metavar="REF",
+        help="A/B: also run target mmproxy@<short REF>, the same config and scenarios served by the code of git "
+        "ref REF (interleaved with mmproxy; its native extension is built with cargo unless --baseline-native)",
+    )
+    ap.add_argument(
+        "--baseline-native",
+        type=Path,
+        metavar="PATH",
+        help="a prebuilt _native.abi3.so for --baseline's commit, instead of building it",
+    )
     ap.add_argument("--timeout", type=float, default=60.0, help="per-request timeout, seconds")
     ap.add_argument(
         "--smoke",
@@ -882,7 +1091,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     ap.add_argument(
         "--update-results",
         action=argparse.BooleanOptionalAction,
-        help="rewrite the ## Gateway section of benches/RESULTS.md (default: yes unless --smoke)",
+        help="rewrite the ## Gateway section of benches/RESULTS.md (default: yes unless --smoke or --baseline)",
     )
     args = ap.parse_args(argv)
     smoke = args.smoke
@@ -894,7 +1103,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "warmup": 0.2 if smoke else 2.0,
         "rounds": 1 if smoke else 3,
         "relay_requests": 64 if smoke else 1000,
-        "update_results": not smoke,
+        "update_results": not smoke and args.baseline is None,  # an A/B is a comparison, not the figures
     }
     for key, val in defaults.items():
         if getattr(args, key) is None and not (key == "duration" and args.requests is not None):
@@ -905,6 +1114,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     for s in args.scenarios:
         if s not in SCENARIO_NAMES:
             ap.error(f"unknown scenario {s!r}")
+    if args.baseline_native is not None and (args.baseline is None or not args.baseline_native.is_file()):
+        ap.error("--baseline-native needs --baseline and an existing file")
     if args.json is None and not smoke:
         args.json = OUT_DIR / f"gateway-{dt.datetime.now():%Y%m%d-%H%M%S}.json"
     return args
@@ -938,22 +1149,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "failed": {},
     }
     report["command"] = report["command"].rstrip()
-    with tempfile.TemporaryDirectory(prefix="mmproxy-bench-") as tmp:
-        logdir = Path(tmp)
-        with running_simulators(CLIENT_CORE if pin else None, logdir) as sims:
-            config = logdir / "config.yaml"  # JSON is valid YAML
-            config.write_bytes(orjson.dumps(gateway_config({k: s.port for k, s in sims.items()})))
-            for name in args.targets:
-                why = target_unavailable(name)
-                if why:
-                    log(f"[{name}] skipped: {why}")
-                    report["skipped"][name] = why
-                    continue
-                try:
-                    report["targets"][name] = run_target(name, args, sims, config, logdir, pin)
-                except RuntimeError as exc:  # a gateway that will not start: report it, measure the rest
-                    log(f"[{name}] FAILED: {exc}")
-                    report["failed"][name] = str(exc)
+    with contextlib.ExitStack() as stack:
+        logdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mmproxy-bench-")))
+        code = {"mmproxy": ROOT / "python"}  # the current mmproxy is this checkout, whatever the venv installed
+        baseline = None
+        if args.baseline:
+            baseline = stack.enter_context(baseline_checkout(args.baseline, args.baseline_native))
+            code[baseline.target] = baseline.code
+            report["baseline"] = {k: str(v) for k, v in vars(baseline).items()}
+        sims = stack.enter_context(running_simulators(CLIENT_CORE if pin else None, logdir))
+        config = logdir / "config.yaml"  # JSON is valid YAML
+        config.write_bytes(orjson.dumps(gateway_config({k: s.port for k, s in sims.items()})))
+        for group in target_groups(args.targets, baseline):
+            run_targets(group, args, sims, config, logdir, pin, code, report)
     derive(report)
     report["notes"] = bottleneck_notes(report)
     md = markdown(report)
