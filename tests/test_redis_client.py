@@ -23,7 +23,7 @@ import redis
 import uvloop
 from mmproxy.redis_client import RedisClient, RedisReplyError, RedisUnavailable, array, bulk, integer
 
-from tests import test_shared_redis
+from tests.router import test_shared_redis
 
 redis_url = test_shared_redis.redis_url  # the module fixture: one throwaway redis-server, started the same way
 

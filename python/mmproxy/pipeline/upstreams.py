@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 from mmproxy.config import Deployment
@@ -20,15 +20,17 @@ class Upstream(NamedTuple):
 
 
 class Upstreams:
-    def __init__(self, deployments: Sequence[Deployment]) -> None:
-        """One keep-alive pool per origin, shared by the deployments behind it; needs the running loop."""
-        self._pools: dict[str, UpstreamPool] = {}
+    def __init__(self, deployments: Sequence[Deployment],
+                 connect: Callable[[str], Transport] = UpstreamPool) -> None:
+        """One transport per origin, shared by the deployments behind it: ``connect`` makes it from a base URL
+        (a keep-alive pool, which needs the running loop; an in-process fake in tests)."""
+        self._pools: dict[str, Transport] = {}
         self._by_id: dict[str, Upstream] = {}
         for deployment in deployments:
             origin = "/".join(deployment.api_base.split("/", 3)[:3])
             pool = self._pools.get(origin)
             if pool is None:
-                pool = self._pools[origin] = UpstreamPool(deployment.api_base)
+                pool = self._pools[origin] = connect(deployment.api_base)
             self._by_id[deployment.id] = Upstream(deployment, adapter(deployment), pool)
 
     def __getitem__(self, deployment_id: str) -> Upstream:

@@ -11,7 +11,7 @@ import redis
 from mmproxy.cache.semantic import SemanticEntry
 from mmproxy.cache.semantic_feed import SemanticFeed
 
-from tests.test_shared_redis import redis_url  # noqa: F401  (the module fixture: a real redis-server)
+from tests.router.test_shared_redis import redis_url  # noqa: F401  (the module fixture: a real redis-server)
 
 
 def _entry(text: str, ttl: float = 60.0) -> SemanticEntry:

@@ -498,7 +498,7 @@ def test_chunked_request_body_and_expect_continue(sim):
 
 
 def test_cli_subprocess_prints_port_and_stops_on_sigterm():
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "python")}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "python")}
     proc = subprocess.Popen([sys.executable, "-m", "mmproxy.simulator", "--port", "0", "--chunks", "2"],
                             stdout=subprocess.PIPE, text=True, env=env)
     try:

@@ -16,7 +16,7 @@ from mmproxy.db import Database, open_database
 from mmproxy.db.sqlite import SQLiteDatabase
 from mmproxy.spend.ledger import Ledger
 
-from tests.test_db import (  # noqa: F401 -- the url and db fixtures are shared
+from tests.db.test_db import (  # noqa: F401 -- the url and db fixtures are shared
     BACKENDS,
     KEY_A,
     KEY_B,

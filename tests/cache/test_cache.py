@@ -13,7 +13,7 @@ import openai
 import pytest
 
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, gateway_config, start_gateway
-from tests.test_shared_redis import redis_url  # noqa: F401  (the module fixture: a real redis-server)
+from tests.router.test_shared_redis import redis_url  # noqa: F401  (the module fixture: a real redis-server)
 
 QUESTION = [{"role": "user", "content": "What is the boiling point of water at sea level?"}]
 

@@ -11,7 +11,7 @@ from mmproxy.db.base import KeyRecord
 from mmproxy.keys.shared_limits import SharedKeyLimits
 from mmproxy.redis_client import RedisError
 
-from tests.test_shared_redis import redis_url  # noqa: F401  (the module fixture: a real redis-server)
+from tests.router.test_shared_redis import redis_url  # noqa: F401  (the module fixture: a real redis-server)
 
 
 def _record(name: str, **fields: object) -> KeyRecord:

@@ -14,7 +14,7 @@ import openai
 import pytest
 
 from tests.conftest import MASTER_KEY, Process, SimControl, gateway_config, start_gateway
-from tests.test_shared_redis import redis_url  # noqa: F401  (the module fixture: a real redis-server)
+from tests.router.test_shared_redis import redis_url  # noqa: F401  (the module fixture: a real redis-server)
 
 HELLO = [{"role": "user", "content": "hi"}]
 # gpt-4o in the test config: 2.5e-06 per input token, 1e-05 per output token.

@@ -18,7 +18,7 @@ from mmproxy.cache.store import (
     RedisStore,
 )
 
-from tests import test_shared_redis
+from tests.router import test_shared_redis
 
 redis_url = test_shared_redis.redis_url  # the module fixture: one throwaway redis-server, started the same way
 
