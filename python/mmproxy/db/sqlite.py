@@ -29,6 +29,7 @@ T = TypeVar("T")
 _Q = queries.Queries.build(SQLITE)
 _STREAM = "stream"
 _JSON_FIELDS = frozenset({"models", "metadata"})
+_MODELS, _METADATA = queries.KEY_FIELDS.index("models"), queries.KEY_FIELDS.index("metadata")
 # Errors that belong to a row's values, not to the database being unavailable.
 _INSERT_NEW = _Q.insert_log.removesuffix(" ON CONFLICT (request_id) DO NOTHING")
 _BAD_ROW = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError,
@@ -215,8 +216,11 @@ def _encode(name: str, value: Any) -> Any:
 
 
 def _decode(row: tuple[Any, ...]) -> KeyRecord:
+    """A keys row as a record: SQLite keeps the list and mapping columns as JSON text and the flag as 0/1."""
     record = KeyRecord(*row)
-    record.models = orjson.loads(record.models)
-    record.metadata = orjson.loads(record.metadata)
+    models: str = row[_MODELS]
+    metadata: str = row[_METADATA]
+    record.models = orjson.loads(models)
+    record.metadata = orjson.loads(metadata)
     record.blocked = bool(record.blocked)
     return record
