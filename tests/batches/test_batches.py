@@ -191,12 +191,16 @@ def test_cancel(client, sim: SimControl):
     assert client.batches.retrieve(created.id).status == "cancelled"
 
 
+def _new_key(gw: Process, **fields: object) -> str:
+    response = httpx.post(f"{gw.url}/key/generate", json={"models": ["batchy"], **fields},
+                          headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=10)
+    response.raise_for_status()
+    return str(response.json()["key"])
+
+
 def test_a_virtual_key_sees_only_its_own_files_and_batches(gw: Process, client, sim: SimControl):
     def new_key() -> str:
-        response = httpx.post(f"{gw.url}/key/generate", json={"models": ["batchy"]},
-                              headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=10)
-        response.raise_for_status()
-        return response.json()["key"]
+        return _new_key(gw)
 
     alice, bob = _client(gw.url, new_key()), _client(gw.url, new_key())
     file_id = _upload(alice, [_line("a", "batchy", "x")])
@@ -212,6 +216,20 @@ def test_a_virtual_key_sees_only_its_own_files_and_batches(gw: Process, client, 
     assert client.batches.retrieve(batch.id).status == "completed"  # the master key sees every batch
     with pytest.raises(openai.PermissionDeniedError):  # the key may use batchy only
         _create(alice, _upload(alice, [_line("a", "claude", "x")]))
+
+
+def test_keys_of_one_team_share_its_files_and_batches(gw: Process, sim: SimControl):
+    """Files and batches belong to the caller's team when it has one, as cache entries do."""
+    carol, dave = (_client(gw.url, _new_key(gw, team_id="research")) for _ in range(2))
+    eve = _client(gw.url, _new_key(gw, team_id="sales"))
+    file_id = _upload(carol, [_line("a", "batchy", "x")])
+    batch = _create(dave, file_id)  # a teammate's upload
+    assert _wait(carol, batch.id).status == "completed"
+    assert batch.id in [b.id for b in carol.batches.list().data]
+    with pytest.raises(openai.NotFoundError):
+        eve.batches.retrieve(batch.id)
+    with pytest.raises(openai.NotFoundError):
+        eve.files.retrieve(file_id)
 
 
 def test_simulator_fails_batches_as_openai_does(direct):

@@ -13,8 +13,10 @@ import orjson
 import pytest
 from mmproxy.config import parse_config
 from mmproxy.errors import ProxyError
+from mmproxy.pipeline.accounting import Accounting
 from mmproxy.pipeline.call import Call
 from mmproxy.pipeline.forwarding import Forwarder
+from mmproxy.pipeline.pipeline import Pipeline
 from mmproxy.pipeline.upstreams import Upstream, Upstreams
 from mmproxy.router import Router, Trace
 from mmproxy.spend.record import RequestRecord
@@ -106,3 +108,24 @@ async def test_completion_tokens_from_the_answer_count_against_tpm():
     fleet = Fleet({"a": [FakeReply(200, [COMPLETION])]})
     await fleet.chat(_call(), Trace())
     assert fleet.router.usage.tokens("a") == 500  # the request counted 0 input tokens; the answer's 500 output
+
+
+async def test_one_request_may_route_several_times_and_pays_for_each_call():
+    """What a virtual model (a cascade, a verifier) does: several routed calls inside one client request."""
+    fleet = Fleet({"a": [FakeReply(200, [COMPLETION])], "b": [FakeReply(200, [COMPLETION])]})
+    config = parse_config({"model_list": []})
+    pipeline = Pipeline(config, fleet.router, fleet.upstreams, Accounting(None, None, None, None), None)
+    call = _call()
+
+    async def ask(upstream: Upstream) -> Any:
+        payload = {"model": "m", "messages": [{"role": "user", "content": "hi"}]}
+        return await pipeline.forwarder.forward(upstream, upstream.provider.chat_request(payload),
+                                                upstream.provider.chat_response, call)
+
+    first = await pipeline.route(call, "m", ask, eligible=lambda d: d.id == "a")
+    second = await pipeline.route(call, "m", ask, eligible=lambda d: d.id == "b")
+    assert (first.headers["x-mmproxy-deployment"], second.headers["x-mmproxy-deployment"]) == ("a", "b")
+    record = call.record
+    assert record.cost_usd == pytest.approx(2 * (1000 * 1e-6 + 500 * 2e-6))
+    assert (record.prompt_tokens, record.completion_tokens) == (2000, 1000)
+    assert (record.model_group, record.deployment) == ("m", "b")  # the call that answered last

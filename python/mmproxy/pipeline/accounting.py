@@ -31,9 +31,10 @@ class Accounting:
         self.access_log = access_log
 
     async def admit(self, call: Call, model: str, deployments: list[Deployment], completion: int | None) -> None:
-        """Key restrictions, limits and the budget reservation for a request that may run on ``deployments``."""
+        """Key restrictions, limits and the budget reservation for a virtual key's request that may run on
+        ``deployments``."""
         keys = self.keys
-        if keys is None or call.caller.key is None:
+        if keys is None:
             return
         estimate = cost.estimate(deployments, call.counted, completion)
         try:

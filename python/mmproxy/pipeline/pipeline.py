@@ -73,20 +73,21 @@ class Pipeline:
             if self._count_tokens or caller.key is not None:                                # count
                 call.counted = tokens.count_chat(inbound.chat_bytes(), inbound.model).count
             target = self.choose(request, call, inbound, headers)                           # rules
-        group = self.router.group(target)
-        await self.accounting.admit(call, inbound.model, group.members if group is not None else [],  # admit
-                                    inbound.completion)
+        if caller.key is not None:                                                          # admit
+            group = self.router.group(target)
+            await self.accounting.admit(call, inbound.model, group.members if group is not None else [],
+                                        inbound.completion)
         cache, plan = self.cache, None
         if cache is not None:                                                               # cache
             plan, hit = await cache.consult(request.headers, call, api.cache_payload(inbound), inbound.raw,
-                                                 target, api.endpoint, headers)
+                                            target, api.endpoint, headers)
             if hit is not None:
                 return await cache.serve(request, call, hit)
 
         async def attempt(upstream: Upstream) -> web.StreamResponse:
             return await api.attempt(self, request, call, inbound, upstream, headers)
 
-        response = await self.route(call, target, attempt)                                   # route
+        response = await self.route(call, target, attempt)                                  # route
         if cache is not None and plan is not None:
             cache.store(plan, call, response)                                               # store
         return response                                                                     # account: handler
