@@ -15,6 +15,7 @@ log = logging.getLogger("mmproxy.db")
 
 _KEY_HASH = COLUMNS.index("key_hash")
 _COST = COLUMNS.index("cost_usd")
+_REQUEST_ID = COLUMNS.index("request_id")
 
 
 @dataclass(slots=True)
@@ -113,5 +114,7 @@ def spend_after_skips(key_spend: dict[str, float], skipped: list[tuple[object, .
     return {key_hash: amount for key_hash, amount in remaining.items() if abs(amount) > 1e-12}
 
 
-def log_bad_row(request_id: object, reason: str) -> None:
-    log.error("spend ledger: dropped the row of request %r, which the database refused (%s)", request_id, reason)
+def log_bad_row(row: tuple[object, ...], exc: BaseException) -> None:
+    request_id = row[_REQUEST_ID] if row else None
+    log.error("spend ledger: dropped the row of request %r, which the database refused (%s: %s)",
+              request_id, type(exc).__name__, exc)

@@ -111,7 +111,7 @@ class PostgresDatabase(Database):
                             if await conn.fetchval(_INSERT_ONE, *row) is not None:
                                 continue
                     except _BAD_ROW as exc:
-                        log_bad_row(row[0] if row else None, f"{type(exc).__name__}: {exc}")
+                        log_bad_row(row, exc)
                     skipped.append(row)
                 remaining = spend_after_skips(key_spend, skipped)
                 if remaining:
