@@ -40,7 +40,8 @@ class Ledger:
         self._max_queue = max_queue
         self._batch_size = batch_size
         self._interval = flush_interval
-        self._full = asyncio.Event()  # a whole batch is waiting
+        self._full = asyncio.Event()  # a whole batch is waiting, or close() was called
+        self._stop = asyncio.Event()  # close() was called: the flusher ends after its write in flight
         self._lock = asyncio.Lock()  # one write at a time: the flusher's or a flush() caller's
         self._task: asyncio.Task[None] | None = None
         self.written = 0
@@ -70,6 +71,7 @@ class Ledger:
 
     async def start(self) -> None:
         if self._task is None:
+            self._stop.clear()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="mmproxy-ledger")
 
     async def flush(self) -> None:
@@ -85,10 +87,11 @@ class Ledger:
         """Stop the flusher and write what is left, retrying for up to ``timeout`` seconds if the database fails."""
         task, self._task = self._task, None
         if task is not None:
-            async with self._lock:  # let a write in flight finish rather than cut it short
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Told, not cancelled: a write in flight finishes, and a cancel landing just as the flusher woke for
+            # a full batch would be lost inside asyncio.wait_for (Python 3.11), leaving it to run forever.
+            self._stop.set()
+            self._full.set()
+            await task
         deadline = time.monotonic() + timeout
         delay = 0.1
         while self._queue:
@@ -110,14 +113,15 @@ class Ledger:
         delay = _RETRY_FIRST_S
         while True:
             if len(self._queue) < self._batch_size:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._interval)
+                await _wait(self._full, self._interval)
+            if self._stop.is_set():
+                return
             self._full.clear()
             try:
                 await self._write_batch()
             except Exception as exc:
                 self._failed(exc)
-                await asyncio.sleep(delay)
+                await _wait(self._stop, delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
             else:
                 delay = _RETRY_FIRST_S
@@ -152,3 +156,9 @@ class Ledger:
             log.error("spend ledger: write failed (%s); %d rows kept for retry, %d dropped so far",
                       self._db.describe_error(exc), len(self._queue), self.dropped)
         self._failing = True
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` have passed."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
