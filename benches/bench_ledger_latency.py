@@ -9,25 +9,37 @@ Latency percentiles are over every request of every round pooled (p99.9 needs th
 percentile less the direct one. Per-round p99s, and how busy other processes kept the gateway core, show how
 noisy the machine was. Non-streaming, concurrency 1; gateways on core 0, simulator and load generator on core 1.
 
+``--during-writes`` measures where the stall comes from, with less noise than the end-to-end figures: in this
+process, pinned to core 0, a request loop (150 µs of Python work standing in for the gateway's own, a ``Ledger``
+record, one round trip to an echo process on core 1) runs against a real SQLite file, and the round trips that
+overlapped a batch write are told apart from the rest. The database is subclassed only to time each batch.
+
     python benches/bench_ledger_latency.py [--requests 5000] [--rounds 5] [--section NAME] [--no-update-results]
+    python benches/bench_ledger_latency.py --during-writes [--rounds 4] [--seconds 6]
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import datetime as dt
 import os
 import statistics
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import uvloop
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_accounting import OFF, ON, _config
+from bench_ledger import make_records
 from loadgen import LoadGen, chat_request, percentile, run_sync
+from mmproxy.db.sqlite import SQLiteDatabase
+from mmproxy.spend.ledger import Ledger
 from run import (
     CLIENT_CORE,
     GATEWAY_CORE,
@@ -152,6 +164,100 @@ def report(args: argparse.Namespace) -> str:
     ])
 
 
+_ECHO = """
+import asyncio, sys
+class Echo(asyncio.Protocol):
+    def connection_made(self, transport): self.transport = transport
+    def data_received(self, data): self.transport.write(data)
+async def main():
+    server = await asyncio.get_running_loop().create_server(Echo, "127.0.0.1", int(sys.argv[1]))
+    print("ready", flush=True)
+    await server.serve_forever()
+asyncio.run(main())
+"""
+
+
+class _TimedDatabase(SQLiteDatabase):
+    """The SQLite database, noting when each batch write started and ended."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.writes: list[tuple[float, float]] = []
+
+    async def write_requests(self, rows: list[tuple[object, ...]], key_spend: dict[str, float]) -> None:
+        began = time.perf_counter()
+        await super().write_requests(rows, key_spend)
+        self.writes.append((began, time.perf_counter()))
+
+
+class _Peer(asyncio.Protocol):
+    def __init__(self) -> None:
+        self.reply: asyncio.Future[None] | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.reply is not None and not self.reply.done():
+            self.reply.set_result(None)
+
+
+async def _requests_during_writes(port: int, seconds: float, workdir: Path) -> tuple[list[float], list[float]]:
+    """Round-trip times in ms: (those that overlapped a batch write, the others)."""
+    loop = asyncio.get_running_loop()
+    _, peer = await loop.create_connection(_Peer, "127.0.0.1", port)
+    db = _TimedDatabase(workdir / f"probe-{time.monotonic_ns()}.db")
+    await db.start()
+    ledger = Ledger(db)
+    await ledger.start()
+    records = make_records(int(seconds * 20_000), "probe")
+    trips: list[tuple[float, float]] = []
+    end = time.perf_counter() + seconds
+    for record in records:
+        work_until = time.perf_counter() + 150e-6
+        while time.perf_counter() < work_until:
+            pass
+        ledger.record(record)
+        began = time.perf_counter()
+        if began > end:
+            break
+        peer.reply = loop.create_future()
+        peer.transport.write(b"x" * 100)
+        await peer.reply
+        trips.append((began, time.perf_counter()))
+    await ledger.close()
+    await db.close()
+    peer.transport.close()
+    during: list[float] = []
+    outside: list[float] = []
+    for began, ended in trips:
+        overlaps = any(start < ended and began < stop for start, stop in db.writes)
+        (during if overlaps else outside).append((ended - began) * 1e3)
+    return sorted(during), sorted(outside)
+
+
+def during_writes(rounds: int, seconds: float) -> None:
+    pin = pinning_available()
+    if pin:
+        os.sched_setaffinity(0, {GATEWAY_CORE})
+    workdir = Path(tempfile.mkdtemp(prefix="mmproxy-ledger-probe-"))
+    port = free_port()
+    echo = Service("echo", [sys.executable, "-c", _ECHO, str(port)], port=port, core=CLIENT_CORE if pin else None,
+                   env=python_env(), logdir=workdir)
+    try:
+        while "ready" not in echo.log_tail():
+            if echo.proc.poll() is not None:
+                raise RuntimeError(f"the echo process exited:\n{echo.log_tail()}")
+            time.sleep(0.05)
+        for number in range(rounds):
+            during, outside = uvloop.run(_requests_during_writes(port, seconds, workdir))
+            print(f"round {number + 1}: during a batch write {len(during)} requests, p99 "
+                  f"{percentile(during, 99):.2f} ms; outside {len(outside)}, p99 {percentile(outside, 99):.2f} ms",
+                  flush=True)
+    finally:
+        echo.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--requests", type=int, default=5000, help="requests per target per round")
@@ -159,7 +265,13 @@ def main() -> int:
     parser.add_argument("--section", default="## Ledger latency at concurrency 1",
                         help="the RESULTS.md section to write")
     parser.add_argument("--update-results", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--during-writes", action="store_true",
+                        help="only the in-process probe: round trips during a batch write vs the rest")
+    parser.add_argument("--seconds", type=float, default=6.0, help="length of a --during-writes round")
     args = parser.parse_args()
+    if args.during_writes:
+        during_writes(args.rounds, args.seconds)
+        return 0
     body = report(args)
     print(body)
     if args.update_results:
