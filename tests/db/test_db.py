@@ -181,6 +181,20 @@ async def test_a_retried_batch_counts_once(db: Database) -> None:
     assert (await db.get_key(KEY_A)).spend == pytest.approx(2.75)
 
 
+async def test_a_batch_of_many_inserts_commits_whole(url: str, db: Database) -> None:
+    """SQLite inserts a batch a few rows at a time: a late duplicate must not leave the earlier rows counted twice."""
+    await db.insert_key(key(KEY_A))
+    await write(db, record("r45", key_hash=KEY_A, cost_usd=1.0))
+    batch = [record(f"r{i}", started=T0 + i, key_hash=KEY_A, cost_usd=0.5) for i in range(50)]
+    await write(db, *batch)  # r45, already stored, comes after dozens of new rows
+    assert await scalar(url, f"SELECT COUNT(*) FROM {LOGS}") == 50
+    assert (await db.get_key(KEY_A)).spend == pytest.approx(1.0 + 49 * 0.5)
+    with pytest.raises(Exception):  # noqa: B017 -- the driver's own error for an amount it cannot send
+        await db.write_requests([record(f"s{i}", key_hash=KEY_A).row() for i in range(50)],
+                                {KEY_A: object()})  # type: ignore[dict-item]
+    assert await scalar(url, f"SELECT COUNT(*) FROM {LOGS}") == 50  # none of the rows before the failure stayed
+
+
 @pytest.mark.parametrize("value", [{"not": "a number"}, "many"])
 async def test_a_bad_row_is_dropped_and_the_rest_written(db: Database, caplog: pytest.LogCaptureFixture,
                                                          value: object) -> None:

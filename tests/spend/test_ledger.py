@@ -111,6 +111,19 @@ async def test_close_writes_everything_and_the_ledger_survives_a_restart(url: st
         await reopened.close()
 
 
+async def test_close_right_after_a_batch_fills_writes_it_and_returns(db: Database) -> None:
+    """The flusher is woken by the full batch and told to stop in the same turn of the loop: it must still stop."""
+    ledger = Ledger(db, batch_size=1, flush_interval=60)
+    await ledger.start()
+    await asyncio.sleep(0.05)  # the flusher now waits for a full batch
+    ledger.record(record("last"))
+    started = time.monotonic()
+    await asyncio.wait_for(ledger.close(), 10)
+    assert time.monotonic() - started < 5
+    assert (ledger.written, ledger.queued) == (1, 0)
+    assert [row["request_id"] for row in await db.spend_logs()] == ["last"]
+
+
 async def test_a_full_queue_drops_counts_and_logs_once(db: Database, caplog: pytest.LogCaptureFixture) -> None:
     ledger = Ledger(db, max_queue=10, batch_size=4)  # not started: nothing drains the queue
     with caplog.at_level(logging.ERROR, logger="mmproxy.spend"):

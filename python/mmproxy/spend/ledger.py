@@ -1,9 +1,10 @@
 """The spend ledger writer: requests hand over their record in O(1); a background task writes them in batches.
 
-The request path only appends to a bounded deque. Rows leave the deque only once the database has committed
-them, so a write that fails (database down, restarting, locked) keeps them for the next try, with backoff;
-the bound is what protects memory while that lasts, and rows beyond it are dropped and counted. Each batch
-carries the sum of its cost per virtual key, added to the keys in the same transaction as the rows.
+The request path only turns its record into a row and appends it to a bounded deque: converting a whole batch at
+once would hold the event loop for it. Rows leave the deque only once the database has committed them, so a write
+that fails (database down, restarting, locked) keeps them for the next try, with backoff; the bound is what
+protects memory while that lasts, and rows beyond it are dropped and counted. Each batch carries the sum of its
+cost per virtual key, added to the keys in the same transaction as the rows.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections import deque
 from itertools import islice
 
 from mmproxy.db.base import Database
-from mmproxy.spend.record import RequestRecord
+from mmproxy.spend.record import COLUMNS, RequestRecord
 
 __all__ = ["Ledger"]
 
@@ -25,6 +26,8 @@ log = logging.getLogger("mmproxy.spend")
 _LOG_EVERY_S = 10.0
 _RETRY_FIRST_S = 0.5
 _RETRY_MAX_S = 30.0
+_KEY_HASH = COLUMNS.index("key_hash")
+_COST = COLUMNS.index("cost_usd")
 
 
 class Ledger:
@@ -33,11 +36,12 @@ class Ledger:
         if max_queue < 1 or batch_size < 1 or flush_interval <= 0:
             raise ValueError("max_queue and batch_size must be at least 1 and flush_interval positive")
         self._db = db
-        self._queue: deque[RequestRecord] = deque()
+        self._queue: deque[tuple[object, ...]] = deque()
         self._max_queue = max_queue
         self._batch_size = batch_size
         self._interval = flush_interval
-        self._full = asyncio.Event()  # a whole batch is waiting
+        self._full = asyncio.Event()  # a whole batch is waiting, or close() was called
+        self._stop = asyncio.Event()  # close() was called: the flusher ends after its write in flight
         self._lock = asyncio.Lock()  # one write at a time: the flusher's or a flush() caller's
         self._task: asyncio.Task[None] | None = None
         self.written = 0
@@ -61,12 +65,13 @@ class Ledger:
                 log.error("spend ledger queue full (%d rows waiting for the database): %d rows dropped so far",
                           len(queue), self.dropped)
             return
-        queue.append(record)
+        queue.append(record.row())
         if len(queue) >= self._batch_size:
             self._full.set()
 
     async def start(self) -> None:
         if self._task is None:
+            self._stop.clear()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="mmproxy-ledger")
 
     async def flush(self) -> None:
@@ -82,10 +87,11 @@ class Ledger:
         """Stop the flusher and write what is left, retrying for up to ``timeout`` seconds if the database fails."""
         task, self._task = self._task, None
         if task is not None:
-            async with self._lock:  # let a write in flight finish rather than cut it short
-                task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            # Told, not cancelled: a write in flight finishes, and a cancel landing just as the flusher woke for
+            # a full batch would be lost inside asyncio.wait_for (Python 3.11), leaving it to run forever.
+            self._stop.set()
+            self._full.set()
+            await task
         deadline = time.monotonic() + timeout
         delay = 0.1
         while self._queue:
@@ -107,14 +113,15 @@ class Ledger:
         delay = _RETRY_FIRST_S
         while True:
             if len(self._queue) < self._batch_size:
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._interval)
+                await _wait(self._full, self._interval)
+            if self._stop.is_set():
+                return
             self._full.clear()
             try:
                 await self._write_batch()
             except Exception as exc:
                 self._failed(exc)
-                await asyncio.sleep(delay)
+                await _wait(self._stop, delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
             else:
                 delay = _RETRY_FIRST_S
@@ -126,14 +133,13 @@ class Ledger:
             count = min(len(queue), self._batch_size)
             if count == 0:
                 return 0
-            rows = []
+            rows = list(islice(queue, count))
             key_spend: dict[str, float] = {}
-            for record in islice(queue, count):
-                rows.append(record.row())
-                cost = record.cost_usd
+            for row in rows:
+                key_hash, cost = row[_KEY_HASH], row[_COST]
                 # A cost that is not a number must not fail the batch forever; the database drops its row.
-                if record.key_hash is not None and cost and isinstance(cost, float | int):
-                    key_spend[record.key_hash] = key_spend.get(record.key_hash, 0.0) + cost
+                if isinstance(key_hash, str) and cost and isinstance(cost, float | int):
+                    key_spend[key_hash] = key_spend.get(key_hash, 0.0) + cost
             await self._db.write_requests(rows, key_spend)
             for _ in range(count):
                 queue.popleft()
@@ -150,3 +156,9 @@ class Ledger:
             log.error("spend ledger: write failed (%s); %d rows kept for retry, %d dropped so far",
                       self._db.describe_error(exc), len(self._queue), self.dropped)
         self._failing = True
+
+
+async def _wait(event: asyncio.Event, seconds: float) -> None:
+    """Until ``event`` is set or ``seconds`` have passed."""
+    with contextlib.suppress(asyncio.TimeoutError):
+        await asyncio.wait_for(event.wait(), seconds)
