@@ -11,6 +11,7 @@ accounted once (``handler``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import logging
 import os
@@ -84,8 +85,8 @@ class Pipeline:
             if hit is not None:
                 return await cache.serve(request, call, hit)
 
-        async def attempt(upstream: Upstream) -> web.StreamResponse:
-            return await api.attempt(self, request, call, inbound, upstream, headers)
+        def attempt(upstream: Upstream) -> Awaitable[web.StreamResponse]:
+            return api.attempt(self, request, call, inbound, upstream, headers)
 
         response = await self.route(call, target, attempt)                                  # route
         if cache is not None and plan is not None:
@@ -130,11 +131,7 @@ class Pipeline:
 
     def api_handler(self, api: ClientAPI) -> Handler:
         """The handler of a client API: ``serve`` through it, accounted under its endpoint name."""
-
-        async def serve(request: web.BaseRequest, call: Call) -> web.StreamResponse:
-            return await self.serve(request, call, api)
-
-        return self.handler(serve, api.render_error, api.endpoint)
+        return self.handler(functools.partial(self.serve, api=api), api.render_error, api.endpoint)
 
     # -- the steps -------------------------------------------------------------------
     async def authorize(self, request: web.BaseRequest, call: Call | None = None) -> Caller:
@@ -192,8 +189,8 @@ class Pipeline:
         record, so its cost, retries and fallbacks are the request's own."""
         upstreams = self.upstreams
 
-        async def on(deployment: Deployment) -> T:
-            return await attempt(upstreams[deployment.id])
+        def on(deployment: Deployment) -> Awaitable[T]:
+            return attempt(upstreams[deployment.id])
 
         trace = Trace()
         try:

@@ -106,13 +106,16 @@ class Router:
         return chosen, decision.rule
 
     # -- calls -----------------------------------------------------------------------
-    async def run(self, name: str, attempt: Callable[[Deployment], Awaitable[T]], trace: Trace, tokens: int = 0,
-                  eligible: Callable[[Deployment], bool] | None = None, limited: bool = True) -> T:
-        """``attempt`` on the deployments of ``name`` with retries, fallbacks and cooldowns (``failover``)."""
+    def run(self, name: str, attempt: Callable[[Deployment], Awaitable[T]], trace: Trace, tokens: int = 0,
+            eligible: Callable[[Deployment], bool] | None = None, limited: bool = True) -> Awaitable[T]:
+        """``attempt`` on the deployments of ``name`` with retries, fallbacks and cooldowns (``failover``).
+
+        A plain function returning the failover's coroutine: one coroutine frame less on every request.
+        """
         group = self.group(name)
         if group is None:
             raise unknown_model(name)
-        return await self._failover.run(group, attempt, tokens, trace, eligible, limited)
+        return self._failover.run(group, attempt, tokens, trace, eligible, limited)
 
     async def pinned(self, deployment_id: str, attempt: Callable[[Deployment], Awaitable[T]]) -> T:
         """One attempt on a given deployment (a batch lives where it was created): no retry, health counted."""

@@ -5,6 +5,7 @@ pipeline's, the same for all of them."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -60,7 +61,10 @@ class ClientAPI(ABC):
         return inbound.body
 
     @abstractmethod
-    async def attempt(self, pipeline: Pipeline, request: web.BaseRequest, call: Call, inbound: Inbound,
-                      upstream: Upstream, headers: dict[str, str]) -> web.StreamResponse:
+    def attempt(self, pipeline: Pipeline, request: web.BaseRequest, call: Call, inbound: Inbound,
+                upstream: Upstream, headers: dict[str, str]) -> Awaitable[web.StreamResponse]:
         """One attempt on one deployment: the upstream request made, sent, its answer or stream relayed in this
-        API's shape with ``headers``. A failure worth another deployment raises a ``ProxyError`` with a kind."""
+        API's shape with ``headers``. A failure worth another deployment raises a ``ProxyError`` with a kind.
+
+        An awaitable rather than a coroutine function, so an API may check and build the request, then hand
+        back the forwarder's coroutine without a frame of its own (chat completions, the hot path, does)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -32,8 +33,8 @@ class ChatCompletions(ClientAPI):
         return Inbound(model, body, raw, stream=body.get("stream") is True, chat=body, chat_bytes=raw,
                        completion=completion if isinstance(completion, int) else None)
 
-    async def attempt(self, pipeline: Pipeline, request: web.BaseRequest, call: Call, inbound: Inbound,
-                      upstream: Upstream, headers: dict[str, str]) -> web.StreamResponse:
+    def attempt(self, pipeline: Pipeline, request: web.BaseRequest, call: Call, inbound: Inbound,
+                upstream: Upstream, headers: dict[str, str]) -> Awaitable[web.StreamResponse]:
         deployment, provider = upstream.deployment, upstream.provider
         body = dict(inbound.body)  # adapters rewrite and drop fields; a retry starts from the client's request
         body.pop("cache", None)  # the gateway's own control field
@@ -48,6 +49,5 @@ class ChatCompletions(ClientAPI):
             translator = provider.chat_stream(body)
             data = provider.chat_request(body, stream_usage=pipeline.stream_usage or call.caller.key is not None)
             on_usage = UsageChunk(call, deployment, wants_usage(inbound.body) or translator is not None)
-            return await forwarder.relay_stream(request, call, upstream, data, translator, error_event, headers,
-                                                on_usage)
-        return await forwarder.forward(upstream, provider.chat_request(body), provider.chat_response, call, headers)
+            return forwarder.relay_stream(request, call, upstream, data, translator, error_event, headers, on_usage)
+        return forwarder.forward(upstream, provider.chat_request(body), provider.chat_response, call, headers)
