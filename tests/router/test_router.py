@@ -181,11 +181,11 @@ async def test_cost_based_routing_prefers_the_cheaper_deployment():
 
 async def test_latency_based_routing_measures_each_then_prefers_the_faster():
     router = _router([("m", "a", {}), ("m", "b", {})], {"routing_strategy": "latency-based-routing"})
-    router.observe_latency("a", 0.5)
+    router.usage.observe_latency("a", 0.5)
     script = Script()
     await router.run("m", script, Trace())
     assert script.calls == ["b"]  # never measured: tried first
-    router.observe_latency("b", 0.1)
+    router.usage.observe_latency("b", 0.1)
     for _ in range(5):
         await router.run("m", script, Trace())
     assert set(script.calls) == {"b"}

@@ -33,6 +33,7 @@ _NS_PER_MS = 1_000_000
 class Forwarder:
     def __init__(self, router: Router) -> None:
         self._router = router
+        self._usage = router.usage  # latencies go straight to it: once per request, on the hot path
 
     def count_completion(self, deployment_id: str, usage: dict[str, Any] | None) -> None:
         completion = usage.get("completion_tokens") if usage else None
@@ -54,7 +55,7 @@ class Forwarder:
         except UpstreamError as exc:
             raise upstream_failure(deployment.id, exc) from None
         received = time.perf_counter_ns()
-        self._router.observe_latency(deployment.id, (received - sent) / 1e9)
+        self._usage.observe_latency(deployment.id, (received - sent) / 1e9)
         status = exchange.status
         body = exchange.body()
         retry_after = exchange.header(b"retry-after") if status >= 400 else None
@@ -108,7 +109,7 @@ class Forwarder:
             relay = SSERelay(exchange, asyncio.get_running_loop(), deployment.timeout, translator, on_usage,
                              call.capture)
             await relay.ready
-            self._router.observe_latency(deployment.id, (time.perf_counter_ns() - sent) / 1e9)  # to the first event
+            self._usage.observe_latency(deployment.id, (time.perf_counter_ns() - sent) / 1e9)  # to the first event
             if not relay.events_seen:
                 # Nothing reached the client yet, so the failure can still be a plain error response.
                 failure = exchange.done.exception() if exchange.done.done() else None

@@ -62,7 +62,7 @@ class Pipeline:
         self._ids = itertools.count(1)
 
     # -- the request path ------------------------------------------------------------
-    async def serve(self, request: web.BaseRequest, call: Call, api: ClientAPI) -> web.StreamResponse:
+    async def serve(self, api: ClientAPI, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         caller = await self.authorize(request, call)                                        # auth
         inbound = api.parse(*await self.read_json(request))                                 # parse/validate
         record = call.record
@@ -73,7 +73,8 @@ class Pipeline:
             call.inbound = inbound
             if self._count_tokens or caller.key is not None:                                # count
                 call.counted = tokens.count_chat(inbound.chat_bytes(), inbound.model).count
-            target = self.choose(request, call, inbound, headers)                           # rules
+            if self.router.rules is not None:                                               # rules
+                target = self.choose(request, call, inbound, headers)
         if caller.key is not None:                                                          # admit
             group = self.router.group(target)
             await self.accounting.admit(call, inbound.model, group.members if group is not None else [],
@@ -131,7 +132,7 @@ class Pipeline:
 
     def api_handler(self, api: ClientAPI) -> Handler:
         """The handler of a client API: ``serve`` through it, accounted under its endpoint name."""
-        return self.handler(functools.partial(self.serve, api=api), api.render_error, api.endpoint)
+        return self.handler(functools.partial(self.serve, api), api.render_error, api.endpoint)
 
     # -- the steps -------------------------------------------------------------------
     async def authorize(self, request: web.BaseRequest, call: Call | None = None) -> Caller:
@@ -170,8 +171,6 @@ class Pipeline:
 
     def choose(self, request: web.BaseRequest, call: Call, inbound: Inbound, headers: dict[str, str]) -> str:
         """The group ``routing_rules`` send this request to (the requested model when none matches)."""
-        if self.router.rules is None:
-            return inbound.model
         key = call.caller.key
         target, rule = self.router.choose(
             inbound.model, inbound.chat_bytes(), request.headers, call.counted,
@@ -187,7 +186,7 @@ class Pipeline:
                     eligible: Callable[[Deployment], bool] | None = None, limited: bool = True) -> T:
         """``attempt`` on the deployments of ``target`` with failover; what was tried lands in the request's
         record, so its cost, retries and fallbacks are the request's own."""
-        upstreams = self.upstreams
+        upstreams = self.upstreams.by_id
 
         def on(deployment: Deployment) -> Awaitable[T]:
             return attempt(upstreams[deployment.id])
@@ -196,8 +195,8 @@ class Pipeline:
         try:
             return await self.router.run(target, on, trace, call.counted, eligible, limited)
         finally:
-            last = trace.last
-            if last is not None:
+            if trace.attempts:
+                last = trace.attempts[-1]
                 record = call.record
                 deployment = last.deployment
                 record.model_group, record.deployment = last.group, deployment.id

@@ -25,16 +25,16 @@ class Upstreams:
         """One transport per origin, shared by the deployments behind it: ``connect`` makes it from a base URL
         (a keep-alive pool, which needs the running loop; an in-process fake in tests)."""
         self._pools: dict[str, Transport] = {}
-        self._by_id: dict[str, Upstream] = {}
+        self.by_id: dict[str, Upstream] = {}  # a plain dict: looked up once per attempt
         for deployment in deployments:
             origin = "/".join(deployment.api_base.split("/", 3)[:3])
             pool = self._pools.get(origin)
             if pool is None:
                 pool = self._pools[origin] = connect(deployment.api_base)
-            self._by_id[deployment.id] = Upstream(deployment, adapter(deployment), pool)
+            self.by_id[deployment.id] = Upstream(deployment, adapter(deployment), pool)
 
     def __getitem__(self, deployment_id: str) -> Upstream:
-        return self._by_id[deployment_id]
+        return self.by_id[deployment_id]
 
     def close(self) -> None:
         for pool in self._pools.values():

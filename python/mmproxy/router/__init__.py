@@ -133,10 +133,6 @@ class Router:
         return answer
 
     # -- what answers tell the router ------------------------------------------------------
-    def observe_latency(self, deployment_id: str, seconds: float) -> None:
-        """A whole answer's latency, or a stream's time to its first event (latency-based routing)."""
-        self.usage.observe_latency(deployment_id, seconds)
-
     def add_completion_tokens(self, deployment_id: str, tokens: int) -> None:
         """Completion tokens count against tpm once the answer is in."""
         self.usage.add_tokens(deployment_id, tokens)

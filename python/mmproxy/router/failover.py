@@ -59,10 +59,6 @@ class Trace:
                 self.fallbacks += 1
         attempts.append(Attempt(group, deployment))
 
-    @property
-    def last(self) -> Attempt | None:
-        return self.attempts[-1] if self.attempts else None
-
 
 class Failover:
     def __init__(self, groups: Callable[[str], ModelGroup | None], health: Health, usage: Usage,
@@ -91,7 +87,7 @@ class Failover:
         settings = self._settings
         health = self._health
         usage = self._usage
-        chain = [group.only(eligible)]
+        chain = [group if eligible is None else group.only(eligible)]
         tried: set[str] = set()
         error: ProxyError | None = None
         position = 0
@@ -129,7 +125,7 @@ class Failover:
                 health.succeeded(deployment_id)
                 return answer
             if position == 1:  # the requested group is done for: its fallbacks, one level deep as in LiteLLM
-                chain += [g.only(eligible) for name in self._fallbacks(group.name, error)
+                chain += [g if eligible is None else g.only(eligible) for name in self._fallbacks(group.name, error)
                           if (g := self._group(name)) is not None]
         if error is not None:
             raise error

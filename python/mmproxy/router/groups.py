@@ -38,10 +38,8 @@ class ModelGroup:
             return None
         return usable[0] if len(usable) == 1 else strategy(usable, usage)
 
-    def only(self, eligible: Callable[[Deployment], bool] | None) -> ModelGroup:
-        """The group narrowed to the ``eligible`` deployments (itself when there is no condition)."""
-        if eligible is None:
-            return self
+    def only(self, eligible: Callable[[Deployment], bool]) -> ModelGroup:
+        """The group narrowed to the ``eligible`` deployments."""
         return ModelGroup(self.name, [d for d in self.members if eligible(d)])
 
     def untried(self, health: Health, tried: Collection[str]) -> bool:
