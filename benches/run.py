@@ -277,14 +277,26 @@ def gateway_kind(name: str) -> str:
     return name.partition("@")[0]
 
 
-def mmproxy_env(name: str, code: Path, logdir: Path) -> dict[str, str]:
-    """The environment in which ``python -m mmproxy`` imports the package under ``code`` (a checkout's python/).
+def current_code() -> Path | None:
+    """This checkout's python/ when its Rust core is built in place (an editable install, maturin develop), so
+    the current mmproxy is this checkout whatever else the venv installed; None (the installed package) after a
+    plain ``pip install .``, which builds the core into site-packages only."""
+    package = ROOT / "python" / "mmproxy"
+    return package.parent if any(package.glob("_native*.so")) else None
+
+
+def mmproxy_env(name: str, code: Path | None, logdir: Path) -> dict[str, str]:
+    """The environment in which ``python -m mmproxy`` imports the package under ``code`` (a checkout's python/;
+    None: the installed package).
 
     The venv may hold an editable install of some other checkout, so without this an A/B could quietly
     compare a build with itself. Importing ``mmproxy._native`` here also fails fast on a checkout whose Rust
     core was not built, with the import error rather than a gateway that never gets ready.
     """
-    env = python_env({"PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))})
+    if code is None:
+        env = python_env()
+    else:
+        env = python_env({"PYTHONPATH": os.pathsep.join(filter(None, [str(code), os.environ.get("PYTHONPATH")]))})
     probe = subprocess.run(
         [sys.executable, "-c", "import mmproxy, mmproxy._native; print(mmproxy.__file__)"],
         env=env, cwd=logdir, capture_output=True, text=True,
@@ -292,14 +304,14 @@ def mmproxy_env(name: str, code: Path, logdir: Path) -> dict[str, str]:
     if probe.returncode != 0:
         raise RuntimeError(f"{name}: cannot import mmproxy from {code}:\n{probe.stderr[-2000:]}")
     imported = Path(probe.stdout.strip()).resolve()
-    if not imported.is_relative_to(code.resolve()):
+    if code is not None and not imported.is_relative_to(code.resolve()):
         raise RuntimeError(f"{name}: mmproxy resolves to {imported}, not to {code}")
     log(f"[{name}] serving the code in {imported.parent}")
     return env
 
 
 def start_gateway(
-    name: str, args: argparse.Namespace, config: Path, core: int | None, logdir: Path, code: dict[str, Path]
+    name: str, args: argparse.Namespace, config: Path, core: int | None, logdir: Path, code: dict[str, Path | None]
 ) -> Service:
     """Start gateway ``name``; an mmproxy target runs the code of ``code[name]`` (a checkout's python/)."""
     port = free_port()
@@ -441,7 +453,7 @@ def scenarios(args: argparse.Namespace) -> list[Scenario]:
 
 def open_target(
     name: str, args: argparse.Namespace, sims: dict[str, Service], config: Path, logdir: Path, pin: bool,
-    code: dict[str, Path],
+    code: dict[str, Path | None],
 ) -> Target:
     """The simulators themselves for ``direct``, else a started gateway with its idle figures taken."""
     if name == "direct":
@@ -456,7 +468,7 @@ def open_target(
 
 def run_targets(
     names: Sequence[str], args: argparse.Namespace, sims: dict[str, Service], config: Path, logdir: Path,
-    pin: bool, code: dict[str, Path], report: dict,
+    pin: bool, code: dict[str, Path | None], report: dict,
 ) -> None:
     """All scenarios x rounds (then the memory soak) against a group of targets, into ``report``.
 
@@ -1151,7 +1163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     report["command"] = report["command"].rstrip()
     with contextlib.ExitStack() as stack:
         logdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="mmproxy-bench-")))
-        code = {"mmproxy": ROOT / "python"}  # the current mmproxy is this checkout, whatever the venv installed
+        code = {"mmproxy": current_code()}
         baseline = None
         if args.baseline:
             baseline = stack.enter_context(baseline_checkout(args.baseline, args.baseline_native))
