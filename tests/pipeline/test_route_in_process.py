@@ -73,14 +73,11 @@ def _call() -> Call:
 
 async def test_a_rate_limited_deployment_fails_over_and_the_answer_is_priced():
     fleet = Fleet({"a": [FakeReply(429, [RATE_LIMITED], {b"retry-after": b"30"})], "b": [FakeReply(200, [COMPLETION])]},
-                  {"num_retries": 1, "allowed_fails": 10})
-    for _ in range(20):  # the shuffle must once pick "a" first
-        call, trace = _call(), Trace()
-        response = await fleet.chat(call, trace)
-        if len(trace.attempts) == 2:
-            break
-    else:
-        pytest.fail("the shuffle never picked 'a' first")
+                  {"num_retries": 1, "allowed_fails": 10, "routing_strategy": "latency-based-routing"})
+    fleet.router.usage.observe_latency("a", 0.1)  # the faster one is tried first
+    fleet.router.usage.observe_latency("b", 0.5)
+    call, trace = _call(), Trace()
+    response = await fleet.chat(call, trace)
     assert [(a.deployment.id, a.failure) for a in trace.attempts] == [("a", "rate_limit"), ("b", None)]
     assert response.status == 200 and response.headers["x-mmproxy-deployment"] == "b"
     assert call.record.cost_usd == pytest.approx(1000 * 1e-6 + 500 * 2e-6)
