@@ -45,6 +45,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--instance", default="sim", help="name shown in system_fingerprint and /_sim/health")
     parser.add_argument("--tls-cert", default=None, help="PEM certificate: serve HTTPS (needs --tls-key)")
     parser.add_argument("--tls-key", default=None, help="PEM private key of --tls-cert")
+    parser.add_argument("--replay", default=None, metavar="FILE",
+                        help="answer chat requests with the requested model's recorded answer to the prompt, from "
+                             "a routing-records JSONL file (prompt, models: {name: {answer, ...}})")
     knobs = parser.add_argument_group("behaviour knobs (server defaults; overridable per model and per request)")
     for f in fields(Knobs):
         default = getattr(_DEFAULT_KNOBS, f.name)
@@ -92,7 +95,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 _OPTION_NAMES = frozenset({"host", "port", "api_key", "models", "model_knobs", "record_limit", "seed", "instance",
-                           "tls_cert", "tls_key"}
+                           "tls_cert", "tls_key", "replay"}
                           | {f.name for f in fields(Knobs)})
 
 

@@ -37,6 +37,7 @@ class SimConfig:
     instance: str = "sim"
     tls_cert: str | None = None  # PEM certificate (and key below): serve HTTPS, like real providers
     tls_key: str | None = None
+    replay: str | None = None  # a routing-records file: chat answers are the recorded ones (replay.Replay)
     knobs: Knobs = field(default_factory=Knobs)
 
     def __post_init__(self) -> None:

@@ -16,6 +16,8 @@ from urllib.parse import unquote
 
 import orjson
 
+from mmproxy.tokens import count as count_tokens
+
 from .behaviour import (
     Fault,
     KnobError,
@@ -36,6 +38,7 @@ from .behaviour import (
 from .httpserver import Reply, Request, StreamBody
 
 if TYPE_CHECKING:
+    from .replay import Replay
     from .server import SimApp
 
 _ID_PREFIX = secrets.token_hex(6)
@@ -244,6 +247,22 @@ def _answer(fn: dict[str, Any] | None, messages: list[dict[str, Any]], seed: int
     return _Answer("".join(tokens), group(tokens, knobs.chunks), None, finish, len(tokens))
 
 
+def _replayed(replay: Replay, model: str, messages: list[dict[str, Any]], max_tokens: int | None, stop: list[str],
+              knobs: Knobs) -> tuple[int, list[_Answer]] | Reply:
+    """The recorded answer of ``model`` to the last user message, and the prompt's tokens, both counted with the
+    gateway's tokenizer; a 400 naming the model when the records hold no answer of it to this prompt (the
+    request's fault, not the deployment's: it must not cool the deployment down)."""
+    prompt = _last_user_text(messages)
+    text = replay.answer(model, prompt)
+    if text is None:
+        return Reply(400, orjson.dumps({"error": {
+            "message": f"the replay records hold no answer of model {model!r} to this prompt",
+            "type": "invalid_request_error", "param": "messages", "code": "not_recorded"}}))
+    words, finish = limit_tokens(split_tokens(text), max_tokens, stop)
+    answer = "".join(words)
+    return count_tokens(prompt), [_Answer(answer, group(words, knobs.chunks), None, finish, count_tokens(answer))]
+
+
 def _usage(prompt: int, completion: int, cached: int = 0) -> dict[str, Any]:
     return {
         "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
@@ -280,7 +299,14 @@ def _build_chat(app: SimApp, body: dict[str, Any], model: str, knobs: Knobs) -> 
     # Automatic prompt caching: the longest prefix (tools, then whole messages) seen in the last minutes.
     pieces = [tools, *(canonical_json(m) for m in messages)]
     cached = min(app.state.prompt_cache.implicit(model, pieces), prompt_tokens)
-    answers = [_answer(fn, messages, seed, i, knobs, max_tokens, stops) for i in range(n)]
+    if app.replay is not None:
+        recorded = _replayed(app.replay, model, messages, max_tokens, stops, knobs)
+        if isinstance(recorded, Reply):
+            return recorded
+        prompt_tokens, answers = recorded
+        cached = 0
+    else:
+        answers = [_answer(fn, messages, seed, i, knobs, max_tokens, stops) for i in range(n)]
     usage = _usage(prompt_tokens, sum(a.tokens for a in answers), cached)
     if body.get("stream") is True:
         options = body.get("stream_options")

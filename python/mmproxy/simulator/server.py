@@ -17,6 +17,7 @@ from . import anthropic, anthropic_batches, batches, control, gemini, gemini_bat
 from .behaviour import Fault, KnobError, Knobs
 from .control import SimConfig, SimState
 from .httpserver import HttpProtocol, Reply, Request, protocol_factory
+from .replay import Replay
 
 Handler = Callable[["SimApp", Request], Reply]
 AuthCheck = Callable[["SimApp", Request], "Reply | None"]
@@ -39,6 +40,7 @@ class SimApp:
         self.state = SimState(config)
         self.connections: set[HttpProtocol] = set()
         self.bearer = b"Bearer " + config.api_key.encode() if config.api_key else b""
+        self.replay = Replay.load(config.replay) if config.replay else None
         self.routes: dict[tuple[str, str], tuple[Handler, AuthCheck | None]] = {}
         self.prefix_routes: list[tuple[str, str, Handler, AuthCheck | None]] = []
         openai.register(self)
