@@ -16,8 +16,6 @@ from urllib.parse import unquote
 
 import orjson
 
-from mmproxy.tokens import count as count_tokens
-
 from .behaviour import (
     Fault,
     KnobError,
@@ -252,6 +250,9 @@ def _replayed(replay: Replay, model: str, messages: list[dict[str, Any]], max_to
     """The recorded answer of ``model`` to the last user message, and the prompt's tokens, both counted with the
     gateway's tokenizer; a 400 naming the model when the records hold no answer of it to this prompt (the
     request's fault, not the deployment's: it must not cool the deployment down)."""
+    # The gateway's native tokenizer, imported here: the simulator otherwise runs without the built Rust core.
+    from mmproxy.tokens import count as count_tokens
+
     prompt = _last_user_text(messages)
     text = replay.answer(model, prompt)
     if text is None:
