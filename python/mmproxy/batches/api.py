@@ -161,8 +161,8 @@ class BatchAPI:
         if group is None:
             raise bad_request(f"model {model!r} is not served by this gateway", param="model")
         if not any(self._runs_batches(d) for d in group.members):
-            raise bad_request(f"model {model!r} has no deployment that runs batches (OpenAI-wire, Anthropic, Gemini)",
-                              param="model", code="batch_unsupported")
+            raise bad_request(f"model {model!r} has no deployment whose provider runs batches", param="model",
+                              code="batch_unsupported")
 
         async def submit(upstream: Upstream) -> tuple[str, dict[str, Any]]:
             client = self._batches(upstream)

@@ -50,10 +50,7 @@ class Accounting:
         record.latency_ms = (time.perf_counter_ns() - call.started) / _NS_PER_MS
         if call.reservation is not None and self.keys is not None:
             self.keys.settle(call.reservation, record.cost_usd, record.completion_tokens)
-        if self.ledger is not None:
-            self.ledger.record(record)
-        if self.metrics is not None:
-            self.metrics.observe(record)
+        self.record(record)
         if self.access_log is not None:
             self.access_log.write(record)
 

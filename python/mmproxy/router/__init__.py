@@ -75,9 +75,6 @@ class Router:
     def deployment(self, deployment_id: str) -> Deployment | None:
         return self._deployments.get(deployment_id)
 
-    def deployments(self) -> list[Deployment]:
-        return list(self._deployments.values())
-
     def model_names(self) -> list[str]:
         """The names a client may request: every model group, and ``auto`` when routing rules exist."""
         return [*self.groups, *([AUTO_MODEL] if self.rules is not None else [])]
@@ -126,8 +123,8 @@ class Router:
         try:
             answer = await attempt(deployment)
         except ProxyError as exc:
-            if exc.kind is not None and self.health.failed(deployment_id, exc.kind) and self._on_cooldown:
-                self._on_cooldown(deployment_id)
+            if exc.kind is not None:
+                await self._failover.failed(deployment_id, exc.kind)
             raise
         self.health.succeeded(deployment_id)
         return answer

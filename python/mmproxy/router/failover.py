@@ -108,10 +108,7 @@ class Failover:
                     if exc.kind is None:
                         raise
                     trace.attempts[-1].failure = exc.kind
-                    if health.failed(deployment_id, exc.kind) and self._on_cooldown is not None:
-                        self._on_cooldown(deployment_id)
-                    if self._shared is not None:
-                        await self._shared.failed(deployment_id, exc.kind)
+                    await self.failed(deployment_id, exc.kind)
                     tried.add(deployment_id)
                     error = exc
                     if exc.kind not in RETRYABLE or retry == settings.num_retries:
@@ -130,6 +127,13 @@ class Failover:
         if error is not None:
             raise error
         raise self._unavailable(group, tokens)
+
+    async def failed(self, deployment_id: str, kind: str) -> None:
+        """Count a failed attempt against the deployment's health, here and, with Redis, on every instance."""
+        if self._health.failed(deployment_id, kind) and self._on_cooldown is not None:
+            self._on_cooldown(deployment_id)
+        if self._shared is not None:
+            await self._shared.failed(deployment_id, kind)
 
     def _unavailable(self, group: ModelGroup, tokens: int) -> ProxyError:
         """Nothing was tried: every deployment is at its limit or cooling down."""

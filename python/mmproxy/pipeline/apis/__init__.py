@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from aiohttp import web
+
 from mmproxy.errors import ProxyError
 
 if TYPE_CHECKING:

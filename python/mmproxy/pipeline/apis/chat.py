@@ -6,9 +6,10 @@ from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
 from mmproxy.cache.prompt import PromptCachePlanner
 from mmproxy.pipeline.apis import ClientAPI, Inbound
-from mmproxy.pipeline.apis.checks import check_chat_model, check_context
+from mmproxy.pipeline.apis.checks import check_chat
 from mmproxy.pipeline.forwarding import UsageChunk
 from mmproxy.pipeline.sse import error_event
 from mmproxy.providers.chunks import wants_usage
@@ -38,9 +39,7 @@ class ChatCompletions(ClientAPI):
         deployment, provider = upstream.deployment, upstream.provider
         body = dict(inbound.body)  # adapters rewrite and drop fields; a retry starts from the client's request
         body.pop("cache", None)  # the gateway's own control field
-        check_chat_model(deployment, inbound.model)
-        if deployment.max_input_tokens is not None:
-            check_context(inbound.raw, deployment)
+        check_chat(deployment, inbound)
         provider.check_params(body)
         if deployment.auto_prompt_cache:  # config keeps it only where the provider has "prompt_caching"
             self._prompt_cache.plan(inbound.raw, body, deployment.upstream_model)

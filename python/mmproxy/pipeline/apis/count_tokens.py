@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 import orjson
 from aiohttp import web
+
 from mmproxy import tokens
 from mmproxy.errors import ProxyError
 from mmproxy.inbound import anthropic as anthropic_inbound

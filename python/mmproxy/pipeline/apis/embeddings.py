@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
 from mmproxy.errors import ProxyError
 from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.validation import require_model, validate_embeddings

@@ -6,10 +6,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
 from mmproxy.errors import ProxyError
 from mmproxy.inbound import anthropic as anthropic_inbound
 from mmproxy.pipeline.apis import Inbound
-from mmproxy.pipeline.apis.checks import check_chat_model, check_context
+from mmproxy.pipeline.apis.checks import check_chat
 from mmproxy.pipeline.apis.via_chat import ViaChat
 from mmproxy.providers.base import StreamTranslator
 from mmproxy.validation import require_model, validate_chat
@@ -41,9 +42,7 @@ class Messages(ViaChat):
                       upstream: Upstream, headers: dict[str, str]) -> web.StreamResponse:
         deployment, provider = upstream.deployment, upstream.provider
         model = inbound.model
-        check_chat_model(deployment, model)
-        if deployment.max_input_tokens is not None:
-            check_context(inbound.chat_bytes(), deployment)
+        check_chat(deployment, inbound)
         body = {k: v for k, v in inbound.body.items() if k != "cache"}  # the gateway's own control field
         passthrough = provider.messages_request(body)
         forwarder = pipeline.forwarder

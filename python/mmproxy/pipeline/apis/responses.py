@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
 from mmproxy.inbound import responses as responses_inbound
 from mmproxy.pipeline.apis import Inbound
-from mmproxy.pipeline.apis.checks import check_chat_model, check_context
+from mmproxy.pipeline.apis.checks import check_chat
 from mmproxy.pipeline.apis.via_chat import ViaChat
 from mmproxy.providers.base import StreamTranslator
 from mmproxy.validation import require_model, validate_chat
@@ -39,9 +40,7 @@ class Responses(ViaChat):
 
     async def attempt(self, pipeline: Pipeline, request: web.BaseRequest, call: Call, inbound: Inbound,
                       upstream: Upstream, headers: dict[str, str]) -> web.StreamResponse:
-        check_chat_model(upstream.deployment, inbound.model)
-        if upstream.deployment.max_input_tokens is not None:
-            check_context(inbound.chat_bytes(), upstream.deployment)
+        check_chat(upstream.deployment, inbound)
         body, chat = inbound.body, inbound.chat
         assert chat is not None
 

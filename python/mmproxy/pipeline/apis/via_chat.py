@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
+
 from mmproxy.pipeline.apis import ClientAPI
 from mmproxy.providers.base import ChainedTranslator, StreamTranslator
 
