@@ -40,6 +40,7 @@ import faiss
 import numpy as np
 import redis
 import uvloop
+
 from mmproxy.cache.semantic import SemanticEntry, SemanticIndex
 from mmproxy.cache.store import CachedResponse, MemoryStore, RedisStore
 

@@ -38,8 +38,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_accounting import OFF, ON, _config
 from bench_ledger import make_records
 from loadgen import LoadGen, chat_request, percentile, run_sync
-from mmproxy.db.sqlite import SQLiteDatabase
-from mmproxy.spend.ledger import Ledger
 from run import (
     CLIENT_CORE,
     GATEWAY_CORE,
@@ -54,6 +52,9 @@ from run import (
     python_env,
     write_results_section,
 )
+
+from mmproxy.db.sqlite import SQLiteDatabase
+from mmproxy.spend.ledger import Ledger
 
 DIRECT = "simulator direct"
 QUANTILES = (50.0, 99.0, 99.9)

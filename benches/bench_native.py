@@ -37,8 +37,9 @@ import orjson
 import tiktoken
 import tiktoken_ext.openai_public as openai_public
 import xxhash
-from mmproxy import _native
 from tiktoken.load import load_tiktoken_bpe
+
+from mmproxy import _native
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import RESULTS_MD, machine, write_results_section

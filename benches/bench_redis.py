@@ -27,9 +27,10 @@ from pathlib import Path
 
 import redis
 import uvloop
-from mmproxy.redis_client import RedisClient
 from redis import asyncio as aioredis
 from redis.utils import HIREDIS_AVAILABLE
+
+from mmproxy.redis_client import RedisClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cache import PIN_CORE, start_redis

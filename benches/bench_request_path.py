@@ -31,9 +31,10 @@ from aiohttp.test_utils import make_mocked_request
 from multidict import CIMultiDict
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import Service, free_port, python_env
+
 from mmproxy.config import parse_config
 from mmproxy.server.app import build_server
-from run import Service, free_port, python_env
 
 MASTER_KEY = "sk-bench-master"
 BODY = orjson.dumps({"model": "sim-fast", "messages": [{"role": "user", "content": "Say hello in five words."}],

@@ -30,8 +30,9 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from mmproxy.rules import Decision, RuleSet
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from mmproxy.rules import Decision, RuleSet
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import RESULTS_MD, machine, write_results_section

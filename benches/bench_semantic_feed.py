@@ -23,9 +23,10 @@ import uvloop
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_cache import DIM, start_redis
+from run import machine, write_results_section
+
 from mmproxy.cache.semantic import SemanticEntry, SemanticIndexes
 from mmproxy.cache.semantic_feed import SemanticFeed
-from run import machine, write_results_section
 
 SECTION = "## Semantic cache feed"
 SCOPES = 8

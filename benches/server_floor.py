@@ -29,7 +29,6 @@ from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from loadgen import chat_request
-from mmproxy.upstream.http1 import UpstreamPool
 from run import (
     CLIENT_CORE,
     GATEWAY_CORE,
@@ -42,6 +41,8 @@ from run import (
     python_env,
     write_results_section,
 )
+
+from mmproxy.upstream.http1 import UpstreamPool
 
 SECTION = "## Server floor at concurrency 1"
 

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import yaml
+
 from mmproxy.config import ConfigError, load_config, parse_config
 
 

@@ -7,6 +7,7 @@ from decimal import Decimal
 from typing import Any
 
 import pytest
+
 from mmproxy.hashing import IGNORED_FIELDS, prefix_hashes, request_hash
 
 BASE: dict[str, Any] = {

@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 import redis
 import uvloop
-from mmproxy.redis_client import RedisClient, RedisReplyError, RedisUnavailable, array, bulk, integer
 
+from mmproxy.redis_client import RedisClient, RedisReplyError, RedisUnavailable, array, bulk, integer
 from tests.router import test_shared_redis
 
 redis_url = test_shared_redis.redis_url  # the module fixture: one throwaway redis-server, started the same way

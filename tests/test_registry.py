@@ -5,6 +5,7 @@ import math
 from importlib import resources
 
 import pytest
+
 from mmproxy.registry import MODES, STRENGTHS, TIERS, ModelDefaults, all_defaults, defaults_for
 
 PRICE_FIELDS = (

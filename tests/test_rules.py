@@ -13,8 +13,9 @@ from types import MappingProxyType
 from typing import Any
 
 import pytest
-from mmproxy.rules import Decision, RuleSet
 from multidict import CIMultiDict, CIMultiDictProxy
+
+from mmproxy.rules import Decision, RuleSet
 
 FALLBACK = {"name": "fallback", "route": {"tier": "economy"}}
 

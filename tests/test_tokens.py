@@ -16,9 +16,10 @@ from unittest import mock
 import pytest
 import tiktoken
 import tiktoken_ext.openai_public as openai_public
+from tiktoken.load import load_tiktoken_bpe
+
 from mmproxy import tokens
 from mmproxy.tokens import TokenCount
-from tiktoken.load import load_tiktoken_bpe
 
 ASSETS = Path(__file__).resolve().parents[1] / "rust" / "assets"
 EXPECTED_SHA256 = {

@@ -11,8 +11,8 @@ import httpx
 import openai
 import orjson
 import pytest
-from mmproxy.registry import defaults_for
 
+from mmproxy.registry import defaults_for
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, poll, start_gateway
 
 UPSTREAM_MODEL = "gpt-4o-mini"  # a registry model: prices and the 0.5 batch discount come from models.json

@@ -10,6 +10,7 @@ import time
 
 import pytest
 import redis
+
 from mmproxy.cache.store import (
     ENTRY_OVERHEAD,
     CacheDecodeError,
@@ -17,7 +18,6 @@ from mmproxy.cache.store import (
     MemoryStore,
     RedisStore,
 )
-
 from tests.router import test_shared_redis
 
 redis_url = test_shared_redis.redis_url  # the module fixture: one throwaway redis-server, started the same way

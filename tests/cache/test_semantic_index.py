@@ -8,6 +8,7 @@ import time
 
 import numpy as np
 import pytest
+
 from mmproxy.cache.semantic import SemanticEntry, SemanticIndex, SemanticIndexes
 
 DIM = 384

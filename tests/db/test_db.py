@@ -12,6 +12,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+
 from mmproxy.db import Database, KeyRecord, open_database
 from mmproxy.db.postgres import PostgresDatabase
 from mmproxy.db.queries import GROUPS

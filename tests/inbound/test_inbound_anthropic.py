@@ -14,6 +14,7 @@ import anthropic
 import httpx2
 import orjson
 import pytest
+
 from mmproxy.errors import ProxyError
 from mmproxy.inbound.anthropic import (
     OpenAIToAnthropicStream,

@@ -7,10 +7,10 @@ import socket
 import time
 
 import redis
+
 from mmproxy.db.base import KeyRecord
 from mmproxy.keys.shared_limits import SharedKeyLimits
 from mmproxy.redis_client import RedisError
-
 from tests.router.test_shared_redis import redis_url  # noqa: F401  (the module fixture: a real redis-server)
 
 

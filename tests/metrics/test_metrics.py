@@ -8,10 +8,11 @@ from pathlib import Path
 
 import orjson
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
 from mmproxy.metrics import CONTENT_TYPE, Metrics
 from mmproxy.metrics.worker import MAX_MODELS, OTHER_MODEL
 from mmproxy.spend.record import RequestRecord
-from prometheus_client.parser import text_string_to_metric_families
 
 
 def record(**fields: object) -> RequestRecord:

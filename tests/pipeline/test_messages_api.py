@@ -6,8 +6,8 @@ import anthropic
 import httpx
 import orjson
 import pytest
-from mmproxy import tokens
 
+from mmproxy import tokens
 from tests.conftest import MASTER_KEY, Process, SimControl
 
 WEATHER_TOOL = {

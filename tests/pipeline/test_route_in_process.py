@@ -11,6 +11,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from mmproxy.config import parse_config
 from mmproxy.errors import ProxyError
 from mmproxy.pipeline.accounting import Accounting

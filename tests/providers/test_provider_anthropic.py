@@ -17,10 +17,10 @@ import openai
 import orjson
 import pytest
 import yaml
+
 from mmproxy.config import parse_config
 from mmproxy.providers.anthropic.adapter import AnthropicProvider, default_max_tokens
 from mmproxy.registry import all_defaults
-
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, start_process
 
 MODEL = "claude-sim-1"

@@ -14,13 +14,13 @@ import httpx
 import openai
 import orjson
 import pytest
+
 from mmproxy import tokens
 from mmproxy.config import parse_config
 from mmproxy.providers.gemini.adapter import GeminiProvider
 from mmproxy.providers.gemini.request import to_contents
 from mmproxy.providers.gemini.response import to_choice
 from mmproxy.providers.gemini.stream import GeminiStream
-
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, start_gateway
 
 MODEL = "gemini-2.0-flash"

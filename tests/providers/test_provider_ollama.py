@@ -12,11 +12,11 @@ import httpx
 import openai
 import orjson
 import pytest
+
 from mmproxy.config import parse_config
 from mmproxy.errors import ProxyError
 from mmproxy.providers.ollama.adapter import OllamaChatProvider, OllamaGenerateProvider
 from mmproxy.simulator.server import run_in_thread
-
 from tests.conftest import MASTER_KEY, Process, SimControl, start_gateway
 
 HELLO = [{"role": "user", "content": "Say hello to the local model."}]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from mmproxy.config import parse_config
 from mmproxy.providers import REGISTRY, Provider, adapter, batches_for, registration
 from mmproxy.providers.batches import UpstreamBatches

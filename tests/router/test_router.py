@@ -7,6 +7,7 @@ import asyncio
 from typing import Any
 
 import pytest
+
 from mmproxy.config import Deployment, parse_config
 from mmproxy.errors import ProxyError
 from mmproxy.router import AUTO_MODEL, Router, Trace

@@ -9,9 +9,9 @@ import httpx
 import openai
 import orjson
 import pytest
+
 from mmproxy import tokens
 from mmproxy.simulator.replay import Replay, ReplayError
-
 from tests.conftest import MASTER_KEY, Process, start_gateway, start_process
 
 RECORDS = Path(__file__).resolve().parents[1] / "data" / "routing_records.jsonl"

@@ -19,6 +19,7 @@ from typing import Any
 
 import openai
 import pytest
+
 from mmproxy.simulator import ThreadedSimulator, run_in_thread, start_simulator
 
 MSGS = [{"role": "user", "content": "Say something deterministic."}]

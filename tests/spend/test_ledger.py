@@ -12,10 +12,10 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+
 from mmproxy.db import Database, open_database
 from mmproxy.db.sqlite import SQLiteDatabase
 from mmproxy.spend.ledger import Ledger
-
 from tests.db.test_db import (  # noqa: F401 -- the url and db fixtures are shared
     BACKENDS,
     KEY_A,

@@ -14,6 +14,7 @@ import time
 from typing import Any, TextIO
 
 import orjson
+
 from mmproxy.spend.record import RequestRecord
 
 FORMATS = ("text", "json")

@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from aiohttp import web
+
 from mmproxy.cache import policy
 from mmproxy.cache.responses import Hit, Question, ResponseCache
 from mmproxy.cache.store import CachedResponse

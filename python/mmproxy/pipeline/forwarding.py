@@ -14,6 +14,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+
 from mmproxy import cost, tokens
 from mmproxy.config import Deployment
 from mmproxy.errors import ProxyError

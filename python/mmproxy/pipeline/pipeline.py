@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from aiohttp import web
+
 from mmproxy import tokens
 from mmproxy.config import Config, Deployment
 from mmproxy.errors import ProxyError, auth_error

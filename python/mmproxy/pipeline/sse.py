@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 import orjson
 from aiohttp import web
+
 from mmproxy.providers.base import StreamTranslator
 from mmproxy.upstream import Exchange
 
