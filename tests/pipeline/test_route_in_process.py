@@ -83,6 +83,7 @@ async def test_a_rate_limited_deployment_fails_over_and_the_answer_is_priced():
     assert response.status == 200 and response.headers["x-mmproxy-deployment"] == "b"
     assert call.record.cost_usd == pytest.approx(1000 * 1e-6 + 500 * 2e-6)
     assert response.headers["x-mmproxy-cost-usd"] == "0.002"
+    assert all(e.released for t in fleet.transports.values() for e in t.exchanges)  # both connections went back
     sent = fleet.transports["b"].requests[-1]
     assert sent.startswith(b"POST /v1/chat/completions HTTP/1.1\r\nHost: b.example\r\n")
     assert b"Authorization: Bearer sk-test" in sent

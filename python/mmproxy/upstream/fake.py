@@ -95,7 +95,7 @@ class FakeTransport:
     def __init__(self, answer: Callable[[bytes], FakeReply]) -> None:
         self._answer = answer
         self.requests: list[bytes] = []
-        self.closed = False
+        self.exchanges: list[FakeExchange] = []  # a test can check each went back (``released``): no leak
 
     async def fetch(self, data: bytes, timeout: float) -> Exchange:
         exchange = self._exchange(data)
@@ -111,7 +111,9 @@ class FakeTransport:
         reply = self._answer(data)
         if reply.failure is not None and reply.complete:
             raise reply.failure
-        return FakeExchange(reply, asyncio.get_running_loop())
+        exchange = FakeExchange(reply, asyncio.get_running_loop())
+        self.exchanges.append(exchange)
+        return exchange
 
     def close(self) -> None:
-        self.closed = True
+        """Nothing to close: no connection was opened."""
