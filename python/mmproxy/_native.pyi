@@ -28,6 +28,9 @@ one text does not serve the other."""
 __version__: str
 IGNORED_FIELDS: list[str]
 """Top-level request fields that `request_hash` leaves out (they cannot change the answer)."""
+PROMPT_FEATURE_NAMES: list[str]
+"""Names of `prompt_features`' values, in order: "chars", "words", "lines", "digit_share", "numbers", "math",
+"code", "reasoning", "creative", "constraints", "question_marks", "choices", "non_ascii", "upper"."""
 
 def count_tokens(text: str, encoding: str = "o200k_base") -> int:
     """Exact token count of `text` (tiktoken `encode_ordinary` semantics); ValueError on unknown encoding."""
@@ -61,6 +64,17 @@ def near_miss_words(a: str, b: str) -> tuple[NearMissVerdict, list[str], list[st
     """`near_miss_verdict`'s verdict, with the lower-cased content words only `a` has and only `b` has; both
     lists are empty unless the verdict is "substitution", "insertion" or "reworded" (a synonym may explain
     those)."""
+
+def prompt_features(text: str) -> list[float]:
+    """Cheap, deterministic features of a prompt, each in [0, 1], in the order of `PROMPT_FEATURE_NAMES`; the
+    learned router reads them beside a sentence embedding, which blurs a prompt's size and surface form.
+
+    Log-scaled characters, words and lines; the share of digits and the number of numbers; counts of math
+    (phrases such as "how many", LaTeX, operators between operands like "3 + 4"), code, reasoning, creative and
+    answer-constraint markers, matched ASCII-case-insensitively, prose ones only at a word start; question
+    marks; lines opening with an answer-option label ("A. ", "(b) ", A to J); the shares of letters that are
+    non-ASCII (a rough script signal) and upper case. All zeros for "". Definitions in rust/src/features.rs.
+    """
 
 class RuleSet(Generic[_D]):
     """Compiled `routing_rules` (syntax in mmproxy/rules.py); immutable and thread-safe.

@@ -6,6 +6,7 @@
 
 pub mod canonical;
 pub mod chat;
+pub mod features;
 pub mod hashing;
 pub mod json;
 pub mod nearmiss;

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use crate::json::InvalidInput;
-use crate::{chat, hashing, nearmiss, rules, tokenizer};
+use crate::{chat, features, hashing, nearmiss, rules, tokenizer};
 
 /// Inputs at least this large are processed with the GIL released, so other Python threads run
 /// meanwhile; below it the release/reacquire costs more than it frees.
@@ -121,6 +121,16 @@ fn near_miss_words(
     let (a, b) = (utf8(a)?, utf8(b)?);
     let c = run(py, a.len() + b.len(), || nearmiss::compare_words(&a, &b));
     Ok((c.verdict.as_str(), c.only_a, c.only_b))
+}
+
+/// Cheap features of a prompt for the learned router, in the order of `PROMPT_FEATURE_NAMES`.
+#[pyfunction]
+fn prompt_features(
+    py: Python<'_>,
+    text: &Bound<'_, PyString>,
+) -> PyResult<[f32; features::NAMES.len()]> {
+    let text = utf8(text)?;
+    Ok(run(py, text.len(), || features::prompt_features(&text)))
 }
 
 /// A compiled `routing_rules` list (see python/mmproxy/rules.py); immutable, shared across threads.
@@ -267,6 +277,7 @@ impl PyRuleSet {
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
     m.add("IGNORED_FIELDS", hashing::IGNORED_FIELDS.to_vec())?;
+    m.add("PROMPT_FEATURE_NAMES", features::NAMES.to_vec())?;
     m.add_function(wrap_pyfunction!(count_tokens, m)?)?;
     m.add_function(wrap_pyfunction!(encode, m)?)?;
     m.add_function(wrap_pyfunction!(encoding_for_model, m)?)?;
@@ -276,6 +287,7 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(prefix_hashes, m)?)?;
     m.add_function(wrap_pyfunction!(near_miss_verdict, m)?)?;
     m.add_function(wrap_pyfunction!(near_miss_words, m)?)?;
+    m.add_function(wrap_pyfunction!(prompt_features, m)?)?;
     m.add_class::<PyRuleSet>()?;
     Ok(())
 }
