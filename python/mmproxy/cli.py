@@ -1,4 +1,4 @@
-"""The ``mmproxy`` command: ``serve``, ``demo`` and ``simulate``."""
+"""The ``mmproxy`` command: ``serve``, ``demo``, ``simulate``, ``router train|eval`` and ``cascade fit``."""
 
 from __future__ import annotations
 
@@ -35,12 +35,22 @@ def main(argv: list[str] | None = None) -> None:
         "simulate", help="run the provider simulator", parents=[build_parser(add_help=False)], add_help=True
     )
 
+    from mmproxy.smart.cli import add_commands
+
+    add_commands(commands)
+
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    offline = args.command in ("router", "cascade")  # their output is the table, not a log
+    logging.basicConfig(level=logging.WARNING if offline else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         _serve(_load(args.config), args)
     elif args.command == "demo":
         _demo(args)
+    elif offline:
+        from mmproxy.smart.cli import run as run_smart
+
+        run_smart(args)
     else:
         from mmproxy.simulator import run
 

@@ -156,6 +156,43 @@ class CacheSettings:
     endpoints: frozenset[str] = CACHED_ENDPOINTS  # the endpoints it serves (LiteLLM's supported_call_types)
 
 
+@dataclass(frozen=True, slots=True)
+class SmartRouterSettings:
+    """A virtual model routed by the learned router (a ``model_list`` entry with a ``router`` block): each request
+    goes to the candidate group the quality model and the policy choose (``mmproxy.smart``)."""
+
+    model_name: str
+    candidates: tuple[str, ...]  # model groups (model_name values)
+    learned_as: dict[str, str]  # candidate group -> the quality model's name for it (default: its upstream model)
+    model: str | None = None  # quality model file; None: the shipped one
+    strong_share: float | None = None  # exactly one of these three sets the policy (mmproxy.smart.policy)
+    cost_weight: float | None = None
+    min_quality: float | None = None
+    window: int = 2000  # recent requests strong_share calibration reads
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeStage:
+    """One stage of a cascade: the group asked, and how its answer is judged (every stage but the last)."""
+
+    model: str  # a model group
+    scorer: str | None = None  # "learned" | "consistency" | "judge"; None for the last stage
+    threshold: float | None = None  # the score an answer must reach; None: the plan's (learned) or the default
+    samples: int = 3  # consistency: answers asked for
+    judge: str | None = None  # judge: the group that grades the answer
+    learned_as: str | None = None  # learned: the stage's model name in the plan (default: its upstream model)
+
+
+@dataclass(frozen=True, slots=True)
+class CascadeSettings:
+    """A virtual model answered by a cascade (a ``model_list`` entry with a ``cascade`` block)."""
+
+    model_name: str
+    stages: tuple[CascadeStage, ...]
+    plan: str | None = None  # learned scorers and thresholds; None: the shipped plan
+    router_model: str | None = None  # quality model giving the learned scorer its prior; None: the shipped one
+
+
 @dataclass(slots=True)
 class Config:
     deployments: list[Deployment]
@@ -170,6 +207,8 @@ class Config:
     metrics: bool = True  # GET /metrics
     cache: CacheSettings | None = None
     access_log: str | None = None  # "text" | "json": one line per request on stdout (``serve --access-log``)
+    smart_routers: dict[str, SmartRouterSettings] = field(default_factory=dict)
+    cascades: dict[str, CascadeSettings] = field(default_factory=dict)
 
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -233,7 +272,11 @@ def parse_config(raw: Any) -> Config:
         raise ConfigError("model_list: must be a list of deployments")
     deployments: list[Deployment] = []
     seen_ids: set[str] = set()
+    smart_entries: list[tuple[int, dict[str, Any]]] = []
     for index, entry in enumerate(model_list):
+        if isinstance(entry, dict) and ("router" in entry or "cascade" in entry):
+            smart_entries.append((index, entry))
+            continue
         deployment = _parse_deployment(entry, f"model_list[{index}]", warnings, drop_params, default_timeout)
         if deployment is None:
             continue
@@ -241,11 +284,125 @@ def parse_config(raw: Any) -> Config:
             raise ConfigError(f"model_list[{index}].model_info.id: duplicate id {deployment.id!r}")
         seen_ids.add(deployment.id)
         deployments.append(deployment)
+    smart_routers, cascades = _parse_virtual_models(smart_entries, deployments)
     router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments})
     rules = _parse_rules(raw.get("routing_rules"), deployments, warnings)
     cache = _parse_cache(litellm_settings, {d.model_name for d in deployments if d.mode == "embedding"}, warnings)
     return Config(deployments, master_key, max_request_bytes, warnings, router, rules, database_url, spend_logs,
-                  metrics, cache)
+                  metrics, cache, smart_routers=smart_routers, cascades=cascades)
+
+
+_SMART_ROUTER_KEYS = {"candidates", "learned_as", "model", "strong_share", "cost_weight", "min_quality", "window"}
+
+
+def _parse_virtual_models(entries: list[tuple[int, dict[str, Any]]], deployments: list[Deployment]
+                          ) -> tuple[dict[str, SmartRouterSettings], dict[str, CascadeSettings]]:
+    """The ``model_list`` entries with a ``router`` or ``cascade`` block instead of ``litellm_params``."""
+    groups = {d.model_name for d in deployments}
+    routers: dict[str, SmartRouterSettings] = {}
+    cascades: dict[str, CascadeSettings] = {}
+    for index, entry in entries:
+        where = f"model_list[{index}]"
+        name = entry.get("model_name")
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"{where}.model_name: required, a non-empty string")
+        if name in groups or name in routers or name in cascades:
+            raise ConfigError(f"{where}.model_name: {name!r} is already a model; a virtual model needs a name of "
+                              "its own")
+        if "router" in entry and "cascade" in entry:
+            raise ConfigError(f"{where}: a router or a cascade, not both")
+        if "cascade" in entry:
+            cascades[name] = _parse_cascade(name, entry["cascade"], f"{where}.cascade", groups)
+        else:
+            routers[name] = _parse_smart_router(name, entry["router"], f"{where}.router", groups)
+    return routers, cascades
+
+
+_CASCADE_KEYS = {"stages", "plan", "router_model"}
+_STAGE_KEYS = {"model", "scorer", "threshold", "samples", "judge", "learned_as"}
+SCORERS = ("learned", "consistency", "judge")
+
+
+def _parse_cascade(name: str, block: Any, where: str, groups: set[str]) -> CascadeSettings:
+    if not isinstance(block, dict):
+        raise ConfigError(f"{where}: must be a mapping with stages")
+    unknown = sorted(set(block) - _CASCADE_KEYS)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(_CASCADE_KEYS))})")
+    stages = block.get("stages")
+    if not isinstance(stages, list) or len(stages) < 2:
+        raise ConfigError(f"{where}.stages: required, a list of at least two stages, cheapest first")
+    parsed = []
+    for i, stage in enumerate(stages):
+        swhere = f"{where}.stages[{i}]"
+        if isinstance(stage, str):
+            stage = {"model": stage}
+        if not isinstance(stage, dict):
+            raise ConfigError(f"{swhere}: a model_name or a mapping with model")
+        unknown = sorted(set(stage) - _STAGE_KEYS)
+        if unknown:
+            raise ConfigError(f"{swhere}.{unknown[0]}: unknown key (known: {', '.join(sorted(_STAGE_KEYS))})")
+        model = stage.get("model")
+        if model not in groups:
+            raise ConfigError(f"{swhere}.model: {model!r} is not a model_name in model_list")
+        last = i == len(stages) - 1
+        scorer = stage.get("scorer", None if last else "learned")
+        if last and scorer is not None:
+            raise ConfigError(f"{swhere}.scorer: the last stage's answer is always accepted; it has no scorer")
+        if not last and scorer not in SCORERS:
+            raise ConfigError(f"{swhere}.scorer: one of {', '.join(SCORERS)}")
+        threshold = _number(stage, "threshold", f"{swhere}.threshold")
+        if threshold is not None and threshold > 1:
+            raise ConfigError(f"{swhere}.threshold: a score between 0 and 1")
+        samples = _integer(stage, "samples", f"{swhere}.samples")
+        if samples is not None and (scorer != "consistency" or samples < 2):
+            raise ConfigError(f"{swhere}.samples: at least 2, and for the consistency scorer only")
+        judge = stage.get("judge")
+        if (judge is not None or scorer == "judge") and (scorer != "judge" or judge not in groups):
+            raise ConfigError(f"{swhere}.judge: a model_name in model_list, for the judge scorer only")
+        learned_as = stage.get("learned_as")
+        if learned_as is not None and not isinstance(learned_as, str):
+            raise ConfigError(f"{swhere}.learned_as: the stage's model name in the cascade plan")
+        parsed.append(CascadeStage(model, scorer, threshold, samples or 3, judge, learned_as))
+    for key in ("plan", "router_model"):
+        if block.get(key) is not None and not isinstance(block[key], str):
+            raise ConfigError(f"{where}.{key}: a path to a file")
+    return CascadeSettings(name, tuple(parsed), block.get("plan"), block.get("router_model"))
+
+
+def _parse_smart_router(name: str, block: Any, rwhere: str, groups: set[str]) -> SmartRouterSettings:
+    if not isinstance(block, dict):
+        raise ConfigError(f"{rwhere}: must be a mapping with candidates")
+    unknown = sorted(set(block) - _SMART_ROUTER_KEYS)
+    if unknown:
+        raise ConfigError(f"{rwhere}.{unknown[0]}: unknown key (known: {', '.join(sorted(_SMART_ROUTER_KEYS))})")
+    candidates = block.get("candidates")
+    if not isinstance(candidates, list) or len(candidates) < 2 or not all(isinstance(c, str) for c in candidates):
+        raise ConfigError(f"{rwhere}.candidates: required, a list of at least two model_name values")
+    for candidate in candidates:
+        if candidate not in groups:
+            raise ConfigError(f"{rwhere}.candidates: {candidate!r} is not a model_name in model_list")
+    learned = block.get("learned_as") or {}
+    if not isinstance(learned, dict) or not all(isinstance(v, str) and k in candidates
+                                                for k, v in learned.items()):
+        raise ConfigError(f"{rwhere}.learned_as: a mapping of candidate -> model name in the router model")
+    model = block.get("model")
+    if model is not None and not isinstance(model, str):
+        raise ConfigError(f"{rwhere}.model: a path to a router model file")
+    policy = {key: _number(block, key, f"{rwhere}.{key}") for key in ("strong_share", "cost_weight", "min_quality")}
+    chosen = [key for key, value in policy.items() if value is not None]
+    if len(chosen) > 1:
+        raise ConfigError(f"{rwhere}: set one of strong_share, cost_weight and min_quality, "
+                          f"not {' and '.join(chosen)}")
+    if not chosen:
+        policy["strong_share"] = 0.5
+    for key in ("strong_share", "min_quality"):
+        value = policy[key]
+        if value is not None and not 0 <= value <= 1:
+            raise ConfigError(f"{rwhere}.{key}: a number between 0 and 1")
+    window = _integer(block, "window", f"{rwhere}.window") or 2000
+    return SmartRouterSettings(name, tuple(candidates), dict(learned), model, policy["strong_share"],
+                               policy["cost_weight"], policy["min_quality"], window)
 
 
 def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], warnings: list[str]) -> CacheSettings | None:

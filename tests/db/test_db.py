@@ -16,7 +16,7 @@ import pytest
 from mmproxy.db import Database, KeyRecord, open_database
 from mmproxy.db.postgres import PostgresDatabase
 from mmproxy.db.queries import GROUPS
-from mmproxy.db.schema import KEYS, LOGS, SQLITE, VERSIONS, pending
+from mmproxy.db.schema import KEYS, LATEST, LOGS, POSTGRES, SQLITE, VERSIONS, pending, version_table
 from mmproxy.db.sqlite import SQLiteDatabase
 from mmproxy.spend.record import COLUMNS, RequestRecord
 
@@ -98,9 +98,13 @@ async def write(db: Database, *records: RequestRecord) -> None:
 
 # -- schema ----------------------------------------------------------------------------------------
 def test_schema_columns_follow_the_record() -> None:
-    statement = pending(SQLITE, 0)[0][1][0]
+    """The table as created, then each later migration's added columns, in the record's column order."""
+    migrations = pending(SQLITE, 0)
+    statement = migrations[0][1][0]
     lines = [line.strip() for line in statement.splitlines()[1:]]
     declared = [line.split()[0] for line in lines if line and not line.startswith(")")]
+    for _, statements in migrations[1:]:
+        declared += [s.split("ADD COLUMN ")[1].split()[0] for s in statements if f"{LOGS} ADD COLUMN" in s]
     assert tuple(declared) == COLUMNS
 
 
@@ -116,8 +120,42 @@ async def test_schema_is_created_once_however_many_start(url: str, tmp_path: Pat
         assert await again.get_key(KEY_A) == key()
     finally:
         await again.close()
-    assert await scalar(url, f"SELECT COUNT(*) FROM {VERSIONS}") == 1
-    assert await scalar(url, f"SELECT MAX(version) FROM {VERSIONS}") == 1
+    assert await scalar(url, f"SELECT COUNT(*) FROM {VERSIONS}") == LATEST
+    assert await scalar(url, f"SELECT MAX(version) FROM {VERSIONS}") == LATEST
+
+
+async def test_a_database_of_an_earlier_version_is_migrated_and_keeps_its_rows(url: str, tmp_path: Path) -> None:
+    """A ledger written by the first schema version gains the later columns on start; its rows stay."""
+    first = pending(POSTGRES if url.startswith("postgres") else SQLITE, 0)[0]
+    dialect = POSTGRES if url.startswith("postgres") else SQLITE
+    statements = [version_table(dialect), *first[1],
+                  f"INSERT INTO {LOGS} (request_id, started, endpoint, cost_usd) VALUES ('old-1', "
+                  f"{'to_timestamp(1)' if dialect is POSTGRES else '1'}, 'chat', 0.5)",
+                  f"INSERT INTO {VERSIONS} (version, applied_at) VALUES (1, "
+                  f"{'now()' if dialect is POSTGRES else '1'})"]
+    if url.startswith("sqlite"):
+        with contextlib.closing(sqlite3.connect(url.removeprefix("sqlite://"))) as conn:
+            for statement in statements:
+                conn.execute(statement)
+            conn.commit()
+    else:
+        conn = await asyncpg.connect(url)
+        try:
+            for statement in statements:
+                await conn.execute(statement)
+        finally:
+            await conn.close()
+    db = open_database(url, tmp_path / "unused.db")
+    await db.start()
+    try:
+        newer = record("new-1", decision='{"router": "smart"}')
+        await db.write_requests([newer.row()], {})
+        rows = {row["request_id"]: row for row in await db.spend_logs(limit=10)}
+    finally:
+        await db.close()
+    assert rows["old-1"]["cost_usd"] == 0.5 and rows["old-1"]["decision"] is None
+    assert rows["new-1"]["decision"] == '{"router": "smart"}'
+    assert await scalar(url, f"SELECT MAX(version) FROM {VERSIONS}") == LATEST
 
 
 # -- ledger rows -----------------------------------------------------------------------------------

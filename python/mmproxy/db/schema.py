@@ -103,6 +103,9 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         ){{strict}}""",
         f"CREATE INDEX {KEYS}_team ON {KEYS} (team_id)",
     )),
+    # What a learned router or cascade decided for the request (candidate scores, the stage that answered), as
+    # JSON text.
+    (2, (f"ALTER TABLE {LOGS} ADD COLUMN decision {{text}}",)),
 )
 
 LATEST = _MIGRATIONS[-1][0]

@@ -1,6 +1,6 @@
 """The one request path every client API takes, step by step:
 
-    auth → parse/validate → count → rules → admit → cache → route with failover → store → account
+    auth → parse/validate → count → rules → learned router → admit → cache → route (or cascade) → store → account
 
 ``serve`` reads top-down in that order. A client API (``apis``) supplies only what differs: how its body
 is parsed and validated, one attempt on a deployment, and the shape its answers and errors leave in.
@@ -17,7 +17,7 @@ import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
@@ -35,6 +35,11 @@ from mmproxy.router import Router, Trace
 from mmproxy.spend.record import RequestRecord
 from mmproxy.validation import parse_json_object
 
+if TYPE_CHECKING:
+    # numpy, FAISS and ONNX load only with a learned router or a cascade
+    from mmproxy.pipeline.cascading import Cascading
+    from mmproxy.pipeline.smart_routing import SmartRouting
+
 log = logging.getLogger("mmproxy")
 
 Handler = Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]
@@ -50,6 +55,8 @@ class Pipeline:
         self.upstreams = upstreams
         self.accounting = accounting
         self.cache = cache
+        self.smart: SmartRouting | None = None  # the learned routers' virtual models, when the config has any
+        self.cascades: Cascading | None = None  # the cascades' virtual models, likewise
         self.forwarder = Forwarder(router)
         keys, ledger, metrics = accounting.keys, accounting.ledger, accounting.metrics
         self.keys = keys
@@ -76,6 +83,8 @@ class Pipeline:
                 call.counted = tokens.count_chat(inbound.chat_bytes(), inbound.model).count
             if self.router.rules is not None:                                               # rules
                 target = self.choose(request, call, inbound, headers)
+            if self.smart is not None and target in self.smart:                             # learned router
+                target = await self.smart.choose(target, inbound.chat, call, headers)
         if caller.key is not None:                                                          # admit
             group = self.router.group(target)
             await self.accounting.admit(call, inbound.model, group.members if group is not None else [],
@@ -90,7 +99,10 @@ class Pipeline:
         def attempt(upstream: Upstream) -> Awaitable[web.StreamResponse]:
             return api.attempt(self, request, call, inbound, upstream, headers)
 
-        response = await self.route(call, target, attempt)                                  # route
+        if self.cascades is not None and target in self.cascades:                           # cascade
+            response = await self.cascades.serve(self, api, request, call, inbound, target, headers)
+        else:
+            response = await self.route(call, target, attempt)                              # route
         if cache is not None and plan is not None:
             cache.store(plan, call, response)                                               # store
         return response                                                                     # account: handler

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -26,6 +26,9 @@ from mmproxy.pipeline.pipeline import Pipeline
 from mmproxy.pipeline.upstreams import Upstreams
 from mmproxy.router import Router
 from mmproxy.spend.ledger import Ledger
+
+if TYPE_CHECKING:
+    from mmproxy.cache.embedder import LocalEmbedder
 
 _SQLITE_DEFAULT = "mmproxy.db"
 
@@ -47,7 +50,7 @@ class Gateway:
         self.pipeline: Pipeline  # made in start(), which needs the running loop
         self._multi_worker = shared_dir is not None
         self._worker = worker
-        self._local_embedder: Any = None
+        self._local_embedder: LocalEmbedder | None = None
         self._background: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
@@ -72,6 +75,18 @@ class Gateway:
         accounting = Accounting(self.keys, self.ledger, self.metrics,
                                 AccessLog(config.access_log) if config.access_log else None)
         self.pipeline = Pipeline(config, self.router, upstreams, accounting, None)
+        if config.smart_routers or config.cascades:
+            # numpy, FAISS and ONNX load only here
+            from mmproxy.pipeline.cascading import Cascading
+            from mmproxy.pipeline.smart_routing import SmartRouterError, SmartRouting
+
+            try:
+                if config.smart_routers:
+                    self.pipeline.smart = SmartRouting(config.smart_routers, config.deployments, self._local())
+                if config.cascades:
+                    self.pipeline.cascades = Cascading(config.cascades, config.deployments, self._local())
+            except SmartRouterError as exc:
+                raise StartupError(str(exc)) from None
         if config.cache is not None:
             self.cache = ResponseCache(config.cache, self._embedder(config.cache),
                                        self._worker if self._multi_worker else None, self._local_embedder)
@@ -86,10 +101,21 @@ class Gateway:
             from mmproxy.cache.deployment_embedder import DeploymentEmbedder  # numpy loads only when used
 
             return DeploymentEmbedder(self.router, self.pipeline.upstreams, settings.embedding_model).embed_one
-        from mmproxy.cache.embedder import LocalEmbedder  # onnxruntime loads only when it is used
+        return self._local().embed_one
 
-        self._local_embedder = LocalEmbedder()
-        return self._local_embedder.embed_one
+    def _local(self) -> LocalEmbedder:
+        """The local embedder, one per process, shared by the semantic cache and the learned routers."""
+        if self._local_embedder is None:
+            from mmproxy.cache.embedder import LocalEmbedder  # onnxruntime loads only when it is used
+
+            self._local_embedder = LocalEmbedder()
+        return self._local_embedder
+
+    def model_names(self) -> list[str]:
+        """The names a client may request: the model groups, ``auto`` with routing rules, the virtual models."""
+        smart, cascades = self.pipeline.smart, self.pipeline.cascades
+        return [*self.router.model_names(), *(smart.names() if smart is not None else ()),
+                *(cascades.names() if cascades is not None else ())]
 
     def _spawn(self, job: Awaitable[None]) -> None:
         task = asyncio.ensure_future(job)

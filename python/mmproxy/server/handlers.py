@@ -31,7 +31,7 @@ class Handlers:
         """``GET /v1/models`` (and ``/v1/models/{id}``) in a shape both SDKs read: OpenAI's list fields and
         Anthropic's (``type``, ``display_name``, ``created_at``, paging ids). A key sees the models it may use."""
         caller = await self._gateway.pipeline.authorize(request)
-        names = [name for name in self._gateway.router.model_names() if caller.may_use(name)]
+        names = [name for name in self._gateway.model_names() if caller.may_use(name)]
         wanted = request.path.partition("/models/")[2]
         if wanted:
             if wanted not in names:

@@ -37,8 +37,9 @@ class Replay:
                 prompt, models = record["prompt"], record["models"]
                 if not isinstance(prompt, str) or not isinstance(models, dict):
                     raise TypeError
-                answers[prompt.strip()] = {name: str(model["answer"]) for name, model in models.items()}
-            except (orjson.JSONDecodeError, KeyError, TypeError):
+                # A record without an answer (RouteLLM's MMLU keeps correctness only) replays an empty one.
+                answers[prompt.strip()] = {name: str(model.get("answer") or "") for name, model in models.items()}
+            except (orjson.JSONDecodeError, KeyError, TypeError, AttributeError):
                 raise ReplayError(f"--replay {path}, line {number}: expected a JSON object with a prompt and "
                                   "models: {name: {answer, ...}}") from None
         return cls(answers)

@@ -22,6 +22,7 @@ class RequestRecord:
         "cached_tokens",
         "completion_tokens",
         "cost_usd",
+        "decision",
         "deployment",
         "endpoint",
         "error_code",
@@ -74,6 +75,7 @@ class RequestRecord:
         self.error_code: str | None = None
         self.retries = 0  # further attempts within a group
         self.fallbacks = 0  # groups tried after the requested one
+        self.decision: str | None = None  # a learned router's or cascade's decision, as JSON text
 
     @property
     def succeeded(self) -> bool:
@@ -112,6 +114,7 @@ COLUMNS: tuple[str, ...] = (
     "error_code",
     "retries",
     "fallbacks",
+    "decision",
 )
 """Ledger column order. ``started`` is stored as a timestamp; the rest keep their Python types."""
 _ROW = operator.attrgetter(*COLUMNS)

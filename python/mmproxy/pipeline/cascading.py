@@ -1,0 +1,282 @@
+"""A cascade as a virtual model: ask the cheapest stage, score its answer, accept it or escalate to the next stage;
+the last stage's answer is always accepted (``mmproxy.smart.cascade``).
+
+Every sub-call (each stage, each consistency sample, each judge call) goes through the pipeline's route step, so
+it has routing, limits, failover and cost, all added to the one request's record. The client receives the
+accepted answer; a streaming client receives it as a stream once it is accepted (a cascade buffers: an answer
+cannot be streamed before it is judged). Scorers:
+
+- ``learned``: P(good answer) from the answer and the prompt (``smart.cascade``), from the cascade plan;
+- ``consistency``: ``samples`` answers of the stage at a sampling temperature; their agreement is the score;
+- ``judge``: another model grades the answer, seeing only the question and the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from aiohttp import web
+
+from mmproxy import cost
+from mmproxy._native import prompt_features
+from mmproxy.cache.embedder import LocalEmbedder
+from mmproxy.config import CascadeSettings, CascadeStage, Deployment
+from mmproxy.errors import ProxyError, bad_request
+from mmproxy.pipeline.apis import ClientAPI, Inbound
+from mmproxy.pipeline.call import Call
+from mmproxy.pipeline.smart_routing import SHIPPED_MODEL, SmartRouterError, last_user_text
+from mmproxy.pipeline.upstreams import Upstream
+from mmproxy.smart.agreement import exact_agreement, judge_prompt, judge_score, similarity_agreement
+from mmproxy.smart.cascade import CascadePlan, scorer_features
+from mmproxy.smart.features import answer_features
+from mmproxy.smart.model import QualityModel
+
+if TYPE_CHECKING:
+    from mmproxy.pipeline.pipeline import Pipeline
+
+log = logging.getLogger("mmproxy")
+
+SHIPPED_PLAN = SHIPPED_MODEL.parent / "cascade.npz"
+SAMPLE_TEMPERATURE = 0.7  # consistency samples of a request that asked for greedy (or unset) decoding
+DEFAULT_THRESHOLDS = {"consistency": 2 / 3, "judge": 0.7}
+
+
+@dataclass(slots=True)
+class _Stage:
+    group: str
+    scorer: str | None
+    threshold: float
+    samples: int
+    judge: str | None
+    plan_index: int | None  # learned: the stage's scorer in the plan
+    prior_column: int | None  # learned: the stage's model in the quality model (None: no prior, 0.5)
+
+
+class _Cascade:
+    def __init__(self, name: str, stages: list[_Stage], plan: CascadePlan | None, model: QualityModel | None) -> None:
+        self.name = name
+        self.stages = stages
+        self.plan = plan
+        self.model = model
+
+
+@dataclass(slots=True)
+class _Answer:
+    response: web.Response
+    text: str
+    score: float | None = None
+
+
+class Cascading:
+    def __init__(self, settings: dict[str, CascadeSettings], deployments: list[Deployment],
+                 embedder: LocalEmbedder) -> None:
+        upstream_model = {d.model_name: d.upstream_model for d in reversed(deployments)}
+        self._embedder = embedder
+        self._cascades: dict[str, _Cascade] = {}
+        plans: dict[str, CascadePlan] = {}
+        models: dict[str, QualityModel] = {}
+        for name, cascade in settings.items():
+            plan = model = None
+            if any(s.scorer == "learned" for s in cascade.stages):
+                plan_path, model_path = cascade.plan or str(SHIPPED_PLAN), cascade.router_model or str(SHIPPED_MODEL)
+                try:
+                    plan = plans.get(plan_path) or plans.setdefault(plan_path, CascadePlan.load(plan_path))
+                    model = models.get(model_path) or models.setdefault(model_path, QualityModel.load(model_path))
+                except ValueError as exc:
+                    raise SmartRouterError(f"cascade {name!r}: {exc}") from None
+            stages = [self._stage(name, s, upstream_model[s.model], plan, model) for s in cascade.stages]
+            self._cascades[name] = _Cascade(name, stages, plan, model)
+
+    @staticmethod
+    def _stage(name: str, stage: CascadeStage, upstream: str, plan: CascadePlan | None,
+               model: QualityModel | None) -> _Stage:
+        plan_index = prior = None
+        threshold = stage.threshold
+        if stage.scorer == "learned":
+            assert plan is not None and model is not None
+            learned = stage.learned_as or upstream
+            scored = plan.stages[:-1]
+            if learned not in scored:
+                raise SmartRouterError(
+                    f"cascade {name!r}: stage {stage.model!r} is {learned!r} to the cascade plan, which scores "
+                    f"{', '.join(scored)}; set learned_as or fit a plan with `mmproxy cascade fit`")
+            plan_index = scored.index(learned)
+            prior = model.candidates.index(learned) if learned in model.candidates else None
+            threshold = plan.thresholds[plan_index] if threshold is None else threshold
+        elif stage.scorer is not None and threshold is None:
+            threshold = DEFAULT_THRESHOLDS[stage.scorer]
+        return _Stage(stage.model, stage.scorer, float("inf") if threshold is None else threshold, stage.samples,
+                      stage.judge, plan_index, prior)
+
+    def names(self) -> list[str]:
+        return list(self._cascades)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._cascades
+
+    async def serve(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
+                    inbound: Inbound, target: str, headers: dict[str, str]) -> web.StreamResponse:
+        """The request answered by the cascade ``target``."""
+        cascade = self._cascades[target]
+        if api.endpoint != "chat" or inbound.chat is None:
+            raise bad_request(f"model {cascade.name!r} is a cascade, which answers chat completions only",
+                              param="model")
+        body = {k: v for k, v in inbound.body.items() if k not in ("stream", "stream_options")}
+        question = last_user_text(body.get("messages") or [])
+        prompt: tuple[np.ndarray, np.ndarray] | None = None
+        report: list[dict[str, Any]] = []
+        answer: _Answer | None = None
+        answered = cascade.stages[-1]
+        for stage in cascade.stages:
+            last = stage is cascade.stages[-1]
+            if stage.scorer == "consistency":
+                answer = await self._consistent(pipeline, api, request, call, body, stage)
+            else:
+                answer = await self._ask(pipeline, api, request, call, body, stage.group)
+                if stage.scorer == "learned":
+                    if prompt is None:
+                        prompt = (await self._embedder.embed_one(question),
+                                  np.asarray(prompt_features(question), dtype=np.float32))
+                    answer.score = await self._learned(cascade, stage, prompt, answer.text)
+                elif stage.scorer == "judge":
+                    answer.score = await self._judged(pipeline, api, request, call, stage, question, answer.text)
+            if last:
+                report.append({"model": stage.group, "accepted": True})
+                answered = stage
+                break
+            accepted = answer.score is not None and answer.score >= stage.threshold
+            report.append({"model": stage.group, "scorer": stage.scorer, "threshold": round(stage.threshold, 4),
+                           "score": None if answer.score is None else round(answer.score, 4), "accepted": accepted})
+            if accepted:
+                answered = stage
+                break
+        assert answer is not None
+        self._note(pipeline, call, cascade, answered, answer, report, headers)
+        if inbound.stream:
+            return await _as_stream(request, call, answer.response, headers, inbound.body)
+        response = answer.response
+        response.headers.update(headers)
+        return response
+
+    def _note(self, pipeline: Pipeline, call: Call, cascade: _Cascade, answered: _Stage, answer: _Answer,
+              report: list[dict[str, Any]], headers: dict[str, str]) -> None:
+        """The cascade's decision in the response headers and the record; the record names the answering stage
+        (not the last sub-call, which may be a judge)."""
+        record = call.record
+        deployment_id = answer.response.headers.get("x-mmproxy-deployment")
+        upstream = pipeline.upstreams.by_id.get(deployment_id or "")
+        if upstream is not None:
+            deployment = upstream.deployment
+            record.model_group, record.deployment = deployment.model_name, deployment.id
+            record.provider, record.tier = deployment.provider, deployment.tier
+        record.decision = orjson.dumps({"cascade": cascade.name, "answered_by": answered.group,
+                                        "stages": report}).decode()
+        headers["x-mmproxy-cascade"] = cascade.name
+        headers["x-mmproxy-cascade-stage"] = answered.group
+        scored = [f"{s['model']}={s['score']}" for s in report if "score" in s]
+        if scored:
+            headers["x-mmproxy-cascade-scores"] = ",".join(scored)
+        headers["x-mmproxy-cost-usd"] = cost.format_usd(record.cost_usd)
+
+    async def _ask(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
+                   body: dict[str, Any], group: str) -> _Answer:
+        """One non-streaming answer of ``group`` to ``body``, routed and accounted like any request."""
+        sub = Inbound(body["model"], body, orjson.dumps(body), chat=body)
+        sub.completion = body.get("max_completion_tokens") or body.get("max_tokens")
+
+        def attempt(upstream: Upstream) -> Awaitable[web.StreamResponse]:
+            return api.attempt(pipeline, request, call, sub, upstream, {})
+
+        response = await pipeline.route(call, group, attempt)
+        assert isinstance(response, web.Response) and isinstance(response.body, bytes)
+        return _Answer(response, _answer_text(response.body))
+
+    async def _consistent(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
+                          body: dict[str, Any], stage: _Stage) -> _Answer:
+        sampled = dict(body)
+        if not sampled.get("temperature"):
+            sampled["temperature"] = SAMPLE_TEMPERATURE
+        answers = await asyncio.gather(*(self._ask(pipeline, api, request, call, sampled, stage.group)
+                                          for _ in range(stage.samples)))
+        texts = [a.text for a in answers]
+        agreed = exact_agreement(texts)
+        if agreed is None:
+            vectors = np.stack([await self._embedder.embed_one(t) for t in texts])
+            agreed = similarity_agreement(vectors)
+        score, index = agreed
+        chosen = answers[index]
+        chosen.score = score
+        return chosen
+
+    async def _learned(self, cascade: _Cascade, stage: _Stage, prompt: tuple[np.ndarray, np.ndarray],
+                       text: str) -> float:
+        assert cascade.plan is not None and cascade.model is not None and stage.plan_index is not None
+        vector, cheap = prompt
+        prior = 0.5
+        if stage.prior_column is not None:
+            quality, _ = cascade.model.predict(vector[None, :], cheap[None, :])
+            prior = float(quality[0, stage.prior_column])
+        answer_vector = await self._embedder.embed_one(text)
+        shape = np.asarray(answer_features(text), dtype=np.float32)
+        rows = scorer_features(answer_vector[None, :], shape[None, :], cheap[None, :], np.array([prior]))
+        return float(cascade.plan.score(stage.plan_index, rows)[0])
+
+    async def _judged(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
+                      stage: _Stage, question: str, answer: str) -> float | None:
+        assert stage.judge is not None
+        body = {"model": stage.judge, "temperature": 0, "max_tokens": 200, "messages": judge_prompt(question, answer)}
+        verdict = await self._ask(pipeline, api, request, call, body, stage.judge)
+        score = judge_score(verdict.text)
+        if score is None:
+            log.warning("request %s: judge %s gave no grade; the answer is escalated", call.record.request_id,
+                        stage.judge)
+        return score
+
+
+def _answer_text(body: bytes) -> str:
+    try:
+        message = orjson.loads(body)["choices"][0]["message"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        raise ProxyError(502, "a cascade stage answered something other than a chat completion",
+                         type="upstream_error", code="upstream_bad_response") from None
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else ""
+
+
+async def _as_stream(request: web.BaseRequest, call: Call, answer: web.Response, headers: dict[str, str],
+                     client_body: dict[str, Any]) -> web.StreamResponse:
+    """The accepted chat completion as a chat completion stream: a content chunk, a finish chunk, the usage chunk
+    when the client asked for it (``stream_options.include_usage``), then ``[DONE]``; kept in ``call.capture``
+    when the response cache wants the stream."""
+    assert isinstance(answer.body, bytes)
+    completion = orjson.loads(answer.body)
+    choice = completion["choices"][0]
+    message = choice.get("message") or {}
+    delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+    if message.get("tool_calls"):
+        delta["tool_calls"] = [dict(c, index=i) for i, c in enumerate(message["tool_calls"])]
+    base = {"id": completion.get("id"), "object": "chat.completion.chunk",
+            "created": completion.get("created") or int(time.time()), "model": completion.get("model")}
+    events = [dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": None}]),
+              dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason")}])]
+    options = client_body.get("stream_options")
+    if isinstance(options, dict) and options.get("include_usage") and completion.get("usage"):
+        events.append(dict(base, choices=[], usage=completion["usage"]))
+    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                           **{k: v for k, v in answer.headers.items()
+                                              if k.lower().startswith("x-mmproxy-")}, **headers})
+    await response.prepare(request)
+    call.record.ttft_ms = (time.perf_counter_ns() - call.started) / 1e6
+    stream = b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in events) + b"data: [DONE]\n\n"
+    if call.capture is not None:
+        call.capture.append(stream)
+    await response.write(stream)
+    await response.write_eof()
+    return response

@@ -1,0 +1,113 @@
+"""The learned router's step: a request to a ``router`` virtual model goes to the candidate group the quality
+model and the policy choose (``mmproxy.smart``), before admission, so limits and budgets see the real target.
+
+The prompt the model reads is the text of the last user message, as in the routing records it was trained on.
+Its embedding runs in the local embedder's thread (batched with concurrent requests), never on the event loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+from mmproxy import cost, tokens
+from mmproxy._native import prompt_features
+from mmproxy.cache.embedder import LocalEmbedder
+from mmproxy.config import Deployment, SmartRouterSettings
+from mmproxy.errors import bad_request
+from mmproxy.pipeline.call import Call
+from mmproxy.smart.model import QualityModel
+from mmproxy.smart.router import LearnedRouter
+
+SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "data" / "smart" / "router.npz"
+
+
+class SmartRouterError(Exception):
+    """A router block that cannot run (a model file, a candidate the model does not know); safe to print."""
+
+
+class _SmartRouter:
+    def __init__(self, settings: SmartRouterSettings, model: QualityModel, groups: dict[str, list[Deployment]]) -> None:
+        self.name = settings.model_name
+        self.candidates = settings.candidates
+        columns = []
+        for group in settings.candidates:
+            learned = settings.learned_as.get(group) or groups[group][0].upstream_model
+            if learned not in model.candidates:
+                raise SmartRouterError(
+                    f"router {self.name!r}: candidate {group!r} is {learned!r} to the router model, which knows "
+                    f"{', '.join(model.candidates)}; set router.learned_as")
+            columns.append(model.candidates.index(learned))
+        first = [groups[group][0] for group in settings.candidates]
+        self.learned = LearnedRouter(model, columns, np.array([_unit_price(d, 1, 0) for d in first]),
+                                     np.array([_unit_price(d, 0, 1) for d in first]),
+                                     cost_weight=settings.cost_weight, strong_share=settings.strong_share,
+                                     min_quality=settings.min_quality, window=settings.window)
+
+
+def _unit_price(deployment: Deployment, prompt: int, completion: int) -> float:
+    priced = cost.price(deployment, prompt, completion, 0, 0)
+    return 0.0 if priced is None else priced[0]
+
+
+class SmartRouting:
+    def __init__(self, settings: dict[str, SmartRouterSettings], deployments: Sequence[Deployment],
+                 embedder: LocalEmbedder) -> None:
+        groups: dict[str, list[Deployment]] = {}
+        for deployment in deployments:
+            groups.setdefault(deployment.model_name, []).append(deployment)
+        models: dict[str, QualityModel] = {}
+        self._routers: dict[str, _SmartRouter] = {}
+        for name, router in settings.items():
+            path = router.model or str(SHIPPED_MODEL)
+            if path not in models:
+                try:
+                    models[path] = QualityModel.load(path)
+                except ValueError as exc:
+                    raise SmartRouterError(f"router {name!r}: {exc}") from None
+            self._routers[name] = _SmartRouter(router, models[path], groups)
+        self._embedder = embedder
+
+    def names(self) -> list[str]:
+        return list(self._routers)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._routers
+
+    async def choose(self, name: str, chat: dict[str, Any] | None, call: Call, headers: dict[str, str]) -> str:
+        """The candidate group for this request; the decision goes into ``headers`` and the request's record."""
+        router = self._routers[name]
+        if chat is None:
+            raise bad_request(f"model {name!r} is a learned router, which routes chat requests only", param="model")
+        text = last_user_text(chat.get("messages") or [])
+        vector = await self._embedder.embed_one(text)
+        cheap = np.asarray(prompt_features(text), dtype=np.float32)
+        routed = router.learned.route(vector, cheap, tokens.count(text))  # as the model's records were counted
+        group = router.candidates[routed.decision.index]
+        scores = {c: round(float(q), 4) for c, q in zip(router.candidates, routed.quality, strict=True)}
+        headers["x-mmproxy-router"] = name
+        headers["x-mmproxy-router-choice"] = group
+        headers["x-mmproxy-router-scores"] = ",".join(f"{c}={q}" for c, q in scores.items())
+        weight = routed.decision.weight
+        call.record.decision = orjson.dumps({
+            "router": name, "choice": group, "scores": scores,
+            "estimated_cost_usd": {c: float(f"{v:.3g}") for c, v in zip(router.candidates, routed.cost, strict=True)},
+            "cost_weight": None if weight != weight else round(weight, 6)}).decode()
+        return group
+
+
+def last_user_text(messages: list[Any]) -> str:
+    """The text of the last user message (its text parts joined); empty when there is none."""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+            return ""
+    return ""

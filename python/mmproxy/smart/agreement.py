@@ -1,0 +1,96 @@
+"""Answer agreement for the cascade's consistency scorer (FrugalGPT's signal: when several samples of a cheap
+model agree, its answer is likely right) and the judge scorer's grade parsing.
+
+Short answers are compared exactly once normalised: a stated final answer ("#### 42", "the answer is B",
+``\\boxed{7}``), else the last number, else a short text lower-cased without punctuation. Free text is compared
+by the embedding similarity of the samples.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+
+import numpy as np
+import orjson
+
+_FINAL = re.compile(r"(?:####|answer is|final answer(?: is)?:?|\\boxed\{|^answer\s*:)\s*\(?\$?\s*([^\n}]{1,40})",
+                    re.IGNORECASE | re.MULTILINE)
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+_OPTION = re.compile(r"^\(?([A-J])[).:]?(?:\s|$)")
+_SHORT_WORDS = 8
+
+
+def short_answer(text: str) -> str | None:
+    """The answer's normalised short form, or None for free text."""
+    final = _FINAL.findall(text)
+    candidate = final[-1].strip() if final else None
+    if candidate is None:
+        stripped = text.strip()
+        if len(stripped.split()) <= _SHORT_WORDS:
+            candidate = stripped
+        else:
+            numbers = _NUMBER.findall(text)
+            return _number(numbers[-1]) if numbers else None
+    option = _OPTION.match(candidate)
+    if option:
+        return option.group(1)
+    numbers = _NUMBER.findall(candidate)
+    if numbers:
+        return _number(numbers[0])
+    return re.sub(r"[^\w\s]", "", candidate).lower().strip() or None
+
+
+def _number(text: str) -> str:
+    value = float(text.replace(",", ""))
+    return str(int(value)) if value.is_integer() else f"{value:g}"
+
+
+def exact_agreement(answers: Sequence[str]) -> tuple[float, int] | None:
+    """(share of answers agreeing with the most common short answer, index of one of them); None when any
+    answer is free text."""
+    keys = [short_answer(a) for a in answers]
+    if not keys or any(k is None for k in keys):
+        return None
+    top, votes = Counter(keys).most_common(1)[0]
+    return votes / len(keys), keys.index(top)
+
+
+def similarity_agreement(vectors: np.ndarray) -> tuple[float, int]:
+    """(mean pairwise cosine of unit ``vectors``, index of the one closest to the others)."""
+    n = len(vectors)
+    if n < 2:
+        return 1.0, 0
+    similarity = vectors @ vectors.T
+    closeness = (similarity.sum(axis=1) - 1.0) / (n - 1)
+    return float(closeness.mean()), int(np.argmax(closeness))
+
+
+JUDGE_SYSTEM = ("You grade another assistant's answer to a user's question. Judge only whether the answer is "
+                "correct, complete and responsive to the question; ignore style. Reply with a JSON object: "
+                '{"score": <integer 0 to 10>, "reason": "<one sentence>"}.')
+
+
+def judge_prompt(question: str, answer: str) -> list[dict[str, str]]:
+    """The judge's messages: the question and the answer only, none of the generator's own context."""
+    return [{"role": "system", "content": JUDGE_SYSTEM},
+            {"role": "user", "content": f"Question:\n{question}\n\nAnswer to grade:\n{answer}"}]
+
+
+def judge_score(reply: str) -> float | None:
+    """The judge's grade scaled to [0, 1]: ``{"score": n}`` (also inside a code fence or prose), else the first
+    number 0-10; None when the reply holds no grade."""
+    start, end = reply.find("{"), reply.rfind("}")
+    if 0 <= start < end:
+        try:
+            grade = orjson.loads(reply[start:end + 1])
+            if isinstance(grade, dict) and isinstance(grade.get("score"), (int, float)):
+                return min(max(float(grade["score"]), 0.0), 10.0) / 10
+        except orjson.JSONDecodeError:
+            pass
+    for number in _NUMBER.findall(reply):
+        value = float(number.replace(",", ""))
+        if 0 <= value <= 10:
+            return value / 10
+    return None

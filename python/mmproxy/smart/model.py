@@ -1,0 +1,120 @@
+"""P(good answer | prompt) for each candidate model, learned from routing records.
+
+Two estimators, averaged: a logistic regression per candidate over the prompt's embedding and cheap features
+(smooth, generalises across topics), and the mean outcome of each candidate among the prompt's k nearest
+training prompts by embedding (sharp where the records are dense, e.g. one subject's questions). On the dev
+records' check part the average beat either alone (benches/RESULTS.md, "Learned router"). Both run in numpy
+and FAISS; nothing here needs a GPU or torch.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Sequence
+from pathlib import Path
+
+import faiss
+import numpy as np
+import orjson
+
+FORMAT = "mmproxy-quality-model/1"
+
+
+class ModelFileError(ValueError):
+    """A model file is missing, unreadable or of another format."""
+
+
+def fit_logistic(features: np.ndarray, targets: np.ndarray, l2: float, iterations: int = 25) -> np.ndarray:
+    """Weights (d + 1,) of an L2-regularised logistic regression (last entry: the unpenalised bias) by Newton's
+    method; ``targets`` may be soft (a judge's 0-1 score), which the cross-entropy loss accepts as is."""
+    x = np.hstack([features.astype(np.float64), np.ones((len(features), 1))])
+    penalty = np.full(x.shape[1], l2)
+    penalty[-1] = 0.0
+    w = np.zeros(x.shape[1])
+    for _ in range(iterations):
+        p = 1.0 / (1.0 + np.exp(-(x @ w)))
+        gradient = x.T @ (p - targets) + penalty * w
+        hessian = (x * (p * (1 - p))[:, None]).T @ x + np.diag(penalty + 1e-9)
+        step = np.linalg.solve(hessian, gradient)
+        w -= step
+        if np.abs(step).max() < 1e-7:
+            break
+    return w
+
+
+def sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+class QualityModel:
+    """Per candidate, the probability that its answer to a prompt is good (a right answer, or a judge's score
+    scaled to 0-1). ``predict`` takes the rows ``features.prompt_matrix`` makes."""
+
+    def __init__(self, candidates: Sequence[str], weights: np.ndarray, memory: np.ndarray, outcomes: np.ndarray,
+                 known: np.ndarray, lengths: np.ndarray, k: int, meta: dict[str, object]) -> None:
+        self.candidates = tuple(candidates)
+        self.weights = weights.astype(np.float32)  # (d + 1, C): embedding, cheap features, bias
+        self.memory = np.ascontiguousarray(memory, dtype=np.float32)  # (N, dim) unit rows: the training prompts
+        self.outcomes = outcomes.astype(np.float32)  # (N, C) quality of each candidate's answer (0 where unknown)
+        self.known = known.astype(np.float32)  # (N, C) 1 where the record has that candidate's answer
+        self.lengths = lengths.astype(np.float32)  # (N, C) answer tokens (0 where the record has no answer)
+        self.k = k
+        self.meta = meta  # how it was trained: records, split, parameters, reference gaps
+        self._index = faiss.IndexFlatIP(self.memory.shape[1])
+        self._index.add(self.memory)
+
+    @classmethod
+    def fit(cls, candidates: Sequence[str], vectors: np.ndarray, cheap: np.ndarray, outcomes: np.ndarray,
+            known: np.ndarray, lengths: np.ndarray, *, l2: float = 10.0, k: int = 30,
+            meta: dict[str, object] | None = None) -> QualityModel:
+        features = np.hstack([vectors, cheap])
+        columns = []
+        for c in range(len(candidates)):
+            rows = known[:, c] > 0
+            if not rows.any():
+                raise ValueError(f"no record has an outcome of {candidates[c]!r}")
+            columns.append(fit_logistic(features[rows], outcomes[rows, c], l2))
+        return cls(candidates, np.stack(columns, axis=1), vectors, outcomes, known, lengths, k,
+                   dict(meta or {}, l2=l2, k=k))
+
+    def predict(self, vectors: np.ndarray, cheap: np.ndarray, *,
+                leave_out_same: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(quality, answer tokens), each (n, C): the probability of a good answer and the expected answer length
+        (the neighbours' mean, for the cost estimate). ``leave_out_same``: a training prompt leaves itself (any
+        neighbour with cosine >= 0.9999) out of its neighbours, for honest estimates on the records the model was
+        trained on."""
+        linear = sigmoid(np.hstack([vectors, cheap]) @ self.weights[:-1] + self.weights[-1])
+        extra = 1 if leave_out_same else 0
+        similarity, neighbours = self._index.search(np.ascontiguousarray(vectors, dtype=np.float32), self.k + extra)
+        use = np.ones_like(similarity)
+        if leave_out_same:
+            use = (similarity < 0.9999).astype(np.float32)
+            use *= np.cumsum(use, axis=1) <= self.k
+        known = self.known[neighbours] * use[:, :, None]  # (n, k, C)
+        hits = known.sum(axis=1)
+        rates = np.where(hits > 0, (self.outcomes[neighbours] * known).sum(axis=1) / np.maximum(hits, 1), linear)
+        lengths = (self.lengths[neighbours] * known).sum(axis=1) / np.maximum(hits, 1)
+        return (linear + rates) / 2, lengths
+
+    # -- files ----------------------------------------------------------------------------
+    def save(self, path: str | Path) -> None:
+        header = {"format": FORMAT, "candidates": list(self.candidates), "k": self.k, "meta": self.meta}
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, header=np.frombuffer(orjson.dumps(header), dtype=np.uint8),
+                            weights=self.weights, memory=self.memory.astype(np.float16), outcomes=self.outcomes,
+                            known=self.known.astype(np.uint8), lengths=self.lengths)
+        Path(path).write_bytes(buffer.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> QualityModel:
+        try:
+            with np.load(Path(path), allow_pickle=False) as data:
+                header = orjson.loads(data["header"].tobytes())
+                if header.get("format") != FORMAT:
+                    raise ModelFileError(f"{path}: not a {FORMAT} file")
+                return cls(header["candidates"], data["weights"], data["memory"].astype(np.float32),
+                           data["outcomes"], data["known"], data["lengths"], int(header["k"]), header["meta"])
+        except (OSError, KeyError, ValueError, orjson.JSONDecodeError) as exc:
+            if isinstance(exc, ModelFileError):
+                raise
+            raise ModelFileError(f"{path}: cannot read the model ({exc})") from None

@@ -1,0 +1,167 @@
+"""Cascades as virtual models, end to end: the openai SDK → the gateway → the replay upstream (stages) and the
+plain simulator (judges). Each stage and each judge call is billed to the one request."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import anthropic
+import httpx
+import numpy as np
+import openai
+import orjson
+import pytest
+
+from mmproxy.cache.embedder import LocalEmbedder
+from mmproxy.smart.agreement import JUDGE_SYSTEM
+from mmproxy.smart.cascade import CascadePlan, walk
+from mmproxy.smart.model import QualityModel
+from mmproxy.smart.records import Price, costs, load_records
+from mmproxy.smart.train import stage_rows
+from mmproxy.tokens import count
+from tests.conftest import MASTER_KEY, Process, start_gateway, start_process
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+SLICE = DATA / "routing_slice.jsonl"
+SHIPPED = Path(__file__).resolve().parents[2] / "python" / "mmproxy" / "data" / "smart"
+WEAK, STRONG = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
+PRICES = {WEAK: Price(2.4e-07, 2.4e-07), STRONG: Price(1e-05, 3e-05)}
+JUDGE_PRICE = 1e-06  # per token, in and out
+YES, NO = '{"score": 9, "reason": "right"}', '{"score": 2, "reason": "the total is wrong"}'
+
+
+def _word_problems() -> list:
+    return [r for r in load_records(SLICE) if r.task == "gsm8k"][:12]
+
+
+@pytest.fixture(scope="module")
+def replay_sim() -> Iterator[Process]:
+    process = start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0", "--replay", str(SLICE)])
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def judge_sim() -> Iterator[Process]:
+    knobs = {"judge-yes": {"content": YES}, "judge-no": {"content": NO}}
+    process = start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0", "--latency-ms", "0",
+                             "--model-knobs", orjson.dumps(knobs).decode()])
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def gw(replay_sim: Process, judge_sim: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    def deployment(name: str, model: str, base: str, price: Price) -> dict:
+        return {"model_name": name, "litellm_params": {"model": f"openai/{model}", "api_base": base},
+                "model_info": {"input_cost_per_token": price.input, "output_cost_per_token": price.output}}
+
+    replay, judges = f"{replay_sim.url}/v1", f"{judge_sim.url}/v1"
+    config = {
+        "model_list": [
+            deployment("mixtral", WEAK, replay, PRICES[WEAK]), deployment("gpt-4", STRONG, replay, PRICES[STRONG]),
+            deployment("judge-yes", "judge-yes", judges, Price(JUDGE_PRICE, JUDGE_PRICE)),
+            deployment("judge-no", "judge-no", judges, Price(JUDGE_PRICE, JUDGE_PRICE)),
+            {"model_name": "frugal", "cascade": {"stages": [{"model": "mixtral"}, "gpt-4"]}},
+            {"model_name": "frugal-votes", "cascade": {"stages": [
+                {"model": "mixtral", "scorer": "consistency", "samples": 3}, "gpt-4"]}},
+            {"model_name": "frugal-judged", "cascade": {"stages": [
+                {"model": "mixtral", "scorer": "judge", "judge": "judge-yes"}, "gpt-4"]}},
+            {"model_name": "frugal-strict", "cascade": {"stages": [
+                {"model": "mixtral", "scorer": "judge", "judge": "judge-no"}, "gpt-4"]}},
+        ],
+        "general_settings": {"master_key": MASTER_KEY},
+    }
+    process = start_gateway(tmp_path_factory.mktemp("cascade"), config)
+    yield process
+    process.stop()
+
+
+def _client(gw: Process) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=MASTER_KEY, max_retries=0)
+
+
+def _ask(gw: Process, model: str, prompt: str, **extra):
+    return _client(gw).chat.completions.with_raw_response.create(
+        model=model, messages=[{"role": "user", "content": prompt}], **extra)
+
+
+def test_the_learned_cascade_accepts_or_escalates_as_the_offline_plan_does(gw: Process):
+    records = _word_problems()
+    stages, charged = [], []
+    for record in records:
+        raw = _ask(gw, "frugal", record.prompt)
+        stage = raw.headers["x-mmproxy-cascade-stage"]
+        model = WEAK if stage == "mixtral" else STRONG
+        assert raw.parse().choices[0].message.content == record.models[model].answer
+        assert raw.headers["x-mmproxy-cascade-scores"].startswith("mixtral=")
+        stages.append(0 if stage == "mixtral" else 1)
+        charged.append(float(raw.headers["x-mmproxy-cost-usd"]))
+
+    plan = CascadePlan.load(SHIPPED / "cascade.npz")
+    embedder = LocalEmbedder()
+    try:
+        rows, _ = stage_rows(records, [WEAK, STRONG], QualityModel.load(SHIPPED / "router.npz"), embedder)
+    finally:
+        embedder.close()
+    offline = walk(plan.score(0, rows[0])[:, None], plan.thresholds)
+    assert stages == offline.tolist()
+    price = np.array(costs(records, [WEAK, STRONG], PRICES))
+    expected = [row[0] + (row[1] if stage else 0.0) for row, stage in zip(price, stages, strict=True)]
+    assert charged == pytest.approx(expected, rel=1e-6)  # an escalated request pays both stages
+
+
+def test_agreeing_samples_are_accepted_and_each_sample_is_billed(gw: Process):
+    record = _word_problems()[0]
+    raw = _ask(gw, "frugal-votes", record.prompt)
+    assert raw.headers["x-mmproxy-cascade-stage"] == "mixtral"  # the replay answers the same three times
+    assert raw.headers["x-mmproxy-cascade-scores"] == "mixtral=1.0"
+    weak = costs([record], [WEAK], PRICES)[0][0]
+    assert float(raw.headers["x-mmproxy-cost-usd"]) == pytest.approx(3 * weak, rel=1e-6)
+
+
+def test_a_judge_sees_only_the_question_and_the_answer_and_is_billed(gw: Process, judge_sim: Process):
+    record = _word_problems()[1]
+    raw = _client(gw).chat.completions.with_raw_response.create(model="frugal-judged", messages=[
+        {"role": "system", "content": "SECRET SYSTEM PROMPT of the application"},
+        {"role": "user", "content": record.prompt}])
+    assert raw.headers["x-mmproxy-cascade-stage"] == "mixtral"
+    assert raw.headers["x-mmproxy-cascade-scores"] == "mixtral=0.9"
+    seen = httpx.get(f"{judge_sim.url}/_sim/requests", params={"limit": 1}).json()["data"]
+    messages = seen[-1]["body"]["messages"]
+    assert messages[0] == {"role": "system", "content": JUDGE_SYSTEM}
+    assert record.prompt in messages[1]["content"] and record.models[WEAK].answer in messages[1]["content"]
+    assert "SECRET" not in orjson.dumps(messages).decode()
+    assert float(raw.headers["x-mmproxy-cost-usd"]) > costs([record], [WEAK], PRICES)[0][0]  # the judge's call too
+
+
+def test_a_rejecting_judge_escalates_to_the_next_stage(gw: Process):
+    record = _word_problems()[2]
+    raw = _ask(gw, "frugal-strict", record.prompt)
+    assert raw.headers["x-mmproxy-cascade-stage"] == "gpt-4"
+    assert raw.parse().choices[0].message.content == record.models[STRONG].answer
+    rows = httpx.get(f"{gw.url}/spend/logs", params={"request_id": raw.headers["x-mmproxy-request-id"]},
+                     headers={"Authorization": f"Bearer {MASTER_KEY}"}).json()
+    decision = orjson.loads(rows[0]["decision"])
+    assert decision["answered_by"] == "gpt-4" == rows[0]["model_group"]
+    assert decision["stages"][0] == {"model": "mixtral", "scorer": "judge", "threshold": 0.7, "score": 0.2,
+                                     "accepted": False}
+
+
+def test_a_streaming_client_gets_the_accepted_answer_as_a_stream(gw: Process):
+    record = _word_problems()[3]
+    with _client(gw).chat.completions.with_streaming_response.create(
+            model="frugal-judged", stream=True, stream_options={"include_usage": True},
+            messages=[{"role": "user", "content": record.prompt}]) as response:
+        assert response.headers["x-mmproxy-cascade-stage"] == "mixtral"
+        chunks = list(response.parse())
+    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices) == record.models[WEAK].answer
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == count(record.models[WEAK].answer)
+
+
+def test_a_cascade_answers_chat_completions_only(gw: Process):
+    client = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)
+    with pytest.raises(anthropic.BadRequestError, match="cascade"):
+        client.messages.create(model="frugal", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert "frugal" in {m.id for m in _client(gw).models.list()}
