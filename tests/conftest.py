@@ -73,6 +73,17 @@ def start_process(args: list[str], timeout: float = 30.0, env: dict[str, str] | 
     return Process(proc, found[0], output)
 
 
+def start_replay(records: Path) -> Process:
+    """A simulator answering chat with the recorded answers of ``records`` (``--replay``)."""
+    return start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0", "--replay", str(records)])
+
+
+def priced_deployment(name: str, model: str, api_base: str, input_price: float, output_price: float) -> dict[str, Any]:
+    """A ``model_list`` entry for an OpenAI-wire ``model`` at ``api_base`` with its prices per token."""
+    return {"model_name": name, "litellm_params": {"model": f"openai/{model}", "api_base": api_base},
+            "model_info": {"input_cost_per_token": input_price, "output_cost_per_token": output_price}}
+
+
 @pytest.fixture(scope="session")
 def simulator() -> Iterator[Process]:
     process = start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0",

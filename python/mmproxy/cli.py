@@ -121,7 +121,8 @@ def _demo_help(config_path: Path, host: str, port: int) -> str:
 mmproxy demo: simulated provider behind the gateway, config {config_path}
 Models: gpt-4o (frontier), gpt-4o-mini (workhorse, 2 deployments), llama-3.1-8b (economy),
         claude-sonnet (Anthropic), gemini-flash (Gemini), llama-local (Ollama),
-        text-embedding-3-small (embeddings); "auto" picks one by the demo's routing rules.
+        text-embedding-3-small (embeddings); "auto" picks one by the demo's routing rules;
+        "smart" is the learned router (x-mmproxy-router-choice says which model it chose).
 Master key: {DEMO_MASTER_KEY}
 
   curl {base}/v1/chat/completions -H 'Authorization: Bearer {DEMO_MASTER_KEY}' \\

@@ -323,25 +323,25 @@ _STAGE_KEYS = {"model", "scorer", "threshold", "samples", "judge", "learned_as"}
 SCORERS = ("learned", "consistency", "judge")
 
 
-def _parse_cascade(name: str, block: Any, where: str, groups: set[str]) -> CascadeSettings:
+def _block(block: Any, where: str, known: set[str], what: str) -> dict[str, Any]:
+    """A virtual model's mapping, every key in it known."""
     if not isinstance(block, dict):
-        raise ConfigError(f"{where}: must be a mapping with stages")
-    unknown = sorted(set(block) - _CASCADE_KEYS)
+        raise ConfigError(f"{where}: must be a mapping with {what}")
+    unknown = sorted(set(block) - known)
     if unknown:
-        raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(_CASCADE_KEYS))})")
+        raise ConfigError(f"{where}.{unknown[0]}: unknown key (known: {', '.join(sorted(known))})")
+    return block
+
+
+def _parse_cascade(name: str, raw: Any, where: str, groups: set[str]) -> CascadeSettings:
+    block = _block(raw, where, _CASCADE_KEYS, "stages")
     stages = block.get("stages")
     if not isinstance(stages, list) or len(stages) < 2:
         raise ConfigError(f"{where}.stages: required, a list of at least two stages, cheapest first")
     parsed = []
     for i, stage in enumerate(stages):
         swhere = f"{where}.stages[{i}]"
-        if isinstance(stage, str):
-            stage = {"model": stage}
-        if not isinstance(stage, dict):
-            raise ConfigError(f"{swhere}: a model_name or a mapping with model")
-        unknown = sorted(set(stage) - _STAGE_KEYS)
-        if unknown:
-            raise ConfigError(f"{swhere}.{unknown[0]}: unknown key (known: {', '.join(sorted(_STAGE_KEYS))})")
+        stage = _block({"model": stage} if isinstance(stage, str) else stage, swhere, _STAGE_KEYS, "model")
         model = stage.get("model")
         if model not in groups:
             raise ConfigError(f"{swhere}.model: {model!r} is not a model_name in model_list")
@@ -370,12 +370,8 @@ def _parse_cascade(name: str, block: Any, where: str, groups: set[str]) -> Casca
     return CascadeSettings(name, tuple(parsed), block.get("plan"), block.get("router_model"))
 
 
-def _parse_smart_router(name: str, block: Any, rwhere: str, groups: set[str]) -> SmartRouterSettings:
-    if not isinstance(block, dict):
-        raise ConfigError(f"{rwhere}: must be a mapping with candidates")
-    unknown = sorted(set(block) - _SMART_ROUTER_KEYS)
-    if unknown:
-        raise ConfigError(f"{rwhere}.{unknown[0]}: unknown key (known: {', '.join(sorted(_SMART_ROUTER_KEYS))})")
+def _parse_smart_router(name: str, raw: Any, rwhere: str, groups: set[str]) -> SmartRouterSettings:
+    block = _block(raw, rwhere, _SMART_ROUTER_KEYS, "candidates")
     candidates = block.get("candidates")
     if not isinstance(candidates, list) or len(candidates) < 2 or not all(isinstance(c, str) for c in candidates):
         raise ConfigError(f"{rwhere}.candidates: required, a list of at least two model_name values")

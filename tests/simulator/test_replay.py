@@ -12,7 +12,7 @@ import pytest
 
 from mmproxy import tokens
 from mmproxy.simulator.replay import Replay, ReplayError
-from tests.conftest import MASTER_KEY, Process, start_gateway, start_process
+from tests.conftest import MASTER_KEY, Process, priced_deployment, start_gateway, start_replay
 
 RECORDS = Path(__file__).resolve().parents[1] / "data" / "routing_records.jsonl"
 STRONG, WEAK = "gpt-4-1106-preview", "mistralai/Mixtral-8x7B-Instruct-v0.1"
@@ -24,7 +24,7 @@ def _records() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def replay_sim() -> Iterator[Process]:
-    process = start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0", "--replay", str(RECORDS)])
+    process = start_replay(RECORDS)
     yield process
     process.stop()
 
@@ -33,12 +33,8 @@ def replay_sim() -> Iterator[Process]:
 def gw(replay_sim: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     base = f"{replay_sim.url}/v1"
     config = {
-        "model_list": [
-            {"model_name": "strong", "litellm_params": {"model": f"openai/{STRONG}", "api_base": base},
-             "model_info": {"input_cost_per_token": 1e-05, "output_cost_per_token": 3e-05}},
-            {"model_name": "weak", "litellm_params": {"model": f"openai/{WEAK}", "api_base": base},
-             "model_info": {"input_cost_per_token": 6e-07, "output_cost_per_token": 6e-07}},
-        ],
+        "model_list": [priced_deployment("strong", STRONG, base, 1e-05, 3e-05),
+                       priced_deployment("weak", WEAK, base, 6e-07, 6e-07)],
         "general_settings": {"master_key": MASTER_KEY},
     }
     process = start_gateway(tmp_path_factory.mktemp("replay"), config)

@@ -7,7 +7,7 @@ import pytest
 
 from mmproxy.smart.cascade import CascadePlan, choose_thresholds, outcome, walk
 from mmproxy.smart.features import ANSWER_FEATURE_NAMES, answer_features
-from mmproxy.smart.model import ModelFileError
+from mmproxy.smart.files import ModelFileError
 
 
 def _feature(answer: str, name: str) -> float:

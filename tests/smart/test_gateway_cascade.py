@@ -4,12 +4,10 @@ plain simulator (judges). Each stage and each judge call is billed to the one re
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import anthropic
 import httpx
 import numpy as np
-import openai
 import orjson
 import pytest
 
@@ -17,29 +15,18 @@ from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.smart.agreement import JUDGE_SYSTEM
 from mmproxy.smart.cascade import CascadePlan, walk
 from mmproxy.smart.model import QualityModel
-from mmproxy.smart.records import Price, costs, load_records
+from mmproxy.smart.records import costs, load_records
 from mmproxy.smart.train import stage_rows
 from mmproxy.tokens import count
-from tests.conftest import MASTER_KEY, Process, start_gateway, start_process
+from tests.conftest import MASTER_KEY, Process, priced_deployment, start_gateway, start_process
+from tests.smart.conftest import PRICES, SHIPPED, SLICE, STRONG, WEAK, client, replayed_models
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-SLICE = DATA / "routing_slice.jsonl"
-SHIPPED = Path(__file__).resolve().parents[2] / "python" / "mmproxy" / "data" / "smart"
-WEAK, STRONG = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
-PRICES = {WEAK: Price(2.4e-07, 2.4e-07), STRONG: Price(1e-05, 3e-05)}
 JUDGE_PRICE = 1e-06  # per token, in and out
 YES, NO = '{"score": 9, "reason": "right"}', '{"score": 2, "reason": "the total is wrong"}'
 
 
 def _word_problems() -> list:
     return [r for r in load_records(SLICE) if r.task == "gsm8k"][:12]
-
-
-@pytest.fixture(scope="module")
-def replay_sim() -> Iterator[Process]:
-    process = start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0", "--replay", str(SLICE)])
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")
@@ -53,16 +40,12 @@ def judge_sim() -> Iterator[Process]:
 
 @pytest.fixture(scope="module")
 def gw(replay_sim: Process, judge_sim: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
-    def deployment(name: str, model: str, base: str, price: Price) -> dict:
-        return {"model_name": name, "litellm_params": {"model": f"openai/{model}", "api_base": base},
-                "model_info": {"input_cost_per_token": price.input, "output_cost_per_token": price.output}}
-
-    replay, judges = f"{replay_sim.url}/v1", f"{judge_sim.url}/v1"
+    judges = f"{judge_sim.url}/v1"
     config = {
         "model_list": [
-            deployment("mixtral", WEAK, replay, PRICES[WEAK]), deployment("gpt-4", STRONG, replay, PRICES[STRONG]),
-            deployment("judge-yes", "judge-yes", judges, Price(JUDGE_PRICE, JUDGE_PRICE)),
-            deployment("judge-no", "judge-no", judges, Price(JUDGE_PRICE, JUDGE_PRICE)),
+            *replayed_models(replay_sim),
+            priced_deployment("judge-yes", "judge-yes", judges, JUDGE_PRICE, JUDGE_PRICE),
+            priced_deployment("judge-no", "judge-no", judges, JUDGE_PRICE, JUDGE_PRICE),
             {"model_name": "frugal", "cascade": {"stages": [{"model": "mixtral"}, "gpt-4"]}},
             {"model_name": "frugal-votes", "cascade": {"stages": [
                 {"model": "mixtral", "scorer": "consistency", "samples": 3}, "gpt-4"]}},
@@ -78,12 +61,8 @@ def gw(replay_sim: Process, judge_sim: Process, tmp_path_factory: pytest.TempPat
     process.stop()
 
 
-def _client(gw: Process) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=MASTER_KEY, max_retries=0)
-
-
 def _ask(gw: Process, model: str, prompt: str, **extra):
-    return _client(gw).chat.completions.with_raw_response.create(
+    return client(gw).chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": prompt}], **extra)
 
 
@@ -123,7 +102,7 @@ def test_agreeing_samples_are_accepted_and_each_sample_is_billed(gw: Process):
 
 def test_a_judge_sees_only_the_question_and_the_answer_and_is_billed(gw: Process, judge_sim: Process):
     record = _word_problems()[1]
-    raw = _client(gw).chat.completions.with_raw_response.create(model="frugal-judged", messages=[
+    raw = client(gw).chat.completions.with_raw_response.create(model="frugal-judged", messages=[
         {"role": "system", "content": "SECRET SYSTEM PROMPT of the application"},
         {"role": "user", "content": record.prompt}])
     assert raw.headers["x-mmproxy-cascade-stage"] == "mixtral"
@@ -151,7 +130,7 @@ def test_a_rejecting_judge_escalates_to_the_next_stage(gw: Process):
 
 def test_a_streaming_client_gets_the_accepted_answer_as_a_stream(gw: Process):
     record = _word_problems()[3]
-    with _client(gw).chat.completions.with_streaming_response.create(
+    with client(gw).chat.completions.with_streaming_response.create(
             model="frugal-judged", stream=True, stream_options={"include_usage": True},
             messages=[{"role": "user", "content": record.prompt}]) as response:
         assert response.headers["x-mmproxy-cascade-stage"] == "mixtral"
@@ -161,7 +140,8 @@ def test_a_streaming_client_gets_the_accepted_answer_as_a_stream(gw: Process):
 
 
 def test_a_cascade_answers_chat_completions_only(gw: Process):
-    client = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)
+    messages = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0).messages
     with pytest.raises(anthropic.BadRequestError, match="cascade"):
-        client.messages.create(model="frugal", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
-    assert "frugal" in {m.id for m in _client(gw).models.list()}
+        messages.create(model="frugal", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
+    assert "frugal" in {m.id for m in client(gw).models.list()}
+

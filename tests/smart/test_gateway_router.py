@@ -3,8 +3,9 @@ shipped router model. What the gateway decides must be what ``mmproxy router eva
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import numpy as np
@@ -15,38 +16,20 @@ import pytest
 from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.smart.features import prompt_matrix
 from mmproxy.smart.model import QualityModel
-from mmproxy.smart.records import Price, costs, load_records
+from mmproxy.smart.records import costs, load_records
 from mmproxy.smart.router import LearnedRouter
 from mmproxy.tokens import count
-from tests.conftest import MASTER_KEY, Process, start_gateway, start_process
+from tests.conftest import MASTER_KEY, Process, start_gateway
+from tests.smart.conftest import PRICES, SHIPPED, SLICE, STRONG, WEAK, client, replayed_models
 
-DATA = Path(__file__).resolve().parents[1] / "data"
-SLICE = DATA / "routing_slice.jsonl"
-SHIPPED = Path(__file__).resolve().parents[2] / "python" / "mmproxy" / "data" / "smart" / "router.npz"
-WEAK, STRONG = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
-PRICES = {WEAK: Price(2.4e-07, 2.4e-07), STRONG: Price(1e-05, 3e-05)}
 COST_WEIGHT = 0.1
 
 
 @pytest.fixture(scope="module")
-def replay_sim() -> Iterator[Process]:
-    process = start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0", "--replay", str(SLICE)])
-    yield process
-    process.stop()
-
-
-@pytest.fixture(scope="module")
 def gw(replay_sim: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
-    base = f"{replay_sim.url}/v1"
-
-    def deployment(name: str, model: str) -> dict:
-        price = PRICES[model]
-        return {"model_name": name, "litellm_params": {"model": f"openai/{model}", "api_base": base},
-                "model_info": {"input_cost_per_token": price.input, "output_cost_per_token": price.output}}
-
     config = {
         "model_list": [
-            deployment("mixtral", WEAK), deployment("gpt-4", STRONG),
+            *replayed_models(replay_sim),
             {"model_name": "smart", "router": {"candidates": ["mixtral", "gpt-4"], "cost_weight": COST_WEIGHT}},
             {"model_name": "smart-share", "router": {"candidates": ["gpt-4", "mixtral"], "strong_share": 0.2}},
         ],
@@ -57,16 +40,12 @@ def gw(replay_sim: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     process.stop()
 
 
-def _client(gw: Process) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=MASTER_KEY, max_retries=0)
-
-
 def test_the_gateway_decides_what_the_offline_evaluation_decides(gw: Process):
     records = load_records(SLICE)
-    client = _client(gw)
+    openai_client = client(gw)
     chosen, charged = [], []
     for record in records:
-        raw = client.chat.completions.with_raw_response.create(
+        raw = openai_client.chat.completions.with_raw_response.create(
             model="smart", messages=[{"role": "user", "content": record.prompt}])
         group = raw.headers["x-mmproxy-router-choice"]
         model = WEAK if group == "mixtral" else STRONG
@@ -80,7 +59,7 @@ def test_the_gateway_decides_what_the_offline_evaluation_decides(gw: Process):
         vectors, cheap = prompt_matrix(embedder, [r.prompt for r in records])
     finally:
         embedder.close()
-    model = QualityModel.load(SHIPPED)
+    model = QualityModel.load(SHIPPED / "router.npz")
     router = LearnedRouter(model, [model.candidates.index(WEAK), model.candidates.index(STRONG)],
                            np.array([2.4e-07, 1e-05]), np.array([2.4e-07, 3e-05]), cost_weight=COST_WEIGHT)
     offline = [router.route(vectors[i], cheap[i], count(r.prompt)).decision.index for i, r in enumerate(records)]
@@ -92,7 +71,7 @@ def test_the_gateway_decides_what_the_offline_evaluation_decides(gw: Process):
 
 def test_the_decision_reaches_the_ledger(gw: Process):
     record = load_records(SLICE)[0]
-    raw = _client(gw).chat.completions.with_raw_response.create(
+    raw = client(gw).chat.completions.with_raw_response.create(
         model="smart", messages=[{"role": "user", "content": record.prompt}])
     request_id = raw.headers["x-mmproxy-request-id"]
     rows = httpx.get(f"{gw.url}/spend/logs", params={"request_id": request_id},
@@ -105,10 +84,10 @@ def test_the_decision_reaches_the_ledger(gw: Process):
 
 
 def test_strong_share_keeps_the_strongest_models_share_near_the_target(gw: Process):
-    client = _client(gw)
+    openai_client = client(gw)
     picks = []
     for record in load_records(SLICE):
-        raw = client.chat.completions.with_raw_response.create(
+        raw = openai_client.chat.completions.with_raw_response.create(
             model="smart-share", messages=[{"role": "user", "content": record.prompt}])
         picks.append(raw.headers["x-mmproxy-router-choice"])
     share = picks.count("gpt-4") / len(picks)
@@ -116,18 +95,31 @@ def test_strong_share_keeps_the_strongest_models_share_near_the_target(gw: Proce
 
 
 def test_learned_routers_are_listed_and_route_chat_only(gw: Process):
-    client = _client(gw)
-    assert {"smart", "smart-share", "mixtral", "gpt-4"} <= {m.id for m in client.models.list()}
+    openai_client = client(gw)
+    assert {"smart", "smart-share", "mixtral", "gpt-4"} <= {m.id for m in openai_client.models.list()}
     with pytest.raises(openai.BadRequestError):
-        client.embeddings.create(model="smart", input="hello")
+        openai_client.embeddings.create(model="smart", input="hello")
 
 
 def test_a_stream_through_a_learned_router_carries_the_decision(gw: Process):
     record = load_records(SLICE)[0]
-    with _client(gw).chat.completions.with_streaming_response.create(
+    with client(gw).chat.completions.with_streaming_response.create(
             model="smart", stream=True, messages=[{"role": "user", "content": record.prompt}]) as response:
         assert response.headers["x-mmproxy-router-choice"] in ("mixtral", "gpt-4")
         text = "".join(chunk.choices[0].delta.content or "" for chunk in response.parse() if chunk.choices)
     model = WEAK if response.headers["x-mmproxy-router-choice"] == "mixtral" else STRONG
     assert text == record.models[model].answer
 
+
+
+def test_router_eval_through_the_gateway_reproduces_the_offline_figures(gw: Process):
+    done = subprocess.run([sys.executable, "-m", "mmproxy", "router", "eval", str(SLICE), "--json", "--cascade",
+                           "none", "--cost-weight", str(COST_WEIGHT), "--gateway", gw.url, "--gateway-model", "smart",
+                           "--api-key", MASTER_KEY], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    for task in orjson.loads(done.stdout):
+        rows = {row["policy"]: row for row in task["policies"]}
+        offline, online = rows["learned router (operating point)"], rows["smart through the gateway"]
+        assert online["quality"] == pytest.approx(offline["quality"])
+        assert online["cost"] == pytest.approx(offline["cost"], rel=1e-6)
+        assert online["strong_share"] == pytest.approx(offline["strong_share"])

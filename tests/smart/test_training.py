@@ -10,7 +10,8 @@ import pytest
 from mmproxy import tokens
 from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.smart.features import prompt_matrix
-from mmproxy.smart.model import ModelFileError, QualityModel
+from mmproxy.smart.files import ModelFileError
+from mmproxy.smart.model import QualityModel
 from mmproxy.smart.records import Outcome, Price, Record, split
 from mmproxy.smart.router import LearnedRouter
 from mmproxy.smart.train import train_cascade, train_router

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import time
 
-from mmproxy import cost
-from mmproxy.config import Deployment
 from mmproxy.errors import ProxyError
 from mmproxy.keys.manager import Keys
 from mmproxy.metrics import Metrics
@@ -30,13 +28,12 @@ class Accounting:
         self.metrics = metrics
         self.access_log = access_log
 
-    async def admit(self, call: Call, model: str, deployments: list[Deployment], completion: int | None) -> None:
-        """Key restrictions, limits and the budget reservation for a virtual key's request that may run on
-        ``deployments``."""
+    async def admit(self, call: Call, model: str, estimate: float) -> None:
+        """Key restrictions, limits and the budget reservation (``estimate``: the most the request may cost) for
+        a virtual key's request."""
         keys = self.keys
         if keys is None:
             return
-        estimate = cost.estimate(deployments, call.counted, completion)
         try:
             call.reservation = await keys.admit(call.caller, model, estimate, call.counted)
         except ProxyError as exc:

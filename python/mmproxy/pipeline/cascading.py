@@ -46,6 +46,7 @@ log = logging.getLogger("mmproxy")
 SHIPPED_PLAN = SHIPPED_MODEL.parent / "cascade.npz"
 SAMPLE_TEMPERATURE = 0.7  # consistency samples of a request that asked for greedy (or unset) decoding
 DEFAULT_THRESHOLDS = {"consistency": 2 / 3, "judge": 0.7}
+JUDGE_MAX_TOKENS = 200  # a grade and one sentence
 
 
 @dataclass(slots=True)
@@ -78,6 +79,9 @@ class Cascading:
     def __init__(self, settings: dict[str, CascadeSettings], deployments: list[Deployment],
                  embedder: LocalEmbedder) -> None:
         upstream_model = {d.model_name: d.upstream_model for d in reversed(deployments)}
+        self._groups: dict[str, list[Deployment]] = {}
+        for deployment in deployments:
+            self._groups.setdefault(deployment.model_name, []).append(deployment)
         self._embedder = embedder
         self._cascades: dict[str, _Cascade] = {}
         plans: dict[str, CascadePlan] = {}
@@ -117,6 +121,19 @@ class Cascading:
 
     def names(self) -> list[str]:
         return list(self._cascades)
+
+    def worst_cost(self, name: str, prompt: int, completion: int | None) -> float:
+        """The most one request may cost: every stage asked (each sample of a consistency stage) and every judge
+        consulted, each on its dearest deployment. What a virtual key's budget reserves."""
+        total = 0.0
+        for stage in self._cascades[name].stages:
+            asked = stage.samples if stage.scorer == "consistency" else 1
+            total += asked * cost.estimate(self._groups[stage.group], prompt, completion)
+            if stage.judge is not None:
+                # the judge reads the question and the answer
+                answer = completion if completion is not None else cost.DEFAULT_COMPLETION_ESTIMATE
+                total += cost.estimate(self._groups[stage.judge], prompt + answer, JUDGE_MAX_TOKENS)
+        return total
 
     def __contains__(self, name: str) -> bool:
         return name in self._cascades
@@ -231,7 +248,8 @@ class Cascading:
     async def _judged(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
                       stage: _Stage, question: str, answer: str) -> float | None:
         assert stage.judge is not None
-        body = {"model": stage.judge, "temperature": 0, "max_tokens": 200, "messages": judge_prompt(question, answer)}
+        body = {"model": stage.judge, "temperature": 0, "max_tokens": JUDGE_MAX_TOKENS,
+                "messages": judge_prompt(question, answer)}
         verdict = await self._ask(pipeline, api, request, call, body, stage.judge)
         score = judge_score(verdict.text)
         if score is None:

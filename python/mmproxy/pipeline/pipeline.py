@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 from aiohttp import web
 
-from mmproxy import tokens
+from mmproxy import cost, tokens
 from mmproxy.config import Config, Deployment
 from mmproxy.errors import ProxyError, auth_error
 from mmproxy.keys.manager import MASTER, Caller
@@ -86,9 +86,7 @@ class Pipeline:
             if self.smart is not None and target in self.smart:                             # learned router
                 target = await self.smart.choose(target, inbound.chat, call, headers)
         if caller.key is not None:                                                          # admit
-            group = self.router.group(target)
-            await self.accounting.admit(call, inbound.model, group.members if group is not None else [],
-                                        inbound.completion)
+            await self.accounting.admit(call, inbound.model, self.worst_cost(target, call, inbound))
         cache, plan = self.cache, None
         if cache is not None:                                                               # cache
             plan, hit = await cache.consult(request.headers, call, api.cache_payload(inbound), inbound.raw,
@@ -181,6 +179,13 @@ class Pipeline:
                 413, f"request body exceeds the {limit_mb:g} MB limit", code="request_too_large"
             ) from None
         return parse_json_object(raw), raw
+
+    def worst_cost(self, target: str, call: Call, inbound: Inbound) -> float:
+        """The most the request may cost on ``target``: what a budget reserves before any call."""
+        if self.cascades is not None and target in self.cascades:
+            return self.cascades.worst_cost(target, call.counted, inbound.completion)
+        group = self.router.group(target)
+        return cost.estimate(group.members if group is not None else (), call.counted, inbound.completion)
 
     def choose(self, request: web.BaseRequest, call: Call, inbound: Inbound, headers: dict[str, str]) -> str:
         """The group ``routing_rules`` send this request to (the requested model when none matches)."""

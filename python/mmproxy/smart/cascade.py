@@ -11,16 +11,15 @@ scores the scorer was trained on.
 
 from __future__ import annotations
 
-import io
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import orjson
 
-from mmproxy.smart.model import ModelFileError, fit_logistic, sigmoid
+from mmproxy.smart import files
+from mmproxy.smart.model import fit_logistic, sigmoid
 
 FORMAT = "mmproxy-cascade/1"
 
@@ -46,28 +45,18 @@ class CascadePlan:
         return sigmoid(rows @ w[:-1] + w[-1])
 
     def save(self, path: str | Path) -> None:
-        header = {"format": FORMAT, "stages": list(self.stages), "thresholds": self.thresholds, "meta": self.meta}
-        arrays: dict[str, np.ndarray] = {f"w{i}": w.astype(np.float32) for i, w in enumerate(self.weights)}
-        arrays["header"] = np.frombuffer(orjson.dumps(header), dtype=np.uint8)
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, allow_pickle=False, **arrays)
-        Path(path).write_bytes(buffer.getvalue())
+        files.write(path, FORMAT, {"stages": list(self.stages), "thresholds": self.thresholds, "meta": self.meta},
+                    {f"w{i}": w.astype(np.float32) for i, w in enumerate(self.weights)})
 
     @classmethod
     def load(cls, path: str | Path) -> CascadePlan:
+        header, data = files.read(path, FORMAT)
         try:
-            with np.load(Path(path), allow_pickle=False) as data:
-                header = orjson.loads(data["header"].tobytes())
-                if header.get("format") != FORMAT:
-                    raise ModelFileError(f"{path}: not a {FORMAT} file")
-                stages = tuple(header["stages"])
-                weights = [data[f"w{i}"].astype(np.float64) for i in range(len(stages) - 1)]
-                return cls(stages, weights, [float(t) for t in header["thresholds"]], header["meta"])
-        except (OSError, KeyError, ValueError, orjson.JSONDecodeError) as exc:
-            if isinstance(exc, ModelFileError):
-                raise
-            raise ModelFileError(f"{path}: cannot read the cascade ({exc})") from None
-
+            stages = tuple(header["stages"])
+            weights = [data[f"w{i}"].astype(np.float64) for i in range(len(stages) - 1)]
+            return cls(stages, weights, [float(t) for t in header["thresholds"]], header["meta"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise files.ModelFileError(f"{path}: cannot read the cascade ({exc})") from None
 
 def walk(scores: np.ndarray, thresholds: Sequence[float]) -> np.ndarray:
     """Per row, the stage that answers: the first non-final stage whose score reaches its threshold, else the

@@ -68,6 +68,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                        "model (default 0.5)")
     point.add_argument("--cost-weight", type=float, help="operating point: λ, quality one strongest call is worth")
     point.add_argument("--min-quality", type=float, help="operating point: cheapest model predicted to reach this")
+    evaluate.add_argument("--gateway", metavar="URL", help="also send every record to a running gateway (its "
+                          "upstreams `mmproxy simulate --replay` of the same records) and score what it did")
+    evaluate.add_argument("--gateway-model", default="smart", help="the virtual model asked (default smart)")
+    evaluate.add_argument("--api-key", help="the gateway key (default: $MMPROXY_API_KEY)")
     evaluate.add_argument("--json", action="store_true", help="print the table as JSON")
     evaluate.add_argument("--plot", help="write a cost-quality PNG here")
 
@@ -182,6 +186,20 @@ def _evaluate(args: argparse.Namespace) -> None:
                            np.array([prices[c].output for c in model.candidates]),
                            cost_weight=args.cost_weight, strong_share=share, min_quality=args.min_quality)
     reports = evaluate(records, router, ProgressEmbedder("embedding"), prices, cascade)
+    if args.gateway:
+        import asyncio
+        import os
+
+        from mmproxy.smart.evaluate import gateway_rows, through_gateway
+
+        usable = [r for r in records if all(c in r.models for c in model.candidates)]
+        answers = asyncio.run(through_gateway(usable, args.gateway, args.gateway_model,
+                                              args.api_key or os.environ.get("MMPROXY_API_KEY"), _progress))
+        strongest = max(model.candidates, key=lambda c: prices[c].input + prices[c].output)
+        rows = gateway_rows(answers, args.gateway_model, strongest)
+        for report in reports:
+            if report.task in rows:
+                report.rows.append(rows[report.task])
     if args.json:
         print(orjson.dumps([{"task": r.task, "records": r.records, "policies": [row.as_dict() for row in r.rows]}
                             for r in reports], option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY).decode())
@@ -192,6 +210,13 @@ def _evaluate(args: argparse.Namespace) -> None:
 
         plot(reports, args.plot)
         print(f"cost-quality curves: {args.plot}", file=sys.stderr)
+
+
+def _progress(done: int, total: int) -> None:
+    if sys.stderr.isatty():
+        bar = "#" * (30 * done // total)
+        print(f"\rthrough the gateway: [{bar:<30}] {done}/{total}", end="\n" if done == total else "",
+              file=sys.stderr, flush=True)
 
 
 def _table(reports: list[TaskReport]) -> str:

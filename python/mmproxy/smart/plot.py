@@ -24,9 +24,11 @@ def plot(reports: Sequence[TaskReport], path: str) -> None:
             axis.plot(xs, ys, label=name, linestyle="--" if name == "random" else "-")
         for row in report.rows:
             if row.cost == row.cost and not row.policy.startswith("random"):
-                axis.scatter([row.cost / strongest_cost], [row.quality], s=18)
-                axis.annotate(row.policy.split(" (")[0].replace("only ", "")[:22],
-                              (row.cost / strongest_cost, row.quality), fontsize=6)
+                # A cascade runs on the records holding every stage's answer: its cost is against its last stage's.
+                own = row.saving.get("vs last stage alone")
+                x = 1 - own if own is not None else row.cost / strongest_cost
+                axis.scatter([x], [row.quality], s=18)
+                axis.annotate(row.policy.split(" (")[0].replace("only ", "")[:22], (x, row.quality), fontsize=6)
         axis.set_title(f"{report.task} ({report.records})", fontsize=9)
         axis.set_xlabel("cost, share of the strongest model's")
         axis.set_ylabel("quality")

@@ -1,0 +1,35 @@
+"""What the learned-routing tests share: the records slice, its two models and their prices, a replay of it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import openai
+import pytest
+
+from mmproxy.smart.records import Price
+from tests.conftest import MASTER_KEY, Process, priced_deployment, start_replay
+
+SLICE = Path(__file__).resolve().parents[1] / "data" / "routing_slice.jsonl"
+SHIPPED = Path(__file__).resolve().parents[2] / "python" / "mmproxy" / "data" / "smart"
+WEAK, STRONG = "mistralai/Mixtral-8x7B-Instruct-v0.1", "gpt-4-1106-preview"
+PRICES = {WEAK: Price(2.4e-07, 2.4e-07), STRONG: Price(1e-05, 3e-05)}  # models.json's
+
+
+@pytest.fixture(scope="module")
+def replay_sim() -> Iterator[Process]:
+    process = start_replay(SLICE)
+    yield process
+    process.stop()
+
+
+def replayed_models(replay_sim: Process) -> list[dict]:
+    """``mixtral`` and ``gpt-4`` on the replay, at their prices."""
+    base = f"{replay_sim.url}/v1"
+    return [priced_deployment("mixtral", WEAK, base, PRICES[WEAK].input, PRICES[WEAK].output),
+            priced_deployment("gpt-4", STRONG, base, PRICES[STRONG].input, PRICES[STRONG].output)]
+
+
+def client(gw: Process) -> openai.OpenAI:
+    return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=MASTER_KEY, max_retries=0)
