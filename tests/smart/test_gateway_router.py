@@ -32,6 +32,8 @@ def gw(replay_sim: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             *replayed_models(replay_sim),
             {"model_name": "smart", "router": {"candidates": ["mixtral", "gpt-4"], "cost_weight": COST_WEIGHT}},
             {"model_name": "smart-share", "router": {"candidates": ["gpt-4", "mixtral"], "strong_share": 0.2}},
+            # for router eval --gateway only: its calibration starts where the offline evaluation's does
+            {"model_name": "smart-eval", "router": {"candidates": ["mixtral", "gpt-4"], "strong_share": 0.4}},
         ],
         "general_settings": {"master_key": MASTER_KEY},
     }
@@ -113,13 +115,14 @@ def test_a_stream_through_a_learned_router_carries_the_decision(gw: Process):
 
 
 def test_router_eval_through_the_gateway_reproduces_the_offline_figures(gw: Process):
+    """With strong_share, the calibration moves request by request: the gateway follows it exactly."""
     done = subprocess.run([sys.executable, "-m", "mmproxy", "router", "eval", str(SLICE), "--json", "--cascade",
-                           "none", "--cost-weight", str(COST_WEIGHT), "--gateway", gw.url, "--gateway-model", "smart",
+                           "none", "--strong-share", "0.4", "--gateway", gw.url, "--gateway-model", "smart-eval",
                            "--api-key", MASTER_KEY], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     for task in orjson.loads(done.stdout):
         rows = {row["policy"]: row for row in task["policies"]}
-        offline, online = rows["learned router (operating point)"], rows["smart through the gateway"]
+        offline, online = rows["learned router (operating point)"], rows["smart-eval through the gateway"]
         assert online["quality"] == pytest.approx(offline["quality"])
         assert online["cost"] == pytest.approx(offline["cost"], rel=1e-6)
         assert online["strong_share"] == pytest.approx(offline["strong_share"])

@@ -38,9 +38,9 @@ class LearnedRouter:
         else:
             unit = float((self.input_prices + self.output_prices).max())
         reference = model.meta.get("reference")
-        # The stored calibration sample holds for the whole candidate list only; a subset starts from λ's first
-        # estimate on live traffic instead.
-        same = list(self.columns) == list(range(len(model.candidates)))
+        # The stored calibration sample holds for the whole candidate list (in any order) only; a subset starts
+        # from λ's first estimate on live traffic instead.
+        same = sorted(self.columns.tolist()) == list(range(len(model.candidates)))
         self.policy = RouterPolicy(unit_cost=unit, cost_weight=cost_weight, strong_share=strong_share,
                                    min_quality=min_quality, window=window,
                                    reference=[float(r) for r in reference] if same and isinstance(reference, list)
