@@ -88,7 +88,7 @@ def main() -> None:
 
     lines = [f"`python benches/bench_smart_routing.py --runs {args.runs}` "
              f"({dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC; one core, the shipped router model: "
-             f"{len(model.memory)} training prompts, an HNSW neighbour graph)", "",
+             f"{len(model.data)} training prompts, an HNSW neighbour graph)", "",
              "| prompt | prompt features p50 | classifier p50 / p95 | embedding p50 | whole decision p50 / p95 |",
              "|---|---|---|---|---|"]
     for label, features, classify, embed, whole in rows:

@@ -169,6 +169,9 @@ class SmartRouterSettings:
     cost_weight: float | None = None
     min_quality: float | None = None
     window: int = 2000  # recent requests strong_share calibration reads
+    learn: bool = False  # keep each routed prompt's features (not its text) in the ledger, to learn from feedback
+    retrain_every: float | None = None  # seconds between retraining on rated requests (needs learn)
+    retrain_min: int = 50  # new rated requests a retraining waits for
 
 
 @dataclass(frozen=True, slots=True)
@@ -292,7 +295,8 @@ def parse_config(raw: Any) -> Config:
                   metrics, cache, smart_routers=smart_routers, cascades=cascades)
 
 
-_SMART_ROUTER_KEYS = {"candidates", "learned_as", "model", "strong_share", "cost_weight", "min_quality", "window"}
+_SMART_ROUTER_KEYS = {"candidates", "learned_as", "model", "strong_share", "cost_weight", "min_quality", "window",
+                      "learn", "retrain_every", "retrain_min"}
 
 
 def _parse_virtual_models(entries: list[tuple[int, dict[str, Any]]], deployments: list[Deployment]
@@ -397,8 +401,14 @@ def _parse_smart_router(name: str, raw: Any, rwhere: str, groups: set[str]) -> S
         if value is not None and not 0 <= value <= 1:
             raise ConfigError(f"{rwhere}.{key}: a number between 0 and 1")
     window = _integer(block, "window", f"{rwhere}.window") or 2000
+    learn = bool(_flag(block, "learn", f"{rwhere}.learn"))
+    retrain_every = _number(block, "retrain_every", f"{rwhere}.retrain_every", positive=True)
+    if retrain_every is not None and not learn:
+        raise ConfigError(f"{rwhere}.retrain_every: needs learn: true (retraining reads the features it keeps)")
+    retrain_min = _integer(block, "retrain_min", f"{rwhere}.retrain_min") or 50
     return SmartRouterSettings(name, tuple(candidates), dict(learned), model, policy["strong_share"],
-                               policy["cost_weight"], policy["min_quality"], window)
+                               policy["cost_weight"], policy["min_quality"], window, learn, retrain_every,
+                               retrain_min)
 
 
 def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], warnings: list[str]) -> CacheSettings | None:

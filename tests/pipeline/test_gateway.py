@@ -418,7 +418,7 @@ def test_demo_command_serves_the_bundled_config(tmp_path):
         client = openai.OpenAI(base_url=f"{demo.url}/v1", api_key="sk-mmproxy-demo", max_retries=0)
         assert {m.id for m in client.models.list()} == {"gpt-4o", "gpt-4o-mini", "llama-3.1-8b", "claude-sonnet",
                                                          "gemini-flash", "llama-local", "text-embedding-3-small",
-                                                         "auto"}
+                                                         "auto", "smart"}
         routed = client.chat.completions.with_raw_response.create(
             model="auto", messages=[{"role": "user", "content": "Explain: def f(x): return x"}])
         assert routed.headers["x-mmproxy-route-rule"] == "code-to-frontier"
@@ -434,6 +434,10 @@ def test_demo_command_serves_the_bundled_config(tmp_path):
         again = client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=HELLO)
         assert again.headers["x-mmproxy-cache"] == "hit"
         assert again.parse().choices[0].message.content == reply.parse().choices[0].message.content
+        smart = client.chat.completions.with_raw_response.create(model="smart", messages=HELLO)
+        choice = smart.headers["x-mmproxy-router-choice"]
+        assert choice in ("llama-3.1-8b", "gpt-4o")
+        assert smart.headers["x-mmproxy-deployment"] == f"demo-{choice}"
         assert "Master key: sk-mmproxy-demo" in "".join(demo.output)
     finally:
         assert demo.stop() == 0

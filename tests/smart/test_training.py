@@ -5,11 +5,13 @@ from __future__ import annotations
 import random
 
 import numpy as np
+import orjson
 import pytest
 
 from mmproxy import tokens
 from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.smart.features import prompt_matrix
+from mmproxy.smart.feedback import encode_features, rated_rows, retrain
 from mmproxy.smart.files import ModelFileError
 from mmproxy.smart.model import QualityModel
 from mmproxy.smart.records import Outcome, Price, Record, split
@@ -108,3 +110,42 @@ def test_the_split_by_prompt_id_is_deterministic_and_near_its_share():
     assert abs(len(fit) / 2000 - 0.7) < 0.03
     assert [r.id for r in split(records, 0.7)[0]] == [r.id for r in fit]
     assert not {r.id for r in fit} & {r.id for r in check}
+
+
+def test_retraining_on_feedback_follows_a_drift_and_keeps_a_better_model(trained, embedder):
+    """The weak model got better at word problems: rated requests say so, and the retrained model learns it."""
+    rng = random.Random(11)
+    prompts = [_arithmetic(rng) for _ in range(40)]
+    vectors, cheap = prompt_matrix(embedder, prompts)
+    rows = [{"decision": orjson.dumps({"learned_as": WEAK, "prompt_tokens": tokens.count(p),
+                                       "features": encode_features(v, c)}).decode(),
+             "feedback_score": 1.0, "completion_tokens": 12, "started": float(i)}
+            for i, (p, v, c) in enumerate(zip(prompts, vectors, cheap, strict=True))]
+    rated = rated_rows(rows, trained.candidates, vectors.shape[1])
+    assert rated is not None and len(rated) == 40
+    assert (rated.known[:, 0] == 1).all() and (rated.known[:, 1] == 0).all()
+    before = trained.predict(vectors[-8:], cheap[-8:])[0][:, 0].mean()
+    result = retrain(trained, trained, rated)
+    assert result.model is not None and result.new_error < result.old_error
+    assert result.model.predict(vectors[-8:], cheap[-8:])[0][:, 0].mean() > before + 0.2
+    assert len(result.model.data) == len(trained.data) + 40
+
+
+def test_retraining_keeps_the_model_in_use_when_the_new_one_predicts_worse(trained, embedder):
+    rng = random.Random(12)
+    prompts = [_arithmetic(rng) for _ in range(20)]
+    vectors, cheap = prompt_matrix(embedder, prompts)
+    # the older ratings say the weak model solves word problems, the newest (held out) say it fails them again
+    rows = [{"decision": orjson.dumps({"learned_as": WEAK, "prompt_tokens": 30,
+                                       "features": encode_features(v, c)}).decode(),
+             "feedback_score": 1.0 if i < 16 else 0.0, "completion_tokens": 12, "started": float(i)}
+            for i, (v, c) in enumerate(zip(vectors, cheap, strict=True))]
+    rated = rated_rows(rows, trained.candidates, vectors.shape[1])
+    result = retrain(trained, trained, rated)
+    assert result.model is None and result.new_error > result.old_error
+
+
+def test_rows_without_features_are_not_training_rows(trained):
+    rows = [{"decision": '{"router": "smart", "choice": "x"}', "feedback_score": 1.0, "started": 1.0},
+            {"decision": "not json", "feedback_score": 0.0, "started": 2.0}]
+    assert rated_rows(rows, trained.candidates, 384) is None

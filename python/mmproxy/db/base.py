@@ -67,6 +67,11 @@ class Database(ABC):
         """
 
     @abstractmethod
+    async def rated_decisions(self, model: str, limit: int) -> list[dict[str, Any]]:
+        """Requests to ``model`` with a ``decision`` and a ``feedback_score``, newest first (``started`` in epoch
+        seconds): request_id, started, decision, completion_tokens, feedback_score."""
+
+    @abstractmethod
     async def spend_report(self, group_by: str, start: float | None = None,
                            end: float | None = None) -> list[dict[str, Any]]:
         """Totals per group, most expensive first; ``group`` holds the group's value (``key_alias`` too by key).

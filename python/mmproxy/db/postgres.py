@@ -123,6 +123,10 @@ class PostgresDatabase(Database):
         sql, args = queries.spend_logs(POSTGRES, request_id, key_hash, team_id, model, start, end, limit)
         return [dict(row.items()) for row in await self._db.fetch(sql, *args)]
 
+    async def rated_decisions(self, model: str, limit: int) -> list[dict[str, Any]]:
+        sql, args = queries.rated_decisions(POSTGRES, model, limit)
+        return [dict(row.items(), started=row["started"].timestamp()) for row in await self._db.fetch(sql, *args)]
+
     async def spend_report(self, group_by: str, start: float | None = None,
                            end: float | None = None) -> list[dict[str, Any]]:
         sql, args = queries.spend_report(POSTGRES, group_by, start, end)

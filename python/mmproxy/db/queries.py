@@ -120,6 +120,16 @@ def spend_logs(d: Dialect, request_id: str | None, key_hash: str | None, team_id
     return sql, args
 
 
+def rated_decisions(d: Dialect, model: str, limit: int) -> tuple[str, list[Any]]:
+    """The requests to ``model`` that carry a decision and a feedback score, newest first: what a learned router
+    learns from its own traffic."""
+    sql = (f"SELECT l.request_id, l.started, l.decision, l.completion_tokens, f.score AS feedback_score "
+           f"FROM {LOGS} l JOIN {FEEDBACK} f ON f.request_id = l.request_id "
+           f"WHERE l.requested_model = {d.p(1)} AND l.decision IS NOT NULL AND f.score IS NOT NULL "
+           f"ORDER BY l.started DESC, l.request_id DESC LIMIT {d.p(2)}")
+    return sql, [model, limit]
+
+
 def spend_report(d: Dialect, group_by: str, start: float | None, end: float | None) -> tuple[str, list[Any]]:
     column = GROUPS.get(group_by)
     if column is None:

@@ -153,6 +153,10 @@ class SQLiteDatabase(Database):
                 row[_STREAM] = bool(row[_STREAM])
         return rows
 
+    async def rated_decisions(self, model: str, limit: int) -> list[dict[str, Any]]:
+        sql, args = queries.rated_decisions(SQLITE, model, limit)
+        return await self._call(self._fetch, sql, args)
+
     async def spend_report(self, group_by: str, start: float | None = None,
                            end: float | None = None) -> list[dict[str, Any]]:
         sql, args = queries.spend_report(SQLITE, group_by, start, end)

@@ -225,7 +225,7 @@ class Cascading:
         texts = [a.text for a in answers]
         agreed = exact_agreement(texts)
         if agreed is None:
-            vectors = np.stack([await self._embedder.embed_one(t) for t in texts])
+            vectors = np.stack(await asyncio.gather(*(self._embedder.embed_one(t) for t in texts)))  # one batch
             agreed = similarity_agreement(vectors)
         score, index = agreed
         chosen = answers[index]

@@ -7,7 +7,9 @@ Its embedding runs in the local embedder's thread (batched with concurrent reque
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+import logging
+from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -18,12 +20,17 @@ from mmproxy import cost, tokens
 from mmproxy._native import prompt_features
 from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.config import Deployment, SmartRouterSettings
+from mmproxy.db import Database
 from mmproxy.errors import bad_request
 from mmproxy.pipeline.call import Call
+from mmproxy.smart.feedback import encode_features, rated_rows, retrain
 from mmproxy.smart.model import QualityModel
 from mmproxy.smart.router import LearnedRouter
 
 SHIPPED_MODEL = Path(__file__).resolve().parent.parent / "data" / "smart" / "router.npz"
+RETRAIN_ROWS = 200_000  # the newest rated requests a retraining reads
+
+log = logging.getLogger("mmproxy")
 
 
 class SmartRouterError(Exception):
@@ -34,6 +41,8 @@ class _SmartRouter:
     def __init__(self, settings: SmartRouterSettings, model: QualityModel, groups: dict[str, list[Deployment]]) -> None:
         self.name = settings.model_name
         self.candidates = settings.candidates
+        self.settings = settings
+        self.base = model  # the model file's: a retraining starts from its training set
         columns = []
         for group in settings.candidates:
             learned = settings.learned_as.get(group) or groups[group][0].upstream_model
@@ -43,6 +52,7 @@ class _SmartRouter:
                     f"{', '.join(model.candidates)}; set router.learned_as")
             columns.append(model.candidates.index(learned))
         first = [groups[group][0] for group in settings.candidates]
+        self.learned_names = [model.candidates[c] for c in columns]
         self.learned = LearnedRouter(model, columns, np.array([_unit_price(d, 1, 0) for d in first]),
                                      np.array([_unit_price(d, 0, 1) for d in first]),
                                      cost_weight=settings.cost_weight, strong_share=settings.strong_share,
@@ -86,18 +96,53 @@ class SmartRouting:
         text = last_user_text(chat.get("messages") or [])
         vector = await self._embedder.embed_one(text)
         cheap = np.asarray(prompt_features(text), dtype=np.float32)
-        routed = router.learned.route(vector, cheap, tokens.count(text))  # as the model's records were counted
+        prompt_tokens = tokens.count(text)  # as the model's records were counted
+        routed = router.learned.route(vector, cheap, prompt_tokens)
         group = router.candidates[routed.decision.index]
         scores = {c: round(float(q), 4) for c, q in zip(router.candidates, routed.quality, strict=True)}
         headers["x-mmproxy-router"] = name
         headers["x-mmproxy-router-choice"] = group
         headers["x-mmproxy-router-scores"] = ",".join(f"{c}={q}" for c, q in scores.items())
         weight = routed.decision.weight
-        call.record.decision = orjson.dumps({
+        decision: dict[str, Any] = {
             "router": name, "choice": group, "scores": scores,
             "estimated_cost_usd": {c: float(f"{v:.3g}") for c, v in zip(router.candidates, routed.cost, strict=True)},
-            "cost_weight": None if weight != weight else round(weight, 6)}).decode()
+            "cost_weight": None if weight != weight else round(weight, 6)}
+        if router.settings.learn:
+            decision.update(learned_as=router.learned_names[routed.decision.index], prompt_tokens=prompt_tokens,
+                            features=encode_features(vector, cheap))
+        call.record.decision = orjson.dumps(decision).decode()
         return group
+
+    def jobs(self, db: Database) -> list[Coroutine[Any, Any, None]]:
+        """The retraining loops of the routers with ``retrain_every``."""
+        return [self._retraining(router, db) for router in self._routers.values() if router.settings.retrain_every]
+
+    async def _retraining(self, router: _SmartRouter, db: Database) -> None:
+        """Every ``retrain_every`` seconds, once ``retrain_min`` new rated requests exist: refit on the model
+        file's training set plus the rated requests; swap the model in only if it predicts the newest rated
+        requests no worse (``smart.feedback.retrain``). Each worker process retrains its own copy."""
+        settings = router.settings
+        assert settings.retrain_every is not None
+        used = 0
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(settings.retrain_every)
+            try:
+                rows = await db.rated_decisions(router.name, RETRAIN_ROWS)
+                rated = rated_rows(rows, router.base.candidates, router.base.data.vectors.shape[1])
+                if rated is None or len(rated) - used < settings.retrain_min:
+                    continue
+                used = len(rated)
+                result = await loop.run_in_executor(None, retrain, router.base, router.learned.model, rated)
+            except Exception:
+                log.exception("router %s: retraining failed; the model in use stays", router.name)
+                continue
+            if result.model is not None:
+                router.learned.model = result.model
+            log.info("router %s: %s a model retrained on %d rated requests (held-out error %.4f, in use %.4f)",
+                     router.name, "switched to" if result.model is not None else "kept the model in use over",
+                     result.rows, result.new_error, result.old_error)
 
 
 def last_user_text(messages: list[Any]) -> str:

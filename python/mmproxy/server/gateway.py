@@ -82,7 +82,9 @@ class Gateway:
 
             try:
                 if config.smart_routers:
-                    self.pipeline.smart = SmartRouting(config.smart_routers, config.deployments, self._local())
+                    self.pipeline.smart = smart = SmartRouting(config.smart_routers, config.deployments, self._local())
+                    for job in smart.jobs(self.db) if self.db is not None else ():
+                        self._spawn(job)
                 if config.cascades:
                     self.pipeline.cascades = Cascading(config.cascades, config.deployments, self._local())
             except SmartRouterError as exc:

@@ -13,7 +13,8 @@ import orjson
 
 if TYPE_CHECKING:
     from mmproxy.smart.evaluate import TaskReport
-    from mmproxy.smart.records import Record
+    from mmproxy.smart.model import QualityModel
+    from mmproxy.smart.records import Price, Record
 
 SHIPPED = Path(str(resources.files("mmproxy"))) / "data" / "smart"
 SHIPPED_ROUTER = SHIPPED / "router.npz"
@@ -47,9 +48,13 @@ class ProgressEmbedder:
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     router = commands.add_parser("router", help="train and evaluate the learned router on routing records")
     actions = router.add_subparsers(dest="action", required=True)
-    train = actions.add_parser("train", help="fit the router's quality model on a records file")
-    _records_args(train)
+    train = actions.add_parser("train", help="fit the router's quality model on a records file, or extend a model "
+                               "with the gateway's own rated traffic")
+    _records_args(train, required=False)
     train.add_argument("--candidates", nargs="+", help="record model names to route between (default: all)")
+    train.add_argument("--base", help="extend this router model with rated requests from --ledger (no --records)")
+    train.add_argument("--ledger", help="the gateway's database_url (default: ./mmproxy.db, the gateway's default)")
+    train.add_argument("--router", help="with --base: the learned router's model_name in the gateway config")
     train.add_argument("--out", required=True, help="model file to write (.npz)")
     train.add_argument("--l2", type=float, default=10.0, help="logistic regression's L2 penalty (default 10)")
     train.add_argument("--k", type=int, default=30, help="neighbours per prediction (default 30)")
@@ -87,9 +92,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     goal.add_argument("--budget", type=float, help="best quality within this share of the last stage's cost")
 
 
-def _records_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--records", required=True, help="routing records (JSON lines)")
-    parser.add_argument("--prices", required=True, help="models.json with per-1M prices of the record models")
+def _records_args(parser: argparse.ArgumentParser, required: bool = True) -> None:
+    parser.add_argument("--records", required=required, help="routing records (JSON lines)")
+    parser.add_argument("--prices", required=required, help="models.json with per-1M prices of the record models")
     parser.add_argument("--part", choices=("all", "fit"), default="all",
                         help="train on all records or only the fit part of the split by prompt id (default all)")
     parser.add_argument("--split", type=float, default=0.7, help="share of prompts in the fit part (0.7)")
@@ -127,17 +132,66 @@ def _train(args: argparse.Namespace) -> None:
     from mmproxy.smart.records import load_prices, load_records
     from mmproxy.smart.train import train_router
 
+    if args.base:
+        _extend(args)
+        return
+    if not args.records or not args.prices:
+        raise ValueError("router train needs --records and --prices (or --base, --router and --ledger)")
+
     records = _part(load_records(args.records), args.part, args.split)
     prices = load_prices(args.prices)
     candidates = args.candidates or sorted({name for r in records for name in r.models})
     missing = [c for c in candidates if c not in prices]
     if missing:
         raise ValueError(f"--prices has no price for {', '.join(missing)}")
-    meta = dict(_provenance(args, records), prices={c: [prices[c].input, prices[c].output] for c in candidates})
     model = train_router(records, candidates, ProgressEmbedder("embedding prompts"), prices, l2=args.l2, k=args.k,
-                         meta=meta)
+                         meta=_provenance(args, records))
     model.save(args.out)
     print(f"router model for {', '.join(candidates)} trained on {len(records)} records: {args.out}")
+
+
+def _extend(args: argparse.Namespace) -> None:
+    """The base model's training set plus the router's rated requests from the ledger, refitted."""
+    import asyncio
+
+    from mmproxy.db import open_database
+    from mmproxy.smart.feedback import rated_rows
+    from mmproxy.smart.model import QualityModel
+    from mmproxy.smart.records import load_prices
+    from mmproxy.smart.train import fit_router
+
+    if not args.router:
+        raise ValueError("--base needs --router: the learned router's model_name")
+    base = QualityModel.load(args.base)
+
+    async def read() -> list[dict[str, object]]:
+        db = open_database(args.ledger, Path("mmproxy.db").resolve())
+        await db.start()
+        try:
+            return await db.rated_decisions(args.router, 1_000_000)
+        finally:
+            await db.close()
+
+    rated = rated_rows(asyncio.run(read()), base.candidates, base.data.vectors.shape[1])
+    if rated is None:
+        raise ValueError(f"the ledger holds no rated request of {args.router!r} with prompt features: give the "
+                         "router learn: true and send scores to /v1/feedback")
+    prices = load_prices(args.prices) if args.prices else _stored_prices(base)
+    meta = {key: value for key, value in base.meta.items() if key not in ("reference", "typical")}
+    model = fit_router(base.candidates, base.data + rated, prices, l2=args.l2, k=args.k,
+                       meta=dict(meta, rated_requests=len(rated), base=Path(args.base).name))
+    model.save(args.out)
+    print(f"router model for {', '.join(base.candidates)}: {len(base.data)} rows of {Path(args.base).name} and "
+          f"{len(rated)} rated requests of {args.router!r}: {args.out}")
+
+
+def _stored_prices(model: QualityModel) -> dict[str, Price]:
+    from mmproxy.smart.records import Price
+
+    stored = model.meta.get("prices")
+    if not isinstance(stored, dict):
+        raise ValueError("the model stores no prices: pass --prices")
+    return {name: Price(float(p[0]), float(p[1])) for name, p in stored.items()}
 
 
 def _fit_cascade(args: argparse.Namespace) -> None:
@@ -162,18 +216,12 @@ def _evaluate(args: argparse.Namespace) -> None:
     from mmproxy.smart.cascade import CascadePlan
     from mmproxy.smart.evaluate import evaluate
     from mmproxy.smart.model import QualityModel
-    from mmproxy.smart.records import Price, load_prices, load_records
+    from mmproxy.smart.records import load_prices, load_records
     from mmproxy.smart.router import LearnedRouter
 
     model = QualityModel.load(args.model)
     cascade = None if args.cascade == "none" else CascadePlan.load(args.cascade)
-    if args.prices:
-        prices = load_prices(args.prices)
-    else:
-        stored = model.meta.get("prices")
-        if not isinstance(stored, dict):
-            raise ValueError("the model stores no prices: pass --prices")
-        prices = {name: Price(float(p[0]), float(p[1])) for name, p in stored.items()}
+    prices = load_prices(args.prices) if args.prices else _stored_prices(model)
     records = _part(load_records(args.records), args.part, args.split)
     missing = [c for c in model.candidates if c not in prices]
     if missing:

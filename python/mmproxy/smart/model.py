@@ -10,6 +10,7 @@ and FAISS; nothing here needs a GPU or torch.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import faiss
@@ -47,37 +48,71 @@ def sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-z))
 
 
+@dataclass(frozen=True)
+class TrainingSet:
+    """What a quality model learns from, one row per prompt: its embedding and cheap features, each candidate's
+    outcome (quality in [0, 1]; ``known`` 0 where the row has no outcome of that candidate, as in feedback on a
+    routed request, which says how the chosen candidate did) and answer length. Stored in the model file, so a
+    running gateway can retrain on it plus its own traffic."""
+
+    vectors: np.ndarray  # (N, dim) unit rows, float32 (kept at float16 precision in files)
+    cheap: np.ndarray  # (N, F)
+    outcomes: np.ndarray  # (N, C)
+    known: np.ndarray  # (N, C) 1 or 0
+    lengths: np.ndarray  # (N, C) answer tokens
+    prompt_tokens: np.ndarray  # (N,)
+
+    def __post_init__(self) -> None:
+        # Half precision, as files store them: a trained model searches what a loaded one will.
+        object.__setattr__(self, "vectors", np.ascontiguousarray(self.vectors.astype(np.float16), np.float32))
+        object.__setattr__(self, "cheap", self.cheap.astype(np.float16).astype(np.float32))
+        for name in ("outcomes", "known", "lengths", "prompt_tokens"):
+            object.__setattr__(self, name, getattr(self, name).astype(np.float32))
+
+    def __len__(self) -> int:
+        return len(self.vectors)
+
+    def __add__(self, other: TrainingSet) -> TrainingSet:
+        return TrainingSet(*(np.concatenate([getattr(self, f.name), getattr(other, f.name)]) for f in fields(self)))
+
+    def rows(self, selected: np.ndarray) -> TrainingSet:
+        return TrainingSet(*(getattr(self, f.name)[selected] for f in fields(self)))
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {"memory": self.vectors.astype(np.float16), "cheap": self.cheap.astype(np.float16),
+                "outcomes": self.outcomes, "known": self.known.astype(np.uint8), "lengths": self.lengths,
+                "prompt_tokens": self.prompt_tokens}
+
+    @classmethod
+    def from_arrays(cls, data: dict[str, np.ndarray]) -> TrainingSet:
+        return cls(data["memory"], data["cheap"], data["outcomes"], data["known"], data["lengths"],
+                   data["prompt_tokens"])
+
+
 class QualityModel:
     """Per candidate, the probability that its answer to a prompt is good (a right answer, or a judge's score
     scaled to 0-1). ``predict`` takes the rows ``features.prompt_matrix`` makes."""
 
-    def __init__(self, candidates: Sequence[str], weights: np.ndarray, memory: np.ndarray, outcomes: np.ndarray,
-                 known: np.ndarray, lengths: np.ndarray, k: int, meta: dict[str, object]) -> None:
+    def __init__(self, candidates: Sequence[str], weights: np.ndarray, data: TrainingSet, k: int,
+                 meta: dict[str, object]) -> None:
         self.candidates = tuple(candidates)
         self.weights = weights.astype(np.float32)  # (d + 1, C): embedding, cheap features, bias
-        self.memory = np.ascontiguousarray(memory, dtype=np.float32)  # (N, dim) unit rows: the training prompts
-        self.outcomes = outcomes.astype(np.float32)  # (N, C) quality of each candidate's answer (0 where unknown)
-        self.known = known.astype(np.float32)  # (N, C) 1 where the record has that candidate's answer
-        self.lengths = lengths.astype(np.float32)  # (N, C) answer tokens (0 where the record has no answer)
+        self.data = data  # the training prompts: the neighbours' outcomes and lengths come from here
         self.k = k
-        self.meta = meta  # how it was trained: records, split, parameters, reference gaps
-        self._index = _neighbour_index(self.memory)
+        self.meta = meta  # how it was trained: records, split, parameters, calibration sample
+        self._index = _neighbour_index(data.vectors)
 
     @classmethod
-    def fit(cls, candidates: Sequence[str], vectors: np.ndarray, cheap: np.ndarray, outcomes: np.ndarray,
-            known: np.ndarray, lengths: np.ndarray, *, l2: float = 10.0, k: int = 30,
+    def fit(cls, candidates: Sequence[str], data: TrainingSet, *, l2: float = 10.0, k: int = 30,
             meta: dict[str, object] | None = None) -> QualityModel:
-        features = np.hstack([vectors, cheap])
+        features = np.hstack([data.vectors, data.cheap])
         columns = []
         for c in range(len(candidates)):
-            rows = known[:, c] > 0
+            rows = data.known[:, c] > 0
             if not rows.any():
                 raise ValueError(f"no record has an outcome of {candidates[c]!r}")
-            columns.append(fit_logistic(features[rows], outcomes[rows, c], l2))
-        # The neighbours are stored at half precision: the trained model searches what a loaded one will.
-        memory = vectors.astype(np.float16).astype(np.float32)
-        return cls(candidates, np.stack(columns, axis=1), memory, outcomes, known, lengths, k,
-                   dict(meta or {}, l2=l2, k=k))
+            columns.append(fit_logistic(features[rows], data.outcomes[rows, c], l2))
+        return cls(candidates, np.stack(columns, axis=1), data, k, dict(meta or {}, l2=l2, k=k))
 
     def predict(self, vectors: np.ndarray, cheap: np.ndarray, *,
                 leave_out_same: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -92,24 +127,24 @@ class QualityModel:
         if leave_out_same:
             use = (similarity < 0.9999).astype(np.float32)
             use *= np.cumsum(use, axis=1) <= self.k
-        known = self.known[neighbours] * use[:, :, None]  # (n, k, C)
+        data = self.data
+        known = data.known[neighbours] * use[:, :, None]  # (n, k, C)
         hits = known.sum(axis=1)
-        rates = np.where(hits > 0, (self.outcomes[neighbours] * known).sum(axis=1) / np.maximum(hits, 1), linear)
-        lengths = (self.lengths[neighbours] * known).sum(axis=1) / np.maximum(hits, 1)
+        rates = np.where(hits > 0, (data.outcomes[neighbours] * known).sum(axis=1) / np.maximum(hits, 1), linear)
+        lengths = (data.lengths[neighbours] * known).sum(axis=1) / np.maximum(hits, 1)
         return (linear + rates) / 2, lengths
 
     # -- files ----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
         files.write(path, FORMAT, {"candidates": list(self.candidates), "k": self.k, "meta": self.meta},
-                    {"weights": self.weights, "memory": self.memory.astype(np.float16), "outcomes": self.outcomes,
-                     "known": self.known.astype(np.uint8), "lengths": self.lengths})
+                    {"weights": self.weights, **self.data.arrays()})
 
     @classmethod
     def load(cls, path: str | Path) -> QualityModel:
         header, data = files.read(path, FORMAT)
         try:
-            return cls(header["candidates"], data["weights"], data["memory"].astype(np.float32), data["outcomes"],
-                       data["known"], data["lengths"], int(header["k"]), header["meta"])
+            return cls(header["candidates"], data["weights"], TrainingSet.from_arrays(data), int(header["k"]),
+                       header["meta"])
         except (KeyError, TypeError, ValueError) as exc:
             raise files.ModelFileError(f"{path}: cannot read the model ({exc})") from None
 

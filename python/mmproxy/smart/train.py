@@ -9,7 +9,7 @@ import numpy as np
 from mmproxy import tokens
 from mmproxy.smart.cascade import CascadePlan, choose_thresholds, fit_scorers, scorer_features
 from mmproxy.smart.features import Embedder, answer_matrix, prompt_matrix
-from mmproxy.smart.model import QualityModel
+from mmproxy.smart.model import QualityModel, TrainingSet
 from mmproxy.smart.policy import break_even, estimate_costs
 from mmproxy.smart.records import Price, Record, costs, in_first_part
 
@@ -28,28 +28,37 @@ def outcome_matrix(records: Sequence[Record], candidates: Sequence[str]) -> tupl
     return quality, known
 
 
-def train_router(records: Sequence[Record], candidates: Sequence[str], embedder: Embedder,
-                 prices: dict[str, Price], *, l2: float = 10.0, k: int = 30,
-                 meta: dict[str, object] | None = None) -> QualityModel:
+def records_set(records: Sequence[Record], candidates: Sequence[str], embedder: Embedder) -> TrainingSet:
+    """The training rows of routing records: embedded prompts, outcomes, answer and prompt lengths."""
     vectors, cheap = prompt_matrix(embedder, [r.prompt for r in records])
     quality, known = outcome_matrix(records, candidates)
     lengths = np.array([[tokens.count(r.models[c].answer or "") if c in r.models else 0 for c in candidates]
                         for r in records], dtype=np.float32).reshape(len(records), len(candidates))
-    model = QualityModel.fit(candidates, vectors, cheap, quality, known, lengths, l2=l2, k=k, meta=meta)
-    # The policy's unit of cost is the strongest candidate on the typical (mean) call; the reference sample for
-    # strong_share calibration is the break-even weights on the training prompts, each left out of its own
-    # neighbours, at the training prices.
-    predicted, answer_tokens = model.predict(vectors, cheap, leave_out_same=True)
-    prompt_tokens = np.array([tokens.count(r.prompt) for r in records])
+    return TrainingSet(vectors, cheap, quality, known, lengths, np.array([tokens.count(r.prompt) for r in records]))
+
+
+def train_router(records: Sequence[Record], candidates: Sequence[str], embedder: Embedder,
+                 prices: dict[str, Price], *, l2: float = 10.0, k: int = 30,
+                 meta: dict[str, object] | None = None) -> QualityModel:
+    return fit_router(candidates, records_set(records, candidates, embedder), prices, l2=l2, k=k, meta=meta)
+
+
+def fit_router(candidates: Sequence[str], data: TrainingSet, prices: dict[str, Price], *, l2: float = 10.0,
+               k: int = 30, meta: dict[str, object] | None = None) -> QualityModel:
+    """The quality model of ``data``, with what the policy needs at run time: the unit of cost (the strongest
+    candidate on the typical, mean, call) and the sample strong_share calibration starts from (the break-even
+    weights of the training prompts, each left out of its own neighbours, at ``prices``)."""
+    model = QualityModel.fit(candidates, data, l2=l2, k=k, meta=meta)
+    predicted, answer_tokens = model.predict(data.vectors, data.cheap, leave_out_same=True)
     price_in = np.array([prices[c].input for c in candidates])
     price_out = np.array([prices[c].output for c in candidates])
-    cost = estimate_costs(prompt_tokens, price_in, price_out, answer_tokens)
-    typical_prompt, typical_answer = float(prompt_tokens.mean()), answer_tokens.mean(axis=0)
+    cost = estimate_costs(data.prompt_tokens, price_in, price_out, answer_tokens)
+    typical_prompt, typical_answer = float(data.prompt_tokens.mean()), answer_tokens.mean(axis=0)
     model.meta["typical"] = {"prompt_tokens": typical_prompt, "answer_tokens": [float(t) for t in typical_answer]}
     unit = float(estimate_costs(typical_prompt, price_in, price_out, typical_answer).max())
     model.meta["reference"] = [round(float(g), 6) for g in break_even(predicted, cost / unit)]
+    model.meta["prices"] = {c: [prices[c].input, prices[c].output] for c in candidates}
     return model
-
 
 
 def train_cascade(records: Sequence[Record], stages: Sequence[str], model: QualityModel, embedder: Embedder,
