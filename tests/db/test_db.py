@@ -476,3 +476,20 @@ async def test_sqlite_file_works_across_connections(tmp_path: Path) -> None:
     assert await scalar(f"sqlite://{path}", "PRAGMA journal_mode") == "wal"
     assert await scalar(f"sqlite://{path}", f"SELECT COUNT(*) FROM {LOGS}") == 1
     assert await scalar(f"sqlite://{path}", f"SELECT COUNT(*) FROM {KEYS}") == 0
+
+
+async def test_rated_decisions_are_the_rated_requests_of_a_model_with_a_decision(db: Database) -> None:
+    await write(db,
+                record("old", T0, requested_model="smart", decision='{"router": "smart"}', completion_tokens=7),
+                record("new", T0 + 5, requested_model="smart", decision='{"router": "smart", "n": 2}'),
+                record("unrated", T0 + 6, requested_model="smart", decision='{"router": "smart"}'),
+                record("plain", T0 + 7, requested_model="smart"),  # no decision
+                record("other", T0 + 8, requested_model="gpt-4o", decision='{"router": "x"}'))
+    for request_id, score in (("old", 0.25), ("new", 1.0), ("plain", 1.0), ("other", 1.0)):
+        assert await db.add_feedback(request_id, score, None, None)
+    assert await db.add_feedback("unrated", None, "label only", None)
+    rows = await db.rated_decisions("smart", 10)
+    assert [r["request_id"] for r in rows] == ["new", "old"]
+    assert rows[1]["feedback_score"] == 0.25 and rows[1]["completion_tokens"] == 7
+    assert rows[1]["started"] == pytest.approx(T0) and rows[0]["decision"] == '{"router": "smart", "n": 2}'
+    assert len(await db.rated_decisions("smart", 1)) == 1

@@ -125,7 +125,7 @@ class PostgresDatabase(Database):
 
     async def rated_decisions(self, model: str, limit: int) -> list[dict[str, Any]]:
         sql, args = queries.rated_decisions(POSTGRES, model, limit)
-        return [dict(row.items(), started=row["started"].timestamp()) for row in await self._db.fetch(sql, *args)]
+        return [dict(row.items()) for row in await self._db.fetch(sql, *args)]
 
     async def spend_report(self, group_by: str, start: float | None = None,
                            end: float | None = None) -> list[dict[str, Any]]:
