@@ -23,7 +23,9 @@ def plot(reports: Sequence[TaskReport], path: str) -> None:
             xs, ys = zip(*points, strict=True)
             axis.plot(xs, ys, label=name, linestyle="--" if name == "random" else "-")
         for row in report.rows:
-            if row.cost == row.cost and not row.policy.startswith("random"):
+            # a cascade scored on only part of this panel's records (those with answers) is not comparable here
+            partial = row.policy.startswith("cascade") and f"({report.records} " not in row.policy
+            if row.cost == row.cost and not row.policy.startswith("random") and not partial:
                 # A cascade runs on the records holding every stage's answer: its cost is against its last stage's.
                 own = row.saving.get("vs last stage alone")
                 x = 1 - own if own is not None else row.cost / strongest_cost
