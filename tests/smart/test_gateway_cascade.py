@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import anthropic
 import httpx
 import numpy as np
+import openai
 import orjson
 import pytest
 
@@ -139,9 +140,33 @@ def test_a_streaming_client_gets_the_accepted_answer_as_a_stream(gw: Process):
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens == count(record.models[WEAK].answer)
 
 
-def test_a_cascade_answers_chat_completions_only(gw: Process):
+def test_the_anthropic_sdk_gets_the_cascades_answer_as_a_message(gw: Process):
+    record = _word_problems()[5]
     messages = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0).messages
-    with pytest.raises(anthropic.BadRequestError, match="cascade"):
-        messages.create(model="frugal", max_tokens=50, messages=[{"role": "user", "content": "hi"}])
-    assert "frugal" in {m.id for m in client(gw).models.list()}
+    raw = messages.with_raw_response.create(model="frugal-strict", max_tokens=1024,
+                                           messages=[{"role": "user", "content": record.prompt}])
+    assert raw.headers["x-mmproxy-cascade-stage"] == "gpt-4"
+    message = raw.parse()
+    assert message.content[0].text == record.models[STRONG].answer
+    assert message.usage.output_tokens == count(record.models[STRONG].answer)
+    with messages.stream(model="frugal-judged", max_tokens=1024,
+                         messages=[{"role": "user", "content": record.prompt}]) as stream:
+        text = "".join(stream.text_stream)
+        final = stream.get_final_message()
+    assert text == record.models[WEAK].answer and final.stop_reason == "end_turn"
 
+
+def test_the_responses_api_gets_the_cascades_answer(gw: Process):
+    record = _word_problems()[6]
+    responses = client(gw).responses
+    answer = responses.create(model="frugal-judged", input=record.prompt)
+    assert answer.output_text == record.models[WEAK].answer
+    with responses.stream(model="frugal-strict", input=record.prompt) as stream:
+        final = stream.get_final_response()
+    assert final.output_text == record.models[STRONG].answer and final.status == "completed"
+
+
+def test_a_cascade_answers_chat_requests_only(gw: Process):
+    with pytest.raises(openai.BadRequestError, match="cascade"):
+        client(gw).embeddings.create(model="frugal", input="hello")
+    assert "frugal" in {m.id for m in client(gw).models.list()}

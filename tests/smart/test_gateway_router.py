@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
+import anthropic
 import httpx
 import numpy as np
 import openai
@@ -126,3 +127,15 @@ def test_router_eval_through_the_gateway_reproduces_the_offline_figures(gw: Proc
         assert online["quality"] == pytest.approx(offline["quality"])
         assert online["cost"] == pytest.approx(offline["cost"], rel=1e-6)
         assert online["strong_share"] == pytest.approx(offline["strong_share"])
+
+
+def test_the_anthropic_sdk_and_the_responses_api_are_routed_too(gw: Process):
+    record = load_records(SLICE)[1]
+    messages = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0).messages
+    raw = messages.with_raw_response.create(model="smart", max_tokens=1024,
+                                           messages=[{"role": "user", "content": record.prompt}])
+    model = WEAK if raw.headers["x-mmproxy-router-choice"] == "mixtral" else STRONG
+    assert raw.parse().content[0].text == record.models[model].answer
+    answer = client(gw).responses.with_raw_response.create(model="smart", input=record.prompt)
+    assert answer.headers["x-mmproxy-router-choice"] == raw.headers["x-mmproxy-router-choice"]
+    assert answer.parse().output_text == record.models[model].answer

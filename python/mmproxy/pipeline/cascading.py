@@ -30,9 +30,11 @@ from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.config import CascadeSettings, CascadeStage, Deployment
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.pipeline.apis import ClientAPI, Inbound
+from mmproxy.pipeline.apis.chat import ChatCompletions
 from mmproxy.pipeline.call import Call
 from mmproxy.pipeline.smart_routing import SHIPPED_MODEL, SmartRouterError, last_user_text
 from mmproxy.pipeline.upstreams import Upstream
+from mmproxy.providers.base import StreamTranslator
 from mmproxy.smart.agreement import exact_agreement, judge_prompt, judge_score, similarity_agreement
 from mmproxy.smart.cascade import CascadePlan, scorer_features
 from mmproxy.smart.features import answer_features
@@ -83,6 +85,7 @@ class Cascading:
         for deployment in deployments:
             self._groups.setdefault(deployment.model_name, []).append(deployment)
         self._embedder = embedder
+        self._chat = ChatCompletions()  # every sub-call is a chat completion, whatever the client's API
         self._cascades: dict[str, _Cascade] = {}
         plans: dict[str, CascadePlan] = {}
         models: dict[str, QualityModel] = {}
@@ -142,10 +145,10 @@ class Cascading:
                     inbound: Inbound, target: str, headers: dict[str, str]) -> web.StreamResponse:
         """The request answered by the cascade ``target``."""
         cascade = self._cascades[target]
-        if api.endpoint != "chat" or inbound.chat is None:
-            raise bad_request(f"model {cascade.name!r} is a cascade, which answers chat completions only",
-                              param="model")
-        body = {k: v for k, v in inbound.body.items() if k not in ("stream", "stream_options")}
+        if inbound.chat is None:
+            raise bad_request(f"model {cascade.name!r} is a cascade, which answers chat requests (chat "
+                              "completions, Messages, Responses) only", param="model")
+        body = {k: v for k, v in inbound.chat.items() if k not in ("stream", "stream_options", "cache")}
         question = last_user_text(body.get("messages") or [])
         prompt: tuple[np.ndarray, np.ndarray] | None = None
         report: list[dict[str, Any]] = []
@@ -177,10 +180,14 @@ class Cascading:
         assert answer is not None
         self._note(pipeline, call, cascade, answered, answer, report, headers)
         if inbound.stream:
-            return await _as_stream(request, call, answer.response, headers, inbound.body)
+            return await _as_stream(request, call, answer.response, headers, inbound.chat, api.chat_stream(inbound))
         response = answer.response
         response.headers.update(headers)
-        return response
+        if api.endpoint == "chat":
+            return response
+        assert isinstance(response.body, bytes)
+        return web.Response(body=api.from_chat(inbound, response.body), content_type="application/json",
+                            headers={k: v for k, v in response.headers.items() if k.lower().startswith("x-mmproxy-")})
 
     def _note(self, pipeline: Pipeline, call: Call, cascade: _Cascade, answered: _Stage, answer: _Answer,
               report: list[dict[str, Any]], headers: dict[str, str]) -> None:
@@ -205,11 +212,11 @@ class Cascading:
     async def _ask(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
                    body: dict[str, Any], group: str) -> _Answer:
         """One non-streaming answer of ``group`` to ``body``, routed and accounted like any request."""
-        sub = Inbound(body["model"], body, orjson.dumps(body), chat=body)
+        sub = Inbound(str(body.get("model") or group), body, orjson.dumps(body), chat=body)
         sub.completion = body.get("max_completion_tokens") or body.get("max_tokens")
 
         def attempt(upstream: Upstream) -> Awaitable[web.StreamResponse]:
-            return api.attempt(pipeline, request, call, sub, upstream, {})
+            return self._chat.attempt(pipeline, request, call, sub, upstream, {})
 
         response = await pipeline.route(call, group, attempt)
         assert isinstance(response, web.Response) and isinstance(response.body, bytes)
@@ -269,10 +276,10 @@ def _answer_text(body: bytes) -> str:
 
 
 async def _as_stream(request: web.BaseRequest, call: Call, answer: web.Response, headers: dict[str, str],
-                     client_body: dict[str, Any]) -> web.StreamResponse:
-    """The accepted chat completion as a chat completion stream: a content chunk, a finish chunk, the usage chunk
-    when the client asked for it (``stream_options.include_usage``), then ``[DONE]``; kept in ``call.capture``
-    when the response cache wants the stream."""
+                     chat: dict[str, Any], translator: StreamTranslator | None) -> web.StreamResponse:
+    """The accepted chat completion as a stream: chat-chunk events (a content chunk, a finish chunk, the usage
+    chunk when the client asked for it or another API's events report usage, then ``[DONE]``), through
+    ``translator`` into the client API's events; kept in ``call.capture`` when the response cache wants it."""
     assert isinstance(answer.body, bytes)
     completion = orjson.loads(answer.body)
     choice = completion["choices"][0]
@@ -284,8 +291,9 @@ async def _as_stream(request: web.BaseRequest, call: Call, answer: web.Response,
             "created": completion.get("created") or int(time.time()), "model": completion.get("model")}
     events = [dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": None}]),
               dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason")}])]
-    options = client_body.get("stream_options")
-    if isinstance(options, dict) and options.get("include_usage") and completion.get("usage"):
+    options = chat.get("stream_options")
+    wants_usage = translator is not None or (isinstance(options, dict) and options.get("include_usage"))
+    if wants_usage and completion.get("usage"):
         events.append(dict(base, choices=[], usage=completion["usage"]))
     response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
                                            **{k: v for k, v in answer.headers.items()
@@ -293,6 +301,8 @@ async def _as_stream(request: web.BaseRequest, call: Call, answer: web.Response,
     await response.prepare(request)
     call.record.ttft_ms = (time.perf_counter_ns() - call.started) / 1e6
     stream = b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in events) + b"data: [DONE]\n\n"
+    if translator is not None:
+        stream = translator.feed(stream)
     if call.capture is not None:
         call.capture.append(stream)
     await response.write(stream)

@@ -51,7 +51,11 @@ class _SmartRouter:
                     f"router {self.name!r}: candidate {group!r} is {learned!r} to the router model, which knows "
                     f"{', '.join(model.candidates)}; set router.learned_as")
             columns.append(model.candidates.index(learned))
-        first = [groups[group][0] for group in settings.candidates]
+        first = [groups[group][0] for group in settings.candidates]  # a group's price: its first deployment's
+        for group, deployment in zip(settings.candidates, first, strict=True):
+            if cost.price(deployment, 1, 1, 0, 0) is None:
+                log.warning("router %s: candidate %s has no price (model_info.input_cost_per_token / "
+                            "output_cost_per_token); the router takes it for free", self.name, group)
         self.learned_names = [model.candidates[c] for c in columns]
         self.learned = LearnedRouter(model, columns, np.array([_unit_price(d, 1, 0) for d in first]),
                                      np.array([_unit_price(d, 0, 1) for d in first]),

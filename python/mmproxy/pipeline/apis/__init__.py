@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from mmproxy.pipeline.call import Call
     from mmproxy.pipeline.pipeline import Pipeline
     from mmproxy.pipeline.upstreams import Upstream
+    from mmproxy.providers.base import StreamTranslator
 
 
 class Inbound:
@@ -56,6 +57,15 @@ class ClientAPI(ABC):
     @abstractmethod
     def parse(self, body: dict[str, Any], raw: bytes) -> Inbound:
         """Validate the client's body; a malformed request is a 400 naming the field, before anything else."""
+
+    def from_chat(self, inbound: Inbound, completion: bytes) -> bytes:
+        """A whole OpenAI chat completion as this API's answer: how a virtual model, whose sub-calls are chat
+        completions, answers in the client's shape."""
+        return completion
+
+    def chat_stream(self, inbound: Inbound) -> StreamTranslator | None:
+        """A translator of OpenAI chat-chunk events into this API's stream events (None: they are its own)."""
+        return None
 
     def cache_payload(self, inbound: Inbound) -> dict[str, Any]:
         """What the cache plans on and the semantic layer reads as the question (with the ``cache`` field)."""

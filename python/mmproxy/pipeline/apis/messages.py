@@ -38,10 +38,15 @@ class Messages(ViaChat):
         return Inbound(model, body, raw, stream=body.get("stream") is True, chat=chat,
                        completion=max_tokens if isinstance(max_tokens, int) else None)
 
+    def from_chat(self, inbound: Inbound, completion: bytes) -> bytes:
+        return anthropic_inbound.from_openai(completion, inbound.model)
+
+    def chat_stream(self, inbound: Inbound) -> StreamTranslator:
+        return anthropic_inbound.OpenAIToAnthropicStream(inbound.model)
+
     async def attempt(self, pipeline: Pipeline, request: web.BaseRequest, call: Call, inbound: Inbound,
                       upstream: Upstream, headers: dict[str, str]) -> web.StreamResponse:
         deployment, provider = upstream.deployment, upstream.provider
-        model = inbound.model
         check_chat(deployment, inbound)
         body = {k: v for k, v in inbound.body.items() if k != "cache"}  # the gateway's own control field
         passthrough = provider.messages_request(body)
@@ -53,12 +58,12 @@ class Messages(ViaChat):
             return await forwarder.forward(upstream, passthrough, provider.messages_response, call, headers)
 
         def client_stream() -> tuple[StreamTranslator, Callable[[str, str], bytes]]:
-            return anthropic_inbound.OpenAIToAnthropicStream(model), _stream_error
+            return self.chat_stream(inbound), _stream_error
 
         assert inbound.chat is not None
         payload = {k: v for k, v in inbound.chat.items() if k != "cache"}
         return await self.via_chat(pipeline, request, call, upstream, payload, headers,
-                                   client_stream, lambda completion: anthropic_inbound.from_openai(completion, model))
+                                   client_stream, lambda completion: self.from_chat(inbound, completion))
 
 
 def _stream_error(message: str, code: str) -> bytes:

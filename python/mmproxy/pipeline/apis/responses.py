@@ -38,15 +38,21 @@ class Responses(ViaChat):
         assert chat is not None
         return {**chat, "cache": inbound.body["cache"]} if "cache" in inbound.body else chat
 
+    def from_chat(self, inbound: Inbound, completion: bytes) -> bytes:
+        return responses_inbound.from_chat(completion, inbound.body)
+
+    def chat_stream(self, inbound: Inbound) -> responses_inbound.ChatToResponsesStream:
+        return responses_inbound.ChatToResponsesStream(inbound.body)
+
     async def attempt(self, pipeline: Pipeline, request: web.BaseRequest, call: Call, inbound: Inbound,
                       upstream: Upstream, headers: dict[str, str]) -> web.StreamResponse:
         check_chat(upstream.deployment, inbound)
-        body, chat = inbound.body, inbound.chat
+        chat = inbound.chat
         assert chat is not None
 
         def client_stream() -> tuple[StreamTranslator, Callable[[str, str], bytes]]:
-            translator = responses_inbound.ChatToResponsesStream(body)
+            translator = self.chat_stream(inbound)
             return translator, translator.failure
 
         return await self.via_chat(pipeline, request, call, upstream, dict(chat), headers,
-                                   client_stream, lambda completion: responses_inbound.from_chat(completion, body))
+                                   client_stream, lambda completion: self.from_chat(inbound, completion))
