@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,13 +26,11 @@ from mmproxy import cost
 from mmproxy._native import prompt_features
 from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.config import CascadeSettings, CascadeStage, Deployment
-from mmproxy.errors import ProxyError, bad_request
+from mmproxy.errors import bad_request
 from mmproxy.pipeline.apis import ClientAPI, Inbound
-from mmproxy.pipeline.apis.chat import ChatCompletions
 from mmproxy.pipeline.call import Call
 from mmproxy.pipeline.smart_routing import SHIPPED_MODEL, SmartRouterError, last_user_text
-from mmproxy.pipeline.upstreams import Upstream
-from mmproxy.providers.base import StreamTranslator
+from mmproxy.pipeline.subcalls import Answer, SubCalls, chat_body
 from mmproxy.smart.agreement import exact_agreement, judge_prompt, judge_score, similarity_agreement
 from mmproxy.smart.cascade import CascadePlan, scorer_features
 from mmproxy.smart.features import answer_features
@@ -70,13 +66,6 @@ class _Cascade:
         self.model = model
 
 
-@dataclass(slots=True)
-class _Answer:
-    response: web.Response
-    text: str
-    score: float | None = None
-
-
 class Cascading:
     def __init__(self, settings: dict[str, CascadeSettings], deployments: list[Deployment],
                  embedder: LocalEmbedder) -> None:
@@ -85,7 +74,6 @@ class Cascading:
         for deployment in deployments:
             self._groups.setdefault(deployment.model_name, []).append(deployment)
         self._embedder = embedder
-        self._chat = ChatCompletions()  # every sub-call is a chat completion, whatever the client's API
         self._cascades: dict[str, _Cascade] = {}
         plans: dict[str, CascadePlan] = {}
         models: dict[str, QualityModel] = {}
@@ -148,28 +136,27 @@ class Cascading:
         if inbound.chat is None:
             raise bad_request(f"model {cascade.name!r} is a cascade, which answers chat requests (chat "
                               "completions, Messages, Responses) only", param="model")
-        body = {k: v for k, v in inbound.chat.items() if k not in ("stream", "stream_options", "cache")}
+        calls = SubCalls(pipeline, request, call)
+        body = chat_body(inbound)
         question = last_user_text(body.get("messages") or [])
         prompt: tuple[np.ndarray, np.ndarray] | None = None
         report: list[dict[str, Any]] = []
-        answer: _Answer | None = None
+        answer: Answer | None = None
         answered = cascade.stages[-1]
         for stage in cascade.stages:
-            last = stage is cascade.stages[-1]
             if stage.scorer == "consistency":
-                answer = await self._consistent(pipeline, api, request, call, body, stage)
+                answer = await self._consistent(calls, body, stage)
             else:
-                answer = await self._ask(pipeline, api, request, call, body, stage.group)
+                answer = await calls.ask(body, stage.group)
                 if stage.scorer == "learned":
                     if prompt is None:
                         prompt = (await self._embedder.embed_one(question),
                                   np.asarray(prompt_features(question), dtype=np.float32))
                     answer.score = await self._learned(cascade, stage, prompt, answer.text)
                 elif stage.scorer == "judge":
-                    answer.score = await self._judged(pipeline, api, request, call, stage, question, answer.text)
-            if last:
+                    answer.score = await self._judged(calls, stage, question, answer.text)
+            if stage is cascade.stages[-1]:
                 report.append({"model": stage.group, "accepted": True})
-                answered = stage
                 break
             accepted = answer.score is not None and answer.score >= stage.threshold
             report.append({"model": stage.group, "scorer": stage.scorer, "threshold": round(stage.threshold, 4),
@@ -178,57 +165,21 @@ class Cascading:
                 answered = stage
                 break
         assert answer is not None
-        self._note(pipeline, call, cascade, answered, answer, report, headers)
-        if inbound.stream:
-            return await _as_stream(request, call, answer.response, headers, inbound.chat, api.chat_stream(inbound))
-        response = answer.response
-        response.headers.update(headers)
-        if api.endpoint == "chat":
-            return response
-        assert isinstance(response.body, bytes)
-        return web.Response(body=api.from_chat(inbound, response.body), content_type="application/json",
-                            headers={k: v for k, v in response.headers.items() if k.lower().startswith("x-mmproxy-")})
-
-    def _note(self, pipeline: Pipeline, call: Call, cascade: _Cascade, answered: _Stage, answer: _Answer,
-              report: list[dict[str, Any]], headers: dict[str, str]) -> None:
-        """The cascade's decision in the response headers and the record; the record names the answering stage
-        (not the last sub-call, which may be a judge)."""
-        record = call.record
-        deployment_id = answer.response.headers.get("x-mmproxy-deployment")
-        upstream = pipeline.upstreams.by_id.get(deployment_id or "")
-        if upstream is not None:
-            deployment = upstream.deployment
-            record.model_group, record.deployment = deployment.model_name, deployment.id
-            record.provider, record.tier = deployment.provider, deployment.tier
-        record.decision = orjson.dumps({"cascade": cascade.name, "answered_by": answered.group,
-                                        "stages": report}).decode()
+        calls.answered_by(answer)
+        call.record.decision = orjson.dumps({"cascade": cascade.name, "answered_by": answered.group,
+                                             "stages": report}).decode()
         headers["x-mmproxy-cascade"] = cascade.name
         headers["x-mmproxy-cascade-stage"] = answered.group
         scored = [f"{s['model']}={s['score']}" for s in report if "score" in s]
         if scored:
             headers["x-mmproxy-cascade-scores"] = ",".join(scored)
-        headers["x-mmproxy-cost-usd"] = cost.format_usd(record.cost_usd)
+        return await calls.respond(api, inbound, answer, headers)
 
-    async def _ask(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
-                   body: dict[str, Any], group: str) -> _Answer:
-        """One non-streaming answer of ``group`` to ``body``, routed and accounted like any request."""
-        sub = Inbound(str(body.get("model") or group), body, orjson.dumps(body), chat=body)
-        sub.completion = body.get("max_completion_tokens") or body.get("max_tokens")
-
-        def attempt(upstream: Upstream) -> Awaitable[web.StreamResponse]:
-            return self._chat.attempt(pipeline, request, call, sub, upstream, {})
-
-        response = await pipeline.route(call, group, attempt)
-        assert isinstance(response, web.Response) and isinstance(response.body, bytes)
-        return _Answer(response, _answer_text(response.body))
-
-    async def _consistent(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
-                          body: dict[str, Any], stage: _Stage) -> _Answer:
+    async def _consistent(self, calls: SubCalls, body: dict[str, Any], stage: _Stage) -> Answer:
         sampled = dict(body)
         if not sampled.get("temperature"):
             sampled["temperature"] = SAMPLE_TEMPERATURE
-        answers = await asyncio.gather(*(self._ask(pipeline, api, request, call, sampled, stage.group)
-                                          for _ in range(stage.samples)))
+        answers = await asyncio.gather(*(calls.ask(sampled, stage.group) for _ in range(stage.samples)))
         texts = [a.text for a in answers]
         agreed = exact_agreement(texts)
         if agreed is None:
@@ -252,59 +203,14 @@ class Cascading:
         rows = scorer_features(answer_vector[None, :], shape[None, :], cheap[None, :], np.array([prior]))
         return float(cascade.plan.score(stage.plan_index, rows)[0])
 
-    async def _judged(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
-                      stage: _Stage, question: str, answer: str) -> float | None:
+    async def _judged(self, calls: SubCalls, stage: _Stage, question: str, answer: str) -> float | None:
         assert stage.judge is not None
         body = {"model": stage.judge, "temperature": 0, "max_tokens": JUDGE_MAX_TOKENS,
                 "messages": judge_prompt(question, answer)}
-        verdict = await self._ask(pipeline, api, request, call, body, stage.judge)
+        verdict = await calls.ask(body, stage.judge)
         score = judge_score(verdict.text)
         if score is None:
-            log.warning("request %s: judge %s gave no grade; the answer is escalated", call.record.request_id,
-                        stage.judge)
+            log.warning("request %s: judge %s gave no grade; the answer is escalated",
+                        calls.call.record.request_id, stage.judge)
         return score
 
-
-def _answer_text(body: bytes) -> str:
-    try:
-        message = orjson.loads(body)["choices"][0]["message"]
-    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
-        raise ProxyError(502, "a cascade stage answered something other than a chat completion",
-                         type="upstream_error", code="upstream_bad_response") from None
-    content = message.get("content") if isinstance(message, dict) else None
-    return content if isinstance(content, str) else ""
-
-
-async def _as_stream(request: web.BaseRequest, call: Call, answer: web.Response, headers: dict[str, str],
-                     chat: dict[str, Any], translator: StreamTranslator | None) -> web.StreamResponse:
-    """The accepted chat completion as a stream: chat-chunk events (a content chunk, a finish chunk, the usage
-    chunk when the client asked for it or another API's events report usage, then ``[DONE]``), through
-    ``translator`` into the client API's events; kept in ``call.capture`` when the response cache wants it."""
-    assert isinstance(answer.body, bytes)
-    completion = orjson.loads(answer.body)
-    choice = completion["choices"][0]
-    message = choice.get("message") or {}
-    delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
-    if message.get("tool_calls"):
-        delta["tool_calls"] = [dict(c, index=i) for i, c in enumerate(message["tool_calls"])]
-    base = {"id": completion.get("id"), "object": "chat.completion.chunk",
-            "created": completion.get("created") or int(time.time()), "model": completion.get("model")}
-    events = [dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": None}]),
-              dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason")}])]
-    options = chat.get("stream_options")
-    wants_usage = translator is not None or (isinstance(options, dict) and options.get("include_usage"))
-    if wants_usage and completion.get("usage"):
-        events.append(dict(base, choices=[], usage=completion["usage"]))
-    response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
-                                           **{k: v for k, v in answer.headers.items()
-                                              if k.lower().startswith("x-mmproxy-")}, **headers})
-    await response.prepare(request)
-    call.record.ttft_ms = (time.perf_counter_ns() - call.started) / 1e6
-    stream = b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in events) + b"data: [DONE]\n\n"
-    if translator is not None:
-        stream = translator.feed(stream)
-    if call.capture is not None:
-        call.capture.append(stream)
-    await response.write(stream)
-    await response.write_eof()
-    return response

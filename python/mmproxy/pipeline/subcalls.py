@@ -1,0 +1,145 @@
+"""What the virtual models that call several models share (cascades, verification, consensus): sub-calls that
+are chat completions routed, limited, failed over and billed to the one request like any call, and the answer
+that leaves in the client's own API shape, whole or as a stream.
+
+A virtual model buffers: it answers once it has decided (an answer is judged whole), so a streaming client
+receives the decided answer as a stream of chat chunks translated into its API's events.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from mmproxy import cost
+from mmproxy.errors import ProxyError
+from mmproxy.pipeline.apis import ClientAPI, Inbound
+from mmproxy.pipeline.apis.chat import ChatCompletions
+from mmproxy.pipeline.call import Call
+from mmproxy.pipeline.upstreams import Upstream
+
+if TYPE_CHECKING:
+    from mmproxy.pipeline.pipeline import Pipeline
+
+_JSON = "application/json"
+
+
+@dataclass(slots=True)
+class Answer:
+    """One sub-call's answer: the chat completion response, its text, and a score when one was given."""
+
+    response: web.Response
+    text: str
+    score: float | None = None
+
+    @property
+    def deployment(self) -> str | None:
+        return self.response.headers.get("x-mmproxy-deployment")
+
+
+def chat_body(inbound: Inbound) -> dict[str, Any]:
+    """The client's request in chat shape for sub-calls: not streamed, no gateway control field."""
+    assert inbound.chat is not None
+    return {k: v for k, v in inbound.chat.items() if k not in ("stream", "stream_options", "cache")}
+
+
+class SubCalls:
+    def __init__(self, pipeline: Pipeline, request: web.BaseRequest, call: Call) -> None:
+        self.pipeline = pipeline
+        self.request = request
+        self.call = call
+
+    async def ask(self, body: dict[str, Any], group: str) -> Answer:
+        """One non-streaming answer of ``group`` to ``body``, routed and accounted like any request."""
+        sub = Inbound(str(body.get("model") or group), body, orjson.dumps(body), chat=body)
+        sub.completion = body.get("max_completion_tokens") or body.get("max_tokens")
+        pipeline, request, call = self.pipeline, self.request, self.call
+
+        def attempt(upstream: Upstream) -> Awaitable[web.StreamResponse]:
+            return _CHAT.attempt(pipeline, request, call, sub, upstream, {})
+
+        response = await pipeline.route(call, group, attempt)
+        assert isinstance(response, web.Response) and isinstance(response.body, bytes)
+        return Answer(response, answer_text(response.body))
+
+    def answered_by(self, answer: Answer) -> None:
+        """The record names the deployment whose answer the client gets (not the last sub-call's, which may be
+        a judge's)."""
+        upstream = self.pipeline.upstreams.by_id.get(answer.deployment or "")
+        if upstream is not None:
+            deployment = upstream.deployment
+            record = self.call.record
+            record.model_group, record.deployment = deployment.model_name, deployment.id
+            record.provider, record.tier = deployment.provider, deployment.tier
+
+    async def respond(self, api: ClientAPI, inbound: Inbound, answer: Answer, headers: dict[str, str],
+                      extension: tuple[str, Any] | None = None) -> web.StreamResponse:
+        """``answer`` in the client's API shape with ``headers`` (and the request's whole cost); ``extension``
+        (a field name and value) is added to a whole answer's JSON object, for what headers cannot carry."""
+        headers["x-mmproxy-cost-usd"] = cost.format_usd(self.call.record.cost_usd)
+        body = answer.response.body
+        assert isinstance(body, bytes)
+        own = {k: v for k, v in answer.response.headers.items() if k.lower().startswith("x-mmproxy-")}
+        if inbound.stream:
+            return await self._stream(api, inbound, body, {**own, **headers})
+        if api.endpoint != "chat":
+            body = api.from_chat(inbound, body)
+        if extension is not None:
+            document = orjson.loads(body)
+            document[extension[0]] = extension[1]
+            body = orjson.dumps(document)
+        return web.Response(body=body, content_type=_JSON, headers={**own, **headers})
+
+    async def _stream(self, api: ClientAPI, inbound: Inbound, body: bytes,
+                      headers: dict[str, str]) -> web.StreamResponse:
+        """A whole chat completion as a stream: chat-chunk events (a content chunk, a finish chunk, the usage
+        chunk when the client asked for it or its API's events report usage, then ``[DONE]``), translated into
+        the client API's events; kept in ``call.capture`` when the response cache wants the stream."""
+        call, chat = self.call, inbound.chat
+        assert chat is not None
+        translator = api.chat_stream(inbound)
+        completion = orjson.loads(body)
+        choice = completion["choices"][0]
+        message = choice.get("message") or {}
+        delta: dict[str, Any] = {"role": "assistant", "content": message.get("content")}
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [dict(c, index=i) for i, c in enumerate(message["tool_calls"])]
+        base = {"id": completion.get("id"), "object": "chat.completion.chunk",
+                "created": completion.get("created") or int(time.time()), "model": completion.get("model")}
+        events = [dict(base, choices=[{"index": 0, "delta": delta, "finish_reason": None}]),
+                  dict(base, choices=[{"index": 0, "delta": {}, "finish_reason": choice.get("finish_reason")}])]
+        options = chat.get("stream_options")
+        wants_usage = translator is not None or (isinstance(options, dict) and options.get("include_usage"))
+        if wants_usage and completion.get("usage"):
+            events.append(dict(base, choices=[], usage=completion["usage"]))
+        stream = b"".join(b"data: " + orjson.dumps(event) + b"\n\n" for event in events) + b"data: [DONE]\n\n"
+        if translator is not None:
+            stream = translator.feed(stream)
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache",
+                                               **headers})
+        await response.prepare(self.request)
+        call.record.ttft_ms = (time.perf_counter_ns() - call.started) / 1e6
+        if call.capture is not None:
+            call.capture.append(stream)
+        await response.write(stream)
+        await response.write_eof()
+        return response
+
+
+_CHAT = ChatCompletions()  # every sub-call is a chat completion, whatever the client's API
+
+
+def answer_text(body: bytes) -> str:
+    """The text of a chat completion's first choice; a 502 when the body is not a chat completion."""
+    try:
+        message = orjson.loads(body)["choices"][0]["message"]
+    except (orjson.JSONDecodeError, KeyError, IndexError, TypeError):
+        raise ProxyError(502, "a sub-call answered something other than a chat completion",
+                         type="upstream_error", code="upstream_bad_response") from None
+    content = message.get("content") if isinstance(message, dict) else None
+    return content if isinstance(content, str) else ""
