@@ -37,8 +37,8 @@ from mmproxy.validation import parse_json_object
 
 if TYPE_CHECKING:
     # numpy, FAISS and ONNX load only with a learned router or a cascade
-    from mmproxy.pipeline.cascading import Cascading
     from mmproxy.pipeline.smart_routing import SmartRouting
+    from mmproxy.pipeline.subcalls import MultiCall
 
 log = logging.getLogger("mmproxy")
 
@@ -56,7 +56,7 @@ class Pipeline:
         self.accounting = accounting
         self.cache = cache
         self.smart: SmartRouting | None = None  # the learned routers' virtual models, when the config has any
-        self.cascades: Cascading | None = None  # the cascades' virtual models, likewise
+        self.multi: dict[str, MultiCall] = {}  # virtual models that call several models, by name
         self.forwarder = Forwarder(router)
         keys, ledger, metrics = accounting.keys, accounting.ledger, accounting.metrics
         self.keys = keys
@@ -97,10 +97,11 @@ class Pipeline:
         def attempt(upstream: Upstream) -> Awaitable[web.StreamResponse]:
             return api.attempt(self, request, call, inbound, upstream, headers)
 
-        if self.cascades is not None and target in self.cascades:                           # cascade
-            response = await self.cascades.serve(self, api, request, call, inbound, target, headers)
-        else:
+        multi = self.multi.get(target) if self.multi else None
+        if multi is None:
             response = await self.route(call, target, attempt)                              # route
+        else:                                                                               # or several calls
+            response = await multi.serve(self, api, request, call, inbound, target, headers)
         if cache is not None and plan is not None:
             cache.store(plan, call, response)                                               # store
         return response                                                                     # account: handler
@@ -182,8 +183,9 @@ class Pipeline:
 
     def worst_cost(self, target: str, call: Call, inbound: Inbound) -> float:
         """The most the request may cost on ``target``: what a budget reserves before any call."""
-        if self.cascades is not None and target in self.cascades:
-            return self.cascades.worst_cost(target, call.counted, inbound.completion)
+        multi = self.multi.get(target)
+        if multi is not None:
+            return multi.worst_cost(target, call.counted, inbound.completion)
         group = self.router.group(target)
         return cost.estimate(group.members if group is not None else (), call.counted, inbound.completion)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 from aiohttp import web
@@ -27,6 +27,20 @@ if TYPE_CHECKING:
     from mmproxy.pipeline.pipeline import Pipeline
 
 _JSON = "application/json"
+
+
+class MultiCall(Protocol):
+    """A kind of virtual model that answers by calling several models (cascades, verification, consensus); one
+    object serves every virtual model of its kind, by name."""
+
+    def names(self) -> list[str]: ...
+
+    async def serve(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
+                    inbound: Inbound, target: str, headers: dict[str, str]) -> web.StreamResponse:
+        """The request answered by the virtual model ``target``."""
+
+    def worst_cost(self, name: str, prompt: int, completion: int | None) -> float:
+        """The most one request may cost: every sub-call it may make. What a virtual key's budget reserves."""
 
 
 @dataclass(slots=True)

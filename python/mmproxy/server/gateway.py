@@ -86,7 +86,8 @@ class Gateway:
                     for job in smart.jobs(self.db) if self.db is not None else ():
                         self._spawn(job)
                 if config.cascades:
-                    self.pipeline.cascades = Cascading(config.cascades, config.deployments, self._local())
+                    cascades = Cascading(config.cascades, config.deployments, self._local())
+                    self.pipeline.multi.update(dict.fromkeys(cascades.names(), cascades))
             except SmartRouterError as exc:
                 raise StartupError(str(exc)) from None
         if config.cache is not None:
@@ -115,9 +116,8 @@ class Gateway:
 
     def model_names(self) -> list[str]:
         """The names a client may request: the model groups, ``auto`` with routing rules, the virtual models."""
-        smart, cascades = self.pipeline.smart, self.pipeline.cascades
-        return [*self.router.model_names(), *(smart.names() if smart is not None else ()),
-                *(cascades.names() if cascades is not None else ())]
+        smart = self.pipeline.smart
+        return [*self.router.model_names(), *(smart.names() if smart is not None else ()), *self.pipeline.multi]
 
     def _spawn(self, job: Awaitable[None]) -> None:
         task = asyncio.ensure_future(job)
