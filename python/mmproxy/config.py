@@ -196,6 +196,30 @@ class CascadeSettings:
     router_model: str | None = None  # quality model giving the learned scorer its prior; None: the shipped one
 
 
+@dataclass(frozen=True, slots=True)
+class VerifySettings:
+    """A virtual model whose answers a second model verifies (a ``model_list`` entry with a ``verify`` block)."""
+
+    model_name: str
+    generator: str  # the group that answers
+    verifier: str  # the group that checks, seeing only the question and the answer
+    on_reject: str = "flag"  # "flag" (answer with the verdict) | "regenerate" (once, with the critique) | "escalate"
+    escalate_to: str | None = None  # for "escalate": the group asked instead
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusSettings:
+    """A virtual model answered by several models at once (a ``model_list`` entry with a ``consensus`` block)."""
+
+    model_name: str
+    members: tuple[str, ...]  # groups asked in parallel
+    quorum: int  # answers needed before the deadline
+    deadline: float  # seconds
+    min_agreement: float  # share of answers that must agree with the majority
+    on_disagreement: str = "flag"  # "flag" | "escalate" | "error"
+    escalate_to: str | None = None
+
+
 @dataclass(slots=True)
 class Config:
     deployments: list[Deployment]
@@ -212,6 +236,8 @@ class Config:
     access_log: str | None = None  # "text" | "json": one line per request on stdout (``serve --access-log``)
     smart_routers: dict[str, SmartRouterSettings] = field(default_factory=dict)
     cascades: dict[str, CascadeSettings] = field(default_factory=dict)
+    verifiers: dict[str, VerifySettings] = field(default_factory=dict)
+    consensus: dict[str, ConsensusSettings] = field(default_factory=dict)
 
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -277,7 +303,7 @@ def parse_config(raw: Any) -> Config:
     seen_ids: set[str] = set()
     smart_entries: list[tuple[int, dict[str, Any]]] = []
     for index, entry in enumerate(model_list):
-        if isinstance(entry, dict) and ("router" in entry or "cascade" in entry):
+        if isinstance(entry, dict) and _VIRTUAL_KINDS & set(entry):
             smart_entries.append((index, entry))
             continue
         deployment = _parse_deployment(entry, f"model_list[{index}]", warnings, drop_params, default_timeout)
@@ -287,39 +313,105 @@ def parse_config(raw: Any) -> Config:
             raise ConfigError(f"model_list[{index}].model_info.id: duplicate id {deployment.id!r}")
         seen_ids.add(deployment.id)
         deployments.append(deployment)
-    smart_routers, cascades = _parse_virtual_models(smart_entries, deployments)
+    virtual = _parse_virtual_models(smart_entries, deployments)
     router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments})
     rules = _parse_rules(raw.get("routing_rules"), deployments, warnings)
     cache = _parse_cache(litellm_settings, {d.model_name for d in deployments if d.mode == "embedding"}, warnings)
     return Config(deployments, master_key, max_request_bytes, warnings, router, rules, database_url, spend_logs,
-                  metrics, cache, smart_routers=smart_routers, cascades=cascades)
+                  metrics, cache, smart_routers=virtual["router"], cascades=virtual["cascade"],
+                  verifiers=virtual["verify"], consensus=virtual["consensus"])
 
 
 _SMART_ROUTER_KEYS = {"candidates", "learned_as", "model", "strong_share", "cost_weight", "min_quality", "window",
                       "learn", "retrain_every", "retrain_min"}
 
 
-def _parse_virtual_models(entries: list[tuple[int, dict[str, Any]]], deployments: list[Deployment]
-                          ) -> tuple[dict[str, SmartRouterSettings], dict[str, CascadeSettings]]:
-    """The ``model_list`` entries with a ``router`` or ``cascade`` block instead of ``litellm_params``."""
+_VIRTUAL_KINDS = frozenset(("router", "cascade", "verify", "consensus"))
+
+
+def _parse_virtual_models(entries: list[tuple[int, dict[str, Any]]],
+                          deployments: list[Deployment]) -> dict[str, dict[str, Any]]:
+    """The ``model_list`` entries with a ``router``, ``cascade``, ``verify`` or ``consensus`` block instead of
+    ``litellm_params``, by kind and name."""
     groups = {d.model_name for d in deployments}
-    routers: dict[str, SmartRouterSettings] = {}
-    cascades: dict[str, CascadeSettings] = {}
+    upstream = {d.model_name: d.upstream_model for d in deployments}
+    parsed: dict[str, dict[str, Any]] = {kind: {} for kind in _VIRTUAL_KINDS}
     for index, entry in entries:
         where = f"model_list[{index}]"
         name = entry.get("model_name")
         if not isinstance(name, str) or not name:
             raise ConfigError(f"{where}.model_name: required, a non-empty string")
-        if name in groups or name in routers or name in cascades:
+        if name in groups or any(name in models for models in parsed.values()):
             raise ConfigError(f"{where}.model_name: {name!r} is already a model; a virtual model needs a name of "
                               "its own")
-        if "router" in entry and "cascade" in entry:
-            raise ConfigError(f"{where}: a router or a cascade, not both")
-        if "cascade" in entry:
-            cascades[name] = _parse_cascade(name, entry["cascade"], f"{where}.cascade", groups)
+        kinds = sorted(_VIRTUAL_KINDS & set(entry))
+        if len(kinds) > 1:
+            raise ConfigError(f"{where}: one of {', '.join(kinds)}, not both")
+        kind = kinds[0]
+        kwhere = f"{where}.{kind}"
+        if kind == "cascade":
+            parsed[kind][name] = _parse_cascade(name, entry[kind], kwhere, groups)
+        elif kind == "router":
+            parsed[kind][name] = _parse_smart_router(name, entry[kind], kwhere, groups)
+        elif kind == "verify":
+            parsed[kind][name] = _parse_verify(name, entry[kind], kwhere, groups, upstream)
         else:
-            routers[name] = _parse_smart_router(name, entry["router"], f"{where}.router", groups)
-    return routers, cascades
+            parsed[kind][name] = _parse_consensus(name, entry[kind], kwhere, groups)
+    return parsed
+
+
+_VERIFY_KEYS = {"generator", "verifier", "on_reject", "escalate_to", "allow_same_model"}
+_CONSENSUS_KEYS = {"members", "quorum", "deadline", "min_agreement", "on_disagreement", "escalate_to"}
+
+
+def _group(block: dict[str, Any], key: str, where: str, groups: set[str], required: bool = True) -> str | None:
+    value = block.get(key)
+    if value is None and not required:
+        return None
+    if value not in groups:
+        raise ConfigError(f"{where}.{key}: {value!r} is not a model_name in model_list")
+    return str(value)
+
+
+def _choice(block: dict[str, Any], key: str, where: str, options: tuple[str, ...]) -> str:
+    value = block.get(key, options[0])
+    if value not in options:
+        raise ConfigError(f"{where}.{key}: one of {', '.join(options)}")
+    return str(value)
+
+
+def _parse_verify(name: str, raw: Any, where: str, groups: set[str], upstream: dict[str, str]) -> VerifySettings:
+    block = _block(raw, where, _VERIFY_KEYS, "generator and verifier")
+    generator = _group(block, "generator", where, groups)
+    verifier = _group(block, "verifier", where, groups)
+    assert generator is not None and verifier is not None
+    if upstream[generator] == upstream[verifier] and not _flag(block, "allow_same_model", f"{where}.allow_same_model"):
+        raise ConfigError(f"{where}.verifier: the same model as the generator ({upstream[generator]}) would grade its "
+                          "own answer; pick another model, or set allow_same_model: true")
+    on_reject = _choice(block, "on_reject", where, ("flag", "regenerate", "escalate"))
+    escalate_to = _group(block, "escalate_to", where, groups, required=on_reject == "escalate")
+    return VerifySettings(name, generator, verifier, on_reject, escalate_to)
+
+
+def _parse_consensus(name: str, raw: Any, where: str, groups: set[str]) -> ConsensusSettings:
+    block = _block(raw, where, _CONSENSUS_KEYS, "members")
+    members = block.get("members")
+    if not isinstance(members, list) or len(members) < 2:
+        raise ConfigError(f"{where}.members: required, a list of at least two model_name values")
+    for member in members:
+        if member not in groups:
+            raise ConfigError(f"{where}.members: {member!r} is not a model_name in model_list")
+    quorum = _integer(block, "quorum", f"{where}.quorum") or len(members) // 2 + 1
+    if not 1 <= quorum <= len(members):
+        raise ConfigError(f"{where}.quorum: between 1 and the number of members ({len(members)})")
+    deadline = _number(block, "deadline", f"{where}.deadline", positive=True) or 30.0
+    agreement = _number(block, "min_agreement", f"{where}.min_agreement")
+    if agreement is not None and agreement > 1:
+        raise ConfigError(f"{where}.min_agreement: a share between 0 and 1")
+    on_disagreement = _choice(block, "on_disagreement", where, ("flag", "escalate", "error"))
+    escalate_to = _group(block, "escalate_to", where, groups, required=on_disagreement == "escalate")
+    return ConsensusSettings(name, tuple(members), quorum, deadline, 0.5 if agreement is None else agreement,
+                             on_disagreement, escalate_to)
 
 
 _CASCADE_KEYS = {"stages", "plan", "router_model"}

@@ -54,6 +54,14 @@ def test_router_and_cascade_blocks_become_settings():
      "consistency scorer only"),
     ({"model_name": "c", "router": {"candidates": ["cheap", "dear"]}, "cascade": {"stages": ["cheap", "dear"]}},
      "not both"),
+    ({"model_name": "v", "verify": {"generator": "cheap", "verifier": "cheap"}}, "grade its own answer"),
+    ({"model_name": "v", "verify": {"generator": "cheap", "verifier": "dear", "on_reject": "escalate"}},
+     "escalate_to"),
+    ({"model_name": "v", "verify": {"generator": "cheap", "verifier": "dear", "on_reject": "retry"}},
+     "one of flag, regenerate, escalate"),
+    ({"model_name": "n", "consensus": {"members": ["cheap"]}}, "at least two"),
+    ({"model_name": "n", "consensus": {"members": ["cheap", "dear"], "quorum": 3}}, "between 1 and"),
+    ({"model_name": "n", "consensus": {"members": ["cheap", "dear"], "min_agreement": 2}}, "share between"),
 ])
 def test_a_bad_block_is_a_one_line_error_naming_the_key(virtual: dict, message: str):
     with pytest.raises(ConfigError, match=message):
@@ -75,3 +83,14 @@ def test_a_cascade_reserves_every_call_it_may_make():
     dear = 100 * 1e-5 + 50 * 2e-5
     judge = (100 + 50) * 1e-6 + JUDGE_MAX_TOKENS * 2e-6
     assert cascades.worst_cost("c", prompt, completion) == pytest.approx(3 * cheap + dear + judge + dear)
+
+
+def test_verify_and_consensus_blocks_become_settings():
+    config = parse_config(_config(
+        {"model_name": "v", "verify": {"generator": "cheap", "verifier": "dear", "on_reject": "regenerate"}},
+        {"model_name": "same", "verify": {"generator": "cheap", "verifier": "cheap", "allow_same_model": True}},
+        {"model_name": "n", "consensus": {"members": ["cheap", "dear", "judge"], "deadline": 5}}))
+    assert config.verifiers["v"].on_reject == "regenerate" and config.verifiers["same"].on_reject == "flag"
+    consensus = config.consensus["n"]
+    assert consensus.quorum == 2 and consensus.deadline == 5 and consensus.min_agreement == 0.5
+    assert consensus.on_disagreement == "flag"

@@ -75,27 +75,41 @@ class Gateway:
         accounting = Accounting(self.keys, self.ledger, self.metrics,
                                 AccessLog(config.access_log) if config.access_log else None)
         self.pipeline = Pipeline(config, self.router, upstreams, accounting, None)
-        if config.smart_routers or config.cascades:
-            # numpy, FAISS and ONNX load only here
-            from mmproxy.pipeline.cascading import Cascading
-            from mmproxy.pipeline.smart_routing import SmartRouterError, SmartRouting
-
-            try:
-                if config.smart_routers:
-                    self.pipeline.smart = smart = SmartRouting(config.smart_routers, config.deployments, self._local())
-                    for job in smart.jobs(self.db) if self.db is not None else ():
-                        self._spawn(job)
-                if config.cascades:
-                    cascades = Cascading(config.cascades, config.deployments, self._local())
-                    self.pipeline.multi.update(dict.fromkeys(cascades.names(), cascades))
-            except SmartRouterError as exc:
-                raise StartupError(str(exc)) from None
+        if config.smart_routers or config.cascades or config.verifiers or config.consensus:
+            self._start_virtual_models()
         if config.cache is not None:
             self.cache = ResponseCache(config.cache, self._embedder(config.cache),
                                        self._worker if self._multi_worker else None, self._local_embedder)
             for job in self.cache.jobs():
                 self._spawn(job)
             self.pipeline.cache = CacheStep(self.cache)
+
+    def _start_virtual_models(self) -> None:
+        """The learned routers and the virtual models that call several models (numpy, FAISS and ONNX load only
+        here)."""
+        from mmproxy.pipeline.cascading import Cascading
+        from mmproxy.pipeline.consensus import Consensus
+        from mmproxy.pipeline.smart_routing import SmartRouterError, SmartRouting
+        from mmproxy.pipeline.subcalls import MultiCall
+        from mmproxy.pipeline.verifying import Verifying
+
+        config = self.config
+        try:
+            if config.smart_routers:
+                self.pipeline.smart = smart = SmartRouting(config.smart_routers, config.deployments, self._local())
+                for job in smart.jobs(self.db) if self.db is not None else ():
+                    self._spawn(job)
+            multi: list[MultiCall] = []
+            if config.cascades:
+                multi.append(Cascading(config.cascades, config.deployments, self._local()))
+            if config.verifiers:
+                multi.append(Verifying(config.verifiers, config.deployments))
+            if config.consensus:
+                multi.append(Consensus(config.consensus, config.deployments, self._local()))
+        except SmartRouterError as exc:
+            raise StartupError(str(exc)) from None
+        for kind in multi:
+            self.pipeline.multi.update(dict.fromkeys(kind.names(), kind))
 
     def _embedder(self, settings: CacheSettings) -> Callable[[str], Awaitable[Any]] | None:
         if not settings.semantic:

@@ -1,5 +1,6 @@
-"""Answer agreement for the cascade's consistency scorer (FrugalGPT's signal: when several samples of a cheap
-model agree, its answer is likely right) and the judge scorer's grade parsing.
+"""Answer agreement (the cascade's consistency scorer: when several samples of a cheap model agree, its answer is
+likely right, FrugalGPT's signal; the consensus virtual model's vote), and the prompts and reply parsing of
+judges and verifiers.
 
 Short answers are compared exactly once normalised: a stated final answer ("#### 42", "the answer is B",
 ``\\boxed{7}``), else the last number, else a short text lower-cased without punctuation. Free text is compared
@@ -50,11 +51,8 @@ def _number(text: str) -> str:
 def exact_agreement(answers: Sequence[str]) -> tuple[float, int] | None:
     """(share of answers agreeing with the most common short answer, index of one of them); None when any
     answer is free text."""
-    keys = [short_answer(a) for a in answers]
-    if not keys or any(k is None for k in keys):
-        return None
-    top, votes = Counter(keys).most_common(1)[0]
-    return votes / len(keys), keys.index(top)
+    votes = exact_votes(answers)
+    return None if votes is None else (votes[0], votes[1])
 
 
 def similarity_agreement(vectors: np.ndarray) -> tuple[float, int]:
@@ -93,4 +91,61 @@ def judge_score(reply: str) -> float | None:
         value = float(number.replace(",", ""))
         if 0 <= value <= 10:
             return value / 10
+    return None
+
+
+AGREE_SIMILARITY = 0.85  # free-text answers this close (cosine of their embeddings) count as the same answer
+
+
+def similar_votes(vectors: np.ndarray, threshold: float = AGREE_SIMILARITY) -> tuple[float, int, list[bool]]:
+    """Free-text answers as votes: (share of answers agreeing with the most agreed-with one, its index, whether
+    each answer agrees with it). Two answers agree when their unit embeddings' cosine reaches ``threshold``."""
+    agree = (vectors @ vectors.T) >= threshold
+    index = int(np.argmax(agree.sum(axis=1)))
+    return float(agree[index].mean()), index, [bool(a) for a in agree[index]]
+
+
+def exact_votes(answers: Sequence[str]) -> tuple[float, int, list[bool]] | None:
+    """``exact_agreement`` with whether each answer agrees with the majority; None when any is free text."""
+    keys = [short_answer(a) for a in answers]
+    if not keys or any(k is None for k in keys):
+        return None
+    top, votes = Counter(keys).most_common(1)[0]
+    return votes / len(keys), keys.index(top), [k == top for k in keys]
+
+
+VERIFIER_SYSTEM = ("You verify another assistant's answer to a user's question. Check it for factual errors, wrong "
+                   "reasoning or arithmetic, and whether it answers what was asked. Reply with a JSON object only: "
+                   '{"verdict": "accept" or "reject", "reasons": ["<short reason>", ...], '
+                   '"severity": "none", "low", "medium" or "high"}.')
+SEVERITIES = ("none", "low", "medium", "high")
+
+
+def verifier_prompt(question: str, answer: str) -> list[dict[str, str]]:
+    """The verifier's messages: the user's question and the answer only, never the generator's context."""
+    return [{"role": "system", "content": VERIFIER_SYSTEM},
+            {"role": "user", "content": f"Question:\n{question}\n\nAnswer to verify:\n{answer}"}]
+
+
+def parse_verdict(reply: str) -> dict[str, object] | None:
+    """``{"verdict": "accept"|"reject", "reasons": [...], "severity": ...}`` from a verifier's reply: its JSON
+    object (also inside a code fence or prose), else a reply that says only one of accept / reject; None when
+    the reply holds no verdict."""
+    start, end = reply.find("{"), reply.rfind("}")
+    if 0 <= start < end:
+        try:
+            raw = orjson.loads(reply[start:end + 1])
+        except orjson.JSONDecodeError:
+            raw = None
+        if isinstance(raw, dict):
+            verdict = str(raw.get("verdict", "")).strip().lower()
+            if verdict in ("accept", "reject"):
+                reasons = raw.get("reasons")
+                reasons = [str(r) for r in reasons] if isinstance(reasons, list) else [str(reasons)] if reasons else []
+                severity = str(raw.get("severity", "")).strip().lower()
+                return {"verdict": verdict, "reasons": reasons[:10],
+                        "severity": severity if severity in SEVERITIES else None}
+    words = set(re.findall(r"\b(accept|reject)(?:ed|s)?\b", reply.lower()))
+    if len(words) == 1:
+        return {"verdict": words.pop(), "reasons": [], "severity": None}
     return None

@@ -1,0 +1,124 @@
+"""Consensus as a virtual model: the same request to several models in parallel, within a deadline; once a quorum
+has answered, the answers are compared and the majority answer returned, with how far they agree and what the
+others said. Divergence is the signal: where models that fail independently give different answers, at least one
+of them is wrong.
+
+Comparison: numbers, option letters and short answers exactly once normalised (``smart.agreement``); free text by
+the local embedding (two answers agree at cosine ≥ 0.85). Below ``min_agreement``, per config: answer with the
+flag (``flag``), ask ``escalate_to`` (``escalate``), or a 409 ``no_consensus`` error that lists the answers
+(``error``). A member that fails or misses the deadline is left out (``x-mmproxy-consensus-answered``); fewer
+than ``quorum`` answers is a 504. Every answer that arrived is paid for and in the request's cost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+from aiohttp import web
+
+from mmproxy import cost
+from mmproxy.cache.embedder import LocalEmbedder
+from mmproxy.config import ConsensusSettings, Deployment
+from mmproxy.errors import ProxyError, bad_request
+from mmproxy.pipeline.apis import ClientAPI, Inbound
+from mmproxy.pipeline.call import Call
+from mmproxy.pipeline.subcalls import Answer, SubCalls, chat_body
+from mmproxy.smart.agreement import exact_votes, short_answer, similar_votes
+
+if TYPE_CHECKING:
+    from mmproxy.pipeline.pipeline import Pipeline
+
+log = logging.getLogger("mmproxy")
+
+
+class Consensus:
+    def __init__(self, settings: dict[str, ConsensusSettings], deployments: list[Deployment],
+                 embedder: LocalEmbedder) -> None:
+        self._settings = settings
+        self._embedder = embedder
+        self._groups: dict[str, list[Deployment]] = {}
+        for deployment in deployments:
+            self._groups.setdefault(deployment.model_name, []).append(deployment)
+
+    def names(self) -> list[str]:
+        return list(self._settings)
+
+    def worst_cost(self, name: str, prompt: int, completion: int | None) -> float:
+        settings = self._settings[name]
+        total = sum(cost.estimate(self._groups[m], prompt, completion) for m in settings.members)
+        if settings.escalate_to is not None:
+            total += cost.estimate(self._groups[settings.escalate_to], prompt, completion)
+        return total
+
+    async def serve(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
+                    inbound: Inbound, target: str, headers: dict[str, str]) -> web.StreamResponse:
+        settings = self._settings[target]
+        if inbound.chat is None:
+            raise bad_request(f"model {target!r} is a consensus of models, which answers chat requests (chat "
+                              "completions, Messages, Responses) only", param="model")
+        calls = SubCalls(pipeline, request, call)
+        body = chat_body(inbound)
+        answers, missing = await self._gather(calls, settings, body)
+        members = [m for m in settings.members if m in answers]
+        headers["x-mmproxy-consensus-answered"] = f"{len(members)}/{len(settings.members)}"
+        if len(members) < settings.quorum:
+            raise ProxyError(504, f"consensus {target!r}: {len(members)} of {len(settings.members)} models answered "
+                             f"within {settings.deadline:g} s, {settings.quorum} needed "
+                             f"(missing: {', '.join(missing)})", type="upstream_error", code="consensus_timeout",
+                             headers=headers)
+        texts = [answers[m].text for m in members]
+        voted = exact_votes(texts)
+        if voted is None:
+            vectors = np.stack(await asyncio.gather(*(self._embedder.embed_one(t) for t in texts)))
+            voted = similar_votes(vectors)
+        agreement, index, agrees = voted
+        majority = answers[members[index]]
+        votes = [{"model": m, "answer": short_answer(answers[m].text) or answers[m].text[:200], "agrees": a}
+                 for m, a in zip(members, agrees, strict=True)]
+        report: dict[str, Any] = {"agreement": round(agreement, 4), "majority": members[index], "answers": votes,
+                                  "missing": missing, "action": "none"}
+        headers["x-mmproxy-consensus-agreement"] = f"{agreement:.3f}"
+        headers["x-mmproxy-consensus-majority"] = members[index]
+        chosen = majority
+        if agreement < settings.min_agreement:
+            report["action"] = settings.on_disagreement
+            if settings.on_disagreement == "error":
+                call.record.decision = orjson.dumps({"consensus": target, **report}).decode()
+                raise ProxyError(409, f"consensus {target!r}: the models disagree (agreement {agreement:.2f} below "
+                                 f"{settings.min_agreement:g}): "
+                                 + "; ".join(f"{v['model']}: {v['answer']}" for v in votes),
+                                 code="no_consensus", headers=headers)
+            if settings.on_disagreement == "escalate":
+                assert settings.escalate_to is not None
+                chosen = await calls.ask(body, settings.escalate_to)
+                report["action"] = "escalated"
+            else:
+                report["action"] = "flagged"
+        headers["x-mmproxy-consensus-action"] = str(report["action"])
+        calls.answered_by(chosen)
+        call.record.decision = orjson.dumps({"consensus": target, **report}).decode()
+        return await calls.respond(api, inbound, chosen, headers, ("x_mmproxy_consensus", report))
+
+    @staticmethod
+    async def _gather(calls: SubCalls, settings: ConsensusSettings,
+                      body: dict[str, Any]) -> tuple[dict[str, Answer], list[str]]:
+        """Every member's answer that arrives within the deadline (all of them if they do); the members that
+        failed or were too slow."""
+        tasks = {asyncio.ensure_future(calls.ask(body, member)): member for member in settings.members}
+        done, pending = await asyncio.wait(tasks, timeout=settings.deadline)
+        for task in pending:
+            task.cancel()
+        answers, missing = {}, [tasks[t] for t in pending]
+        for task in done:
+            failure = task.exception()
+            if failure is None:
+                answers[tasks[task]] = task.result()
+            else:
+                log.warning("request %s: consensus member %s failed: %s", calls.call.record.request_id, tasks[task],
+                            failure)
+                missing.append(tasks[task])
+        return answers, sorted(missing, key=settings.members.index)

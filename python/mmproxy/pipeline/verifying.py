@@ -1,0 +1,121 @@
+"""Verification as a virtual model: a generator answers, a verifier on another model checks the answer seeing only
+the user's question and the answer (never the generator's system prompt or other context: a model reviewing its
+own context grows more confident, not more correct), and returns a verdict. On a rejection, per config: answer
+with the verdict (``flag``), ask the generator once more with the verifier's critique and verify again
+(``regenerate``), or ask a stronger group (``escalate``).
+
+The verdict reaches the client in ``x-mmproxy-verdict`` (accept, reject, or unverified when the verifier's
+reply held no verdict), ``x-mmproxy-verdict-reasons``, ``x-mmproxy-verdict-severity`` and
+``x-mmproxy-verify-action``, and in a whole answer's ``x_mmproxy_verdict`` field. A streaming client gets the
+answer as a stream once it is verified.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from aiohttp import web
+
+from mmproxy import cost
+from mmproxy.config import Deployment, VerifySettings
+from mmproxy.errors import bad_request
+from mmproxy.pipeline.apis import ClientAPI, Inbound
+from mmproxy.pipeline.call import Call
+from mmproxy.pipeline.smart_routing import last_user_text
+from mmproxy.pipeline.subcalls import Answer, SubCalls, chat_body
+from mmproxy.smart.agreement import parse_verdict, verifier_prompt
+
+if TYPE_CHECKING:
+    from mmproxy.pipeline.pipeline import Pipeline
+
+VERDICT_MAX_TOKENS = 400
+
+
+class Verifying:
+    def __init__(self, settings: dict[str, VerifySettings], deployments: list[Deployment]) -> None:
+        self._settings = settings
+        self._groups: dict[str, list[Deployment]] = {}
+        for deployment in deployments:
+            self._groups.setdefault(deployment.model_name, []).append(deployment)
+
+    def names(self) -> list[str]:
+        return list(self._settings)
+
+    def worst_cost(self, name: str, prompt: int, completion: int | None) -> float:
+        settings = self._settings[name]
+        answer = completion if completion is not None else cost.DEFAULT_COMPLETION_ESTIMATE
+        generate = cost.estimate(self._groups[settings.generator], prompt, completion)
+        verify = cost.estimate(self._groups[settings.verifier], prompt + answer, VERDICT_MAX_TOKENS)
+        if settings.on_reject == "regenerate":  # a second answer, with the first and the critique, verified again
+            again = cost.estimate(self._groups[settings.generator], prompt + answer + VERDICT_MAX_TOKENS, completion)
+            return generate + verify + again + verify
+        if settings.on_reject == "escalate":
+            assert settings.escalate_to is not None
+            return generate + verify + cost.estimate(self._groups[settings.escalate_to], prompt, completion)
+        return generate + verify
+
+    async def serve(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
+                    inbound: Inbound, target: str, headers: dict[str, str]) -> web.StreamResponse:
+        settings = self._settings[target]
+        if inbound.chat is None:
+            raise bad_request(f"model {target!r} is a verified model, which answers chat requests (chat "
+                              "completions, Messages, Responses) only", param="model")
+        calls = SubCalls(pipeline, request, call)
+        body = chat_body(inbound)
+        question = last_user_text(body.get("messages") or [])
+        answer = await calls.ask(body, settings.generator)
+        verdict = await self._verify(calls, settings, question, answer.text)
+        action = "none"
+        if verdict["verdict"] == "reject" and settings.on_reject != "flag":
+            if settings.on_reject == "regenerate":
+                answer = await calls.ask(_with_critique(body, answer.text, verdict), settings.generator)
+                verdict = await self._verify(calls, settings, question, answer.text)
+                action = "regenerated"
+            else:
+                assert settings.escalate_to is not None
+                answer = await calls.ask(body, settings.escalate_to)
+                action = "escalated"
+        elif verdict["verdict"] == "reject":
+            action = "flagged"
+        return await self._respond(calls, api, inbound, settings, answer, verdict, action, headers)
+
+    async def _verify(self, calls: SubCalls, settings: VerifySettings, question: str,
+                      answer: str) -> dict[str, Any]:
+        body = {"model": settings.verifier, "temperature": 0, "max_tokens": VERDICT_MAX_TOKENS,
+                "messages": verifier_prompt(question, answer)}
+        reply = await calls.ask(body, settings.verifier)
+        verdict = parse_verdict(reply.text)
+        if verdict is None:  # a malformed verdict is not a rejection: the answer goes out marked unverified
+            return {"verdict": "unverified", "reasons": ["the verifier's reply held no verdict"], "severity": None}
+        return verdict
+
+    @staticmethod
+    async def _respond(calls: SubCalls, api: ClientAPI, inbound: Inbound, settings: VerifySettings, answer: Answer,
+                       verdict: dict[str, Any], action: str, headers: dict[str, str]) -> web.StreamResponse:
+        calls.answered_by(answer)
+        extension = {**verdict, "action": action, "verifier": settings.verifier}
+        calls.call.record.decision = orjson.dumps({"verify": settings.model_name, **extension}).decode()
+        headers["x-mmproxy-verdict"] = str(verdict["verdict"])
+        if verdict["reasons"]:
+            headers["x-mmproxy-verdict-reasons"] = _header_text("; ".join(verdict["reasons"]))
+        if verdict["severity"]:
+            headers["x-mmproxy-verdict-severity"] = str(verdict["severity"])
+        headers["x-mmproxy-verify-action"] = action
+        return await calls.respond(api, inbound, answer, headers, ("x_mmproxy_verdict", extension))
+
+
+def _with_critique(body: dict[str, Any], answer: str, verdict: dict[str, Any]) -> dict[str, Any]:
+    """The client's request once more, with the first answer and the verifier's reasons to correct it by."""
+    reasons = "\n".join(f"- {r}" for r in verdict["reasons"]) or "- (no reason given)"
+    critique = (f"A reviewer found problems with that answer:\n{reasons}\n"
+                "Answer the original question again, correcting them.")
+    messages = [*body.get("messages", []), {"role": "assistant", "content": answer},
+                {"role": "user", "content": critique}]
+    return {**body, "messages": messages}
+
+
+def _header_text(text: str, limit: int = 512) -> str:
+    """``text`` as a header value: one line, Latin-1 only, at most ``limit`` characters."""
+    flat = " ".join(text.split())
+    return flat.encode("latin-1", "replace").decode("latin-1")[:limit]
