@@ -32,7 +32,7 @@ def _word_problems() -> list:
 
 @pytest.fixture(scope="module")
 def judge_sim() -> Iterator[Process]:
-    knobs = {"judge-yes": {"content": YES}, "judge-no": {"content": NO}}
+    knobs = {"judge-yes": {"content": YES}, "judge-no": {"content": NO}, "broken": {"fault": "500"}}
     process = start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0", "--latency-ms", "0",
                              "--model-knobs", orjson.dumps(knobs).decode()])
     yield process
@@ -47,6 +47,7 @@ def gw(replay_sim: Process, judge_sim: Process, tmp_path_factory: pytest.TempPat
             *replayed_models(replay_sim),
             priced_deployment("judge-yes", "judge-yes", judges, JUDGE_PRICE, JUDGE_PRICE),
             priced_deployment("judge-no", "judge-no", judges, JUDGE_PRICE, JUDGE_PRICE),
+            priced_deployment("broken", "broken", judges, JUDGE_PRICE, JUDGE_PRICE),
             {"model_name": "frugal", "cascade": {"stages": [{"model": "mixtral"}, "gpt-4"]}},
             {"model_name": "frugal-votes", "cascade": {"stages": [
                 {"model": "mixtral", "scorer": "consistency", "samples": 3}, "gpt-4"]}},
@@ -54,6 +55,10 @@ def gw(replay_sim: Process, judge_sim: Process, tmp_path_factory: pytest.TempPat
                 {"model": "mixtral", "scorer": "judge", "judge": "judge-yes"}, "gpt-4"]}},
             {"model_name": "frugal-strict", "cascade": {"stages": [
                 {"model": "mixtral", "scorer": "judge", "judge": "judge-no"}, "gpt-4"]}},
+            {"model_name": "frugal-broken", "cascade": {"stages": [
+                {"model": "mixtral", "scorer": "judge", "judge": "judge-no"}, "broken"]}},
+            {"model_name": "frugal-broken-judge", "cascade": {"stages": [
+                {"model": "mixtral", "scorer": "judge", "judge": "broken"}, "gpt-4"]}},
         ],
         "general_settings": {"master_key": MASTER_KEY},
     }
@@ -127,6 +132,16 @@ def test_a_rejecting_judge_escalates_to_the_next_stage(gw: Process):
     assert decision["answered_by"] == "gpt-4" == rows[0]["model_group"]
     assert decision["stages"][0] == {"model": "mixtral", "scorer": "judge", "threshold": 0.7, "score": 0.2,
                                      "accepted": False}
+
+
+def test_an_answer_already_paid_for_survives_a_failing_later_stage_or_judge(gw: Process):
+    record = _word_problems()[7]
+    raw = _ask(gw, "frugal-broken", record.prompt)
+    assert raw.headers["x-mmproxy-cascade-stage"] == "mixtral"
+    assert raw.parse().choices[0].message.content == record.models[WEAK].answer
+    escalated = _ask(gw, "frugal-broken-judge", record.prompt)  # no grade: the answer is escalated
+    assert escalated.headers["x-mmproxy-cascade-stage"] == "gpt-4"
+    assert escalated.parse().choices[0].message.content == record.models[STRONG].answer
 
 
 def test_a_streaming_client_gets_the_accepted_answer_as_a_stream(gw: Process):

@@ -26,7 +26,7 @@ WRITER = "The answer is 42."
 def plain_sim() -> Iterator[Process]:
     knobs = {"verifier-yes": {"content": ACCEPT}, "verifier-no": {"content": REJECT},
              "verifier-garbled": {"content": "Hard to say, really."}, "writer": {"content": WRITER},
-             "slow": {"content": "#### 7", "latency_ms": 4000}}
+             "slow": {"content": "#### 7", "latency_ms": 4000}, "broken": {"fault": "500"}}
     process = start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0", "--latency-ms", "0",
                              "--model-knobs", orjson.dumps(knobs).decode()])
     yield process
@@ -37,7 +37,7 @@ def plain_sim() -> Iterator[Process]:
 def gw(replay_sim: Process, plain_sim: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     plain = f"{plain_sim.url}/v1"
     sims = [priced_deployment(name, name, plain, 1e-06, 1e-06)
-            for name in ("verifier-yes", "verifier-no", "verifier-garbled", "writer", "slow")]
+            for name in ("verifier-yes", "verifier-no", "verifier-garbled", "writer", "slow", "broken")]
 
     def verify(name: str, **block: object) -> dict:
         return {"model_name": name, "verify": {"generator": "mixtral", **block}}
@@ -52,6 +52,8 @@ def gw(replay_sim: Process, plain_sim: Process, tmp_path_factory: pytest.TempPat
             verify("checked-flag", verifier="verifier-no"),
             verify("checked-escalate", verifier="verifier-no", on_reject="escalate", escalate_to="gpt-4"),
             verify("checked-garbled", verifier="verifier-garbled"),
+            verify("checked-broken", verifier="broken"),
+            verify("checked-escalate-broken", verifier="verifier-no", on_reject="escalate", escalate_to="broken"),
             {"model_name": "checked-regenerate", "verify": {"generator": "writer", "verifier": "verifier-no",
                                                              "on_reject": "regenerate"}},
             consensus("agreed"),
@@ -145,6 +147,18 @@ def test_a_malformed_verdict_leaves_the_answer_unverified(gw: Process):
     raw = _ask(gw, "checked-garbled", record.prompt)
     assert raw.headers["x-mmproxy-verdict"] == "unverified" and raw.headers["x-mmproxy-verify-action"] == "none"
     assert raw.parse().choices[0].message.content == record.models[WEAK].answer
+
+
+def test_an_answer_already_paid_for_survives_a_failing_verifier_or_escalation(gw: Process):
+    record = _problems()[0][5]
+    unverified = _ask(gw, "checked-broken", record.prompt)
+    assert unverified.headers["x-mmproxy-verdict"] == "unverified"
+    assert "verifier failed" in unverified.headers["x-mmproxy-verdict-reasons"]
+    assert unverified.parse().choices[0].message.content == record.models[WEAK].answer
+    kept = _ask(gw, "checked-escalate-broken", record.prompt)
+    assert kept.headers["x-mmproxy-verify-action"] == "escalate_failed"
+    assert kept.headers["x-mmproxy-verdict"] == "reject"
+    assert kept.parse().choices[0].message.content == record.models[WEAK].answer
 
 
 def test_the_anthropic_sdk_and_a_stream_get_the_verified_answer(gw: Process):

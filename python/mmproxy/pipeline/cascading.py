@@ -26,7 +26,7 @@ from mmproxy import cost
 from mmproxy._native import prompt_features
 from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.config import CascadeSettings, CascadeStage, Deployment
-from mmproxy.errors import bad_request
+from mmproxy.errors import ProxyError, bad_request
 from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.pipeline.call import Call
 from mmproxy.pipeline.smart_routing import SHIPPED_MODEL, SmartRouterError, last_user_text
@@ -142,12 +142,24 @@ class Cascading:
         prompt: tuple[np.ndarray, np.ndarray] | None = None
         report: list[dict[str, Any]] = []
         answer: Answer | None = None
-        answered = cascade.stages[-1]
+        answered = cascade.stages[0]  # the stage whose answer is held
         for stage in cascade.stages:
-            if stage.scorer == "consistency":
-                answer = await self._consistent(calls, body, stage)
-            else:
-                answer = await calls.ask(body, stage.group)
+            try:
+                if stage.scorer == "consistency":
+                    staged = await self._consistent(calls, body, stage)
+                else:
+                    staged = await calls.ask(body, stage.group)
+            except ProxyError:
+                if answer is None:
+                    raise
+                # An earlier stage's answer is paid for: it goes out rather than an error.
+                report.append({"model": stage.group, "failed": True})
+                log.warning("request %s: cascade %s: stage %s failed; answering with %s's answer",
+                            call.record.request_id, cascade.name, stage.group, answered.group)
+                break
+            answer = staged
+            answered = stage
+            if stage.scorer not in (None, "consistency"):
                 if stage.scorer == "learned":
                     if prompt is None:
                         prompt = (await self._embedder.embed_one(question),
@@ -162,7 +174,6 @@ class Cascading:
             report.append({"model": stage.group, "scorer": stage.scorer, "threshold": round(stage.threshold, 4),
                            "score": None if answer.score is None else round(answer.score, 4), "accepted": accepted})
             if accepted:
-                answered = stage
                 break
         assert answer is not None
         calls.answered_by(answer)
@@ -207,7 +218,12 @@ class Cascading:
         assert stage.judge is not None
         body = {"model": stage.judge, "temperature": 0, "max_tokens": JUDGE_MAX_TOKENS,
                 "messages": judge_prompt(question, answer)}
-        verdict = await calls.ask(body, stage.judge)
+        try:
+            verdict = await calls.ask(body, stage.judge)
+        except ProxyError as exc:
+            log.warning("request %s: judge %s failed (%s); the answer is escalated", calls.call.record.request_id,
+                        stage.judge, exc.code or exc.type)
+            return None
         score = judge_score(verdict.text)
         if score is None:
             log.warning("request %s: judge %s gave no grade; the answer is escalated",

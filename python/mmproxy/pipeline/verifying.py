@@ -12,6 +12,7 @@ answer as a stream once it is verified.
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from mmproxy import cost
 from mmproxy.config import Deployment, VerifySettings
-from mmproxy.errors import bad_request
+from mmproxy.errors import ProxyError, bad_request
 from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.pipeline.call import Call
 from mmproxy.pipeline.smart_routing import last_user_text
@@ -30,6 +31,8 @@ if TYPE_CHECKING:
     from mmproxy.pipeline.pipeline import Pipeline
 
 VERDICT_MAX_TOKENS = 400
+
+log = logging.getLogger("mmproxy")
 
 
 class Verifying:
@@ -68,14 +71,18 @@ class Verifying:
         verdict = await self._verify(calls, settings, question, answer.text)
         action = "none"
         if verdict["verdict"] == "reject" and settings.on_reject != "flag":
-            if settings.on_reject == "regenerate":
-                answer = await calls.ask(_with_critique(body, answer.text, verdict), settings.generator)
-                verdict = await self._verify(calls, settings, question, answer.text)
-                action = "regenerated"
-            else:
-                assert settings.escalate_to is not None
-                answer = await calls.ask(body, settings.escalate_to)
-                action = "escalated"
+            try:
+                if settings.on_reject == "regenerate":
+                    second = await calls.ask(_with_critique(body, answer.text, verdict), settings.generator)
+                    verdict, answer = await self._verify(calls, settings, question, second.text), second
+                    action = "regenerated"
+                else:
+                    assert settings.escalate_to is not None
+                    answer, action = await calls.ask(body, settings.escalate_to), "escalated"
+            except ProxyError as exc:  # the first answer is paid for: it goes out, flagged
+                action = f"{settings.on_reject}_failed"
+                log.warning("request %s: %s: %s failed (%s); answering with the flagged first answer",
+                            call.record.request_id, target, settings.on_reject, exc.code or exc.type)
         elif verdict["verdict"] == "reject":
             action = "flagged"
         return await self._respond(calls, api, inbound, settings, answer, verdict, action, headers)
@@ -84,7 +91,11 @@ class Verifying:
                       answer: str) -> dict[str, Any]:
         body = {"model": settings.verifier, "temperature": 0, "max_tokens": VERDICT_MAX_TOKENS,
                 "messages": verifier_prompt(question, answer)}
-        reply = await calls.ask(body, settings.verifier)
+        try:
+            reply = await calls.ask(body, settings.verifier)
+        except ProxyError as exc:  # the answer is paid for: it goes out, marked unverified
+            return {"verdict": "unverified", "reasons": [f"the verifier failed ({exc.code or exc.type})"],
+                    "severity": None}
         verdict = parse_verdict(reply.text)
         if verdict is None:  # a malformed verdict is not a rejection: the answer goes out marked unverified
             return {"verdict": "unverified", "reasons": ["the verifier's reply held no verdict"], "severity": None}
