@@ -144,6 +144,25 @@ def test_an_answer_already_paid_for_survives_a_failing_later_stage_or_judge(gw: 
     assert escalated.parse().choices[0].message.content == record.models[STRONG].answer
 
 
+def test_every_sub_call_is_a_ledger_row_of_its_own_inside_the_requests_cost(gw: Process):
+    record = _word_problems()[8]
+    raw = _ask(gw, "frugal-strict", record.prompt)  # mixtral, its judge, then gpt-4
+    request_id = raw.headers["x-mmproxy-request-id"]
+    admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+    rows = httpx.get(f"{gw.url}/spend/logs", params={"limit": 100}, headers=admin).json()
+    children = sorted((r for r in rows if r["parent_id"] == request_id), key=lambda r: r["request_id"])
+    assert [r["request_id"] for r in children] == [f"{request_id}.{i}" for i in (1, 2, 3)]
+    assert [r["model_group"] for r in children] == ["mixtral", "judge-no", "gpt-4"]
+    [parent] = [r for r in rows if r["request_id"] == request_id]
+    assert parent["cost_usd"] == pytest.approx(sum(r["cost_usd"] for r in children))
+    assert parent["cost_usd"] == pytest.approx(float(raw.headers["x-mmproxy-cost-usd"]))
+    report = httpx.get(f"{gw.url}/spend/report", params={"group_by": "model"}, headers=admin).json()
+    groups = {g["group"]: g for g in report["groups"]}
+    assert "judge-no" not in groups  # sub-calls are inside their request's figures, not counted twice
+    everything = sum(r["cost_usd"] for r in rows if r["parent_id"] is None)
+    assert sum(g["cost_usd"] for g in report["groups"]) == pytest.approx(everything)
+
+
 def test_a_streaming_client_gets_the_accepted_answer_as_a_stream(gw: Process):
     record = _word_problems()[3]
     with client(gw).chat.completions.with_streaming_response.create(

@@ -135,7 +135,8 @@ def spend_report(d: Dialect, group_by: str, start: float | None, end: float | No
     if column is None:
         raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
     args: list[Any] = []
-    where = _window(d, args, start, end)
+    # Client requests only: a virtual model's sub-calls are inside their request's cost already.
+    where = ["l.parent_id IS NULL", *_window(d, args, start, end)]
     alias = ", MAX(l.key_alias) AS key_alias" if group_by == "key" else ""
     sql = (f"SELECT l.{column} AS grp{alias},{_REPORT_MEASURES} "
            f"FROM {LOGS} l LEFT JOIN {FEEDBACK} f ON f.request_id = l.request_id "

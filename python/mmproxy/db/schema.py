@@ -106,6 +106,9 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     # What a learned router or cascade decided for the request (candidate scores, the stage that answered), as
     # JSON text.
     (2, (f"ALTER TABLE {LOGS} ADD COLUMN decision {{text}}",)),
+    # A virtual model's sub-calls are rows of their own, linked to the client request whose cost includes them.
+    (3, (f"ALTER TABLE {LOGS} ADD COLUMN parent_id {{text}}",
+         f"CREATE INDEX {LOGS}_parent ON {LOGS} (parent_id)")),
 )
 
 LATEST = _MIGRATIONS[-1][0]

@@ -51,6 +51,12 @@ class Accounting:
         if self.access_log is not None:
             self.access_log.write(record)
 
+    def record_subcall(self, record: RequestRecord) -> None:
+        """A virtual model's sub-call: a ledger row of its own (linked by ``parent_id``). Not in the metrics,
+        which count the client request, whose cost already includes it."""
+        if self.ledger is not None:
+            self.ledger.record(record)
+
     def record(self, record: RequestRecord) -> None:
         """A finished record (a request's, or a batch line's) into the ledger and the metrics."""
         if self.ledger is not None:

@@ -8,6 +8,7 @@ receives the decided answer as a stream of chat chunks translated into its API's
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.pipeline.apis.chat import ChatCompletions
 from mmproxy.pipeline.call import Call
 from mmproxy.pipeline.upstreams import Upstream
+from mmproxy.spend.record import RequestRecord
 
 if TYPE_CHECKING:
     from mmproxy.pipeline.pipeline import Pipeline
@@ -63,23 +65,58 @@ def chat_body(inbound: Inbound) -> dict[str, Any]:
 
 
 class SubCalls:
+    """The sub-calls of one client request. Each is a ledger row of its own (``request_id`` of the client
+    request plus ``.1``, ``.2``...; ``parent_id`` the client request's), and its cost, tokens, retries and
+    fallbacks are added to the client request's record, whose cost the key's budget is charged."""
+
     def __init__(self, pipeline: Pipeline, request: web.BaseRequest, call: Call) -> None:
         self.pipeline = pipeline
         self.request = request
         self.call = call
+        self._made = 0
 
     async def ask(self, body: dict[str, Any], group: str) -> Answer:
         """One non-streaming answer of ``group`` to ``body``, routed and accounted like any request."""
         sub = Inbound(str(body.get("model") or group), body, orjson.dumps(body), chat=body)
         sub.completion = body.get("max_completion_tokens") or body.get("max_tokens")
-        pipeline, request, call = self.pipeline, self.request, self.call
+        pipeline, request = self.pipeline, self.request
+        child = self._child(group, sub)
 
         def attempt(upstream: Upstream) -> Awaitable[web.StreamResponse]:
-            return _CHAT.attempt(pipeline, request, call, sub, upstream, {})
+            return _CHAT.attempt(pipeline, request, child, sub, upstream, {})
 
-        response = await pipeline.route(call, group, attempt)
+        try:
+            response = await pipeline.route(child, group, attempt)
+        except ProxyError as exc:
+            child.record.status, child.record.error_code = exc.status, exc.code or exc.type
+            raise
+        except asyncio.CancelledError:  # a consensus member past the deadline, or the client left
+            child.record.status, child.record.error_code = 499, "cancelled"
+            raise
+        finally:
+            self._settle(child)
         assert isinstance(response, web.Response) and isinstance(response.body, bytes)
         return Answer(response, answer_text(response.body))
+
+    def _child(self, group: str, sub: Inbound) -> Call:
+        parent = self.call
+        self._made += 1
+        record = RequestRecord(f"{parent.record.request_id}.{self._made}", "chat")
+        record.parent_id = parent.record.request_id
+        record.requested_model = group
+        record.key_hash, record.key_alias, record.team_id = (parent.record.key_hash, parent.record.key_alias,
+                                                             parent.record.team_id)
+        child = Call(record, time.perf_counter_ns())
+        child.caller, child.inbound = parent.caller, sub
+        return child
+
+    def _settle(self, child: Call) -> None:
+        record, total = child.record, self.call.record
+        record.latency_ms = (time.perf_counter_ns() - child.started) / 1e6
+        for name in ("cost_usd", "saved_usd", "prompt_tokens", "completion_tokens", "cached_tokens",
+                     "cache_write_tokens", "retries", "fallbacks"):
+            setattr(total, name, getattr(total, name) + getattr(record, name))
+        self.pipeline.accounting.record_subcall(record)
 
     def answered_by(self, answer: Answer) -> None:
         """The record names the deployment whose answer the client gets (not the last sub-call's, which may be
@@ -96,6 +133,7 @@ class SubCalls:
         """``answer`` in the client's API shape with ``headers`` (and the request's whole cost); ``extension``
         (a field name and value) is added to a whole answer's JSON object, for what headers cannot carry."""
         headers["x-mmproxy-cost-usd"] = cost.format_usd(self.call.record.cost_usd)
+        headers["x-mmproxy-request-id"] = self.call.record.request_id  # the client request's, not the sub-call's
         body = answer.response.body
         assert isinstance(body, bytes)
         own = {k: v for k, v in answer.response.headers.items() if k.lower().startswith("x-mmproxy-")}

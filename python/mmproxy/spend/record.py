@@ -32,6 +32,7 @@ class RequestRecord:
         "latency_ms",
         "model_group",
         "overhead_ms",
+        "parent_id",
         "prompt_tokens",
         "provider",
         "request_id",
@@ -76,6 +77,7 @@ class RequestRecord:
         self.retries = 0  # further attempts within a group
         self.fallbacks = 0  # groups tried after the requested one
         self.decision: str | None = None  # a learned router's or cascade's decision, as JSON text
+        self.parent_id: str | None = None  # a virtual model's sub-call: the client request it served
 
     @property
     def succeeded(self) -> bool:
@@ -115,6 +117,7 @@ COLUMNS: tuple[str, ...] = (
     "retries",
     "fallbacks",
     "decision",
+    "parent_id",
 )
 """Ledger column order. ``started`` is stored as a timestamp; the rest keep their Python types."""
 _ROW = operator.attrgetter(*COLUMNS)
