@@ -220,6 +220,23 @@ class ConsensusSettings:
     escalate_to: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Persona:
+    name: str
+    model: str  # the group that reviews
+    prompt: str | None = None  # None: the built-in prompt of a known persona (security, performance, architecture)
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewSettings:
+    """A virtual model whose answer is a merged review by several personas (a ``model_list`` entry with a
+    ``review`` block)."""
+
+    model_name: str
+    personas: tuple[Persona, ...]
+    deadline: float = 120.0  # seconds; a persona still running then is left out
+
+
 @dataclass(slots=True)
 class Config:
     deployments: list[Deployment]
@@ -238,6 +255,7 @@ class Config:
     cascades: dict[str, CascadeSettings] = field(default_factory=dict)
     verifiers: dict[str, VerifySettings] = field(default_factory=dict)
     consensus: dict[str, ConsensusSettings] = field(default_factory=dict)
+    reviews: dict[str, ReviewSettings] = field(default_factory=dict)
 
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -319,14 +337,15 @@ def parse_config(raw: Any) -> Config:
     cache = _parse_cache(litellm_settings, {d.model_name for d in deployments if d.mode == "embedding"}, warnings)
     return Config(deployments, master_key, max_request_bytes, warnings, router, rules, database_url, spend_logs,
                   metrics, cache, smart_routers=virtual["router"], cascades=virtual["cascade"],
-                  verifiers=virtual["verify"], consensus=virtual["consensus"])
+                  verifiers=virtual["verify"], consensus=virtual["consensus"], reviews=virtual["review"])
 
 
 _SMART_ROUTER_KEYS = {"candidates", "learned_as", "model", "strong_share", "cost_weight", "min_quality", "window",
                       "learn", "retrain_every", "retrain_min"}
 
 
-_VIRTUAL_KINDS = frozenset(("router", "cascade", "verify", "consensus"))
+_VIRTUAL_KINDS = frozenset(("router", "cascade", "verify", "consensus", "review"))
+KNOWN_PERSONAS = ("security", "performance", "architecture")
 
 
 def _parse_virtual_models(entries: list[tuple[int, dict[str, Any]]],
@@ -355,6 +374,8 @@ def _parse_virtual_models(entries: list[tuple[int, dict[str, Any]]],
             parsed[kind][name] = _parse_smart_router(name, entry[kind], kwhere, groups)
         elif kind == "verify":
             parsed[kind][name] = _parse_verify(name, entry[kind], kwhere, groups, upstream)
+        elif kind == "review":
+            parsed[kind][name] = _parse_review(name, entry[kind], kwhere, groups)
         else:
             parsed[kind][name] = _parse_consensus(name, entry[kind], kwhere, groups)
     return parsed
@@ -391,6 +412,35 @@ def _parse_verify(name: str, raw: Any, where: str, groups: set[str], upstream: d
     on_reject = _choice(block, "on_reject", where, ("flag", "regenerate", "escalate"))
     escalate_to = _group(block, "escalate_to", where, groups, required=on_reject == "escalate")
     return VerifySettings(name, generator, verifier, on_reject, escalate_to)
+
+
+_REVIEW_KEYS = {"personas", "deadline"}
+_PERSONA_KEYS = {"name", "model", "prompt"}
+
+
+def _parse_review(name: str, raw: Any, where: str, groups: set[str]) -> ReviewSettings:
+    block = _block(raw, where, _REVIEW_KEYS, "personas")
+    personas = block.get("personas")
+    if not isinstance(personas, list) or not personas:
+        raise ConfigError(f"{where}.personas: required, a list of {{name, model[, prompt]}}")
+    parsed = []
+    for i, raw_persona in enumerate(personas):
+        pwhere = f"{where}.personas[{i}]"
+        persona = _block(raw_persona, pwhere, _PERSONA_KEYS, "name and model")
+        persona_name, prompt = persona.get("name"), persona.get("prompt")
+        if not isinstance(persona_name, str) or not persona_name:
+            raise ConfigError(f"{pwhere}.name: required, e.g. security")
+        if prompt is None and persona_name not in KNOWN_PERSONAS:
+            raise ConfigError(f"{pwhere}.prompt: required for a persona other than {', '.join(KNOWN_PERSONAS)}")
+        if prompt is not None and not isinstance(prompt, str):
+            raise ConfigError(f"{pwhere}.prompt: the reviewer's instructions, a string")
+        model = _group(persona, "model", pwhere, groups)
+        assert model is not None
+        parsed.append(Persona(persona_name, model, prompt))
+    if len({p.name for p in parsed}) != len(parsed):
+        raise ConfigError(f"{where}.personas: each persona needs a name of its own")
+    deadline = _number(block, "deadline", f"{where}.deadline", positive=True) or 120.0
+    return ReviewSettings(name, tuple(parsed), deadline)
 
 
 def _parse_consensus(name: str, raw: Any, where: str, groups: set[str]) -> ConsensusSettings:

@@ -62,6 +62,10 @@ def test_router_and_cascade_blocks_become_settings():
     ({"model_name": "n", "consensus": {"members": ["cheap"]}}, "at least two"),
     ({"model_name": "n", "consensus": {"members": ["cheap", "dear"], "quorum": 3}}, "between 1 and"),
     ({"model_name": "n", "consensus": {"members": ["cheap", "dear"], "min_agreement": 2}}, "share between"),
+    ({"model_name": "r", "review": {"personas": [{"name": "style", "model": "cheap"}]}}, "prompt: required"),
+    ({"model_name": "r", "review": {"personas": [{"name": "security", "model": "nope"}]}}, "not a model_name"),
+    ({"model_name": "r", "review": {"personas": [{"name": "security", "model": "cheap"},
+                                                 {"name": "security", "model": "dear"}]}}, "name of its own"),
 ])
 def test_a_bad_block_is_a_one_line_error_naming_the_key(virtual: dict, message: str):
     with pytest.raises(ConfigError, match=message):

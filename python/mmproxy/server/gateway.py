@@ -75,7 +75,7 @@ class Gateway:
         accounting = Accounting(self.keys, self.ledger, self.metrics,
                                 AccessLog(config.access_log) if config.access_log else None)
         self.pipeline = Pipeline(config, self.router, upstreams, accounting, None)
-        if config.smart_routers or config.cascades or config.verifiers or config.consensus:
+        if config.smart_routers or config.cascades or config.verifiers or config.consensus or config.reviews:
             self._start_virtual_models()
         if config.cache is not None:
             self.cache = ResponseCache(config.cache, self._embedder(config.cache),
@@ -89,6 +89,7 @@ class Gateway:
         here)."""
         from mmproxy.pipeline.cascading import Cascading
         from mmproxy.pipeline.consensus import Consensus
+        from mmproxy.pipeline.reviewing import Reviewing
         from mmproxy.pipeline.smart_routing import SmartRouterError, SmartRouting
         from mmproxy.pipeline.subcalls import MultiCall
         from mmproxy.pipeline.verifying import Verifying
@@ -106,6 +107,8 @@ class Gateway:
                 multi.append(Verifying(config.verifiers, config.deployments))
             if config.consensus:
                 multi.append(Consensus(config.consensus, config.deployments, self._local()))
+            if config.reviews:
+                multi.append(Reviewing(config.reviews, config.deployments))
         except SmartRouterError as exc:
             raise StartupError(str(exc)) from None
         for kind in multi:
