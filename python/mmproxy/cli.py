@@ -1,4 +1,5 @@
-"""The ``mmproxy`` command: ``serve``, ``demo``, ``simulate``, ``router train|eval`` and ``cascade fit``."""
+"""The ``mmproxy`` command: ``serve``, ``demo``, ``simulate``, ``router train|eval``, ``cascade fit`` and
+``verify eval``."""
 
 from __future__ import annotations
 
@@ -40,7 +41,7 @@ def main(argv: list[str] | None = None) -> None:
     add_commands(commands)
 
     args = parser.parse_args(argv)
-    offline = args.command in ("router", "cascade")  # their output is the table, not a log
+    offline = args.command in ("router", "cascade", "verify")  # their output is the table, not a log
     logging.basicConfig(level=logging.WARNING if offline else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":

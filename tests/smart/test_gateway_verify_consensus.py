@@ -4,7 +4,10 @@ fixed writer, a slow member). Every sub-call is billed to the one request."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import anthropic
 import httpx
@@ -20,6 +23,7 @@ from tests.smart.conftest import PRICES, SLICE, STRONG, WEAK, client, replayed_m
 ACCEPT = '{"verdict": "accept", "reasons": [], "severity": "none"}'
 REJECT = '{"verdict": "reject", "reasons": ["the total is wrong", "it ignores the discount"], "severity": "high"}'
 WRITER = "The answer is 42."
+PRICES_FILE = Path(__file__).resolve().parents[1] / "data" / "routing_prices.json"
 
 
 @pytest.fixture(scope="module")
@@ -215,3 +219,21 @@ def test_a_slow_member_is_left_out_once_the_quorum_has_answered(gw: Process):
     with pytest.raises(openai.APIStatusError) as short:
         _ask(gw, "agreed-quorum", record.prompt)
     assert short.value.status_code == 504 and short.value.code == "consensus_timeout"
+
+
+def test_verify_eval_through_the_gateway_reproduces_the_offline_figures(gw: Process):
+    done = subprocess.run([sys.executable, "-m", "mmproxy", "verify", "eval", str(SLICE), "--prices",
+                           str(PRICES_FILE), "--members", WEAK, STRONG, "--gateway", gw.url, "--gateway-model",
+                           "agreed", "--api-key", MASTER_KEY, "--json"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    figures = orjson.loads(done.stdout)
+    offline = {r["task"]: r for r in figures["offline"]}
+    for row in figures["gateway"]:
+        expected = offline[row["task"]]
+        assert row["records"] == expected["records"]
+        assert row["coverage"] == pytest.approx(expected["coverage"])
+        assert row["selective_accuracy"] == pytest.approx(expected["selective_accuracy"])
+        assert row["majority_accuracy"] == pytest.approx(expected["majority_accuracy"])
+        assert row["cost"] == pytest.approx(expected["cost"], rel=1e-6)
+    gsm8k = offline["gsm8k"]
+    assert gsm8k["selective_accuracy"] > max(gsm8k["member_accuracy"].values())  # agreement is the signal

@@ -80,6 +80,20 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     evaluate.add_argument("--json", action="store_true", help="print the table as JSON")
     evaluate.add_argument("--plot", help="write a cost-quality PNG here")
 
+    verify = commands.add_parser("verify", help="evaluate agreement-based acceptance (consensus) on records")
+    verify_actions = verify.add_subparsers(dest="action", required=True)
+    agreement = verify_actions.add_parser("eval", help="selective accuracy against coverage, and the cost")
+    agreement.add_argument("records", help="routing records (JSON lines) where several models answered")
+    agreement.add_argument("--prices", required=True, help="models.json with per-1M prices of the record models")
+    agreement.add_argument("--members", nargs="+", required=True, help="record model names asked together")
+    agreement.add_argument("--min-agreement", type=float, default=1.0,
+                           help="share of answers that must agree with the majority (default 1.0: all)")
+    agreement.add_argument("--gateway", metavar="URL", help="also send every record to a running gateway's "
+                           "consensus model (its members on `mmproxy simulate --replay` of the same records)")
+    agreement.add_argument("--gateway-model", default="agreed", help="the consensus model asked (default agreed)")
+    agreement.add_argument("--api-key", help="the gateway key (default: $MMPROXY_API_KEY)")
+    agreement.add_argument("--json", action="store_true", help="print the table as JSON")
+
     cascade = commands.add_parser("cascade", help="fit a cascade's scorers and thresholds")
     cascade_actions = cascade.add_subparsers(dest="action", required=True)
     fit = cascade_actions.add_parser("fit", help="fit scorers and choose stage thresholds on a records file")
@@ -108,6 +122,8 @@ def run(args: argparse.Namespace) -> None:
             _train(args)
         elif args.command == "router":
             _evaluate(args)
+        elif args.command == "verify":
+            _evaluate_agreement(args)
         else:
             _fit_cascade(args)
     except (RecordsError, ValueError, OSError) as exc:
@@ -258,6 +274,44 @@ def _evaluate(args: argparse.Namespace) -> None:
 
         plot(reports, args.plot)
         print(f"cost-quality curves: {args.plot}", file=sys.stderr)
+
+
+def _evaluate_agreement(args: argparse.Namespace) -> None:
+    from mmproxy.smart.consensus_eval import evaluate_agreement, through_gateway
+    from mmproxy.smart.records import load_prices, load_records
+
+    records, prices = load_records(args.records), load_prices(args.prices)
+    missing = [m for m in args.members if m not in prices]
+    if missing:
+        raise ValueError(f"--prices has no price for {', '.join(missing)}")
+    rows = evaluate_agreement(records, args.members, prices, ProgressEmbedder("embedding answers"),
+                              args.min_agreement)
+    gateway = None
+    if args.gateway:
+        import asyncio
+        import os
+
+        gateway = asyncio.run(through_gateway(records, args.members, args.gateway, args.gateway_model,
+                                              args.min_agreement,
+                                              args.api_key or os.environ.get("MMPROXY_API_KEY"), _progress))
+    if args.json:
+        out: dict[str, object] = {"offline": [r.as_dict() for r in rows]}
+        if gateway is not None:
+            out["gateway"] = [r.as_dict() for r in gateway]
+        print(orjson.dumps(out, option=orjson.OPT_INDENT_2).decode())
+        return
+    for label, table in (("offline", rows), ("through the gateway", gateway or [])):
+        if not table:
+            continue
+        print(f"\n{label}: accept when {args.min_agreement:.0%} of {', '.join(args.members)} agree")
+        print(f"  {'task':<10} {'records':>7} {'coverage':>9} {'accepted acc.':>13} {'majority acc.':>13} "
+              f"{'$/query':>10}  each member alone: accuracy, $/query")
+        for r in table:
+            alone = "; ".join(f"{m.split('/')[-1]} {r.member_accuracy[m]:.3f}, {r.member_cost[m]:.6f}"
+                              for m in args.members)
+            selective = "-" if r.selective_accuracy is None else f"{r.selective_accuracy:.3f}"
+            print(f"  {r.task:<10} {r.records:>7} {r.coverage:>9.1%} {selective:>13} {r.majority_accuracy:>13.3f} "
+                  f"{r.cost:>10.6f}  {alone}")
 
 
 def _progress(done: int, total: int) -> None:

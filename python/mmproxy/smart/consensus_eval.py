@@ -1,0 +1,112 @@
+"""Offline evaluation of agreement-based acceptance (the consensus virtual model) over routing records: ask every
+member, accept the majority answer when enough of them agree. What it buys is selective accuracy — the accuracy
+of the answers accepted — at some coverage (the share accepted) and the cost of asking every member.
+
+Answers are compared as the gateway compares them (``smart.agreement``: short answers exactly, free text by the
+local embedding), so these figures are what a consensus in front of the same models would do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from mmproxy.smart.agreement import exact_votes, similar_votes
+from mmproxy.smart.features import Embedder
+from mmproxy.smart.records import Price, Record, costs
+
+
+@dataclass
+class AgreementRow:
+    task: str
+    records: int
+    coverage: float  # share of records whose agreement reached the threshold
+    selective_accuracy: float | None  # quality of the accepted majority answers
+    majority_accuracy: float  # quality of the majority answer over all records (accepted or not)
+    member_accuracy: dict[str, float]
+    cost: float  # USD per query, every member asked
+    member_cost: dict[str, float]
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def votes(records: Sequence[Record], members: Sequence[str],
+          embedder: Embedder) -> tuple[np.ndarray, np.ndarray]:
+    """Per record: the agreement share and the index of the majority member."""
+    agreement = np.zeros(len(records))
+    majority = np.zeros(len(records), dtype=np.int64)
+    free: list[int] = []
+    for i, record in enumerate(records):
+        voted = exact_votes([record.models[m].answer or "" for m in members])
+        if voted is None:
+            free.append(i)
+        else:
+            agreement[i], majority[i] = voted[0], voted[1]
+    if free:
+        texts = [records[i].models[m].answer or "" for i in free for m in members]
+        vectors = embedder.embed(texts).reshape(len(free), len(members), -1)
+        for row, i in enumerate(free):
+            share, index, _ = similar_votes(vectors[row])
+            agreement[i], majority[i] = share, index
+    return agreement, majority
+
+
+def answered_by_all(records: Sequence[Record], members: Sequence[str]) -> list[Record]:
+    usable = [r for r in records if all(m in r.models and r.models[m].answer is not None for m in members)]
+    if not usable:
+        raise ValueError(f"no record holds an answer of every member ({', '.join(members)})")
+    return usable
+
+
+def evaluate_agreement(records: Sequence[Record], members: Sequence[str], prices: dict[str, Price],
+                       embedder: Embedder, min_agreement: float) -> list[AgreementRow]:
+    usable = answered_by_all(records, members)
+    agreement, majority = votes(usable, members, embedder)
+    cost = np.array(costs(usable, members, prices))
+    return _rows(usable, members, agreement, majority, cost.sum(axis=1), cost, min_agreement)
+
+
+def _rows(records: Sequence[Record], members: Sequence[str], agreement: np.ndarray, majority: np.ndarray,
+          total: np.ndarray, member_cost: np.ndarray, min_agreement: float) -> list[AgreementRow]:
+    quality = np.array([[r.models[m].quality for m in members] for r in records])
+    rows = []
+    for task in [*sorted({r.task for r in records}), "all"]:
+        mask = np.array([task in ("all", r.task) for r in records])
+        q = quality[mask]
+        chosen = q[np.arange(len(q)), majority[mask]]
+        accepted = agreement[mask] >= min_agreement - 1e-9
+        rows.append(AgreementRow(
+            task, int(mask.sum()), float(accepted.mean()),
+            float(chosen[accepted].mean()) if accepted.any() else None, float(chosen.mean()),
+            {m: float(q[:, j].mean()) for j, m in enumerate(members)}, float(total[mask].mean()),
+            {m: float(member_cost[mask][:, j].mean()) for j, m in enumerate(members)}))
+    return rows
+
+
+async def through_gateway(records: Sequence[Record], members: Sequence[str], url: str, model: str,
+                          min_agreement: float, api_key: str | None,
+                          progress: Callable[[int, int], None] | None = None) -> list[AgreementRow]:
+    """The same records through a running gateway's consensus ``model`` (its members replaying the records), one
+    at a time: the agreement and majority it reported, and the cost it charged."""
+    import aiohttp
+
+    usable = answered_by_all(records, members)
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    agreement, majority, charged = np.zeros(len(usable)), np.zeros(len(usable), dtype=np.int64), []
+    async with aiohttp.ClientSession(base_url=url.rstrip("/") + "/", headers=headers) as session:
+        for i, record in enumerate(usable):
+            body = {"model": model, "messages": [{"role": "user", "content": record.prompt}]}
+            async with session.post("v1/chat/completions", json=body) as response:
+                answer = await response.json(content_type=None)
+                if response.status != 200:
+                    raise ValueError(f"{url}: record {record.id}: HTTP {response.status}")
+                agreement[i] = float(response.headers["x-mmproxy-consensus-agreement"])
+                charged.append(float(response.headers.get("x-mmproxy-cost-usd", "0")))
+            majority[i] = list(members).index(str(answer.get("model")))
+            if progress is not None:
+                progress(i + 1, len(usable))
+    member_cost = np.zeros((len(usable), len(members)))  # what each member alone would cost is not observed here
+    return _rows(usable, members, agreement, majority, np.array(charged), member_cost, min_agreement)
