@@ -108,7 +108,8 @@ class Consensus:
                       body: dict[str, Any]) -> tuple[dict[str, Answer], list[str]]:
         """Every member's answer that arrives within the deadline (all of them if they do); the members that
         failed or were too slow."""
-        tasks = {asyncio.ensure_future(calls.ask(body, member)): member for member in settings.members}
+        loop = asyncio.get_running_loop()
+        tasks = {loop.create_task(calls.ask(body, member)): member for member in settings.members}
         done, pending = await asyncio.wait(tasks, timeout=settings.deadline)
         for task in pending:
             task.cancel()

@@ -68,7 +68,8 @@ class Reviewing:
         # The reviewers read what the user asked to have reviewed; the persona's instructions replace the
         # application's system prompt.
         conversation = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") != "system"]
-        tasks = {asyncio.ensure_future(calls.ask(_persona_body(body, p, conversation), p.model)): p
+        loop = asyncio.get_running_loop()
+        tasks = {loop.create_task(calls.ask(_persona_body(body, p, conversation), p.model)): p
                  for p in settings.personas}
         done, pending = await asyncio.wait(tasks, timeout=settings.deadline)
         for task in pending:

@@ -307,7 +307,7 @@ def _evaluate_agreement(args: argparse.Namespace) -> None:
         print(f"  {'task':<10} {'records':>7} {'coverage':>9} {'accepted acc.':>13} {'majority acc.':>13} "
               f"{'$/query':>10}  each member alone: accuracy, $/query")
         for r in table:
-            alone = "; ".join(f"{m.split('/')[-1]} {r.member_accuracy[m]:.3f}, {r.member_cost[m]:.6f}"
+            alone = "; ".join(f"{m.split('/')[-1]} {r.member_accuracy[m]:.3f}, {_num(r.member_cost[m], '.6f')}"
                               for m in args.members)
             selective = "-" if r.selective_accuracy is None else f"{r.selective_accuracy:.3f}"
             print(f"  {r.task:<10} {r.records:>7} {r.coverage:>9.1%} {selective:>13} {r.majority_accuracy:>13.3f} "

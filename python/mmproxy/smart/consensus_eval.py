@@ -27,7 +27,7 @@ class AgreementRow:
     majority_accuracy: float  # quality of the majority answer over all records (accepted or not)
     member_accuracy: dict[str, float]
     cost: float  # USD per query, every member asked
-    member_cost: dict[str, float]
+    member_cost: dict[str, float | None]  # None through the gateway, where only the total is charged
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -70,7 +70,7 @@ def evaluate_agreement(records: Sequence[Record], members: Sequence[str], prices
 
 
 def _rows(records: Sequence[Record], members: Sequence[str], agreement: np.ndarray, majority: np.ndarray,
-          total: np.ndarray, member_cost: np.ndarray, min_agreement: float) -> list[AgreementRow]:
+          total: np.ndarray, member_cost: np.ndarray | None, min_agreement: float) -> list[AgreementRow]:
     quality = np.array([[r.models[m].quality for m in members] for r in records])
     rows = []
     for task in [*sorted({r.task for r in records}), "all"]:
@@ -82,7 +82,8 @@ def _rows(records: Sequence[Record], members: Sequence[str], agreement: np.ndarr
             task, int(mask.sum()), float(accepted.mean()),
             float(chosen[accepted].mean()) if accepted.any() else None, float(chosen.mean()),
             {m: float(q[:, j].mean()) for j, m in enumerate(members)}, float(total[mask].mean()),
-            {m: float(member_cost[mask][:, j].mean()) for j, m in enumerate(members)}))
+            {m: None if member_cost is None else float(member_cost[mask][:, j].mean())
+             for j, m in enumerate(members)}))
     return rows
 
 
@@ -108,5 +109,4 @@ async def through_gateway(records: Sequence[Record], members: Sequence[str], url
             majority[i] = list(members).index(str(answer.get("model")))
             if progress is not None:
                 progress(i + 1, len(usable))
-    member_cost = np.zeros((len(usable), len(members)))  # what each member alone would cost is not observed here
-    return _rows(usable, members, agreement, majority, np.array(charged), member_cost, min_agreement)
+    return _rows(usable, members, agreement, majority, np.array(charged), None, min_agreement)
