@@ -107,6 +107,7 @@ class Deployment:
     auto_prompt_cache: bool = False  # place cache_control breakpoints on repeated prefixes ("prompt_caching")
     batch_discount: float | None = None  # fraction off the standard price for batch requests (0.5: half price)
     local: bool = False  # the model runs inside the operator's trust boundary (the provider's "local" capability)
+    json_output: bool = False  # it can be asked for a JSON object answer (the provider's "json_output" capability)
 
     @property
     def serves_embeddings(self) -> bool:
@@ -833,6 +834,7 @@ def _parse_deployment(
         auto_prompt_cache=auto_prompt_cache,
         batch_discount=batch_discount,
         local="local" in defaults.capabilities,
+        json_output="json_output" in defaults.capabilities,
     )
 
 

@@ -102,7 +102,9 @@ def test_an_accepted_answer_carries_its_verdict(gw: Process, plain_sim: Process)
     body = orjson.loads(raw.content)
     assert body["choices"][0]["message"]["content"] == record.models[WEAK].answer
     assert body["x_mmproxy_verdict"]["verdict"] == "accept" and body["x_mmproxy_verdict"]["verifier"] == "verifier-yes"
-    seen = _requests(plain_sim, "verifier-yes")[-1]["body"]["messages"]
+    asked = _requests(plain_sim, "verifier-yes")[-1]["body"]
+    assert asked["response_format"] == {"type": "json_object"}  # the provider offers JSON output
+    seen = asked["messages"]
     assert seen[0] == {"role": "system", "content": VERIFIER_SYSTEM}
     assert record.prompt in seen[1]["content"] and record.models[WEAK].answer in seen[1]["content"]
     assert "APPLICATION SECRET" not in orjson.dumps(seen).decode()  # never the generator's context
@@ -237,3 +239,17 @@ def test_verify_eval_through_the_gateway_reproduces_the_offline_figures(gw: Proc
         assert row["cost"] == pytest.approx(expected["cost"], rel=1e-6)
     gsm8k = offline["gsm8k"]
     assert gsm8k["selective_accuracy"] > max(gsm8k["member_accuracy"].values())  # agreement is the signal
+
+
+def test_a_consensus_answers_the_anthropic_sdk_and_the_responses_api(gw: Process):
+    record = _problems()[0][2]
+    messages = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0).messages
+    raw = messages.with_raw_response.create(model="agreed", max_tokens=1024,
+                                           messages=[{"role": "user", "content": record.prompt}])
+    assert raw.headers["x-mmproxy-consensus-agreement"] == "1.000"
+    majority = WEAK if raw.headers["x-mmproxy-consensus-majority"] == "mixtral" else STRONG
+    assert raw.parse().content[0].text == record.models[majority].answer
+    assert orjson.loads(raw.http_response.content)["x_mmproxy_consensus"]["agreement"] == 1.0
+    with client(gw).responses.stream(model="agreed", input=record.prompt) as stream:
+        final = stream.get_final_response()
+    assert final.output_text == record.models[majority].answer and final.status == "completed"

@@ -219,7 +219,7 @@ class Cascading:
         body = {"model": stage.judge, "temperature": 0, "max_tokens": JUDGE_MAX_TOKENS,
                 "messages": judge_prompt(question, answer)}
         try:
-            verdict = await calls.ask(body, stage.judge)
+            verdict = await calls.ask(body, stage.judge, json_output=True)
         except ProxyError as exc:
             log.warning("request %s: judge %s failed (%s); the answer is escalated", calls.call.record.request_id,
                         stage.judge, exc.code or exc.type)

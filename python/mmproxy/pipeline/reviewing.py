@@ -69,7 +69,7 @@ class Reviewing:
         # application's system prompt.
         conversation = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") != "system"]
         loop = asyncio.get_running_loop()
-        tasks = {loop.create_task(calls.ask(_persona_body(body, p, conversation), p.model)): p
+        tasks = {loop.create_task(calls.ask(_persona_body(body, p, conversation), p.model, json_output=True)): p
                  for p in settings.personas}
         done, pending = await asyncio.wait(tasks, timeout=settings.deadline)
         for task in pending:

@@ -75,15 +75,19 @@ class SubCalls:
         self.call = call
         self._made = 0
 
-    async def ask(self, body: dict[str, Any], group: str) -> Answer:
-        """One non-streaming answer of ``group`` to ``body``, routed and accounted like any request."""
+    async def ask(self, body: dict[str, Any], group: str, json_output: bool = False) -> Answer:
+        """One non-streaming answer of ``group`` to ``body``, routed and accounted like any request.
+        ``json_output``: ask for a JSON object answer where the deployment's provider offers it (the caller
+        still parses robustly: other deployments answer in free text)."""
         sub = Inbound(str(body.get("model") or group), body, orjson.dumps(body), chat=body)
         sub.completion = body.get("max_completion_tokens") or body.get("max_tokens")
+        as_json = _json_object(sub) if json_output else sub
         pipeline, request = self.pipeline, self.request
         child = self._child(group, sub)
 
         def attempt(upstream: Upstream) -> Awaitable[web.StreamResponse]:
-            return _CHAT.attempt(pipeline, request, child, sub, upstream, {})
+            chosen = as_json if upstream.deployment.json_output else sub
+            return _CHAT.attempt(pipeline, request, child, chosen, upstream, {})
 
         try:
             response = await pipeline.route(child, group, attempt)
@@ -184,6 +188,13 @@ class SubCalls:
 
 
 _CHAT = ChatCompletions()  # every sub-call is a chat completion, whatever the client's API
+
+
+def _json_object(sub: Inbound) -> Inbound:
+    body = {**sub.body, "response_format": {"type": "json_object"}}
+    variant = Inbound(sub.model, body, orjson.dumps(body), chat=body)
+    variant.completion = sub.completion
+    return variant
 
 
 def answer_text(body: bytes) -> str:

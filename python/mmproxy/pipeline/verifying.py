@@ -92,7 +92,7 @@ class Verifying:
         body = {"model": settings.verifier, "temperature": 0, "max_tokens": VERDICT_MAX_TOKENS,
                 "messages": verifier_prompt(question, answer)}
         try:
-            reply = await calls.ask(body, settings.verifier)
+            reply = await calls.ask(body, settings.verifier, json_output=True)
         except ProxyError as exc:  # the answer is paid for: it goes out, marked unverified
             return {"verdict": "unverified", "reasons": [f"the verifier failed ({exc.code or exc.type})"],
                     "severity": None}

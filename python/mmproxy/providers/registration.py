@@ -23,6 +23,7 @@ CAPABILITIES = frozenset({
     "prompt_caching",  # the provider caches prompt prefixes where the request marks them (cache_control)
     "batches",  # the gateway's Batch API runs on the provider's own batch service (``batches`` below)
     "local",  # the model runs inside the operator's trust boundary: data does not leave their machines
+    "json_output",  # the provider can be asked for a JSON object answer (OpenAI's response_format: json_object)
 })
 
 

@@ -6,7 +6,7 @@ API_VERSION = "2024-10-21"  # the GA data-plane version sent when neither the co
 
 REGISTRATIONS = (
     Registration("azure", "mmproxy.providers.azure.adapter:AzureProvider",
-                 frozenset({"chat", "embeddings", "batches"}), None, "AZURE_API_KEY", "AZURE_API_BASE",
+                 frozenset({"chat", "embeddings", "batches", "json_output"}), None, "AZURE_API_KEY", "AZURE_API_BASE",
                  batches="mmproxy.providers.azure.batches:AzureBatches", api_version=API_VERSION,
                  version_env="AZURE_API_VERSION"),
 )

@@ -2,7 +2,7 @@
 
 from mmproxy.providers.registration import Registration
 
-_LOCAL = frozenset({"chat", "embeddings", "local"})
+_LOCAL = frozenset({"chat", "embeddings", "local", "json_output"})
 
 REGISTRATIONS = (
     Registration("ollama_chat", "mmproxy.providers.ollama.adapter:OllamaChatProvider", _LOCAL,

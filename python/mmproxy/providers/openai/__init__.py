@@ -9,7 +9,8 @@ from mmproxy.providers.registration import Registration
 
 _ADAPTER = "mmproxy.providers.openai.adapter:OpenAIProvider"
 _BATCHES = "mmproxy.providers.openai.batches:OpenAIBatches"
-_WITH_BATCHES = frozenset({"chat", "embeddings", "batches"})
+_WITH_BATCHES = frozenset({"chat", "embeddings", "batches", "json_output"})
+_CHAT_EMBEDDINGS = frozenset({"chat", "embeddings", "json_output"})
 
 
 def _record(name: str, capabilities: frozenset[str], api_base: str | None, key_env: str | None = None,
@@ -21,10 +22,10 @@ def _record(name: str, capabilities: frozenset[str], api_base: str | None, key_e
 REGISTRATIONS = (
     _record("openai", _WITH_BATCHES, "https://api.openai.com/v1", "OPENAI_API_KEY", "OPENAI_API_BASE"),
     _record("openai_compatible", _WITH_BATCHES, None),
-    _record("hosted_vllm", frozenset({"chat", "embeddings"}), None, "HOSTED_VLLM_API_KEY", "HOSTED_VLLM_API_BASE"),
-    _record("mistral", frozenset({"chat", "embeddings"}), "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
-    _record("groq", frozenset({"chat", "batches"}), "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
-    _record("deepseek", frozenset({"chat"}), "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
+    _record("hosted_vllm", _CHAT_EMBEDDINGS, None, "HOSTED_VLLM_API_KEY", "HOSTED_VLLM_API_BASE"),
+    _record("mistral", _CHAT_EMBEDDINGS, "https://api.mistral.ai/v1", "MISTRAL_API_KEY"),
+    _record("groq", frozenset({"chat", "batches", "json_output"}), "https://api.groq.com/openai/v1", "GROQ_API_KEY"),
+    _record("deepseek", frozenset({"chat", "json_output"}), "https://api.deepseek.com/v1", "DEEPSEEK_API_KEY"),
     _record("together_ai", _WITH_BATCHES, "https://api.together.xyz/v1", "TOGETHERAI_API_KEY"),
-    _record("openrouter", frozenset({"chat"}), "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
+    _record("openrouter", frozenset({"chat", "json_output"}), "https://openrouter.ai/api/v1", "OPENROUTER_API_KEY"),
 )
