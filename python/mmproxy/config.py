@@ -219,6 +219,7 @@ class ConsensusSettings:
     min_agreement: float  # share of answers that must agree with the majority
     on_disagreement: str = "flag"  # "flag" | "escalate" | "error"
     escalate_to: str | None = None
+    judge: str | None = None  # a group that compares free-text answers (None: the local embedding does)
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,7 +384,7 @@ def _parse_virtual_models(entries: list[tuple[int, dict[str, Any]]],
 
 
 _VERIFY_KEYS = {"generator", "verifier", "on_reject", "escalate_to", "allow_same_model"}
-_CONSENSUS_KEYS = {"members", "quorum", "deadline", "min_agreement", "on_disagreement", "escalate_to"}
+_CONSENSUS_KEYS = {"members", "quorum", "deadline", "min_agreement", "on_disagreement", "escalate_to", "judge"}
 
 
 def _group(block: dict[str, Any], key: str, where: str, groups: set[str], required: bool = True) -> str | None:
@@ -461,8 +462,9 @@ def _parse_consensus(name: str, raw: Any, where: str, groups: set[str]) -> Conse
         raise ConfigError(f"{where}.min_agreement: a share between 0 and 1")
     on_disagreement = _choice(block, "on_disagreement", where, ("flag", "escalate", "error"))
     escalate_to = _group(block, "escalate_to", where, groups, required=on_disagreement == "escalate")
+    judge = _group(block, "judge", where, groups, required=False)
     return ConsensusSettings(name, tuple(members), quorum, deadline, 0.5 if agreement is None else agreement,
-                             on_disagreement, escalate_to)
+                             on_disagreement, escalate_to, judge)
 
 
 _CASCADE_KEYS = {"stages", "plan", "router_model"}

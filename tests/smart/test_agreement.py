@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mmproxy.smart.agreement import exact_agreement, judge_prompt, judge_score, short_answer, similarity_agreement
+from mmproxy.smart.agreement import (
+    exact_agreement,
+    judge_prompt,
+    judge_score,
+    judged_votes,
+    short_answer,
+    similarity_agreement,
+)
 
 
 @pytest.mark.parametrize(("text", "short"), [
@@ -50,3 +57,18 @@ def test_the_judge_sees_only_the_question_and_the_answer():
     messages = judge_prompt("What is 2 + 2?", "4")
     assert [m["role"] for m in messages] == ["system", "user"]
     assert "What is 2 + 2?" in messages[1]["content"] and "4" in messages[1]["content"]
+
+
+@pytest.mark.parametrize(("reply", "votes"), [
+    ('{"groups": [[1, 3], [2]]}', (2 / 3, 0, [True, False, True])),
+    ('Sure:\n```json\n{"groups": [[2], [1, 3]]}\n```', (2 / 3, 0, [True, False, True])),
+    ('{"groups": [[1], [2], [3]]}', (1 / 3, 0, [True, False, False])),
+    ('{"groups": [[7, 9]]}', None),
+    ("they all agree", None),
+])
+def test_a_judges_grouping_becomes_votes(reply: str, votes):
+    got = judged_votes(reply, 3)
+    if votes is None:
+        assert got is None
+    else:
+        assert got is not None and got[0] == pytest.approx(votes[0]) and got[1:] == votes[1:]

@@ -23,6 +23,9 @@ from tests.smart.conftest import PRICES, SLICE, STRONG, WEAK, client, replayed_m
 ACCEPT = '{"verdict": "accept", "reasons": [], "severity": "none"}'
 REJECT = '{"verdict": "reject", "reasons": ["the total is wrong", "it ignores the discount"], "severity": "high"}'
 WRITER = "The answer is 42."
+POEMS = ("The harbour lies quiet this morning, the boats resting while gulls circle over the calm water.",
+         "Thunder rolls across the mountains as a storm breaks over the valley and rain floods the roads.",
+         "This morning the harbour is still: the boats rest, and gulls wheel above the calm sea.")
 PRICES_FILE = Path(__file__).resolve().parents[1] / "data" / "routing_prices.json"
 
 
@@ -30,7 +33,9 @@ PRICES_FILE = Path(__file__).resolve().parents[1] / "data" / "routing_prices.jso
 def plain_sim() -> Iterator[Process]:
     knobs = {"verifier-yes": {"content": ACCEPT}, "verifier-no": {"content": REJECT},
              "verifier-garbled": {"content": "Hard to say, really."}, "writer": {"content": WRITER},
-             "slow": {"content": "#### 7", "latency_ms": 4000}, "broken": {"fault": "500"}}
+             "slow": {"content": "#### 7", "latency_ms": 4000}, "broken": {"fault": "500"},
+             "poet-a": {"content": POEMS[0]}, "poet-b": {"content": POEMS[1]}, "poet-c": {"content": POEMS[2]},
+             "grouper": {"content": '{"groups": [[1, 3], [2]]}'}}
     process = start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0", "--latency-ms", "0",
                              "--model-knobs", orjson.dumps(knobs).decode()])
     yield process
@@ -41,7 +46,8 @@ def plain_sim() -> Iterator[Process]:
 def gw(replay_sim: Process, plain_sim: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
     plain = f"{plain_sim.url}/v1"
     sims = [priced_deployment(name, name, plain, 1e-06, 1e-06)
-            for name in ("verifier-yes", "verifier-no", "verifier-garbled", "writer", "slow", "broken")]
+            for name in ("verifier-yes", "verifier-no", "verifier-garbled", "writer", "slow", "broken", "poet-a",
+                         "poet-b", "poet-c", "grouper")]
 
     def verify(name: str, **block: object) -> dict:
         return {"model_name": name, "verify": {"generator": "mixtral", **block}}
@@ -65,6 +71,7 @@ def gw(replay_sim: Process, plain_sim: Process, tmp_path_factory: pytest.TempPat
             consensus("agreed-escalate", on_disagreement="escalate", escalate_to="writer"),
             consensus("agreed-deadline", members=["mixtral", "gpt-4", "slow"], quorum=2, deadline=1),
             consensus("agreed-quorum", members=["slow", "mixtral"], quorum=2, deadline=0.5),
+            consensus("poets", members=["poet-a", "poet-b", "poet-c"], judge="grouper"),
         ],
         "general_settings": {"master_key": MASTER_KEY},
     }
@@ -253,3 +260,15 @@ def test_a_consensus_answers_the_anthropic_sdk_and_the_responses_api(gw: Process
     with client(gw).responses.stream(model="agreed", input=record.prompt) as stream:
         final = stream.get_final_response()
     assert final.output_text == record.models[majority].answer and final.status == "completed"
+
+
+def test_a_judge_groups_free_text_answers(gw: Process, plain_sim: Process):
+    raw = _ask(gw, "poets", "Describe the weather by the sea this morning.")
+    assert raw.headers["x-mmproxy-consensus-agreement"] == "0.667"
+    assert raw.headers["x-mmproxy-consensus-majority"] == "poet-a"
+    assert raw.parse().choices[0].message.content == POEMS[0]
+    votes = orjson.loads(raw.content)["x_mmproxy_consensus"]["answers"]
+    assert [v["agrees"] for v in votes] == [True, False, True]
+    asked = _requests(plain_sim, "grouper")[-1]["body"]
+    assert asked["response_format"] == {"type": "json_object"}
+    assert all(p in asked["messages"][1]["content"] for p in POEMS)

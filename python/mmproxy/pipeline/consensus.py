@@ -4,7 +4,8 @@ others said. Divergence is the signal: where models that fail independently give
 of them is wrong.
 
 Comparison: numbers, option letters and short answers exactly once normalised (``smart.agreement``); free text by
-the local embedding (two answers agree at cosine ≥ 0.85). Below ``min_agreement``, per config: answer with the
+a ``judge`` group that groups the answers saying the same thing when one is configured, else (or when it fails)
+by the local embedding (two answers agree at cosine ≥ 0.85). Below ``min_agreement``, per config: answer with the
 flag (``flag``), ask ``escalate_to`` (``escalate``), or a 409 ``no_consensus`` error that lists the answers
 (``error``). A member that fails or misses the deadline is left out (``x-mmproxy-consensus-answered``); fewer
 than ``quorum`` answers is a 504. Every answer that arrived is paid for and in the request's cost.
@@ -26,8 +27,9 @@ from mmproxy.config import ConsensusSettings, Deployment
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.pipeline.call import Call
+from mmproxy.pipeline.smart_routing import last_user_text
 from mmproxy.pipeline.subcalls import Answer, SubCalls, chat_body
-from mmproxy.smart.agreement import exact_votes, short_answer, similar_votes
+from mmproxy.smart.agreement import exact_votes, grouper_prompt, judged_votes, short_answer, similar_votes
 
 if TYPE_CHECKING:
     from mmproxy.pipeline.pipeline import Pipeline
@@ -52,6 +54,9 @@ class Consensus:
         total = sum(cost.estimate(self._groups[m], prompt, completion) for m in settings.members)
         if settings.escalate_to is not None:
             total += cost.estimate(self._groups[settings.escalate_to], prompt, completion)
+        if settings.judge is not None:  # reads every answer
+            answer = completion if completion is not None else cost.DEFAULT_COMPLETION_ESTIMATE
+            total += cost.estimate(self._groups[settings.judge], prompt + len(settings.members) * answer, 200)
         return total
 
     async def serve(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
@@ -72,6 +77,8 @@ class Consensus:
                              headers=headers)
         texts = [answers[m].text for m in members]
         voted = exact_votes(texts)
+        if voted is None and settings.judge is not None:
+            voted = await self._judged(calls, settings.judge, body, texts)
         if voted is None:
             vectors = np.stack(await asyncio.gather(*(self._embedder.embed_one(t) for t in texts)))
             voted = similar_votes(vectors)
@@ -102,6 +109,21 @@ class Consensus:
         calls.answered_by(chosen)
         call.record.decision = orjson.dumps({"consensus": target, **report}).decode()
         return await calls.respond(api, inbound, chosen, headers, ("x_mmproxy_consensus", report))
+
+    @staticmethod
+    async def _judged(calls: SubCalls, judge: str, body: dict[str, Any],
+                      texts: list[str]) -> tuple[float, int, list[bool]] | None:
+        """Free-text answers grouped by a judge model; None (the embedding decides) when it fails or its reply
+        holds no grouping."""
+        question = last_user_text(body.get("messages") or [])
+        ask = {"model": judge, "temperature": 0, "max_tokens": 200, "messages": grouper_prompt(question, texts)}
+        try:
+            reply = await calls.ask(ask, judge, json_output=True)
+        except ProxyError as exc:
+            log.warning("request %s: consensus judge %s failed (%s); comparing by embedding",
+                        calls.call.record.request_id, judge, exc.code or exc.type)
+            return None
+        return judged_votes(reply.text, len(texts))
 
     @staticmethod
     async def _gather(calls: SubCalls, settings: ConsensusSettings,

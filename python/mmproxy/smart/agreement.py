@@ -149,3 +149,37 @@ def parse_verdict(reply: str) -> dict[str, object] | None:
     if len(words) == 1:
         return {"verdict": words.pop(), "reasons": [], "severity": None}
     return None
+
+
+GROUPER_SYSTEM = ("You compare answers that different assistants gave to the same question. Group the answers "
+                  "that say the same thing (the same conclusion or facts, whatever the wording); an answer that "
+                  'disagrees with all others is a group of its own. Reply with a JSON object only: {"groups": '
+                  "[[<answer numbers>], ...]}.")
+
+
+def grouper_prompt(question: str, answers: Sequence[str]) -> list[dict[str, str]]:
+    """A judge's messages for comparing free-text answers: the question and the numbered answers only."""
+    listed = "\n\n".join(f"Answer {i}:\n{a}" for i, a in enumerate(answers, 1))
+    return [{"role": "system", "content": GROUPER_SYSTEM},
+            {"role": "user", "content": f"Question:\n{question}\n\n{listed}"}]
+
+
+def judged_votes(reply: str, count: int) -> tuple[float, int, list[bool]] | None:
+    """``similar_votes`` from a judge's grouping of ``count`` answers (``{"groups": [[1, 3], [2]]}``, numbered from
+    1); None when the reply holds no usable grouping."""
+    start, end = reply.find("{"), reply.rfind("}")
+    if not 0 <= start < end:
+        return None
+    try:
+        groups = orjson.loads(reply[start:end + 1]).get("groups")
+    except (orjson.JSONDecodeError, AttributeError):
+        return None
+    if not isinstance(groups, list):
+        return None
+    members = [{i - 1 for i in g if isinstance(i, int) and 1 <= i <= count} for g in groups if isinstance(g, list)]
+    members = [g for g in members if g]
+    if not members:
+        return None
+    largest = max(members, key=len)
+    index = min(largest)
+    return len(largest) / count, index, [i in largest for i in range(count)]
