@@ -74,7 +74,7 @@ def test_the_personas_findings_are_merged_highest_severity_first(gw: Process, si
     assert "APP SECRET" not in orjson.dumps(seen).decode() and CODE in seen[1]["content"]
 
 
-def test_the_anthropic_sdk_gets_the_report_whole_and_streamed(gw: Process):
+def test_every_api_gets_the_same_report_whole_and_streamed(gw: Process):
     messages = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0).messages
     message = messages.create(model="reviewed", max_tokens=500, messages=[{"role": "user", "content": CODE}])
     assert message.content[0].text.startswith("Review by security, performance, architecture: 3 findings.")
@@ -82,3 +82,4 @@ def test_the_anthropic_sdk_gets_the_report_whole_and_streamed(gw: Process):
         assert "".join(stream.text_stream) == message.content[0].text
     chat = client(gw).chat.completions.create(model="reviewed", messages=[{"role": "user", "content": CODE}])
     assert chat.choices[0].message.content == message.content[0].text
+    assert client(gw).responses.create(model="reviewed", input=CODE).output_text == message.content[0].text
