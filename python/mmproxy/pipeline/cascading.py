@@ -26,18 +26,17 @@ from mmproxy import cost
 from mmproxy._native import prompt_features
 from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.config import CascadeSettings, CascadeStage, Deployment
-from mmproxy.errors import ProxyError, bad_request
+from mmproxy.errors import ProxyError
 from mmproxy.pipeline.apis import ClientAPI, Inbound
-from mmproxy.pipeline.call import Call
-from mmproxy.pipeline.smart_routing import SHIPPED_MODEL, SmartRouterError, last_user_text
-from mmproxy.pipeline.subcalls import Answer, SubCalls, chat_body
+from mmproxy.pipeline.smart_routing import SHIPPED_MODEL, VirtualModelError, last_user_text
+from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls
 from mmproxy.smart.agreement import exact_agreement, judge_prompt, judge_score, similarity_agreement
 from mmproxy.smart.cascade import CascadePlan, scorer_features
 from mmproxy.smart.features import answer_features
 from mmproxy.smart.model import QualityModel
 
 if TYPE_CHECKING:
-    from mmproxy.pipeline.pipeline import Pipeline
+    pass
 
 log = logging.getLogger("mmproxy")
 
@@ -66,13 +65,13 @@ class _Cascade:
         self.model = model
 
 
-class Cascading:
+class Cascading(MultiCallKind[CascadeSettings]):
+    what = "a cascade"
+
     def __init__(self, settings: dict[str, CascadeSettings], deployments: list[Deployment],
                  embedder: LocalEmbedder) -> None:
+        super().__init__(settings, deployments)
         upstream_model = {d.model_name: d.upstream_model for d in reversed(deployments)}
-        self._groups: dict[str, list[Deployment]] = {}
-        for deployment in deployments:
-            self._groups.setdefault(deployment.model_name, []).append(deployment)
         self._embedder = embedder
         self._cascades: dict[str, _Cascade] = {}
         plans: dict[str, CascadePlan] = {}
@@ -85,7 +84,7 @@ class Cascading:
                     plan = plans.get(plan_path) or plans.setdefault(plan_path, CascadePlan.load(plan_path))
                     model = models.get(model_path) or models.setdefault(model_path, QualityModel.load(model_path))
                 except ValueError as exc:
-                    raise SmartRouterError(f"cascade {name!r}: {exc}") from None
+                    raise VirtualModelError(f"cascade {name!r}: {exc}") from None
             stages = [self._stage(name, s, upstream_model[s.model], plan, model) for s in cascade.stages]
             self._cascades[name] = _Cascade(name, stages, plan, model)
 
@@ -99,7 +98,7 @@ class Cascading:
             learned = stage.learned_as or upstream
             scored = plan.stages[:-1]
             if learned not in scored:
-                raise SmartRouterError(
+                raise VirtualModelError(
                     f"cascade {name!r}: stage {stage.model!r} is {learned!r} to the cascade plan, which scores "
                     f"{', '.join(scored)}; set learned_as or fit a plan with `mmproxy cascade fit`")
             plan_index = scored.index(learned)
@@ -109,9 +108,6 @@ class Cascading:
             threshold = DEFAULT_THRESHOLDS[stage.scorer]
         return _Stage(stage.model, stage.scorer, float("inf") if threshold is None else threshold, stage.samples,
                       stage.judge, plan_index, prior)
-
-    def names(self) -> list[str]:
-        return list(self._cascades)
 
     def worst_cost(self, name: str, prompt: int, completion: int | None) -> float:
         """The most one request may cost: every stage asked (each sample of a consistency stage) and every judge
@@ -126,18 +122,9 @@ class Cascading:
                 total += cost.estimate(self._groups[stage.judge], prompt + answer, JUDGE_MAX_TOKENS)
         return total
 
-    def __contains__(self, name: str) -> bool:
-        return name in self._cascades
-
-    async def serve(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
-                    inbound: Inbound, target: str, headers: dict[str, str]) -> web.StreamResponse:
-        """The request answered by the cascade ``target``."""
-        cascade = self._cascades[target]
-        if inbound.chat is None:
-            raise bad_request(f"model {cascade.name!r} is a cascade, which answers chat requests (chat "
-                              "completions, Messages, Responses) only", param="model")
-        calls = SubCalls(pipeline, request, call)
-        body = chat_body(inbound)
+    async def answer(self, settings: CascadeSettings, calls: SubCalls, api: ClientAPI, inbound: Inbound,
+                     body: dict[str, Any], headers: dict[str, str]) -> web.StreamResponse:
+        cascade, call = self._cascades[settings.model_name], calls.call
         question = last_user_text(body.get("messages") or [])
         prompt: tuple[np.ndarray, np.ndarray] | None = None
         report: list[dict[str, Any]] = []

@@ -24,30 +24,25 @@ from aiohttp import web
 from mmproxy import cost
 from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.config import ConsensusSettings, Deployment
-from mmproxy.errors import ProxyError, bad_request
+from mmproxy.errors import ProxyError
 from mmproxy.pipeline.apis import ClientAPI, Inbound
-from mmproxy.pipeline.call import Call
 from mmproxy.pipeline.smart_routing import last_user_text
-from mmproxy.pipeline.subcalls import Answer, SubCalls, chat_body
+from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls
 from mmproxy.smart.agreement import exact_votes, grouper_prompt, judged_votes, short_answer, similar_votes
 
 if TYPE_CHECKING:
-    from mmproxy.pipeline.pipeline import Pipeline
+    pass
 
 log = logging.getLogger("mmproxy")
 
 
-class Consensus:
+class Consensus(MultiCallKind[ConsensusSettings]):
+    what = "a consensus of models"
+
     def __init__(self, settings: dict[str, ConsensusSettings], deployments: list[Deployment],
                  embedder: LocalEmbedder) -> None:
-        self._settings = settings
+        super().__init__(settings, deployments)
         self._embedder = embedder
-        self._groups: dict[str, list[Deployment]] = {}
-        for deployment in deployments:
-            self._groups.setdefault(deployment.model_name, []).append(deployment)
-
-    def names(self) -> list[str]:
-        return list(self._settings)
 
     def worst_cost(self, name: str, prompt: int, completion: int | None) -> float:
         settings = self._settings[name]
@@ -59,14 +54,9 @@ class Consensus:
             total += cost.estimate(self._groups[settings.judge], prompt + len(settings.members) * answer, 200)
         return total
 
-    async def serve(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
-                    inbound: Inbound, target: str, headers: dict[str, str]) -> web.StreamResponse:
-        settings = self._settings[target]
-        if inbound.chat is None:
-            raise bad_request(f"model {target!r} is a consensus of models, which answers chat requests (chat "
-                              "completions, Messages, Responses) only", param="model")
-        calls = SubCalls(pipeline, request, call)
-        body = chat_body(inbound)
+    async def answer(self, settings: ConsensusSettings, calls: SubCalls, api: ClientAPI, inbound: Inbound,
+                     body: dict[str, Any], headers: dict[str, str]) -> web.StreamResponse:
+        target, call = settings.model_name, calls.call
         answers, missing = await self._gather(calls, settings, body)
         members = [m for m in settings.members if m in answers]
         headers["x-mmproxy-consensus-answered"] = f"{len(members)}/{len(settings.members)}"

@@ -19,14 +19,14 @@ import orjson
 from aiohttp import web
 
 from mmproxy import cost
-from mmproxy.config import Deployment, Persona, ReviewSettings
-from mmproxy.errors import ProxyError, bad_request
+from mmproxy.config import Persona, ReviewSettings
+from mmproxy.errors import ProxyError
 from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.pipeline.call import Call
-from mmproxy.pipeline.subcalls import Answer, SubCalls, chat_body
+from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls
 
 if TYPE_CHECKING:
-    from mmproxy.pipeline.pipeline import Pipeline
+    pass
 
 log = logging.getLogger("mmproxy")
 
@@ -44,27 +44,15 @@ PROMPTS = {
 }
 
 
-class Reviewing:
-    def __init__(self, settings: dict[str, ReviewSettings], deployments: list[Deployment]) -> None:
-        self._settings = settings
-        self._groups: dict[str, list[Deployment]] = {}
-        for deployment in deployments:
-            self._groups.setdefault(deployment.model_name, []).append(deployment)
-
-    def names(self) -> list[str]:
-        return list(self._settings)
+class Reviewing(MultiCallKind[ReviewSettings]):
+    what = "a review"
 
     def worst_cost(self, name: str, prompt: int, completion: int | None) -> float:
         return sum(cost.estimate(self._groups[p.model], prompt, completion) for p in self._settings[name].personas)
 
-    async def serve(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
-                    inbound: Inbound, target: str, headers: dict[str, str]) -> web.StreamResponse:
-        settings = self._settings[target]
-        if inbound.chat is None:
-            raise bad_request(f"model {target!r} is a review, which answers chat requests (chat completions, "
-                              "Messages, Responses) only", param="model")
-        calls = SubCalls(pipeline, request, call)
-        body = chat_body(inbound)
+    async def answer(self, settings: ReviewSettings, calls: SubCalls, api: ClientAPI, inbound: Inbound,
+                     body: dict[str, Any], headers: dict[str, str]) -> web.StreamResponse:
+        target, call = settings.model_name, calls.call
         # The reviewers read what the user asked to have reviewed; the persona's instructions replace the
         # application's system prompt.
         conversation = [m for m in body.get("messages") or [] if isinstance(m, dict) and m.get("role") != "system"]

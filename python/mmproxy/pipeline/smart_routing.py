@@ -33,8 +33,8 @@ RETRAIN_ROWS = 200_000  # the newest rated requests a retraining reads
 log = logging.getLogger("mmproxy")
 
 
-class SmartRouterError(Exception):
-    """A router block that cannot run (a model file, a candidate the model does not know); safe to print."""
+class VirtualModelError(Exception):
+    """A virtual model that cannot run (a model file, a candidate the model does not know); safe to print."""
 
 
 class _SmartRouter:
@@ -47,7 +47,7 @@ class _SmartRouter:
         for group in settings.candidates:
             learned = settings.learned_as.get(group) or groups[group][0].upstream_model
             if learned not in model.candidates:
-                raise SmartRouterError(
+                raise VirtualModelError(
                     f"router {self.name!r}: candidate {group!r} is {learned!r} to the router model, which knows "
                     f"{', '.join(model.candidates)}; set router.learned_as")
             columns.append(model.candidates.index(learned))
@@ -82,7 +82,7 @@ class SmartRouting:
                 try:
                     models[path] = QualityModel.load(path)
                 except ValueError as exc:
-                    raise SmartRouterError(f"router {name!r}: {exc}") from None
+                    raise VirtualModelError(f"router {name!r}: {exc}") from None
             self._routers[name] = _SmartRouter(router, models[path], groups)
         self._embedder = embedder
 

@@ -10,15 +10,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import orjson
 from aiohttp import web
 
 from mmproxy import cost
-from mmproxy.errors import ProxyError
+from mmproxy.config import Deployment
+from mmproxy.errors import ProxyError, bad_request
 from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.pipeline.apis.chat import ChatCompletions
 from mmproxy.pipeline.call import Call
@@ -43,6 +44,43 @@ class MultiCall(Protocol):
 
     def worst_cost(self, name: str, prompt: int, completion: int | None) -> float:
         """The most one request may cost: every sub-call it may make. What a virtual key's budget reserves."""
+
+
+S = TypeVar("S")
+
+
+class MultiCallKind(Generic[S]):
+    """What every kind of multi-call virtual model keeps: its virtual models' settings by name, and the
+    deployments of each model group (for the worst-case cost a budget reserves)."""
+
+    what = "a virtual model"  # how a refusal names the kind
+
+    def __init__(self, settings: dict[str, S], deployments: Sequence[Deployment]) -> None:
+        self._settings = settings
+        self._groups: dict[str, list[Deployment]] = {}
+        for deployment in deployments:
+            self._groups.setdefault(deployment.model_name, []).append(deployment)
+
+    def names(self) -> list[str]:
+        return list(self._settings)
+
+    def __contains__(self, name: str) -> bool:
+        return name in self._settings
+
+    async def serve(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
+                    inbound: Inbound, target: str, headers: dict[str, str]) -> web.StreamResponse:
+        """The request answered by the virtual model ``target``: a 400 unless it is a chat turn (chat
+        completions, Messages, Responses), then ``answer``."""
+        if inbound.chat is None:
+            raise bad_request(f"model {target!r} is {self.what}, which answers chat requests (chat completions, "
+                              "Messages, Responses) only", param="model")
+        return await self.answer(self._settings[target], SubCalls(pipeline, request, call), api, inbound,
+                                 chat_body(inbound), headers)
+
+    async def answer(self, settings: S, calls: SubCalls, api: ClientAPI, inbound: Inbound, body: dict[str, Any],
+                     headers: dict[str, str]) -> web.StreamResponse:
+        """The answer of one virtual model of this kind to ``body`` (the client's request in chat shape)."""
+        raise NotImplementedError
 
 
 @dataclass(slots=True)

@@ -19,31 +19,23 @@ import orjson
 from aiohttp import web
 
 from mmproxy import cost
-from mmproxy.config import Deployment, VerifySettings
-from mmproxy.errors import ProxyError, bad_request
+from mmproxy.config import VerifySettings
+from mmproxy.errors import ProxyError
 from mmproxy.pipeline.apis import ClientAPI, Inbound
-from mmproxy.pipeline.call import Call
 from mmproxy.pipeline.smart_routing import last_user_text
-from mmproxy.pipeline.subcalls import Answer, SubCalls, chat_body
+from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls
 from mmproxy.smart.agreement import parse_verdict, verifier_prompt
 
 if TYPE_CHECKING:
-    from mmproxy.pipeline.pipeline import Pipeline
+    pass
 
 VERDICT_MAX_TOKENS = 400
 
 log = logging.getLogger("mmproxy")
 
 
-class Verifying:
-    def __init__(self, settings: dict[str, VerifySettings], deployments: list[Deployment]) -> None:
-        self._settings = settings
-        self._groups: dict[str, list[Deployment]] = {}
-        for deployment in deployments:
-            self._groups.setdefault(deployment.model_name, []).append(deployment)
-
-    def names(self) -> list[str]:
-        return list(self._settings)
+class Verifying(MultiCallKind[VerifySettings]):
+    what = "a verified model"
 
     def worst_cost(self, name: str, prompt: int, completion: int | None) -> float:
         settings = self._settings[name]
@@ -58,14 +50,9 @@ class Verifying:
             return generate + verify + cost.estimate(self._groups[settings.escalate_to], prompt, completion)
         return generate + verify
 
-    async def serve(self, pipeline: Pipeline, api: ClientAPI, request: web.BaseRequest, call: Call,
-                    inbound: Inbound, target: str, headers: dict[str, str]) -> web.StreamResponse:
-        settings = self._settings[target]
-        if inbound.chat is None:
-            raise bad_request(f"model {target!r} is a verified model, which answers chat requests (chat "
-                              "completions, Messages, Responses) only", param="model")
-        calls = SubCalls(pipeline, request, call)
-        body = chat_body(inbound)
+    async def answer(self, settings: VerifySettings, calls: SubCalls, api: ClientAPI, inbound: Inbound,
+                     body: dict[str, Any], headers: dict[str, str]) -> web.StreamResponse:
+        target, call = settings.model_name, calls.call
         question = last_user_text(body.get("messages") or [])
         answer = await calls.ask(body, settings.generator)
         verdict = await self._verify(calls, settings, question, answer.text)

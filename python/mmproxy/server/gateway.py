@@ -90,7 +90,7 @@ class Gateway:
         from mmproxy.pipeline.cascading import Cascading
         from mmproxy.pipeline.consensus import Consensus
         from mmproxy.pipeline.reviewing import Reviewing
-        from mmproxy.pipeline.smart_routing import SmartRouterError, SmartRouting
+        from mmproxy.pipeline.smart_routing import SmartRouting, VirtualModelError
         from mmproxy.pipeline.subcalls import MultiCall
         from mmproxy.pipeline.verifying import Verifying
 
@@ -109,7 +109,7 @@ class Gateway:
                 multi.append(Consensus(config.consensus, config.deployments, self._local()))
             if config.reviews:
                 multi.append(Reviewing(config.reviews, config.deployments))
-        except SmartRouterError as exc:
+        except VirtualModelError as exc:
             raise StartupError(str(exc)) from None
         for kind in multi:
             self.pipeline.multi.update(dict.fromkeys(kind.names(), kind))
