@@ -22,6 +22,8 @@ from mmproxy.smart.agreement import (
     ("The final answer is (B) because the others are wrong.", "B"),
     ("\\boxed{7}", "7"),
     ("Paris.", "paris"),
+    ('{"label": "refund", "urgent": true}', '{"label":"refund","urgent":true}'),
+    ('```json\n{ "urgent": true,  "label": "refund" }\n```', '{"label":"refund","urgent":true}'),
     ("The capital of France has been Paris for a very long time, and it still is today.", None),
 ])
 def test_short_answers_are_normalised(text: str, short: str | None):

@@ -2,9 +2,9 @@
 likely right, FrugalGPT's signal; the consensus virtual model's vote), and the prompts and reply parsing of
 judges and verifiers.
 
-Short answers are compared exactly once normalised: a stated final answer ("#### 42", "the answer is B",
-``\\boxed{7}``), else the last number, else a short text lower-cased without punctuation. Free text is compared
-by the embedding similarity of the samples.
+Short answers are compared exactly once normalised: a JSON answer by its canonical form, a stated final answer
+("#### 42", "the answer is B", ``\\boxed{7}``), else the last number, else a short text lower-cased without
+punctuation. Free text is compared by the embedding similarity of the answers, or grouped by a judge model.
 """
 
 from __future__ import annotations
@@ -24,7 +24,14 @@ _SHORT_WORDS = 8
 
 
 def short_answer(text: str) -> str | None:
-    """The answer's normalised short form, or None for free text."""
+    """The answer's normalised short form, or None for free text. A JSON answer is its canonical form (keys
+    sorted), so the same fields and values agree whatever their order and spacing."""
+    stripped = text.strip().removeprefix("```json").strip("`").strip()
+    if stripped[:1] in ("{", "["):
+        try:
+            return orjson.dumps(orjson.loads(stripped), option=orjson.OPT_SORT_KEYS).decode()
+        except orjson.JSONDecodeError:
+            pass
     final = _FINAL.findall(text)
     candidate = final[-1].strip() if final else None
     if candidate is None:
