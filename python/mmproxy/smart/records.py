@@ -96,11 +96,6 @@ def load_prices(path: str | Path) -> dict[str, Price]:
         raise RecordsError(f"{path}: expected {{model: {{input_usd_per_1m, output_usd_per_1m}}}} ({exc})") from None
 
 
-def call_tokens(prompt: str, answer: str | None) -> tuple[int, int]:
-    """(prompt, answer) tokens as the replay upstream reports them."""
-    return tokens.count(prompt), tokens.count(answer or "")
-
-
 def costs(records: Iterable[Record], models: Sequence[str], prices: dict[str, Price]) -> list[list[float]]:
     """Per record, the USD cost of asking each of ``models``."""
     out = []
