@@ -131,3 +131,17 @@ def test_unknown_or_differently_priced_variant_is_none(given):
 def test_provider_prefix_is_stripped(given, expected):
     entry = defaults_for(given)
     assert entry is not None and entry.model == expected
+
+
+@pytest.mark.parametrize(("model", "input_price", "output_price"), [
+    ("gpt-4-turbo-2024-04-09", 1e-05, 3e-05),
+    ("gpt-3.5-turbo-0125", 5e-07, 1.5e-06),
+    ("o1-2024-12-17", 1.5e-05, 6e-05),
+    ("o3-mini-2025-01-31", 1.1e-06, 4.4e-06),
+    ("claude-3-5-sonnet-20240620", 3e-06, 1.5e-05),
+])
+def test_models_litellm_configs_often_name_are_priced(model: str, input_price: float, output_price: float):
+    """A budget can only hold for a model the gateway can price: these were free to it before."""
+    entry = defaults_for(model)
+    assert entry is not None
+    assert (entry.input_cost_per_token, entry.output_cost_per_token) == (input_price, output_price)
