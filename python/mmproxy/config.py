@@ -355,7 +355,9 @@ def _parse_virtual_models(entries: list[tuple[int, dict[str, Any]]],
     """The ``model_list`` entries with a ``router``, ``cascade``, ``verify`` or ``consensus`` block instead of
     ``litellm_params``, by kind and name."""
     groups = {d.model_name for d in deployments}
-    upstream = {d.model_name: d.upstream_model for d in deployments}
+    upstream: dict[str, str] = {}  # a group's model: its first deployment's, as the virtual models read it
+    for deployment in deployments:
+        upstream.setdefault(deployment.model_name, deployment.upstream_model)
     parsed: dict[str, dict[str, Any]] = {kind: {} for kind in _VIRTUAL_KINDS}
     for index, entry in entries:
         where = f"model_list[{index}]"

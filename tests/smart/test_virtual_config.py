@@ -7,6 +7,7 @@ import pytest
 from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.config import ConfigError, parse_config
 from mmproxy.pipeline.cascading import JUDGE_MAX_TOKENS, Cascading
+from mmproxy.router.groups import build_groups
 
 BASE = "http://127.0.0.1:9/v1"
 
@@ -79,7 +80,7 @@ def test_a_cascade_reserves_every_call_it_may_make():
         "dear"]}}))
     embedder = LocalEmbedder()
     try:
-        cascades = Cascading(config.cascades, config.deployments, embedder)
+        cascades = Cascading(config.cascades, build_groups(config.deployments)[0], embedder)
     finally:
         embedder.close()
     prompt, completion = 100, 50

@@ -14,7 +14,9 @@ cannot be streamed before it is judged). Scorers:
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -22,14 +24,14 @@ import numpy as np
 import orjson
 from aiohttp import web
 
-from mmproxy import cost
 from mmproxy._native import prompt_features
 from mmproxy.cache.embedder import LocalEmbedder
-from mmproxy.config import CascadeSettings, CascadeStage, Deployment
+from mmproxy.config import CascadeSettings, CascadeStage
 from mmproxy.errors import ProxyError
 from mmproxy.pipeline.apis import ClientAPI, Inbound
-from mmproxy.pipeline.smart_routing import SHIPPED_MODEL, VirtualModelError, last_user_text
-from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls
+from mmproxy.pipeline.smart_routing import SHIPPED_MODEL, VirtualModelError, last_user_text, quality_model
+from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls, answer_allowance
+from mmproxy.router.groups import ModelGroup
 from mmproxy.smart.agreement import exact_agreement, judge_prompt, judge_score, similarity_agreement
 from mmproxy.smart.cascade import CascadePlan, scorer_features
 from mmproxy.smart.features import answer_features
@@ -65,27 +67,30 @@ class _Cascade:
         self.model = model
 
 
+@functools.cache
+def _cascade_plan(path: str) -> CascadePlan:
+    """A cascade plan file, read once per process whatever number of cascades use it."""
+    return CascadePlan.load(path)
+
+
 class Cascading(MultiCallKind[CascadeSettings]):
     what = "a cascade"
 
-    def __init__(self, settings: dict[str, CascadeSettings], deployments: list[Deployment],
+    def __init__(self, settings: dict[str, CascadeSettings], groups: Mapping[str, ModelGroup],
                  embedder: LocalEmbedder) -> None:
-        super().__init__(settings, deployments)
-        upstream_model = {d.model_name: d.upstream_model for d in reversed(deployments)}
+        super().__init__(settings, groups)
         self._embedder = embedder
         self._cascades: dict[str, _Cascade] = {}
-        plans: dict[str, CascadePlan] = {}
-        models: dict[str, QualityModel] = {}
         for name, cascade in settings.items():
             plan = model = None
             if any(s.scorer == "learned" for s in cascade.stages):
-                plan_path, model_path = cascade.plan or str(SHIPPED_PLAN), cascade.router_model or str(SHIPPED_MODEL)
                 try:
-                    plan = plans.get(plan_path) or plans.setdefault(plan_path, CascadePlan.load(plan_path))
-                    model = models.get(model_path) or models.setdefault(model_path, QualityModel.load(model_path))
+                    plan = _cascade_plan(cascade.plan or str(SHIPPED_PLAN))
+                    model = quality_model(cascade.router_model or str(SHIPPED_MODEL))
                 except ValueError as exc:
                     raise VirtualModelError(f"cascade {name!r}: {exc}") from None
-            stages = [self._stage(name, s, upstream_model[s.model], plan, model) for s in cascade.stages]
+            stages = [self._stage(name, s, groups[s.model].members[0].upstream_model, plan, model)
+                      for s in cascade.stages]
             self._cascades[name] = _Cascade(name, stages, plan, model)
 
     @staticmethod
@@ -115,11 +120,9 @@ class Cascading(MultiCallKind[CascadeSettings]):
         total = 0.0
         for stage in self._cascades[name].stages:
             asked = stage.samples if stage.scorer == "consistency" else 1
-            total += asked * cost.estimate(self._groups[stage.group], prompt, completion)
-            if stage.judge is not None:
-                # the judge reads the question and the answer
-                answer = completion if completion is not None else cost.DEFAULT_COMPLETION_ESTIMATE
-                total += cost.estimate(self._groups[stage.judge], prompt + answer, JUDGE_MAX_TOKENS)
+            total += asked * self._most(stage.group, prompt, completion)
+            if stage.judge is not None:  # the judge reads the question and the answer
+                total += self._most(stage.judge, prompt + answer_allowance(completion), JUDGE_MAX_TOKENS)
         return total
 
     async def answer(self, settings: CascadeSettings, calls: SubCalls, api: ClientAPI, inbound: Inbound,

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import orjson
 from aiohttp import web
 
-from mmproxy import cost
 from mmproxy.cache.embedder import LocalEmbedder
-from mmproxy.config import ConsensusSettings, Deployment
+from mmproxy.config import ConsensusSettings
 from mmproxy.errors import ProxyError
 from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.pipeline.smart_routing import last_user_text
-from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls
+from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls, answer_allowance
+from mmproxy.router.groups import ModelGroup
 from mmproxy.smart.agreement import exact_votes, grouper_prompt, judged_votes, short_answer, similar_votes
 
 if TYPE_CHECKING:
@@ -35,23 +36,25 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("mmproxy")
 
+GROUPING_MAX_TOKENS = 200  # a judge's grouping of the answers
+
 
 class Consensus(MultiCallKind[ConsensusSettings]):
     what = "a consensus of models"
 
-    def __init__(self, settings: dict[str, ConsensusSettings], deployments: list[Deployment],
+    def __init__(self, settings: dict[str, ConsensusSettings], groups: Mapping[str, ModelGroup],
                  embedder: LocalEmbedder) -> None:
-        super().__init__(settings, deployments)
+        super().__init__(settings, groups)
         self._embedder = embedder
 
     def worst_cost(self, name: str, prompt: int, completion: int | None) -> float:
         settings = self._settings[name]
-        total = sum(cost.estimate(self._groups[m], prompt, completion) for m in settings.members)
+        total = sum(self._most(m, prompt, completion) for m in settings.members)
         if settings.escalate_to is not None:
-            total += cost.estimate(self._groups[settings.escalate_to], prompt, completion)
+            total += self._most(settings.escalate_to, prompt, completion)
         if settings.judge is not None:  # reads every answer
-            answer = completion if completion is not None else cost.DEFAULT_COMPLETION_ESTIMATE
-            total += cost.estimate(self._groups[settings.judge], prompt + len(settings.members) * answer, 200)
+            reads = prompt + len(settings.members) * answer_allowance(completion)
+            total += self._most(settings.judge, reads, GROUPING_MAX_TOKENS)
         return total
 
     async def answer(self, settings: ConsensusSettings, calls: SubCalls, api: ClientAPI, inbound: Inbound,
@@ -106,7 +109,8 @@ class Consensus(MultiCallKind[ConsensusSettings]):
         """Free-text answers grouped by a judge model; None (the embedding decides) when it fails or its reply
         holds no grouping."""
         question = last_user_text(body.get("messages") or [])
-        ask = {"model": judge, "temperature": 0, "max_tokens": 200, "messages": grouper_prompt(question, texts)}
+        ask = {"model": judge, "temperature": 0, "max_tokens": GROUPING_MAX_TOKENS,
+               "messages": grouper_prompt(question, texts)}
         try:
             reply = await calls.ask(ask, judge, json_output=True)
         except ProxyError as exc:

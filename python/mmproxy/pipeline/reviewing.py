@@ -18,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from mmproxy import cost
 from mmproxy.config import Persona, ReviewSettings
 from mmproxy.errors import ProxyError
 from mmproxy.pipeline.apis import ClientAPI, Inbound
@@ -48,7 +47,7 @@ class Reviewing(MultiCallKind[ReviewSettings]):
     what = "a review"
 
     def worst_cost(self, name: str, prompt: int, completion: int | None) -> float:
-        return sum(cost.estimate(self._groups[p.model], prompt, completion) for p in self._settings[name].personas)
+        return sum(self._most(p.model, prompt, completion) for p in self._settings[name].personas)
 
     async def answer(self, settings: ReviewSettings, calls: SubCalls, api: ClientAPI, inbound: Inbound,
                      body: dict[str, Any], headers: dict[str, str]) -> web.StreamResponse:

@@ -8,8 +8,9 @@ Its embedding runs in the local embedder's thread (batched with concurrent reque
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from mmproxy.config import Deployment, SmartRouterSettings
 from mmproxy.db import Database
 from mmproxy.errors import bad_request
 from mmproxy.pipeline.call import Call
+from mmproxy.router.groups import ModelGroup
 from mmproxy.smart.feedback import encode_features, rated_rows, retrain
 from mmproxy.smart.model import QualityModel
 from mmproxy.smart.router import LearnedRouter
@@ -33,25 +35,32 @@ RETRAIN_ROWS = 200_000  # the newest rated requests a retraining reads
 log = logging.getLogger("mmproxy")
 
 
+@functools.cache
+def quality_model(path: str) -> QualityModel:
+    """A router model file, read once per process (its neighbour graph takes about a second to build) whatever
+    number of routers and cascades use it. Read-only once loaded: a retraining makes a new model."""
+    return QualityModel.load(path)
+
+
 class VirtualModelError(Exception):
     """A virtual model that cannot run (a model file, a candidate the model does not know); safe to print."""
 
 
 class _SmartRouter:
-    def __init__(self, settings: SmartRouterSettings, model: QualityModel, groups: dict[str, list[Deployment]]) -> None:
+    def __init__(self, settings: SmartRouterSettings, model: QualityModel, groups: Mapping[str, ModelGroup]) -> None:
         self.name = settings.model_name
         self.candidates = settings.candidates
         self.settings = settings
         self.base = model  # the model file's: a retraining starts from its training set
         columns = []
         for group in settings.candidates:
-            learned = settings.learned_as.get(group) or groups[group][0].upstream_model
+            learned = settings.learned_as.get(group) or groups[group].members[0].upstream_model
             if learned not in model.candidates:
                 raise VirtualModelError(
                     f"router {self.name!r}: candidate {group!r} is {learned!r} to the router model, which knows "
                     f"{', '.join(model.candidates)}; set router.learned_as")
             columns.append(model.candidates.index(learned))
-        first = [groups[group][0] for group in settings.candidates]  # a group's price: its first deployment's
+        first = [groups[group].members[0] for group in settings.candidates]  # a group's price: its first deployment's
         for group, deployment in zip(settings.candidates, first, strict=True):
             if cost.price(deployment, 1, 1, 0, 0) is None:
                 log.warning("router %s: candidate %s has no price (model_info.input_cost_per_token / "
@@ -69,21 +78,15 @@ def _unit_price(deployment: Deployment, prompt: int, completion: int) -> float:
 
 
 class SmartRouting:
-    def __init__(self, settings: dict[str, SmartRouterSettings], deployments: Sequence[Deployment],
+    def __init__(self, settings: dict[str, SmartRouterSettings], groups: Mapping[str, ModelGroup],
                  embedder: LocalEmbedder) -> None:
-        groups: dict[str, list[Deployment]] = {}
-        for deployment in deployments:
-            groups.setdefault(deployment.model_name, []).append(deployment)
-        models: dict[str, QualityModel] = {}
         self._routers: dict[str, _SmartRouter] = {}
         for name, router in settings.items():
-            path = router.model or str(SHIPPED_MODEL)
-            if path not in models:
-                try:
-                    models[path] = QualityModel.load(path)
-                except ValueError as exc:
-                    raise VirtualModelError(f"router {name!r}: {exc}") from None
-            self._routers[name] = _SmartRouter(router, models[path], groups)
+            try:
+                model = quality_model(router.model or str(SHIPPED_MODEL))
+            except ValueError as exc:
+                raise VirtualModelError(f"router {name!r}: {exc}") from None
+            self._routers[name] = _SmartRouter(router, model, groups)
         self._embedder = embedder
 
     def names(self) -> list[str]:

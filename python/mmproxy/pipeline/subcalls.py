@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -18,12 +18,12 @@ import orjson
 from aiohttp import web
 
 from mmproxy import cost
-from mmproxy.config import Deployment
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.pipeline.apis.chat import ChatCompletions
 from mmproxy.pipeline.call import Call
 from mmproxy.pipeline.upstreams import Upstream
+from mmproxy.router.groups import ModelGroup
 from mmproxy.spend.record import RequestRecord
 
 if TYPE_CHECKING:
@@ -50,16 +50,18 @@ S = TypeVar("S")
 
 
 class MultiCallKind(Generic[S]):
-    """What every kind of multi-call virtual model keeps: its virtual models' settings by name, and the
-    deployments of each model group (for the worst-case cost a budget reserves)."""
+    """What every kind of multi-call virtual model keeps: its virtual models' settings by name, and the router's
+    model groups (for the worst-case cost a budget reserves)."""
 
     what = "a virtual model"  # how a refusal names the kind
 
-    def __init__(self, settings: dict[str, S], deployments: Sequence[Deployment]) -> None:
+    def __init__(self, settings: dict[str, S], groups: Mapping[str, ModelGroup]) -> None:
         self._settings = settings
-        self._groups: dict[str, list[Deployment]] = {}
-        for deployment in deployments:
-            self._groups.setdefault(deployment.model_name, []).append(deployment)
+        self._groups = groups
+
+    def _most(self, group: str, prompt: int, completion: int | None) -> float:
+        """The most one call to ``group`` may cost: on its dearest deployment."""
+        return cost.estimate(self._groups[group].members, prompt, completion)
 
     def names(self) -> list[str]:
         return list(self._settings)
@@ -94,6 +96,12 @@ class Answer:
     @property
     def deployment(self) -> str | None:
         return self.response.headers.get("x-mmproxy-deployment")
+
+
+def answer_allowance(completion: int | None) -> int:
+    """The tokens an answer may have (what a judge or verifier reads of it): the request's limit, else the
+    default a budget reserves for."""
+    return completion if completion is not None else cost.DEFAULT_COMPLETION_ESTIMATE
 
 
 def chat_body(inbound: Inbound) -> dict[str, Any]:

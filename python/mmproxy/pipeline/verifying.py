@@ -18,12 +18,11 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from aiohttp import web
 
-from mmproxy import cost
 from mmproxy.config import VerifySettings
 from mmproxy.errors import ProxyError
 from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.pipeline.smart_routing import last_user_text
-from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls
+from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls, answer_allowance
 from mmproxy.smart.agreement import parse_verdict, verifier_prompt
 
 if TYPE_CHECKING:
@@ -39,15 +38,15 @@ class Verifying(MultiCallKind[VerifySettings]):
 
     def worst_cost(self, name: str, prompt: int, completion: int | None) -> float:
         settings = self._settings[name]
-        answer = completion if completion is not None else cost.DEFAULT_COMPLETION_ESTIMATE
-        generate = cost.estimate(self._groups[settings.generator], prompt, completion)
-        verify = cost.estimate(self._groups[settings.verifier], prompt + answer, VERDICT_MAX_TOKENS)
+        answer = answer_allowance(completion)
+        generate = self._most(settings.generator, prompt, completion)
+        verify = self._most(settings.verifier, prompt + answer, VERDICT_MAX_TOKENS)
         if settings.on_reject == "regenerate":  # a second answer, with the first and the critique, verified again
-            again = cost.estimate(self._groups[settings.generator], prompt + answer + VERDICT_MAX_TOKENS, completion)
+            again = self._most(settings.generator, prompt + answer + VERDICT_MAX_TOKENS, completion)
             return generate + verify + again + verify
         if settings.on_reject == "escalate":
             assert settings.escalate_to is not None
-            return generate + verify + cost.estimate(self._groups[settings.escalate_to], prompt, completion)
+            return generate + verify + self._most(settings.escalate_to, prompt, completion)
         return generate + verify
 
     async def answer(self, settings: VerifySettings, calls: SubCalls, api: ClientAPI, inbound: Inbound,

@@ -97,18 +97,18 @@ class Gateway:
         config = self.config
         try:
             if config.smart_routers:
-                self.pipeline.smart = smart = SmartRouting(config.smart_routers, config.deployments, self._local())
+                self.pipeline.smart = smart = SmartRouting(config.smart_routers, self.router.groups, self._local())
                 for job in smart.jobs(self.db) if self.db is not None else ():
                     self._spawn(job)
             multi: list[MultiCall] = []
             if config.cascades:
-                multi.append(Cascading(config.cascades, config.deployments, self._local()))
+                multi.append(Cascading(config.cascades, self.router.groups, self._local()))
             if config.verifiers:
-                multi.append(Verifying(config.verifiers, config.deployments))
+                multi.append(Verifying(config.verifiers, self.router.groups))
             if config.consensus:
-                multi.append(Consensus(config.consensus, config.deployments, self._local()))
+                multi.append(Consensus(config.consensus, self.router.groups, self._local()))
             if config.reviews:
-                multi.append(Reviewing(config.reviews, config.deployments))
+                multi.append(Reviewing(config.reviews, self.router.groups))
         except VirtualModelError as exc:
             raise StartupError(str(exc)) from None
         for kind in multi:
