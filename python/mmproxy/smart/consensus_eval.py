@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from mmproxy.smart import evaluate
 from mmproxy.smart.agreement import exact_votes, similar_votes
 from mmproxy.smart.features import Embedder
 from mmproxy.smart.records import Price, Record, costs
@@ -92,21 +93,8 @@ async def through_gateway(records: Sequence[Record], members: Sequence[str], url
                           progress: Callable[[int, int], None] | None = None) -> list[AgreementRow]:
     """The same records through a running gateway's consensus ``model`` (its members replaying the records), one
     at a time: the agreement and majority it reported, and the cost it charged."""
-    import aiohttp
-
     usable = answered_by_all(records, members)
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
-    agreement, majority, charged = np.zeros(len(usable)), np.zeros(len(usable), dtype=np.int64), []
-    async with aiohttp.ClientSession(base_url=url.rstrip("/") + "/", headers=headers) as session:
-        for i, record in enumerate(usable):
-            body = {"model": model, "messages": [{"role": "user", "content": record.prompt}]}
-            async with session.post("v1/chat/completions", json=body) as response:
-                answer = await response.json(content_type=None)
-                if response.status != 200:
-                    raise ValueError(f"{url}: record {record.id}: HTTP {response.status}")
-                agreement[i] = float(response.headers["x-mmproxy-consensus-agreement"])
-                charged.append(float(response.headers.get("x-mmproxy-cost-usd", "0")))
-            majority[i] = list(members).index(str(answer.get("model")))
-            if progress is not None:
-                progress(i + 1, len(usable))
-    return _rows(usable, members, agreement, majority, np.array(charged), None, min_agreement)
+    answers = await evaluate.through_gateway(usable, url, model, api_key, progress)
+    agreement = np.array([float(a.headers["x-mmproxy-consensus-agreement"]) for a in answers])
+    majority = np.array([list(members).index(a.model) for a in answers], dtype=np.int64)
+    return _rows(usable, members, agreement, majority, np.array([a.charged for a in answers]), None, min_agreement)

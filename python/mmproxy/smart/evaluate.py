@@ -8,7 +8,7 @@ auto-routers do), the learned router at its operating point and over its whole t
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -173,11 +173,21 @@ def _task_report(task: str, rows: np.ndarray, candidates: list[str], unit: np.nd
     return TaskReport(task, n, out, curves)
 
 
+@dataclass(frozen=True)
+class Replayed:
+    """One record's answer from a running gateway: the record model that answered (the completion's ``model``),
+    the cost the gateway charged (``x-mmproxy-cost-usd``) and the response's headers."""
+
+    record: Record
+    model: str
+    charged: float
+    headers: Mapping[str, str]  # case-insensitive
+
+
 async def through_gateway(records: Sequence[Record], url: str, model: str, api_key: str | None,
-                          progress: Callable[[int, int], None] | None = None) -> list[tuple[str, Record, float]]:
+                          progress: Callable[[int, int], None] | None = None) -> list[Replayed]:
     """Each record's prompt sent to ``model`` on a running gateway (its upstreams a replay of the same records),
-    one at a time in record order, as the offline evaluation decides them: per record, the record model that
-    answered (the completion's ``model``) and the cost the gateway charged (``x-mmproxy-cost-usd``)."""
+    one at a time in record order, as the offline evaluations decide them."""
     import aiohttp
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -190,23 +200,23 @@ async def through_gateway(records: Sequence[Record], url: str, model: str, api_k
                 if response.status != 200:
                     raise ValueError(f"{url}: record {record.id}: HTTP {response.status}: "
                                      f"{answer.get('error', {}).get('message') if isinstance(answer, dict) else ''}")
-                charged = float(response.headers.get("x-mmproxy-cost-usd", "0"))
-            out.append((str(answer.get("model")), record, charged))
+                out.append(Replayed(record, str(answer.get("model")),
+                                    float(response.headers.get("x-mmproxy-cost-usd", "0")), response.headers.copy()))
             if progress is not None:
                 progress(done, len(records))
     return out
 
 
-def gateway_rows(answers: Sequence[tuple[str, Record, float]], model: str, strongest: str,
+def gateway_rows(answers: Sequence[Replayed], model: str, strongest: str,
                  by_task: bool = True) -> dict[str, PolicyRow]:
     """Per task (and "all"), the row of what the gateway did: quality of the answering model's recorded outcome,
     the cost it charged, the strongest model's share."""
-    tasks = sorted({r.task for _, r, _ in answers}) if by_task else []
+    tasks = sorted({a.record.task for a in answers}) if by_task else []
     rows = {}
     for task in [*tasks, "all"]:
-        mine = [(name, r, c) for name, r, c in answers if task in ("all", r.task)]
-        quality = [r.models[name].quality if name in r.models else 0.0 for name, r, _ in mine]
+        mine = [a for a in answers if task in ("all", a.record.task)]
+        quality = [a.record.models[a.model].quality if a.model in a.record.models else 0.0 for a in mine]
         rows[task] = PolicyRow(f"{model} through the gateway", float(np.mean(quality)),
-                               float(np.mean([c for _, _, c in mine])),
-                               float(np.mean([name == strongest for name, _, _ in mine])))
+                               float(np.mean([a.charged for a in mine])),
+                               float(np.mean([a.model == strongest for a in mine])))
     return rows
