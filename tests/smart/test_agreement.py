@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from mmproxy.smart.agreement import (
-    exact_agreement,
+    exact_votes,
     judge_prompt,
     judge_score,
     judged_votes,
@@ -31,10 +31,10 @@ def test_short_answers_are_normalised(text: str, short: str | None):
 
 
 def test_samples_agree_by_their_short_answers():
-    share, index = exact_agreement(["... #### 20", "so 20 apples. #### 20", "#### 21"])
+    share, index, _ = exact_votes(["... #### 20", "so 20 apples. #### 20", "#### 21"])
     assert share == pytest.approx(2 / 3) and index == 0
-    assert exact_agreement(["B", "(C)", "the answer is D"]) == (pytest.approx(1 / 3), 0)
-    assert exact_agreement(["a long free text answer without any digits in it at all, many words", "B"]) is None
+    assert exact_votes(["B", "(C)", "the answer is D"])[:2] == (pytest.approx(1 / 3), 0)
+    assert exact_votes(["a long free text answer without any digits in it at all, many words", "B"]) is None
 
 
 def test_free_text_agreement_is_the_mean_similarity():

@@ -32,7 +32,7 @@ from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.pipeline.smart_routing import SHIPPED_MODEL, VirtualModelError, last_user_text, quality_model
 from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls, answer_allowance
 from mmproxy.router.groups import ModelGroup
-from mmproxy.smart.agreement import exact_agreement, judge_prompt, judge_score, similarity_agreement
+from mmproxy.smart.agreement import exact_votes, judge_prompt, judge_score, similarity_agreement
 from mmproxy.smart.cascade import CascadePlan, scorer_features
 from mmproxy.smart.features import answer_features
 from mmproxy.smart.model import QualityModel
@@ -182,11 +182,12 @@ class Cascading(MultiCallKind[CascadeSettings]):
             sampled["temperature"] = SAMPLE_TEMPERATURE
         answers = await asyncio.gather(*(calls.ask(sampled, stage.group) for _ in range(stage.samples)))
         texts = [a.text for a in answers]
-        agreed = exact_agreement(texts)
-        if agreed is None:
+        voted = exact_votes(texts)
+        if voted is None:
             vectors = np.stack(await asyncio.gather(*(self._embedder.embed_one(t) for t in texts)))  # one batch
-            agreed = similarity_agreement(vectors)
-        score, index = agreed
+            score, index = similarity_agreement(vectors)
+        else:
+            score, index, _ = voted
         chosen = answers[index]
         chosen.score = score
         return chosen

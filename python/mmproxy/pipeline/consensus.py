@@ -29,7 +29,7 @@ from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.pipeline.smart_routing import last_user_text
 from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls, answer_allowance
 from mmproxy.router.groups import ModelGroup
-from mmproxy.smart.agreement import exact_votes, grouper_prompt, judged_votes, short_answer, similar_votes
+from mmproxy.smart.agreement import grouper_prompt, judged_votes, short_answer, similar_votes, votes_of
 
 if TYPE_CHECKING:
     pass
@@ -69,7 +69,8 @@ class Consensus(MultiCallKind[ConsensusSettings]):
                              f"(missing: {', '.join(missing)})", type="upstream_error", code="consensus_timeout",
                              headers=headers)
         texts = [answers[m].text for m in members]
-        voted = exact_votes(texts)
+        keys = [short_answer(t) for t in texts]
+        voted = votes_of(keys)
         if voted is None and settings.judge is not None:
             voted = await self._judged(calls, settings.judge, body, texts)
         if voted is None:
@@ -77,8 +78,8 @@ class Consensus(MultiCallKind[ConsensusSettings]):
             voted = similar_votes(vectors)
         agreement, index, agrees = voted
         majority = answers[members[index]]
-        votes = [{"model": m, "answer": short_answer(answers[m].text) or answers[m].text[:200], "agrees": a}
-                 for m, a in zip(members, agrees, strict=True)]
+        votes = [{"model": m, "answer": key or text[:200], "agrees": a}
+                 for m, key, text, a in zip(members, keys, texts, agrees, strict=True)]
         report: dict[str, Any] = {"agreement": round(agreement, 4), "majority": members[index], "answers": votes,
                                   "missing": missing, "action": "none"}
         headers["x-mmproxy-consensus-agreement"] = f"{agreement:.3f}"

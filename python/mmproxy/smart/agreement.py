@@ -55,13 +55,6 @@ def _number(text: str) -> str:
     return str(int(value)) if value.is_integer() else f"{value:g}"
 
 
-def exact_agreement(answers: Sequence[str]) -> tuple[float, int] | None:
-    """(share of answers agreeing with the most common short answer, index of one of them); None when any
-    answer is free text."""
-    votes = exact_votes(answers)
-    return None if votes is None else (votes[0], votes[1])
-
-
 def similarity_agreement(vectors: np.ndarray) -> tuple[float, int]:
     """(mean pairwise cosine of unit ``vectors``, index of the one closest to the others)."""
     n = len(vectors)
@@ -113,12 +106,17 @@ def similar_votes(vectors: np.ndarray, threshold: float = AGREE_SIMILARITY) -> t
 
 
 def exact_votes(answers: Sequence[str]) -> tuple[float, int, list[bool]] | None:
-    """``exact_agreement`` with whether each answer agrees with the majority; None when any is free text."""
-    keys = [short_answer(a) for a in answers]
+    """(share of answers agreeing with the most common short answer, index of one of them, whether each answer
+    agrees with it); None when any answer is free text."""
+    return votes_of([short_answer(a) for a in answers])
+
+
+def votes_of(keys: Sequence[str | None]) -> tuple[float, int, list[bool]] | None:
+    """``exact_votes`` of answers whose ``short_answer`` is already known."""
     if not keys or any(k is None for k in keys):
         return None
     top, votes = Counter(keys).most_common(1)[0]
-    return votes / len(keys), keys.index(top), [k == top for k in keys]
+    return votes / len(keys), list(keys).index(top), [k == top for k in keys]
 
 
 VERIFIER_SYSTEM = ("You verify another assistant's answer to a user's question. Check it for factual errors, wrong "
