@@ -6,10 +6,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import openai
+import orjson
 import pytest
 
 from mmproxy.smart.records import Price
-from tests.conftest import MASTER_KEY, Process, priced_deployment, start_replay
+from tests.conftest import MASTER_KEY, Process, priced_deployment, start_process, start_replay
 
 SLICE = Path(__file__).resolve().parents[1] / "data" / "routing_slice.jsonl"
 SHIPPED = Path(__file__).resolve().parents[2] / "python" / "mmproxy" / "data" / "smart"
@@ -22,6 +23,13 @@ def replay_sim() -> Iterator[Process]:
     process = start_replay(SLICE)
     yield process
     process.stop()
+
+
+def scripted_simulator(knobs: dict[str, dict]) -> Process:
+    """A simulator whose models answer as ``knobs`` script them (fixed content, faults, latency) and at once
+    otherwise: the judges, verifiers and reviewers of these tests."""
+    return start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0", "--latency-ms", "0",
+                          "--model-knobs", orjson.dumps(knobs).decode()])
 
 
 def replayed_models(replay_sim: Process) -> list[dict]:

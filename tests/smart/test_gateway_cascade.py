@@ -19,8 +19,8 @@ from mmproxy.smart.model import QualityModel
 from mmproxy.smart.records import costs, load_records
 from mmproxy.smart.train import stage_rows
 from mmproxy.tokens import count
-from tests.conftest import MASTER_KEY, Process, priced_deployment, start_gateway, start_process
-from tests.smart.conftest import PRICES, SHIPPED, SLICE, STRONG, WEAK, client, replayed_models
+from tests.conftest import MASTER_KEY, Process, priced_deployment, start_gateway
+from tests.smart.conftest import PRICES, SHIPPED, SLICE, STRONG, WEAK, client, replayed_models, scripted_simulator
 
 JUDGE_PRICE = 1e-06  # per token, in and out
 YES, NO = '{"score": 9, "reason": "right"}', '{"score": 2, "reason": "the total is wrong"}'
@@ -33,8 +33,7 @@ def _word_problems() -> list:
 @pytest.fixture(scope="module")
 def judge_sim() -> Iterator[Process]:
     knobs = {"judge-yes": {"content": YES}, "judge-no": {"content": NO}, "broken": {"fault": "500"}}
-    process = start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0", "--latency-ms", "0",
-                             "--model-knobs", orjson.dumps(knobs).decode()])
+    process = scripted_simulator(knobs)
     yield process
     process.stop()
 

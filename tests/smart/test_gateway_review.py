@@ -11,8 +11,8 @@ import orjson
 import pytest
 
 from mmproxy.pipeline.reviewing import PROMPTS
-from tests.conftest import MASTER_KEY, Process, priced_deployment, start_gateway, start_process
-from tests.smart.conftest import client
+from tests.conftest import MASTER_KEY, Process, priced_deployment, start_gateway
+from tests.smart.conftest import client, scripted_simulator
 
 FINDINGS = {"findings": [
     {"severity": "low", "title": "verbose error", "detail": "The error names the table.", "location": "login()"},
@@ -25,8 +25,7 @@ CODE = "def login(user):\n    return db.execute(\"SELECT * FROM users WHERE name
 def sim() -> Iterator[Process]:
     knobs = {"sec-model": {"content": "Here you go:\n```json\n" + orjson.dumps(FINDINGS).decode() + "\n```"},
              "perf-model": {"content": "Looks fine to me, nothing slow."}, "arch-model": {"fault": "500"}}
-    process = start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0", "--latency-ms", "0",
-                             "--model-knobs", orjson.dumps(knobs).decode()])
+    process = scripted_simulator(knobs)
     yield process
     process.stop()
 

@@ -17,8 +17,8 @@ import pytest
 
 from mmproxy.smart.agreement import VERIFIER_SYSTEM, short_answer
 from mmproxy.smart.records import costs, load_records
-from tests.conftest import MASTER_KEY, Process, priced_deployment, start_gateway, start_process
-from tests.smart.conftest import PRICES, SLICE, STRONG, WEAK, client, replayed_models
+from tests.conftest import MASTER_KEY, Process, priced_deployment, start_gateway
+from tests.smart.conftest import PRICES, SLICE, STRONG, WEAK, client, replayed_models, scripted_simulator
 
 ACCEPT = '{"verdict": "accept", "reasons": [], "severity": "none"}'
 REJECT = '{"verdict": "reject", "reasons": ["the total is wrong", "it ignores the discount"], "severity": "high"}'
@@ -36,8 +36,7 @@ def plain_sim() -> Iterator[Process]:
              "slow": {"content": "#### 7", "latency_ms": 4000}, "broken": {"fault": "500"},
              "poet-a": {"content": POEMS[0]}, "poet-b": {"content": POEMS[1]}, "poet-c": {"content": POEMS[2]},
              "grouper": {"content": '{"groups": [[1, 3], [2]]}'}}
-    process = start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0", "--latency-ms", "0",
-                             "--model-knobs", orjson.dumps(knobs).decode()])
+    process = scripted_simulator(knobs)
     yield process
     process.stop()
 
