@@ -36,12 +36,8 @@ class ProgressEmbedder:
         step = 256
         for start in range(0, len(texts), step):
             out[start:start + step] = self._inner.embed(texts[start:start + step])
-            if len(texts) > step and sys.stderr.isatty():
-                done = min(start + step, len(texts))
-                bar = "#" * (30 * done // len(texts))
-                print(f"\r{self._label}: [{bar:<30}] {done}/{len(texts)}", end="", file=sys.stderr, flush=True)
-        if len(texts) > step and sys.stderr.isatty():
-            print(file=sys.stderr)
+            if len(texts) > step:
+                progress(self._label, min(start + step, len(texts)), len(texts))
         return out
 
 
@@ -314,11 +310,16 @@ def _evaluate_agreement(args: argparse.Namespace) -> None:
                   f"{r.cost:>10.6f}  {alone}")
 
 
-def _progress(done: int, total: int) -> None:
+def progress(label: str, done: int, total: int) -> None:
+    """A progress bar on stderr when it is a terminal, ended by a line break once ``done`` reaches ``total``."""
     if sys.stderr.isatty():
         bar = "#" * (30 * done // total)
-        print(f"\rthrough the gateway: [{bar:<30}] {done}/{total}", end="\n" if done == total else "",
-              file=sys.stderr, flush=True)
+        print(f"\r{label}: [{bar:<30}] {done}/{total}", end="\n" if done == total else "", file=sys.stderr,
+              flush=True)
+
+
+def _progress(done: int, total: int) -> None:
+    progress("through the gateway", done, total)
 
 
 def _table(reports: list[TaskReport]) -> str:
