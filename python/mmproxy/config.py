@@ -44,7 +44,8 @@ _CACHE_TYPES = {"local": False, "redis": False, "semantic": True, "redis-semanti
 _CACHE_PARAMS_DONE = {
     "type", "host", "port", "password", "url", "ttl", "namespace", "mode", "max_bytes", "shared", "cache_sampled",
     "cache_n", "cache_tools", "similarity_threshold", "embedding_model", "redis_semantic_cache_embedding_model",
-    "semantic_capacity", "semantic_path", "verify", "supported_call_types", "synonym_threshold",
+    "semantic_capacity", "semantic_path", "verify", "supported_call_types", "synonym_threshold", "max_error_rate",
+    "error_confidence", "explore_rate", "answer_equivalence", "answer_similarity", "judge_model",
 }
 _ROUTER_SETTINGS_DONE = {
     "routing_strategy", "num_retries", "retry_after", "timeout", "allowed_fails", "cooldown_time", "fallbacks",
@@ -154,6 +155,15 @@ class CacheSettings:
     synonym_threshold: float | None = None  # local embedder: accept replaced words this close in context
     semantic_capacity: int = 100_000  # entries per (model group, namespace) index
     semantic_path: str | None = None  # directory the semantic index is persisted to
+    # The verified semantic cache (mmproxy.cache.error_bound): set max_error_rate to bound the error rate of
+    # served semantic hits instead of using a fixed threshold; similarity_threshold is then the least cosine
+    # a cached prompt needs to be considered at all (default 0.7).
+    max_error_rate: float | None = None
+    error_confidence: float = 0.95  # how sure the bound must be
+    explore_rate: float = 0.05  # share of would-be hits forwarded anyway, to keep measuring them
+    answer_equivalence: str = "exact"  # "exact" | "embedding" | "judge" (mmproxy.cache.answers)
+    answer_similarity: float = 0.9  # embedding equivalence: least cosine of two free-text answers
+    judge_model: str | None = None  # judge equivalence: the model group asked
     endpoints: frozenset[str] = CACHED_ENDPOINTS  # the endpoints it serves (LiteLLM's supported_call_types)
 
 
@@ -336,7 +346,8 @@ def parse_config(raw: Any) -> Config:
     virtual = _parse_virtual_models(smart_entries, deployments)
     router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments})
     rules = _parse_rules(raw.get("routing_rules"), deployments, warnings)
-    cache = _parse_cache(litellm_settings, {d.model_name for d in deployments if d.mode == "embedding"}, warnings)
+    cache = _parse_cache(litellm_settings, {d.model_name for d in deployments if d.mode == "embedding"},
+                         {d.model_name for d in deployments}, warnings)
     return Config(deployments, master_key, max_request_bytes, warnings, router, rules, database_url, spend_logs,
                   metrics, cache, smart_routers=virtual["router"], cascades=virtual["cascade"],
                   verifiers=virtual["verify"], consensus=virtual["consensus"], reviews=virtual["review"])
@@ -558,7 +569,8 @@ def _parse_smart_router(name: str, raw: Any, rwhere: str, groups: set[str]) -> S
                                retrain_min)
 
 
-def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], warnings: list[str]) -> CacheSettings | None:
+def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], models: set[str],
+                 warnings: list[str]) -> CacheSettings | None:
     if not _flag(litellm, "cache", "litellm_settings.cache"):
         if "cache_params" in litellm:
             warnings.append("litellm_settings.cache_params: set litellm_settings.cache: true to enable the cache")
@@ -598,7 +610,8 @@ def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], warnings: 
     if path is not None and not isinstance(path, str):
         raise ConfigError(f"{where}.semantic_path: must be a directory path")
     defaults = CacheSettings()
-    return CacheSettings(
+    verified = _parse_verified(params, where, _CACHE_TYPES[kind], models, defaults)
+    return CacheSettings(**verified,
         redis_url=redis_url,
         ttl=_number(params, "ttl", f"{where}.ttl", positive=True) or defaults.ttl,
         namespace=namespace,
@@ -618,6 +631,44 @@ def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], warnings: 
         semantic_path=path,
         endpoints=endpoints,
     )
+
+
+def _parse_verified(params: dict[str, Any], where: str, semantic: bool, models: set[str],
+                    defaults: CacheSettings) -> dict[str, Any]:
+    """The verified semantic cache's keys of ``cache_params``, checked; empty unless ``max_error_rate`` is set."""
+    bound = _number(params, "max_error_rate", f"{where}.max_error_rate")
+    if bound is None:
+        for key in ("error_confidence", "explore_rate", "answer_equivalence", "answer_similarity", "judge_model"):
+            if key in params:
+                raise ConfigError(f"{where}.{key}: applies to the verified semantic cache; set max_error_rate")
+        return {}
+    if not semantic:
+        raise ConfigError(f"{where}.max_error_rate: needs a semantic cache (type: semantic or redis-semantic)")
+    if not 0.0 < bound < 0.5:
+        raise ConfigError(f"{where}.max_error_rate: must be an error rate in (0, 0.5), such as 0.01")
+    confidence = _number(params, "error_confidence", f"{where}.error_confidence")
+    if confidence is not None and not 0.5 <= confidence < 1.0:
+        raise ConfigError(f"{where}.error_confidence: must be in [0.5, 1), such as 0.95")
+    explore = _number(params, "explore_rate", f"{where}.explore_rate")
+    if explore is not None and not 0.0 < explore <= 1.0:
+        raise ConfigError(f"{where}.explore_rate: must be in (0, 1]")
+    equivalence = params.get("answer_equivalence", defaults.answer_equivalence)
+    if equivalence not in ("exact", "embedding", "judge"):
+        raise ConfigError(f"{where}.answer_equivalence: must be exact, embedding or judge")
+    similarity = _number(params, "answer_similarity", f"{where}.answer_similarity")
+    if similarity is not None and not 0.0 < similarity <= 1.0:
+        raise ConfigError(f"{where}.answer_similarity: must be a cosine similarity in (0, 1]")
+    judge = params.get("judge_model")
+    if (equivalence == "judge") != (judge is not None):
+        raise ConfigError(f"{where}.judge_model: set it exactly when answer_equivalence is judge")
+    if judge is not None and judge not in models:
+        raise ConfigError(f"{where}.judge_model: {judge!r} is not a model_name of model_list")
+    return {"max_error_rate": bound,
+            "error_confidence": confidence if confidence is not None else defaults.error_confidence,
+            "explore_rate": explore if explore is not None else defaults.explore_rate,
+            "answer_equivalence": equivalence,
+            "answer_similarity": similarity if similarity is not None else defaults.answer_similarity,
+            "judge_model": judge}
 
 
 # LiteLLM's call types, by the endpoint that serves them here.

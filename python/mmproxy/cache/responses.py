@@ -28,8 +28,10 @@ from mmproxy.config import CacheSettings
 if TYPE_CHECKING:
     import numpy as np
 
+    from mmproxy.cache.answers import Equivalence
     from mmproxy.cache.semantic import SemanticEntry, SemanticIndex, SemanticIndexes
-    from mmproxy.cache.semantic_feed import Entry, SemanticFeed
+    from mmproxy.cache.semantic_feed import Entry, Outcome, SemanticFeed
+    from mmproxy.cache.verified import Candidate, VerifiedHits
 
 log = logging.getLogger("mmproxy.cache")
 
@@ -51,6 +53,7 @@ class Question:
     text: str
     context: bytes
     vector: np.ndarray | None = None
+    explored: Candidate | None = None  # verified cache: the cached prompt whose answer this request's is compared with
 
 
 class ResponseCache:
@@ -65,6 +68,14 @@ class ResponseCache:
                                      else MemoryStore(settings.max_bytes))
         self._embed = embed if settings.semantic else None
         self._indexes: SemanticIndexes | None = None  # made on the first vector, whose length is the dimension
+        self.verified: VerifiedHits | None = None  # error-bounded hits instead of the matcher's thresholds
+        if self._embed is not None and settings.max_error_rate is not None:
+            from mmproxy.cache.answers import Embedded, Exact
+            from mmproxy.cache.verified import VerifiedHits
+
+            equivalence: Equivalence = (Embedded(self._embed, settings.answer_similarity)
+                                        if settings.answer_equivalence == "embedding" else Exact())
+            self.verified = VerifiedHits(settings, equivalence)  # a judge is per request: see put()
         defaults = MatchSettings()
         self._match = MatchSettings(threshold=settings.similarity_threshold or defaults.threshold,
                                     verify=settings.verify, synonym_threshold=settings.synonym_threshold)
@@ -84,7 +95,7 @@ class ResponseCache:
     def jobs(self) -> list[Coroutine[Any, Any, None]]:
         """What the cache keeps doing in the background: saving its index, or following the other instances."""
         if self._feed is not None:
-            return [self._feed.follow(self._add_shared)]
+            return [self._feed.follow(self._add_shared, self._learn_shared)]
         if self._embed is not None and self._path is not None:
             return [self._keep_saving()]
         return []
@@ -120,6 +131,8 @@ class ResponseCache:
             return None, None
         question.vector = await self._embed(question.text)
         index = await self._index(lookup.scope, len(question.vector))
+        if self.verified is not None:
+            return await self._verified_get(lookup, index, question), question
         for candidate, similarity in index.search(question.vector, question.context, _CANDIDATES):
             if not await accept_async(question.text, candidate.text, similarity, self._match, self._words):
                 continue
@@ -128,21 +141,87 @@ class ResponseCache:
                 return Hit(entry, "semantic-hit", similarity), question
         return None, question
 
-    def put(self, lookup: Lookup, response: CachedResponse, question: Question | None) -> None:
-        """Keep an answer, off the response path: the client never waits for the cache."""
-        task = asyncio.get_running_loop().create_task(self._put(lookup, response, question))
+    async def _verified_get(self, lookup: Lookup, index: SemanticIndex, question: Question) -> Hit | None:
+        """The hit the error bound allows; otherwise the request is explored against the nearest candidate."""
+        assert self.verified is not None and question.vector is not None
+        from mmproxy.cache.verified import SEARCHED, workload
+
+        found = index.search(question.vector, question.context, SEARCHED)
+        candidate = self.verified.choose(workload(lookup.scope, question.context), question.text, found)
+        if candidate is None:
+            return None
+        if candidate.decision.serve:
+            entry = await self.store.get(candidate.entry.cache_key)
+            if entry is not None and lookup.fresh(entry.created):
+                return Hit(entry, "semantic-hit", candidate.similarity)
+            return None  # its answer expired: nothing to compare with either
+        question.explored = candidate
+        return None
+
+    def put(self, lookup: Lookup, response: CachedResponse, question: Question | None,
+            equivalence: Equivalence | None = None) -> None:
+        """Keep an answer, off the response path: the client never waits for the cache. An explored request's
+        answer is compared with its candidate's (by ``equivalence``, else the configured one)."""
+        task = asyncio.get_running_loop().create_task(self._put(lookup, response, question, equivalence))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
 
-    async def _put(self, lookup: Lookup, response: CachedResponse, question: Question | None) -> None:
+    async def _put(self, lookup: Lookup, response: CachedResponse, question: Question | None,
+                   equivalence: Equivalence | None) -> None:
         await self.store.set(lookup.key, response, lookup.ttl)
-        if question is not None and question.vector is not None:
-            from mmproxy.cache.semantic import SemanticEntry
+        if question is None or question.vector is None:
+            return
+        from mmproxy.cache.semantic import SemanticEntry
 
-            entry = SemanticEntry(question.text, question.context, lookup.key, time.time() + lookup.ttl)
-            (await self._index(lookup.scope, len(question.vector))).add(question.vector, entry)
-            if self._feed is not None:
-                await self._feed.publish(lookup.scope, question.vector, entry)
+        answer = ""
+        if self.verified is not None:
+            from mmproxy.cache.answers import answer_key, answer_text
+
+            text = answer_text(response.body, response.stream)
+            if text is None:
+                return  # no text answer (a tool call): nothing to compare a later answer with
+            answer = answer_key(text)
+            if question.explored is not None:
+                await self._learn(lookup, question, question.explored, text, equivalence)
+        entry = SemanticEntry(question.text, question.context, lookup.key, time.time() + lookup.ttl, answer)
+        (await self._index(lookup.scope, len(question.vector))).add(question.vector, entry)
+        if self._feed is not None:
+            await self._feed.publish(lookup.scope, question.vector, entry)
+
+    async def _learn(self, lookup: Lookup, question: Question, candidate: Candidate, fresh: str,
+                     equivalence: Equivalence | None) -> None:
+        """Compare an explored request's answer with its candidate's cached one; the outcome trains the bound
+        here and, through Redis, in every instance."""
+        from mmproxy.cache.answers import answer_text
+
+        assert self.verified is not None
+        cached = await self.store.get(candidate.entry.cache_key)
+        text = answer_text(cached.body, cached.stream) if cached is not None else None
+        if text is None:
+            return  # the candidate's answer expired meanwhile
+        from mmproxy.cache.verified import workload
+
+        right = await self.verified.learn(workload(lookup.scope, question.context), candidate, question.text, text,
+                                          fresh, equivalence)
+        if self._feed is not None:
+            await self._feed.publish_outcome(lookup.scope, question.context, candidate.entry.cache_key,
+                                             candidate.similarity, candidate.features, right)
+
+    async def _learn_shared(self, outcomes: list[Outcome]) -> None:
+        """Other instances' outcomes: the same bound everywhere, and the evidence of entries indexed here."""
+        verified = self.verified
+        if verified is None:
+            return
+        from mmproxy.cache.verified import workload
+
+        keys = set()
+        for scope, context, cache_key, similarity, x, right in outcomes:
+            index = self._indexes.get(scope) if self._indexes is not None and scope in self._opened else None
+            key = workload(scope, context)
+            verified.record(key, index.entry(cache_key) if index is not None else None, similarity, x, right)
+            keys.add(key)
+        for key in keys:
+            await verified.refit_if_due(key)
 
     async def _add_shared(self, entries: list[Entry]) -> None:
         """Other instances' entries, indexed in a worker thread: a catch-up read of thousands of them must not

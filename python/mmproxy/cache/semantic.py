@@ -44,6 +44,8 @@ import faiss
 import numpy as np
 import orjson
 
+from mmproxy.cache.error_bound import Evidence
+
 __all__ = ["SemanticEntry", "SemanticIndex", "SemanticIndexes"]
 
 log = logging.getLogger("mmproxy.cache")
@@ -56,7 +58,7 @@ _CODE_BYTES = BITS // 8
 _CANDIDATES = 64  # Hamming neighbours re-ranked by exact cosine
 _SEED = 0x6D6D70  # the hyperplanes are saved with the index; the seed only makes new indexes reproducible
 _FILE_MAGIC = b"MMSEMIDX"
-_FILE_VERSION = 1
+_FILE_VERSION = 2
 _FILE_HEADER = struct.Struct("<8sII")  # magic, version, length of the JSON metadata that follows
 
 
@@ -66,6 +68,8 @@ class SemanticEntry:
     context: bytes  # hash of the earlier conversation; a hit requires equality
     cache_key: bytes  # exact-store key where the answer lives
     expires: float  # epoch seconds
+    answer: str = ""  # the answer's key (mmproxy.cache.answers.answer_key): neighbours agree when theirs are equal
+    evidence: Evidence | None = None  # what reusing it showed (the verified cache; made on the first outcome)
 
 
 def _context_mask(context: bytes) -> np.ndarray:
@@ -93,6 +97,7 @@ class SemanticIndex:
         self._expires = np.zeros(capacity, dtype=np.float64)  # 0: empty slot
         self._stamps = np.zeros(capacity, dtype=np.int64)  # which write a slot holds, for save()
         self._entries: list[SemanticEntry | None] = [None] * capacity
+        self._slots: dict[bytes, int] = {}  # cache key -> slot, for outcomes that name an entry
         self._filled = 0  # slots [0, filled) have been written at least once
         self._next = 0  # the slot the next add overwrites: the oldest
         self._writes = 0
@@ -162,13 +167,26 @@ class SemanticIndex:
             self._vectors[slot] = _to_bf16(unit)
             self._expires[slot] = entry.expires
             self._stamps[slot] = self._writes
+            old = self._entries[slot]
+            if old is not None and self._slots.get(old.cache_key) == slot:
+                del self._slots[old.cache_key]
             self._entries[slot] = entry
+            self._slots[entry.cache_key] = slot
             self._next = (slot + 1) % self.capacity
             self._filled = max(self._filled, slot + 1)
+
+    def entry(self, cache_key: bytes) -> SemanticEntry | None:
+        """The live entry whose answer is kept under ``cache_key``."""
+        slot = self._slots.get(cache_key)
+        entry = self._entries[slot] if slot is not None else None
+        return entry if entry is not None and entry.cache_key == cache_key else None
 
     def _clear(self, slot: int) -> None:
         """Empty a slot; random code bits put it at random distance from every query."""
         self._writes += 1
+        old = self._entries[slot]
+        if old is not None and self._slots.get(old.cache_key) == slot:
+            del self._slots[old.cache_key]
         self._entries[slot] = None
         self._expires[slot] = 0.0
         self._stamps[slot] = self._writes
@@ -195,6 +213,8 @@ class SemanticIndex:
                 "texts": [e.text if e is not None else "" for e in entries],
                 "contexts": [e.context.hex() if e is not None else "" for e in entries],
                 "keys": [e.cache_key.hex() if e is not None else "" for e in entries],
+                "answers": [e.answer if e is not None else "" for e in entries],
+                "evidence": [e.evidence.seen if e is not None and e.evidence is not None else [] for e in entries],
             })
             self.path.parent.mkdir(parents=True, exist_ok=True)
             tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
@@ -236,7 +256,7 @@ class SemanticIndex:
 
     def _restore(self, data: bytes) -> None:
         magic, version, meta_len = _FILE_HEADER.unpack_from(data)
-        if magic != _FILE_MAGIC or version != _FILE_VERSION:
+        if magic != _FILE_MAGIC or version not in (1, _FILE_VERSION):
             raise ValueError("not a semantic index of this version")
         at = _FILE_HEADER.size
         meta = orjson.loads(data[at:at + meta_len])
@@ -244,7 +264,8 @@ class SemanticIndex:
             raise ValueError(f"saved for dim {meta['dim']}, {meta['bits']} bits")
         texts, contexts, keys = meta["texts"], meta["contexts"], meta["keys"]
         n = len(texts)
-        if not len(contexts) == len(keys) == n:
+        answers, evidence = meta.get("answers", [""] * n), meta.get("evidence", [[]] * n)  # version 1 had neither
+        if not len(contexts) == len(keys) == len(answers) == len(evidence) == n:
             raise ValueError("metadata columns differ in length")
         arrays: list[np.ndarray] = []
         at += meta_len
@@ -263,13 +284,15 @@ class SemanticIndex:
         keep = np.flatnonzero(live)[-self.capacity:]  # the newest, if the capacity shrank
         m = len(keep)
         kept_expires = expires[keep]
-        entries = [SemanticEntry(str(texts[i]), bytes.fromhex(contexts[i]), bytes.fromhex(keys[i]), e)
+        entries = [SemanticEntry(str(texts[i]), bytes.fromhex(contexts[i]), bytes.fromhex(keys[i]), e, str(answers[i]),
+                                 Evidence([(float(s), bool(ok)) for s, ok in evidence[i]]) if evidence[i] else None)
                    for i, e in zip(keep.tolist(), kept_expires.tolist(), strict=True)]
         self._planes = planes.copy()
         self._expires[:m] = kept_expires
         self._codes[:m] = codes[keep]
         self._vectors[:m] = vectors[keep]
         self._entries[:m] = entries
+        self._slots = {entry.cache_key: slot for slot, entry in enumerate(entries)}
         self._filled, self._next = m, m % self.capacity
 
 

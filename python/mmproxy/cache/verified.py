@@ -1,249 +1,143 @@
-"""Error-bounded semantic hits: serve a similar prompt's answer only while the observed error rate allows it.
+"""The verified semantic cache's side of a lookup: which cached neighbour may answer, whether it may, and what
+an explored request teaches.
 
-Why not a cosine threshold: no single threshold is both safe and useful. On the Banking77 dev stream with the
-local embedder, cosine ≥ 0.98 still serves 1.5 % wrong answers (for 4.4 % of requests), and the default 0.75
-serves 39 % at 4.4 % wrong. vCache (Schroeder et al., "vCache: Verified Semantic Prompt Caching", arXiv
-2502.03771) showed that learning online, from explorations, when a cached answer stays right gives a
-user-set error bound and more hits. This module follows that idea with three differences, each measured on
-the dev stream (``benches/bench_semantic_stream.py``):
+A lookup finds the nearest cached prompts (same scope and conversation context). The first one the Rust
+near-miss check does not veto is the candidate: a changed number, unit, direction, an opposite or a swap of
+roles is never worth exploring, since its answer is wrong by construction. The candidate's features (its
+cosine, how many neighbours' answers agree with its answer, the margin to the nearest prompt answered
+otherwise, what reusing it showed so far) go to the workload's ``ErrorBound``, which serves it or not. A request
+not served is explored: it is forwarded as usual, and once its answer is in, the answer equivalence compares
+it with the candidate's cached answer; the outcome trains the bound and the candidate's evidence.
 
-- The bound is on the error rate of *served hits* (vCache bounds it over all requests, so a cache that serves
-  few hits may get every one wrong). A candidate is served when the request's estimated P(right) clears a
-  cutoff, and the cutoff is certified on the outcomes observed so far: going down from the safest cutoff in
-  steps of ``n₀`` outcomes, each step passes only when the upper confidence bound (binomial Chernoff–KL, at
-  ``confidence``) on the error rate of everything above it is ≤ ``max_error_rate`` ("Learn then Test",
-  Angelopoulos et al. 2021: fixed-sequence testing needs no correction for the many cutoffs tried).
-- P(right) is one logistic model per index over features of the whole neighbourhood, not a sigmoid per entry:
-  the nearest prompt's cosine, the share of the nearest ``NEIGHBOURS`` cached prompts whose answer agrees with
-  the nearest one's, the cosine margin to the nearest prompt answered otherwise, and what was observed about
-  reusing this entry (right at a lower similarity, wrong at a higher one: vCache's per-entry evidence). A
-  per-entry model needs many observations of each entry before it serves; answer agreement among the
-  neighbours carries most of the signal from the start (oracle ranking on the stream's second half:
-  cosine alone serves 4.8 % of requests at 1 % error, the neighbourhood model 68 %).
-- A would-be hit is explored with probability ``explore_rate`` (the client gets the fresh answer, which is then
-  compared with the cached one), so the certified region keeps being measured; every request that is not served
-  is explored at no extra model cost, since it is forwarded anyway. Whether a request is explored depends on its
-  score only, never on its outcome, so the outcomes above a cutoff are draws of "wrong, given a score that
-  high". They over-represent the scores just above the cutoff (explored fully before it was certified) against
-  the served traffic, whose scores run higher and whose error is lower: the estimate errs on the safe side.
-  Weighting each outcome by 1/P(explored) would remove that bias at the price of ~1/``explore_rate`` times
-  more outcomes before any cutoff passes (measured: no δ = 0.05 cutoff certified in 9,000 requests).
-
-Everything here is plain numpy on a few thousand observations: a decision is one dot product; a refit (IRLS
-and the cutoff scan) takes a few ms and runs off the event loop.
+A workload is a scope and a conversation context (for a single-turn request, its system prompt and parameters):
+the only entries that may answer a request share both, so its bound learns from the traffic it decides for.
+One bound for every context would carry what it learned on one workload over to another, where the same
+features mean something else: measured on the dev data, a bound certified on the Banking77 stream then served
+hand-written near misses under another instruction ("...in Excel?" for "...in Python?") at 46 % error.
 """
 
 from __future__ import annotations
 
-import math
+import asyncio
 import random
-import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-__all__ = ["NEIGHBOURS", "Decision", "ErrorBound", "Evidence", "features", "kl_upper_bound"]
+from mmproxy import _native
+from mmproxy.cache.error_bound import NEIGHBOURS, Decision, ErrorBound, Evidence, features
 
-NEIGHBOURS = 5  # cached prompts whose answers are compared with the nearest one's
-FEATURES = ("cosine", "agreement", "margin", "right_below", "wrong_above")
-_ENTRY_MEMORY = 32  # observations kept per entry
-_L2 = 1.0
-_IRLS_STEPS = 25
-_STEP = 25  # explored outcomes between two cutoffs tested
+if TYPE_CHECKING:
+    from mmproxy._native import NearMissVerdict
+    from mmproxy.cache.answers import Equivalence
+    from mmproxy.cache.semantic import SemanticEntry
+    from mmproxy.config import CacheSettings
 
+__all__ = ["SEARCHED", "VETOES", "Candidate", "VerifiedHits", "workload"]
 
-@dataclass(slots=True)
-class Evidence:
-    """What was observed about reusing one cached entry: (similarity of the incoming prompt, right?) pairs."""
-
-    seen: list[tuple[float, bool]] = field(default_factory=list)
-
-    def add(self, similarity: float, right: bool) -> None:
-        self.seen.append((similarity, right))
-        if len(self.seen) > _ENTRY_MEMORY:
-            del self.seen[0]
-
-    def counts(self, similarity: float) -> tuple[int, int]:
-        """(times it was right for a prompt no closer than this one, times it was wrong for one at least as close)."""
-        right = sum(1 for s, ok in self.seen if ok and s <= similarity)
-        wrong = sum(1 for s, ok in self.seen if not ok and s >= similarity)
-        return right, wrong
+VETOES: frozenset[NearMissVerdict] = frozenset(
+    ("number", "number order", "number unit", "unit", "direction", "opposite", "swapped"))
+SEARCHED = NEIGHBOURS + 3  # cached prompts a lookup reads: the neighbours, and room for vetoed ones
+MAX_WORKLOADS = 10_000  # bounds kept; the least recently used one is forgotten first
 
 
-def features(similarities: Sequence[float], agrees: Sequence[bool], evidence: Evidence | None) -> np.ndarray:
-    """The model's features for serving the first of ``similarities`` (the cosines of the nearest cached prompts,
-    best first; ``agrees[i]``: whether prompt i's answer is equivalent to the first one's, ``agrees[0]`` True).
-
-    Missing neighbours count as disagreeing, and the margin to an unseen disagreeing prompt is at least the
-    distance to the farthest one seen."""
-    top = similarities[0]
-    agree = sum(1 for a in agrees[:NEIGHBOURS] if a) / NEIGHBOURS
-    other = next((s for s, a in zip(similarities, agrees, strict=True) if not a), None)
-    if other is None:
-        other = similarities[-1] if len(similarities) >= NEIGHBOURS else 0.0
-    right, wrong = evidence.counts(top) if evidence is not None else (0, 0)
-    return np.array([top, agree, top - other, math.log1p(right), math.log1p(wrong)], dtype=np.float64)
+def workload(scope: str, context: bytes) -> str:
+    """The key of the bound that decides for requests of ``scope`` in the conversation ``context``."""
+    return f"{scope}\0{context.hex()}"
 
 
 @dataclass(slots=True)
-class Decision:
-    serve: bool
-    p_right: float  # the model's estimate; NaN before the first fit
-    certified: bool  # the estimate cleared the cutoff (an explored one was drawn for measurement)
+class Candidate:
+    """The cached prompt that may answer a request, what the bound decided, and what an exploration records."""
+
+    entry: SemanticEntry
+    similarity: float
+    features: np.ndarray
+    decision: Decision
 
 
-def kl_upper_bound(errors: float, n: float, confidence: float) -> float:
-    """The largest q with n·KL(errors/n ‖ q) ≤ ln(1/(1-confidence)): a binomial upper confidence bound (Chernoff),
-    valid for any n, unlike a normal approximation near 0."""
-    if n <= 0:
-        return 1.0
-    p = min(max(errors / n, 0.0), 1.0)
-    budget = math.log(1.0 / (1.0 - confidence)) / n
-    lo, hi = p, 1.0
-    for _ in range(40):
-        q = (lo + hi) / 2
-        if _kl(p, q) > budget:
-            hi = q
-        else:
-            lo = q
-    return hi
+class VerifiedHits:
+    """Error-bounded hit decisions for every workload (``workload()``) of one cache, and the counters the metrics
+    read."""
 
-
-def _kl(p: float, q: float) -> float:
-    q = min(max(q, 1e-12), 1 - 1e-12)
-    out = 0.0
-    if p > 0:
-        out += p * math.log(p / q)
-    if p < 1:
-        out += (1 - p) * math.log((1 - p) / (1 - q))
-    return out
-
-
-class ErrorBound:
-    """One index's hit decisions and what they learn from. Thread-safe: decisions on the event loop, ``refit`` in
-    a worker thread, observations from both (the request's own and other instances' through Redis)."""
-
-    def __init__(self, max_error_rate: float, confidence: float = 0.95, explore_rate: float = 0.05,
-                 refit_every: int = 32, max_observations: int = 20_000, rng: random.Random | None = None) -> None:
-        if not 0.0 < max_error_rate < 1.0:
-            raise ValueError("max_error_rate must be in (0, 1)")
-        if not 0.5 <= confidence < 1.0:
-            raise ValueError("confidence must be in [0.5, 1)")
-        if not 0.0 < explore_rate <= 1.0:
-            raise ValueError("explore_rate must be in (0, 1]")
-        self.max_error_rate, self.confidence, self.explore_rate = max_error_rate, confidence, explore_rate
-        self.refit_every, self.max_observations = refit_every, max_observations
+    def __init__(self, settings: CacheSettings, equivalence: Equivalence, rng: random.Random | None = None) -> None:
+        assert settings.max_error_rate is not None
+        self.settings = settings
+        self.equivalence = equivalence
+        self.floor = settings.similarity_threshold or 0.7  # prompts less similar are not candidates at all
         self._rng = rng or random.Random()
-        self._x: list[np.ndarray] = []  # explored requests' features
-        self._right: list[bool] = []  # and their outcomes
-        self._seen: list[np.ndarray] = []  # every decided request's features: the traffic's mix of scores
-        self._since_fit = 0
-        self._weights: np.ndarray | None = None  # logistic coefficients, intercept first
-        self.cutoff: float | None = None  # least P(right) served; None: nothing certified yet
-        self._lock = threading.Lock()
-        # The first test covers twice the outcomes that pass with no error at all (-ln(1-confidence)/δ): a few
-        # errors are expected even at the top (label noise: ~1.5 % of near-identical Banking77 messages).
-        self._first = max(_STEP, math.ceil(2 * math.log(1 / (1 - confidence)) / max_error_rate))
+        self._bounds: OrderedDict[str, ErrorBound] = OrderedDict()
+        self._refitting: set[str] = set()
+        self.vetoes = self.explorations = self.right = self.wrong = 0
 
-    def __len__(self) -> int:
-        return len(self._right)
+    def bound(self, key: str) -> ErrorBound:
+        """The bound of the workload ``key``."""
+        bound = self._bounds.get(key)
+        if bound is None:
+            settings = self.settings
+            assert settings.max_error_rate is not None
+            bound = self._bounds[key] = ErrorBound(settings.max_error_rate, settings.error_confidence,
+                                                   settings.explore_rate, rng=self._rng)
+            if len(self._bounds) > MAX_WORKLOADS:
+                self._bounds.popitem(last=False)
+        else:
+            self._bounds.move_to_end(key)
+        return bound
 
-    def p_right(self, x: np.ndarray) -> float:
-        weights = self._weights
-        if weights is None:
-            return math.nan
-        return float(_sigmoid(weights[0] + x @ weights[1:]))
+    def choose(self, key: str, text: str, found: list[tuple[SemanticEntry, float]]) -> Candidate | None:
+        """The candidate among ``found`` (nearest first) for the prompt ``text``, with the bound's decision; None
+        when no cached prompt is close enough or every close one is vetoed. ``key``: the request's workload."""
+        for index, (entry, similarity) in enumerate(found):
+            if not similarity >= self.floor:
+                return None
+            if _native.near_miss_verdict(text, entry.text) in VETOES:
+                self.vetoes += 1
+                continue
+            rest = found[:index] + found[index + 1:]
+            x = features([similarity] + [s for _, s in rest],
+                         [True] + [bool(entry.answer) and e.answer == entry.answer for e, _ in rest], entry.evidence)
+            decision = self.bound(key).decide(x)
+            if not decision.serve:
+                self.explorations += 1
+            return Candidate(entry, similarity, x, decision)
+        return None
 
-    def decide(self, x: np.ndarray) -> Decision:
-        """Serve when the estimate clears the certified cutoff, except for an ``explore_rate`` share of those."""
-        p = self.p_right(x)
-        cutoff = self.cutoff
-        with self._lock:
-            self._seen.append(x)
-            if len(self._seen) > self.max_observations:
-                del self._seen[: len(self._seen) - self.max_observations]
-        if cutoff is None or not p >= cutoff:
-            return Decision(False, p, False)
-        return Decision(self._rng.random() >= self.explore_rate, p, True)
+    async def learn(self, key: str, candidate: Candidate, question: str, cached: str, fresh: str,
+                    equivalence: Equivalence | None = None) -> bool:
+        """Compare an explored request's fresh answer with the candidate's cached one (by ``equivalence``, else the
+        configured one), and learn from it."""
+        right = await (equivalence or self.equivalence).same(question, cached, fresh)
+        self.record(key, candidate.entry, candidate.similarity, candidate.features, right)
+        await self.refit_if_due(key)
+        return right
 
-    def observe(self, x: np.ndarray, right: bool) -> bool:
-        """Record an explored request's outcome; True when enough have come in since the last fit to refit."""
-        with self._lock:
-            self._x.append(np.asarray(x, dtype=np.float64))
-            self._right.append(bool(right))
-            if len(self._right) > self.max_observations:
-                drop = len(self._right) - self.max_observations
-                del self._x[:drop], self._right[:drop]
-            self._since_fit += 1
-            return self._since_fit >= self.refit_every
+    def record(self, key: str, entry: SemanticEntry | None, similarity: float, x: np.ndarray, right: bool) -> None:
+        """An outcome, this process's or another instance's: the entry's evidence (when it is indexed here) and
+        the bound of the workload ``key``."""
+        if entry is not None:
+            if entry.evidence is None:
+                entry.evidence = Evidence()
+            entry.evidence.add(similarity, right)
+        if right:
+            self.right += 1
+        else:
+            self.wrong += 1
+        self.bound(key).observe(x, right)
 
-    def refit(self) -> None:
-        """Fit P(right | features) on every outcome, then certify the lowest cutoff whose served region's error
-        bound holds (see the module docstring)."""
-        with self._lock:
-            if not self._right:
-                return
-            x = np.vstack(self._x)
-            right = np.array(self._right, dtype=np.float64)
-            seen = np.vstack(self._seen) if self._seen else x
-            self._since_fit = 0
-        if right.min() == right.max():  # one class only: nothing to tell apart yet
+    async def refit_if_due(self, key: str) -> None:
+        """Refit a workload's bound in a worker thread when enough outcomes came in, one refit at a time."""
+        bound = self.bound(key)
+        if not bound.due or key in self._refitting:
             return
-        weights = _fit_logistic(x, right)
-        scores = _sigmoid(weights[0] + x @ weights[1:])
-        cutoff = self._certify(scores, right, _sigmoid(weights[0] + seen @ weights[1:]))
-        self._weights, self.cutoff = weights, cutoff
+        self._refitting.add(key)
+        try:
+            await asyncio.to_thread(bound.refit)
+        finally:
+            self._refitting.discard(key)
 
-    def _certify(self, scores: np.ndarray, right: np.ndarray, seen: np.ndarray) -> float | None:
-        """The lowest cutoff on P(right) whose served region passes, testing from the top down in steps of
-        ``_STEP`` outcomes and stopping at the first failure.
-
-        The region's error is bounded by a ratio estimate: the model's predicted error over the traffic in the
-        region (``seen``: every decision's score), scaled by how the explored outcomes in it compare with what
-        the model predicted for them, whose count of errors is bounded at ``confidence``. The model only
-        carries the explored outcomes' mix of scores over to the traffic's (the outcomes lean towards the
-        cutoff, where errors are likelier); the error level itself comes from the outcomes."""
-        order = np.argsort(-scores, kind="stable")
-        wrong = np.cumsum(1.0 - right[order])
-        expected = np.cumsum(1.0 - scores[order])
-        traffic = np.sort(seen)[::-1]
-        traffic_error = np.cumsum(1.0 - traffic)
-        cutoff = None
-        for end in range(self._first, len(order) + 1, _STEP):
-            at = float(scores[order[end - 1]])
-            served = int(np.searchsorted(-traffic, -at, side="right"))
-            predicted = traffic_error[served - 1] / served if served else expected[end - 1] / end
-            errors = kl_upper_bound(float(wrong[end - 1]), end, self.confidence) * end
-            if errors / max(float(expected[end - 1]), 1e-9) * predicted > self.max_error_rate:
-                break
-            cutoff = at
-        return cutoff
-
-    def snapshot(self) -> dict[str, float | int | None]:
-        """For metrics and logs: outcomes, their weighted error rate, the cutoff."""
-        with self._lock:
-            n = len(self._right)
-            wrong = n - sum(self._right)
-        return {"observations": n, "error_rate": wrong / n if n else None, "cutoff": self.cutoff}
-
-
-def _sigmoid(z: np.ndarray | float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
-
-
-def _fit_logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """L2-regularised logistic regression by Newton steps (IRLS); the intercept is not penalised."""
-    design = np.hstack([np.ones((len(x), 1)), x])
-    penalty = np.full(design.shape[1], _L2)
-    penalty[0] = 0.0
-    beta = np.zeros(design.shape[1])
-    for _ in range(_IRLS_STEPS):
-        p = _sigmoid(design @ beta)
-        gradient = design.T @ (p - y) + penalty * beta
-        hessian = (design * (p * (1 - p))[:, None]).T @ design + np.diag(penalty) + 1e-9 * np.eye(len(beta))
-        step = np.linalg.solve(hessian, gradient)
-        beta -= step
-        if float(np.abs(step).max()) < 1e-8:
-            break
-    return beta
+    def observed_error_rate(self) -> float | None:
+        """Wrong outcomes among explored requests, over every workload: what the metrics show."""
+        total = self.right + self.wrong
+        return self.wrong / total if total else None

@@ -1,24 +1,34 @@
 """The response cache as a pipeline step: it may answer before any upstream call, and keeps what the upstream
-answered for the next identical (or, with the semantic layer, equivalent) request."""
+answered for the next identical (or, with the semantic layer, equivalent) request. With the verified semantic
+cache, a request that is not served may be explored: its answer is then compared with a cached one, by a judge
+model when ``answer_equivalence`` is ``judge`` — a request of its own, routed, limited, budgeted and in the
+ledger (``parent_id``: the explored request) like any."""
 
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
+from mmproxy import cost
 from mmproxy.cache import policy
 from mmproxy.cache.responses import Hit, Question, ResponseCache
 from mmproxy.cache.store import CachedResponse
 from mmproxy.pipeline.call import Call
 from mmproxy.pipeline.sse import rewrite_usage_chunk
+from mmproxy.spend.record import RequestRecord
+
+if TYPE_CHECKING:
+    from mmproxy.cache.answers import Judged
+    from mmproxy.pipeline.pipeline import Pipeline
 
 log = logging.getLogger("mmproxy")
 _JSON = "application/json"
 _NS_PER_MS = 1_000_000
+_JUDGE_TOKENS = 256  # a grouping of two answers is a short JSON object
 
 
 class CachePlan:
@@ -32,8 +42,11 @@ class CachePlan:
 
 
 class CacheStep:
-    def __init__(self, cache: ResponseCache) -> None:
+    def __init__(self, cache: ResponseCache, pipeline: Pipeline) -> None:
         self.cache = cache
+        self.pipeline = pipeline  # for the judge's calls
+        settings = cache.settings
+        self._judge = settings.judge_model if settings.answer_equivalence == "judge" else None
 
     async def consult(self, headers: Mapping[str, str], call: Call, payload: dict[str, Any], raw: bytes,
                       target: str, endpoint: str, answer_headers: dict[str, str]) -> tuple[CachePlan, Hit | None]:
@@ -56,11 +69,13 @@ class CacheStep:
             if hit is not None:
                 return CachePlan(lookup, None), hit
             call.record.cache = "miss"
+            if question is not None and question.explored is not None:
+                answer_headers["x-mmproxy-cache"] = call.record.cache = "explore"
         if lookup.store and payload.get("stream") is True:
             call.capture = []
         return CachePlan(lookup, question), None
 
-    def store(self, plan: CachePlan, call: Call, response: web.StreamResponse) -> None:
+    def store(self, plan: CachePlan, request: web.BaseRequest, call: Call, response: web.StreamResponse) -> None:
         """Keep a complete, successful answer (a stream as the bytes relayed)."""
         record = call.record
         lookup = plan.lookup
@@ -75,10 +90,49 @@ class CacheStep:
             body, stream = response.body, False
         else:
             return
+        question = plan.question
+        judge = self._judged(request, call) if question is not None and question.explored is not None else None
         self.cache.put(lookup, CachedResponse(
             body=body, stream=stream, model_group=record.model_group, deployment=record.deployment or "",
             prompt_tokens=record.prompt_tokens, completion_tokens=record.completion_tokens,
-            cost_usd=record.cost_usd, created=time.time()), plan.question)
+            cost_usd=record.cost_usd, created=time.time()), question, judge)
+
+    def _judged(self, request: web.BaseRequest, call: Call) -> Judged | None:
+        """The judge equivalence for one explored request: its calls are the caller's, made after the answer left."""
+        group = self._judge
+        if group is None:
+            return None
+        from mmproxy.cache.answers import Judged
+        from mmproxy.pipeline.subcalls import answer_text, chat_attempt
+
+        pipeline, parent = self.pipeline, call.record
+        made = 0
+
+        async def ask(messages: list[dict[str, str]]) -> str:
+            nonlocal made
+            made += 1
+            record = RequestRecord(f"{parent.request_id}.judge{made}", "chat")
+            record.parent_id, record.requested_model = parent.request_id, group
+            record.key_hash, record.key_alias, record.team_id = parent.key_hash, parent.key_alias, parent.team_id
+            judge = Call(record, time.perf_counter_ns())
+            judge.caller = call.caller
+            body: dict[str, Any] = {"model": group, "messages": messages, "max_tokens": _JUDGE_TOKENS}
+            try:
+                if call.caller.key is not None:
+                    group_members = pipeline.router.group(group)
+                    await pipeline.accounting.admit(judge, group, cost.estimate(
+                        group_members.members if group_members is not None else (), 0, _JUDGE_TOKENS))
+                response = await pipeline.route(judge, group, chat_attempt(pipeline, request, judge, body, group))
+                assert isinstance(response, web.Response) and isinstance(response.body, bytes)
+                return answer_text(response.body)
+            except Exception as exc:
+                status = getattr(exc, "status", 500)
+                record.status, record.error_code = status, getattr(exc, "code", None) or type(exc).__name__
+                raise
+            finally:
+                pipeline.accounting.finish(judge)
+
+        return Judged(ask)
 
     @staticmethod
     async def serve(request: web.BaseRequest, call: Call, hit: Hit) -> web.StreamResponse:

@@ -103,7 +103,7 @@ class Pipeline:
         else:                                                                               # or several calls
             response = await multi.serve(self, api, request, call, inbound, target, headers)
         if cache is not None and plan is not None:
-            cache.store(plan, call, response)                                               # store
+            cache.store(plan, request, call, response)                                      # store
         return response                                                                     # account: handler
 
     def handler(self, serve: Callable[[web.BaseRequest, Call], Awaitable[web.StreamResponse]],

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -125,18 +125,12 @@ class SubCalls:
         """One non-streaming answer of ``group`` to ``body``, routed and accounted like any request.
         ``json_output``: ask for a JSON object answer where the deployment's provider offers it (the caller
         still parses robustly: other deployments answer in free text)."""
-        sub = Inbound(str(body.get("model") or group), body, orjson.dumps(body), chat=body)
-        sub.completion = body.get("max_completion_tokens") or body.get("max_tokens")
-        as_json = _json_object(sub) if json_output else sub
-        pipeline, request = self.pipeline, self.request
-        child = self._child(group, sub)
-
-        def attempt(upstream: Upstream) -> Awaitable[web.StreamResponse]:
-            chosen = as_json if upstream.deployment.json_output else sub
-            return _CHAT.attempt(pipeline, request, child, chosen, upstream, {})
-
+        pipeline = self.pipeline
+        child = self._child(group)
         try:
-            response = await pipeline.route(child, group, attempt)
+            response = await pipeline.route(child, group,
+                                            chat_attempt(pipeline, self.request, child, body, group,
+                                                         json_output))
         except ProxyError as exc:
             child.record.status, child.record.error_code = exc.status, exc.code or exc.type
             raise
@@ -148,7 +142,7 @@ class SubCalls:
         assert isinstance(response, web.Response) and isinstance(response.body, bytes)
         return Answer(response, answer_text(response.body))
 
-    def _child(self, group: str, sub: Inbound) -> Call:
+    def _child(self, group: str) -> Call:
         parent = self.call
         self._made += 1
         record = RequestRecord(f"{parent.record.request_id}.{self._made}", "chat")
@@ -157,7 +151,7 @@ class SubCalls:
         record.key_hash, record.key_alias, record.team_id = (parent.record.key_hash, parent.record.key_alias,
                                                              parent.record.team_id)
         child = Call(record, time.perf_counter_ns())
-        child.caller, child.inbound = parent.caller, sub
+        child.caller = parent.caller
         return child
 
     def _settle(self, child: Call) -> None:
@@ -234,6 +228,23 @@ class SubCalls:
 
 
 _CHAT = ChatCompletions()  # every sub-call is a chat completion, whatever the client's API
+
+
+def chat_attempt(pipeline: Pipeline, request: web.BaseRequest, call: Call, body: dict[str, Any], group: str,
+                 json_output: bool = False) -> Callable[[Upstream], Awaitable[web.StreamResponse]]:
+    """One attempt of the non-streaming chat completion ``body`` on a deployment of ``group``, for
+    ``pipeline.route``; the call is ``call``'s. ``json_output``: ask for a JSON object where the deployment's
+    provider offers it."""
+    sub = Inbound(str(body.get("model") or group), body, orjson.dumps(body), chat=body)
+    sub.completion = body.get("max_completion_tokens") or body.get("max_tokens")
+    as_json = _json_object(sub) if json_output else sub
+    call.inbound = sub
+
+    def attempt(upstream: Upstream) -> Awaitable[web.StreamResponse]:
+        chosen = as_json if upstream.deployment.json_output else sub
+        return _CHAT.attempt(pipeline, request, call, chosen, upstream, {})
+
+    return attempt
 
 
 def _json_object(sub: Inbound) -> Inbound:

@@ -82,7 +82,7 @@ class Gateway:
                                        self._worker if self._multi_worker else None, self._local_embedder)
             for job in self.cache.jobs():
                 self._spawn(job)
-            self.pipeline.cache = CacheStep(self.cache)
+            self.pipeline.cache = CacheStep(self.cache, self.pipeline)
 
     def _start_virtual_models(self) -> None:
         """The learned routers and the virtual models that call several models (numpy, FAISS and ONNX load only
