@@ -45,6 +45,7 @@ _CACHE_PARAMS_DONE = {
     "type", "host", "port", "password", "url", "ttl", "namespace", "mode", "max_bytes", "shared", "cache_sampled",
     "cache_n", "cache_tools", "similarity_threshold", "embedding_model", "redis_semantic_cache_embedding_model",
     "semantic_capacity", "semantic_path", "verify", "supported_call_types", "synonym_threshold",
+    "embedder_threads", "embedder_precision",
 }
 _ROUTER_SETTINGS_DONE = {
     "routing_strategy", "num_retries", "retry_after", "timeout", "allowed_fails", "cooldown_time", "fallbacks",
@@ -154,6 +155,10 @@ class CacheSettings:
     synonym_threshold: float | None = None  # local embedder: accept replaced words this close in context
     semantic_capacity: int = 100_000  # entries per (model group, namespace) index
     semantic_path: str | None = None  # directory the semantic index is persisted to
+    # The local embedder (also the learned routers'): intra-op threads per worker, and "int8" or "float32"
+    # (mmproxy.cache.embedder). One thread fits a worker that shares its core with its event loop.
+    embedder_threads: int = 1
+    embedder_precision: str = "int8"
     endpoints: frozenset[str] = CACHED_ENDPOINTS  # the endpoints it serves (LiteLLM's supported_call_types)
 
 
@@ -597,6 +602,12 @@ def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], warnings: 
     path = params.get("semantic_path")
     if path is not None and not isinstance(path, str):
         raise ConfigError(f"{where}.semantic_path: must be a directory path")
+    threads = _integer(params, "embedder_threads", f"{where}.embedder_threads")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"{where}.embedder_threads: must be at least 1")
+    precision = params.get("embedder_precision", "int8")
+    if precision not in ("int8", "float32"):
+        raise ConfigError(f"{where}.embedder_precision: must be int8 or float32")
     defaults = CacheSettings()
     return CacheSettings(
         redis_url=redis_url,
@@ -617,6 +628,8 @@ def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], warnings: 
         or defaults.semantic_capacity,
         semantic_path=path,
         endpoints=endpoints,
+        embedder_threads=threads or defaults.embedder_threads,
+        embedder_precision=precision,
     )
 
 
