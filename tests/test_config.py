@@ -186,6 +186,9 @@ def test_cache_params_map_to_settings(monkeypatch):
     assert cache(type="redis").redis_url == "redis://from-env:6379/2"
     semantic = cache(type="semantic", similarity_threshold=0.9, mode="default_off", shared=True)
     assert semantic.semantic and semantic.similarity_threshold == 0.9 and not semantic.default_on and semantic.shared
+    assert (semantic.embedder_threads, semantic.embedder_precision) == (1, "int8")
+    tuned = cache(type="semantic", embedder_threads=2, embedder_precision="float32")
+    assert (tuned.embedder_threads, tuned.embedder_precision) == (2, "float32")
     assert parse_config({"litellm_settings": {"cache_params": {"type": "redis"}}}).cache is None
     assert local.endpoints == {"chat", "messages", "embeddings", "responses"}
     config = parse_config({"litellm_settings": {"cache": True, "cache_params": {
@@ -194,7 +197,9 @@ def test_cache_params_map_to_settings(monkeypatch):
     assert any("atranscription not served" in w for w in config.warnings)
     for bad, key in (({"type": "s3"}, "type"), ({"similarity_threshold": 2}, "similarity_threshold"),
                      ({"mode": "always"}, "mode"), ({"supported_call_types": "acompletion"}, "supported_call_types"),
-                     ({"type": "semantic", "embedding_model": "nope"}, "embedding_model")):
+                     ({"type": "semantic", "embedding_model": "nope"}, "embedding_model"),
+                     ({"embedder_threads": 0}, "embedder_threads"), ({"embedder_threads": 1.5}, "embedder_threads"),
+                     ({"embedder_precision": "fp16"}, "embedder_precision")):
         with pytest.raises(ConfigError, match=f"cache_params.{key}"):
             cache(**bad)
 

@@ -46,6 +46,7 @@ _CACHE_PARAMS_DONE = {
     "cache_n", "cache_tools", "similarity_threshold", "embedding_model", "redis_semantic_cache_embedding_model",
     "semantic_capacity", "semantic_path", "verify", "supported_call_types", "synonym_threshold", "max_error_rate",
     "error_confidence", "explore_rate", "answer_equivalence", "answer_similarity", "judge_model",
+    "embedder_threads", "embedder_precision",
 }
 _ROUTER_SETTINGS_DONE = {
     "routing_strategy", "num_retries", "retry_after", "timeout", "allowed_fails", "cooldown_time", "fallbacks",
@@ -164,6 +165,10 @@ class CacheSettings:
     answer_equivalence: str = "exact"  # "exact" | "embedding" | "judge" (mmproxy.cache.answers)
     answer_similarity: float = 0.9  # embedding equivalence: least cosine of two free-text answers
     judge_model: str | None = None  # judge equivalence: the model group asked
+    # The local embedder (also the learned routers'): intra-op threads per worker, and "int8" or "float32"
+    # (mmproxy.cache.embedder). One thread fits a worker that shares its core with its event loop.
+    embedder_threads: int = 1
+    embedder_precision: str = "int8"
     endpoints: frozenset[str] = CACHED_ENDPOINTS  # the endpoints it serves (LiteLLM's supported_call_types)
 
 
@@ -609,6 +614,12 @@ def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], models: se
     path = params.get("semantic_path")
     if path is not None and not isinstance(path, str):
         raise ConfigError(f"{where}.semantic_path: must be a directory path")
+    threads = _integer(params, "embedder_threads", f"{where}.embedder_threads")
+    if threads is not None and threads < 1:
+        raise ConfigError(f"{where}.embedder_threads: must be at least 1")
+    precision = params.get("embedder_precision", "int8")
+    if precision not in ("int8", "float32"):
+        raise ConfigError(f"{where}.embedder_precision: must be int8 or float32")
     defaults = CacheSettings()
     verified = _parse_verified(params, where, _CACHE_TYPES[kind], models, defaults)
     return CacheSettings(**verified,
@@ -630,6 +641,8 @@ def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], models: se
         or defaults.semantic_capacity,
         semantic_path=path,
         endpoints=endpoints,
+        embedder_threads=threads or defaults.embedder_threads,
+        embedder_precision=precision,
     )
 
 

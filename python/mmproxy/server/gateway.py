@@ -128,7 +128,9 @@ class Gateway:
         if self._local_embedder is None:
             from mmproxy.cache.embedder import LocalEmbedder  # onnxruntime loads only when it is used
 
-            self._local_embedder = LocalEmbedder()
+            settings = self.config.cache or CacheSettings()
+            self._local_embedder = LocalEmbedder(threads=settings.embedder_threads,
+                                                 precision=settings.embedder_precision)
         return self._local_embedder
 
     def model_names(self) -> list[str]:
