@@ -227,7 +227,8 @@ async def replay_gateway(items: list[Item], delta: float, negatives: set[frozens
     }).decode())
     sim = Service("simulator", [sys.executable, "-m", "mmproxy.simulator", "--port", str(sim_port), "--record", "0",
                                 "--replay", str(replay)], port=sim_port, core=1, env=python_env(), logdir=work)
-    gateway = Service("gateway", [sys.executable, "-m", "mmproxy", "--config", str(config), "--port", str(port)],
+    gateway = Service("gateway", [sys.executable, "-m", "mmproxy", "serve", "--config", str(config),
+                                  "--host", "127.0.0.1", "--port", str(port)],
                       port=port, core=0, env=python_env(), logdir=work)
     out = Served()
     answers: dict[str, str] = {}

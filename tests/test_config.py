@@ -204,6 +204,36 @@ def test_cache_params_map_to_settings(monkeypatch):
             cache(**bad)
 
 
+def test_verified_semantic_cache_keys():
+    judge = {"model_name": "judge", "litellm_params": {"model": "openai/gpt-4o-mini"}}
+
+    def cache(**params):
+        return parse_config({"model_list": [judge], "litellm_settings": {"cache": True, "cache_params": params}}).cache
+
+    plain = cache(type="semantic")
+    assert plain.max_error_rate is None  # the fixed-threshold matcher, as LiteLLM's configs expect
+    verified = cache(type="redis-semantic", max_error_rate=0.02)
+    assert (verified.max_error_rate, verified.error_confidence, verified.explore_rate) == (0.02, 0.95, 0.05)
+    assert verified.answer_equivalence == "exact" and verified.judge_model is None
+    judged = cache(type="semantic", max_error_rate=0.05, error_confidence=0.99, explore_rate=0.1,
+                   answer_equivalence="judge", judge_model="judge")
+    assert (judged.error_confidence, judged.explore_rate, judged.judge_model) == (0.99, 0.1, "judge")
+    assert cache(type="semantic", max_error_rate=0.05, answer_equivalence="embedding",
+                 answer_similarity=0.8).answer_similarity == 0.8
+    for bad, key in (({"max_error_rate": 0.01}, "max_error_rate"),  # not a semantic cache
+                     ({"type": "semantic", "max_error_rate": 0.7}, "max_error_rate"),
+                     ({"type": "semantic", "explore_rate": 0.1}, "explore_rate"),  # without max_error_rate
+                     ({"type": "semantic", "max_error_rate": 0.01, "error_confidence": 1}, "error_confidence"),
+                     ({"type": "semantic", "max_error_rate": 0.01, "explore_rate": 0}, "explore_rate"),
+                     ({"type": "semantic", "max_error_rate": 0.01, "answer_equivalence": "fuzzy"},
+                      "answer_equivalence"),
+                     ({"type": "semantic", "max_error_rate": 0.01, "answer_equivalence": "judge"}, "judge_model"),
+                     ({"type": "semantic", "max_error_rate": 0.01, "answer_equivalence": "judge",
+                       "judge_model": "nobody"}, "judge_model")):
+        with pytest.raises(ConfigError, match=f"cache_params.{key}"):
+            cache(**bad)
+
+
 def test_batch_discount_from_registry_or_model_info():
     def deployment(**info):
         entry = {"model_name": "m", "litellm_params": {"model": "openai/gpt-4o-mini"}, "model_info": info}

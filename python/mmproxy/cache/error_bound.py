@@ -224,6 +224,25 @@ class ErrorBound:
             cutoff = at
         return cutoff
 
+    def state(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """What the bound learned from, to save: the explored requests' features and outcomes, and every decided
+        request's features."""
+        with self._lock:
+            width = len(FEATURES)
+            return (np.vstack(self._x) if self._x else np.empty((0, width)), np.array(self._right, dtype=bool),
+                    np.vstack(self._seen) if self._seen else np.empty((0, width)))
+
+    def restore(self, x: np.ndarray, right: np.ndarray, seen: np.ndarray) -> None:
+        """Take back a saved ``state`` and refit on it."""
+        if x.ndim != 2 or x.shape[1] != len(FEATURES) or len(right) != len(x) or seen.ndim != 2 \
+                or seen.shape[1] != len(FEATURES):
+            raise ValueError("a saved error bound of another shape")
+        with self._lock:
+            self._x = list(x.astype(np.float64))
+            self._right = [bool(r) for r in right]
+            self._seen = list(seen.astype(np.float64))
+        self.refit()
+
     def snapshot(self) -> dict[str, float | int | None]:
         """For metrics and logs: outcomes, their weighted error rate, the cutoff."""
         with self._lock:

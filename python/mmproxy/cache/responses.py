@@ -37,6 +37,7 @@ log = logging.getLogger("mmproxy.cache")
 
 Embed = Callable[[str], Awaitable["np.ndarray"]]
 _CANDIDATES = 4
+_BOUNDS_FILE = "error-bounds.npz"  # the verified cache's learned bounds, beside the index files
 
 
 @dataclass(slots=True)
@@ -100,24 +101,44 @@ class ResponseCache:
             return [self._keep_saving()]
         return []
 
+    @property
+    def _directory(self) -> Path | None:
+        """Where this process keeps its semantic state (each worker its own)."""
+        if self._path is None or self._worker is None:
+            return self._path
+        return self._path / f"worker-{self._worker}"
+
     async def close(self) -> None:
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
-        if self._indexes is not None and self._path is not None:
-            await asyncio.to_thread(self._indexes.save_all)
+        try:
+            await asyncio.to_thread(self._save)
+        except OSError as exc:
+            log.warning("could not save the semantic cache: %s", exc)
         if self._feed is not None:
             await self._feed.close()
         await self.store.close()
 
+    def _save(self) -> None:
+        """The semantic indexes and the verified cache's bounds, to ``semantic_path``."""
+        directory = self._directory
+        if directory is None:
+            return
+        if self._indexes is not None:
+            self._indexes.save_all()
+        if self.verified is not None:
+            self.verified.save(directory / _BOUNDS_FILE)
+
     async def _keep_saving(self, interval: float = 60.0) -> None:
         """Persist changed semantic indexes every ``interval`` seconds, so a crash loses at most that much."""
+        if self.verified is not None and self._directory is not None:
+            await asyncio.to_thread(self.verified.load, self._directory / _BOUNDS_FILE)
         while True:
             await asyncio.sleep(interval)
-            if self._indexes is not None:
-                try:
-                    await asyncio.to_thread(self._indexes.save_all)
-                except OSError as exc:
-                    log.warning("could not save the semantic cache index: %s", exc)
+            try:
+                await asyncio.to_thread(self._save)
+            except OSError as exc:
+                log.warning("could not save the semantic cache: %s", exc)
 
     async def get(self, lookup: Lookup, payload: dict[str, Any]) -> tuple[Hit | None, Question | None]:
         """The cached answer for this request, if any; and the semantic question to store on a miss."""
@@ -237,10 +258,7 @@ class ResponseCache:
         if self._indexes is None:
             from mmproxy.cache.semantic import SemanticIndexes  # FAISS loads only for a semantic cache
 
-            path = self._path
-            if path is not None and self._worker is not None:
-                path = path / f"worker-{self._worker}"
-            self._indexes = SemanticIndexes(dim, self.settings.semantic_capacity, path)
+            self._indexes = SemanticIndexes(dim, self.settings.semantic_capacity, self._directory)
         if scope in self._opened:
             return self._indexes.get(scope)
         # The first use reads the saved index (about 0.6 s at 100,000 entries): not on the event loop.

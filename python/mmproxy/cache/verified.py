@@ -19,12 +19,15 @@ hand-written near misses under another instruction ("...in Excel?" for "...in Py
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections import OrderedDict
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import orjson
 
 from mmproxy import _native
 from mmproxy.cache.error_bound import NEIGHBOURS, Decision, ErrorBound, Evidence, features
@@ -39,6 +42,8 @@ __all__ = ["SEARCHED", "VETOES", "Candidate", "VerifiedHits", "workload"]
 
 VETOES: frozenset[NearMissVerdict] = frozenset(
     ("number", "number order", "number unit", "unit", "direction", "opposite", "swapped"))
+log = logging.getLogger("mmproxy.cache")
+
 SEARCHED = NEIGHBOURS + 3  # cached prompts a lookup reads: the neighbours, and room for vetoed ones
 MAX_WORKLOADS = 10_000  # bounds kept; the least recently used one is forgotten first
 
@@ -137,7 +142,34 @@ class VerifiedHits:
         finally:
             self._refitting.discard(key)
 
-    def observed_error_rate(self) -> float | None:
-        """Wrong outcomes among explored requests, over every workload: what the metrics show."""
-        total = self.right + self.wrong
-        return self.wrong / total if total else None
+    def save(self, path: Path) -> None:
+        """Every workload's bound, to ``path`` (atomically: a temporary file, then rename)."""
+        arrays: dict[str, np.ndarray] = {}
+        bounds = list(self._bounds.items())  # a copy: requests may add workloads meanwhile
+        keys = [key for key, _ in bounds]
+        for number, (_, bound) in enumerate(bounds):
+            arrays[f"x{number}"], arrays[f"right{number}"], arrays[f"seen{number}"] = bound.state()
+        arrays["keys"] = np.frombuffer(orjson.dumps(keys), dtype=np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        with open(tmp, "wb") as f:
+            np.savez(f, allow_pickle=False, **arrays)
+        tmp.replace(path)
+
+    def load(self, path: Path) -> None:
+        """The bounds saved at ``path``; a missing file is none, an unreadable one is warned about and skipped."""
+        try:
+            with np.load(path, allow_pickle=False) as saved:
+                keys = orjson.loads(saved["keys"].tobytes())
+                for number, key in enumerate(keys):
+                    self.bound(key).restore(saved[f"x{number}"], saved[f"right{number}"], saved[f"seen{number}"])
+        except FileNotFoundError:
+            return
+        except (OSError, ValueError, KeyError, orjson.JSONDecodeError) as exc:
+            log.warning("verified semantic cache: %s is not a usable saved state (%s); learning afresh", path, exc)
+            self._bounds.clear()
+
+    def series(self) -> dict[str, dict[tuple[str, ...], float | list[float]]]:
+        """The counters as metrics series (``mmproxy.metrics.families``)."""
+        return {"mmproxy_semantic_outcomes_total": {("right",): self.right, ("wrong",): self.wrong},
+                "mmproxy_semantic_vetoes_total": {(): self.vetoes}}

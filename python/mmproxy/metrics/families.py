@@ -50,6 +50,11 @@ FAMILIES: dict[str, _Family] = {
         _Family("mmproxy_saved_usd_total", "counter", "USD saved by gateway cache hits and provider cache reads.",
                 ("cache",)),
         _Family("mmproxy_cache_requests_total", "counter", "Requests by gateway cache outcome.", ("cache",)),
+        _Family("mmproxy_semantic_outcomes_total", "counter", "Verified semantic cache: explored requests by whether "
+                "the cached answer would have been right; wrong / (right + wrong) is the observed error rate of "
+                "reuse.", ("outcome",)),
+        _Family("mmproxy_semantic_vetoes_total", "counter", "Verified semantic cache: cached prompts refused by the "
+                "near-miss check (another number, unit, direction...) before any decision.", ()),
         _Family("mmproxy_retries_total", "counter", "Further attempts within a model group.", ("model",)),
         _Family("mmproxy_fallbacks_total", "counter", "Model groups tried after the requested one.", ("model",)),
         _Family("mmproxy_cooldowns_total", "counter", "Times a deployment entered cooldown.", ("deployment",)),

@@ -11,6 +11,7 @@ import logging
 import os
 import time
 from bisect import bisect_left
+from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -80,6 +81,11 @@ class Metrics:
         self._errors: dict[tuple[str, str], int] = {}
         self._cooldowns: dict[str, int] = {}
         self._budget: dict[tuple[str, str], int] = {}
+        self._sources: list[Callable[[], dict[str, Series]]] = []
+
+    def add_source(self, source: Callable[[], dict[str, Series]]) -> None:
+        """Series another part keeps itself (the verified semantic cache's outcomes), read at each scrape."""
+        self._sources.append(source)
 
     def observe(self, record: RequestRecord) -> None:
         """Once per client request, on its path: plain dict and list updates (about 1 µs, benches/bench_metrics.py)."""
@@ -234,4 +240,6 @@ class Metrics:
         out["mmproxy_errors_total"] = {labels: n for labels, n in self._errors.items()}
         out["mmproxy_cooldowns_total"] = {(deployment,): n for deployment, n in self._cooldowns.items()}
         out["mmproxy_budget_rejections_total"] = {labels: n for labels, n in self._budget.items()}
+        for source in self._sources:
+            merge(out, source())
         return out

@@ -1,8 +1,8 @@
 """The response cache as a pipeline step: it may answer before any upstream call, and keeps what the upstream
 answered for the next identical (or, with the semantic layer, equivalent) request. With the verified semantic
 cache, a request that is not served may be explored: its answer is then compared with a cached one, by a judge
-model when ``answer_equivalence`` is ``judge`` — a request of its own, routed, limited, budgeted and in the
-ledger (``parent_id``: the explored request) like any."""
+model when ``answer_equivalence`` is ``judge`` — a request of its own (its id the explored request's plus
+``.judge1``), routed, limited, budgeted and in the ledger like any."""
 
 from __future__ import annotations
 
@@ -112,7 +112,7 @@ class CacheStep:
             nonlocal made
             made += 1
             record = RequestRecord(f"{parent.request_id}.judge{made}", "chat")
-            record.parent_id, record.requested_model = parent.request_id, group
+            record.requested_model = group  # not a sub-call (its cost is not inside the explored request's)
             record.key_hash, record.key_alias, record.team_id = parent.key_hash, parent.key_alias, parent.team_id
             judge = Call(record, time.perf_counter_ns())
             judge.caller = call.caller

@@ -83,6 +83,8 @@ class Gateway:
             for job in self.cache.jobs():
                 self._spawn(job)
             self.pipeline.cache = CacheStep(self.cache, self.pipeline)
+            if self.metrics is not None and self.cache.verified is not None:
+                self.metrics.add_source(self.cache.verified.series)
 
     def _start_virtual_models(self) -> None:
         """The learned routers and the virtual models that call several models (numpy, FAISS and ONNX load only
