@@ -145,7 +145,7 @@ def test_render_parses_with_help_and_type_for_every_family() -> None:
     text = metrics.render().decode()
     families = {f.name: f for f in text_string_to_metric_families(text)}
     counters = {"requests", "tokens", "cost_usd", "saved_usd", "cache_requests", "retries", "fallbacks", "cooldowns",
-                "budget_rejections", "errors"}
+                "budget_rejections", "errors", "semantic_outcomes", "semantic_vetoes"}
     histograms = {"request_latency_seconds", "time_to_first_token_seconds", "gateway_overhead_seconds"}
     # The parser names a counter family without its _total suffix.
     assert {name: f.type for name, f in families.items()} == {
@@ -160,8 +160,17 @@ def test_render_parses_with_help_and_type_for_every_family() -> None:
 
 def test_empty_metrics_render_every_family() -> None:
     text = Metrics().render().decode()
-    assert len(list(text_string_to_metric_families(text))) == 13
-    assert text.count("# HELP ") == 13
+    assert len(list(text_string_to_metric_families(text))) == 15
+    assert text.count("# HELP ") == 15
+
+
+def test_series_of_another_part_are_read_at_each_scrape() -> None:
+    metrics = Metrics()
+    outcomes = {"right": 3, "wrong": 1}
+    metrics.add_source(lambda: {"mmproxy_semantic_outcomes_total": {(k,): v for k, v in outcomes.items()}})
+    assert samples(metrics)[key("mmproxy_semantic_outcomes_total", outcome="wrong")] == 1
+    outcomes["wrong"] = 2
+    assert samples(metrics)[key("mmproxy_semantic_outcomes_total", outcome="wrong")] == 2
 
 
 def test_label_values_are_escaped() -> None:
