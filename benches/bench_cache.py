@@ -24,6 +24,7 @@ import argparse
 import datetime as dt
 import gc
 import os
+import random
 import shlex
 import shutil
 import statistics
@@ -41,8 +42,12 @@ import numpy as np
 import redis
 import uvloop
 
+from mmproxy.cache.answers import Exact
+from mmproxy.cache.error_bound import features
 from mmproxy.cache.semantic import SemanticEntry, SemanticIndex
 from mmproxy.cache.store import CachedResponse, MemoryStore, RedisStore
+from mmproxy.cache.verified import SEARCHED, VerifiedHits
+from mmproxy.config import CacheSettings
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from run import RESULTS_MD, free_port, machine, write_results_section
@@ -153,6 +158,35 @@ def bench_chosen(data: Data) -> str:
         found.append(int.from_bytes(hits[0][0].cache_key, "big") if hits else -1)
     return row("**chosen: SimHash 512 bits, FAISS Hamming scan, exact re-rank of 64**", data, times, found,
                inserts_per_s)
+
+
+def bench_verified(data: Data) -> str:
+    """The verified semantic cache's whole lookup after the embedding: the search for the neighbours, the
+    near-miss check of the candidate, its features and the bound's decision (a certified bound)."""
+    n = len(data.base)
+    expires = time.time() + 86_400
+    text = "how do i change the pin of my card in the app"
+    index = SemanticIndex(DIM, n)
+    for i in range(n):
+        index.add(data.base[i], SemanticEntry(text, b"", i.to_bytes(16, "big"), expires, f"s:intent {i % 77}"))
+    verified = VerifiedHits(CacheSettings(semantic=True, max_error_rate=0.05), Exact(), random.Random(0))
+    bound = verified.bound("bench")
+    rng = np.random.default_rng(1)
+    for _ in range(2000):  # outcomes that certify a cutoff: right more often the closer the prompt
+        cosine, agreement = rng.uniform(0.7, 1.0), rng.random()
+        x = features([cosine], [True], None)
+        x[1] = agreement
+        bound.observe(x, bool(rng.random() < min(1.0, 0.5 + 2 * (cosine - 0.7) + 0.3 * agreement)))
+    bound.refit()
+    assert bound.cutoff is not None
+    found, times = [], []
+    for q in data.queries:
+        t0, c0 = time.perf_counter(), time.thread_time()
+        candidate = verified.choose("bench", text, index.search(q, b"", SEARCHED))
+        times.append((time.perf_counter() - t0, time.thread_time() - c0))
+        found.append(int.from_bytes(candidate.entry.cache_key, "big") if candidate is not None else -1)
+    return row(f"verified cache: search of {SEARCHED}, near-miss check, features, decision", data, times, found,
+               None)
 
 
 def bench_faiss(name: str, index: faiss.Index, data: Data, inserts_per_s: float | None) -> str:
@@ -349,7 +383,7 @@ def main() -> None:
         os.sched_setaffinity(0, {PIN_CORE})
 
     data = Data.make(n, args.queries)
-    rows = [bench_chosen(data)]
+    rows = [bench_chosen(data), bench_verified(data)]
     if alternatives:
         rows += bench_alternatives(data)
     memory = bench_memory()
