@@ -146,9 +146,11 @@ class CacheSettings:
     max_bytes: int = 256 * 1024 * 1024
     default_on: bool = True  # LiteLLM's mode: default_off caches only requests that ask ("use-cache")
     shared: bool = False  # entries shared by every key and team instead of isolated per caller
-    cache_sampled: bool = False  # requests that set temperature > 0 or top_p < 1
-    cache_n: bool = False  # requests for n > 1 choices
-    cache_tools: bool = False  # requests with tools
+    # LiteLLM caches every request its key matches, sampled or not: so do these defaults (a LiteLLM config keeps
+    # its hits); false is the stricter rule, a fresh answer for requests that ask for variety or act.
+    cache_sampled: bool = True  # requests that set temperature > 0 or top_p < 1
+    cache_n: bool = True  # requests for n > 1 choices
+    cache_tools: bool = True  # requests with tools
     semantic: bool = False
     embedding_model: str | None = None  # a model_name of an embedding deployment; None: the local embedder
     similarity_threshold: float | None = None  # None: the matcher's default for the local embedder
@@ -629,9 +631,9 @@ def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], models: se
         max_bytes=_integer(params, "max_bytes", f"{where}.max_bytes") or defaults.max_bytes,
         default_on=mode == "default_on",
         shared=bool(_flag(params, "shared", f"{where}.shared")),
-        cache_sampled=bool(_flag(params, "cache_sampled", f"{where}.cache_sampled")),
-        cache_n=bool(_flag(params, "cache_n", f"{where}.cache_n")),
-        cache_tools=bool(_flag(params, "cache_tools", f"{where}.cache_tools")),
+        cache_sampled=_flag(params, "cache_sampled", f"{where}.cache_sampled") is not False,
+        cache_n=_flag(params, "cache_n", f"{where}.cache_n") is not False,
+        cache_tools=_flag(params, "cache_tools", f"{where}.cache_tools") is not False,
         semantic=_CACHE_TYPES[kind],
         embedding_model=embedding_model,
         similarity_threshold=threshold,

@@ -50,7 +50,31 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
         raise bad_request(f"request body is not valid JSON: {exc}", code="invalid_json") from None
     if not isinstance(payload, dict):
         raise bad_request("request body must be a JSON object")
+    # orjson reads 1,024 levels but writes only 254, and the gateway writes what it read (ledger, translations,
+    # the Responses API's echo): deeper bodies are refused here, not after the upstream was paid. Fewer brackets
+    # than the limit cannot nest deeper, so the walk runs only for bodies with many of them.
+    if raw.count(b"{") + raw.count(b"[") > MAX_DEPTH and _depth(payload) > MAX_DEPTH:
+        raise bad_request(f"request body is nested more than {MAX_DEPTH} levels deep", code="invalid_json")
     return payload
+
+
+MAX_DEPTH = 128
+
+
+def _depth(value: Any) -> int:
+    """How deep JSON containers nest in ``value`` (iterative: no recursion limit to hit)."""
+    deepest = 0
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        deepest = max(deepest, level)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, level + 1) for child in children if isinstance(child, (dict, list)))
+    return deepest
 
 
 def require_model(payload: dict[str, Any]) -> str:
@@ -78,6 +102,14 @@ def validate_chat(payload: dict[str, Any]) -> None:
                 f"messages[{i}].content must be a string or a list of content parts",
                 param=f"messages[{i}].content",
             )
+        if isinstance(content, list):
+            for j, part in enumerate(content):
+                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+                    raise bad_request(f"messages[{i}].content[{j}] must be a content part: an object with a 'type'",
+                                      param=f"messages[{i}].content[{j}]")
+                if part["type"] == "text" and not isinstance(part.get("text"), str):
+                    raise bad_request(f"messages[{i}].content[{j}].text must be a string",
+                                      param=f"messages[{i}].content[{j}].text")
     # A request has a handful of fields: walk those, not the table.
     for name, value in payload.items():
         spec = _CHAT_FIELDS.get(name)

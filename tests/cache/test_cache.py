@@ -145,20 +145,26 @@ def test_per_request_controls(gw: Process, sim: SimControl):
         _ask(client, extra_body={"cache": {"ttl": "forever"}})
 
 
-@pytest.mark.parametrize("params", [{"temperature": 0.7}, {"n": 2}, {"tools": [
-    {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]}])
-def test_sampled_requests_bypass_unless_configured(gw: Process, sim: SimControl, params: dict):
+SAMPLED = [{"temperature": 0.7}, {"top_p": 0.5}, {"n": 2}, {"tools": [
+    {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}]}]
+
+
+@pytest.mark.parametrize("params", SAMPLED)
+def test_sampled_requests_are_cached_as_litellm_caches_them(gw: Process, sim: SimControl, params: dict):
     client = _client(gw)
     _ask(client, **params)
-    assert _ask(client, **params).headers["x-mmproxy-cache"] == "bypass"
+    assert _ask(client, **params).headers["x-mmproxy-cache"] == "hit"
 
 
-def test_sampled_requests_cached_when_configured(simulator: Process, tmp_path: Path, sim: SimControl):
-    gw = start_gateway(tmp_path, _config(simulator.url, cache_sampled=True))
+def test_the_stricter_rule_answers_sampled_requests_fresh(simulator: Process, tmp_path: Path, sim: SimControl):
+    gw = start_gateway(tmp_path, _config(simulator.url, cache_sampled=False, cache_n=False, cache_tools=False))
     try:
         client = _client(gw)
-        _ask(client, temperature=0.7)
-        assert _ask(client, temperature=0.7).headers["x-mmproxy-cache"] == "hit"
+        for params in SAMPLED:
+            _ask(client, **params)
+            assert _ask(client, **params).headers["x-mmproxy-cache"] == "bypass", params
+        _ask(client, temperature=0)
+        assert _ask(client, temperature=0).headers["x-mmproxy-cache"] == "hit"
     finally:
         gw.stop()
 

@@ -233,6 +233,12 @@ def test_auth_required(gateway: Process):
         (b'{"model": "gpt-4o", "messages": [{"role": {"a": 1}, "content": "x"}]}', "messages[0].role"),
         (b'{"model": "gpt-4o", "messages": [{"role": ["user"], "content": "x"}]}', "messages[0].role"),
         (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": 7}]}', "messages[0].content"),
+        (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": [1, 2, 3]}]}', "messages[0].content[0]"),
+        (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": [{"text": "x"}]}]}', "messages[0].content[0]"),
+        (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": [{"type": "text", "text": 5}]}]}',
+         "messages[0].content[0].text"),
+        (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "metadata": '
+         + b'{"a": ' * 300 + b"1" + b"}" * 301, None),  # orjson reads it but could not write it back
         (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}',
          "temperature"),
         (b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}', "stream"),
@@ -264,10 +270,15 @@ def test_oversized_body_is_413(simulator: Process, tmp_path):
     gw = start_gateway(tmp_path, config)
     try:
         body = {"model": "gpt-4o", "messages": [{"role": "user", "content": "x" * 20_000}]}
-        response = httpx.post(f"{gw.url}/v1/chat/completions", json=body,
-                              headers={"Authorization": f"Bearer {MASTER_KEY}"})
+        admin = {"Authorization": f"Bearer {MASTER_KEY}"}
+        response = httpx.post(f"{gw.url}/v1/chat/completions", json=body, headers=admin)
         assert response.status_code == 413
         assert response.json()["error"]["code"] == "request_too_large"
+        for path in ("/key/generate", "/v1/batches", "/v1/messages/batches"):  # every endpoint with a JSON body
+            response = httpx.post(f"{gw.url}{path}", json={"metadata": {"pad": "x" * 20_000}}, headers=admin)
+            assert response.status_code == 413, path
+            error = response.json()["error"]  # Anthropic's shape names the kind in "type", OpenAI's in "code"
+            assert "request_too_large" in (error.get("code"), error.get("type")), path
     finally:
         gw.stop()
 

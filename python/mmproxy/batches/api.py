@@ -30,7 +30,6 @@ from mmproxy.pipeline.upstreams import Upstream
 from mmproxy.providers import batches_for, registration
 from mmproxy.providers.batches import ENDPOINT, FINAL, UpstreamBatches
 from mmproxy.upstream import fetch_whole
-from mmproxy.validation import parse_json_object
 
 _JSON = "application/json"
 _MAX_LIST = 100
@@ -134,7 +133,7 @@ class BatchAPI:
     # -- batches ---------------------------------------------------------------------------------
     async def create_batch(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         caller = await self.pipeline.authorize(request, call)
-        body = parse_json_object(await request.read())
+        body, _ = await self.pipeline.read_json(request)
         file_id = body.get("input_file_id")
         if not isinstance(file_id, str):
             raise bad_request("input_file_id is required: the id of an uploaded batch file", param="input_file_id")

@@ -25,7 +25,6 @@ from mmproxy.errors import ProxyError, bad_request
 from mmproxy.inbound import anthropic as anthropic_inbound
 from mmproxy.pipeline.call import Call
 from mmproxy.providers.batches import ENDPOINT, FINAL, parse_lines
-from mmproxy.validation import parse_json_object
 
 _BASE = "/v1/messages/batches"
 _CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -51,7 +50,7 @@ class MessageBatchAPI:
 
     async def create(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         caller = await self._pipeline.authorize(request, call)
-        body = parse_json_object(await request.read())
+        body, _ = await self._pipeline.read_json(request)
         requests = body.get("requests")
         if not isinstance(requests, list) or not requests:
             raise bad_request("requests: a non-empty list of {custom_id, params} is required", param="requests")

@@ -1,8 +1,9 @@
 """Which requests the response cache may answer or keep, and under which key.
 
-A request that sets ``temperature > 0`` (or ``top_p < 1``), asks for ``n > 1`` choices or offers tools
-expects a fresh answer, so it is cached only when ``cache_params`` says so. A request that leaves the
-temperature unset is cached: turning the cache on states that identical requests may share an answer.
+Turning the cache on states that identical requests may share an answer, and LiteLLM caches every request its
+key matches, so by default so does this cache. A request that sets ``temperature > 0`` (or ``top_p < 1``), asks
+for ``n > 1`` choices or offers tools may expect a fresh answer: ``cache_sampled``, ``cache_n`` and
+``cache_tools`` set to false give it one.
 Per request, ``Cache-Control: no-cache`` / ``no-store`` (header) and the body field
 ``cache: {"no-cache", "no-store", "ttl", "namespace", "s-maxage", "use-cache"}`` (LiteLLM's) refine that.
 """

@@ -20,7 +20,6 @@ from mmproxy.keys.manager import Keys, display_name, hash_key, new_key
 from mmproxy.metrics import CONTENT_TYPE
 from mmproxy.pipeline.call import Call
 from mmproxy.server.gateway import Gateway
-from mmproxy.validation import parse_json_object
 
 _JSON = "application/json"
 _GROUPS = ("model", "model_group", "deployment", "key", "team", "tier", "rule", "provider", "cache")
@@ -61,7 +60,7 @@ class Admin:
                              type="service_unavailable", code="database_unavailable") from None
 
     async def _body(self, request: web.BaseRequest) -> dict[str, Any]:
-        return parse_json_object(await request.read())
+        return (await self.gateway.pipeline.read_json(request))[0]
 
     # -- keys ------------------------------------------------------------------------------------
     async def key_generate(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
