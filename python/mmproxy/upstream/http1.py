@@ -79,6 +79,8 @@ class Exchange(asyncio.Protocol):
 
     # -- driving an exchange -------------------------------------------------------
     def _send(self, data: bytes, timeout: float) -> None:
+        if self._timer is not None:  # the idle expiry of a pooled connection
+            self._timer.cancel()
         if self._reused:
             self._parser = httptools.HttpResponseParser(self)
             self.status = 0
@@ -126,11 +128,23 @@ class Exchange(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if self.complete and self.keep_alive and self.transport is not None and not self.transport.is_closing():
+        pool = self._pool
+        if (self.complete and self.keep_alive and self.transport is not None and not self.transport.is_closing()
+                and len(pool._idle) < pool.max_idle):
             self._reused = True
-            self._pool._idle.append(self)
+            pool._idle.append(self)
+            self._timer = self._loop.call_later(pool.idle_timeout, self._expire)
         else:
             self.abort()
+
+    def _expire(self) -> None:
+        """Close a connection that stayed idle in the pool for ``idle_timeout``."""
+        self._timer = None
+        try:
+            self._pool._idle.remove(self)
+        except ValueError:
+            return
+        self.abort()
 
     def abort(self) -> None:
         if self._timer is not None:
@@ -215,9 +229,13 @@ class Exchange(asyncio.Protocol):
 
 
 class UpstreamPool:
-    """Idle keep-alive connections to one origin (scheme, host, port)."""
+    """Idle keep-alive connections to one origin (scheme, host, port): at most ``max_idle`` of them (a burst of
+    streams leaves no more open than that), each closed after ``idle_timeout`` seconds unused (nginx's upstream
+    keepalive_timeout is 60 s; providers close idle connections after a minute or two, and a connection closed
+    by the far side while idle costs a failed first write)."""
 
-    def __init__(self, base_url: str, *, connect_timeout: float = 10.0, max_idle: int = 1024) -> None:
+    def __init__(self, base_url: str, *, connect_timeout: float = 10.0, max_idle: int = 256,
+                 idle_timeout: float = 30.0) -> None:
         where = origin(base_url)
         self.host = where.host
         self.port = where.port
@@ -225,6 +243,7 @@ class UpstreamPool:
         self.ssl: ssl.SSLContext | None = ssl.create_default_context() if where.tls else None
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
+        self.idle_timeout = idle_timeout
         self.loop = asyncio.get_running_loop()
         self._idle: deque[Exchange] = deque()
 
