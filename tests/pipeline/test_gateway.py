@@ -413,6 +413,47 @@ def test_workers_share_the_port(simulator: Process, tmp_path):
         assert gw.stop() == 0
 
 
+def test_a_killed_worker_is_replaced(simulator: Process, tmp_path):
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    from tests.conftest import gateway_config, start_gateway
+
+    def workers(gw: Process) -> set[int]:
+        children = Path(f"/proc/{gw.proc.pid}/task/{gw.proc.pid}/children").read_text().split()
+        return {int(pid) for pid in children}
+
+    def prefixes(gw: Process) -> set[str]:
+        seen = set()
+        for _ in range(30):  # a new connection each time, so the kernel spreads them over the workers
+            response = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO},
+                                  headers={"Authorization": f"Bearer {MASTER_KEY}"})
+            assert response.status_code == 200
+            seen.add(response.headers["x-mmproxy-request-id"].rsplit("-", 1)[0])
+        return seen
+
+    gw = start_gateway(tmp_path, gateway_config(simulator.url), "--workers", "2")
+    try:
+        before = workers(gw)
+        assert len(before) == 2 and len(prefixes(gw)) == 2
+        victim = min(before)
+        os.kill(victim, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and (victim in workers(gw) or len(workers(gw)) < 2):
+            time.sleep(0.1)
+        assert victim not in workers(gw) and len(workers(gw)) == 2
+        for _ in range(100):  # the new worker has bound the port once it answers
+            if len(prefixes(gw)) == 2:
+                break
+            time.sleep(0.1)
+        assert len(prefixes(gw)) == 2
+        assert any("stopped with signal 9; starting another" in line for line in gw.output)
+    finally:
+        assert gw.stop() == 0
+
+
 def test_demo_command_serves_the_bundled_config(tmp_path):
     import socket
 

@@ -10,6 +10,7 @@ import signal
 import socket
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import uvloop
@@ -139,8 +140,10 @@ def serve(config: Config, host: str, port: int, workers: int) -> None:
             port = probe.getsockname()[1]
     # Workers share metrics snapshots here, so a scrape on any one of them sees the whole server.
     shared_dir = Path(tempfile.mkdtemp(prefix="mmproxy-metrics-"))
-    children: list[int] = []
-    for index in range(workers):
+    children: dict[int, int] = {}  # pid -> worker index
+    stopping = False
+
+    def start(index: int) -> None:
         pid = os.fork()
         if pid == 0:
             code = 0
@@ -150,10 +153,12 @@ def serve(config: Config, host: str, port: int, workers: int) -> None:
                 code = exc.code if isinstance(exc.code, int) else 1
             finally:
                 os._exit(code)
-        children.append(pid)
+        children[pid] = index
 
     def forward(signum: int, _frame: object) -> None:
-        for child in children:
+        nonlocal stopping
+        stopping = True
+        for child in list(children):
             try:
                 os.kill(child, signal.SIGTERM)
             except ProcessLookupError:
@@ -161,12 +166,36 @@ def serve(config: Config, host: str, port: int, workers: int) -> None:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    for index in range(workers):
+        start(index)
     status = 0
-    for child in children:
-        _, code = os.waitpid(child, 0)
-        status = status or os.waitstatus_to_exitcode(code)
+    started: dict[int, float] = dict.fromkeys(range(workers), time.monotonic())
+    while children:
+        try:
+            pid, code = os.wait()
+        except ChildProcessError:
+            break
+        index = children.pop(pid, -1)
+        exit_code = os.waitstatus_to_exitcode(code)
+        if stopping or index < 0:
+            status = status or exit_code
+            continue
+        # A worker that died on its own (killed, crashed): the port would go on at part capacity. Start another
+        # in its place, after a pause when it died right after starting (a crash loop must not spin).
+        how = f"signal {-exit_code}" if exit_code < 0 else f"exit code {exit_code}"
+        quick = time.monotonic() - started[index] < _RESTART_PAUSE_S
+        print(f"mmproxy: worker {index} (pid {pid}) stopped with {how}; starting another"
+              + (f" in {_RESTART_PAUSE_S:g} s" if quick else ""), file=sys.stderr, flush=True)
+        if quick:
+            time.sleep(_RESTART_PAUSE_S)
+        if not stopping:
+            started[index] = time.monotonic()
+            start(index)
     shutil.rmtree(shared_dir, ignore_errors=True)
     sys.exit(status)
+
+
+_RESTART_PAUSE_S = 1.0
 
 
 def _run_worker(config: Config, host: str, port: int, *, reuse_port: bool, index: int,
