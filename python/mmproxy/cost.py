@@ -8,6 +8,7 @@ input price, so a missing figure never makes tokens free.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -78,7 +79,37 @@ def format_usd(cost: float) -> str:
 
 
 DEFAULT_COMPLETION_ESTIMATE = 1024
-"""Completion tokens assumed for a budget reservation when the request sets no ``max_tokens``."""
+"""Completion tokens assumed for a budget reservation when the request sets no ``max_tokens`` and the model group
+has answered nothing yet."""
+
+
+class CompletionLengths:
+    """How long each model group's answers run: a running mean of completion tokens (recent answers weigh more).
+
+    Why: a budget reserves each request's cost before the call, so concurrent requests cannot overspend. Reserving
+    a request without ``max_tokens`` at ``DEFAULT_COMPLETION_ESTIMATE`` tokens left most of a small budget unused
+    (room for 5 answers of ~400 tokens, 100 at once: 2 admitted). Reserving what the group's answers really take,
+    with a margin, admits about as many as the budget pays for; an answer longer than reserved overspends by its
+    excess at most, and only while other requests are in flight."""
+
+    MARGIN = 1.25
+    WEIGHT = 0.05  # of the newest answer in the mean: about the last 20 count
+
+    def __init__(self) -> None:
+        self._mean: dict[str, float] = {}
+
+    def observe(self, group: str, tokens: int) -> None:
+        mean = self._mean.get(group)
+        self._mean[group] = float(tokens) if mean is None else mean + self.WEIGHT * (tokens - mean)
+
+    def expected(self, group: str, limit: int | None) -> int | None:
+        """Completion tokens to reserve for a request to ``group`` that allows ``limit`` (None: no limit set);
+        None when nothing is known (``estimate`` then assumes its default)."""
+        mean = self._mean.get(group)
+        if mean is None:
+            return limit
+        typical = math.ceil(mean * self.MARGIN)
+        return typical if limit is None else min(limit, typical)
 
 
 def estimate(deployments: Iterable[Deployment], prompt: int, completion: int | None) -> float:

@@ -151,11 +151,14 @@ def test_budget_resets_after_its_duration(gw: Process, admin: httpx.Client):
     assert client.chat.completions.create(model="gpt-4o", messages=HELLO).choices
 
 
-def _budget_burst(gw: Process, admin: httpx.Client) -> tuple[list[str], str, float]:
+def _budget_burst(gw: Process, admin: httpx.Client, limit: int | None = 20) -> tuple[list[str], str, float]:
     """Measure one request's cost, give a key the budget of 5.5 and fire 40 at once, each held 300 ms upstream
-    so all are in flight together (without reservations all 40 would pass): (outcomes, key, one's cost)."""
+    so all are in flight together (without reservations all 40 would pass): (outcomes, key, one's cost).
+    ``limit``: the requests' max_tokens (None: unset)."""
     probe = _generate(admin)["key"]
-    body = {"model": "gpt-4o", "messages": HELLO, "max_tokens": 20, "extra_body": {"sim": {"tokens": 20}}}
+    body = {"model": "gpt-4o", "messages": HELLO, "extra_body": {"sim": {"tokens": 20}}}
+    if limit is not None:
+        body["max_tokens"] = limit
     one = float(_client(gw, probe).chat.completions.with_raw_response.create(**body).headers["x-mmproxy-cost-usd"])
     key = _generate(admin, max_budget=5.5 * one)["key"]
     slow = {**body, "extra_body": {"sim": {"tokens": 20, "latency_ms": 300}}}
@@ -183,6 +186,15 @@ def test_concurrent_requests_cannot_overspend(gw: Process, admin: httpx.Client, 
     spend = admin.get("/key/info", params={"key": key}).json()["info"]["spend"]
     assert spend == pytest.approx(outcomes.count("ok") * one, rel=1e-6)
     assert spend <= 5.5 * one + one  # at most the requests in flight when the budget ran out
+
+
+def test_a_budget_is_used_when_requests_set_no_max_tokens(gw: Process, admin: httpx.Client, sim: SimControl):
+    # Reserving the default answer length (1,024 tokens) for each would admit one or two of the 40; the gateway
+    # reserves what this model group's answers take (with a margin), so about as many as the budget pays for.
+    outcomes, key, one = _budget_burst(gw, admin, limit=None)
+    assert 4 <= outcomes.count("ok") <= 7
+    spend = admin.get("/key/info", params={"key": key}).json()["info"]["spend"]
+    assert spend <= 5.5 * one + one
 
 
 def test_routing_rules_see_the_calling_key_and_team(simulator: Process, tmp_path: Path, sim: SimControl):

@@ -58,6 +58,7 @@ class Pipeline:
         self.smart: SmartRouting | None = None  # the learned routers' virtual models, when the config has any
         self.multi: dict[str, MultiCall] = {}  # virtual models that call several models, by name
         self.forwarder = Forwarder(router)
+        self.lengths = cost.CompletionLengths()  # what budget reservations expect an answer to take
         keys, ledger, metrics = accounting.keys, accounting.ledger, accounting.metrics
         self.keys = keys
         # Input tokens are counted per request only when something reads them (tpm limits, rules, budgets).
@@ -86,7 +87,7 @@ class Pipeline:
             if self.smart is not None and target in self.smart:                             # learned router
                 target = await self.smart.choose(target, inbound.chat, call, headers)
         if caller.key is not None:                                                          # admit
-            await self.accounting.admit(call, inbound.model, self.worst_cost(target, call, inbound))
+            await self.accounting.admit(call, inbound.model, self.reservation(target, call, inbound))
         cache, plan = self.cache, None
         if cache is not None:                                                               # cache
             plan, hit = await cache.consult(request.headers, call, api.cache_payload(inbound), inbound.raw,
@@ -139,6 +140,9 @@ class Pipeline:
             finally:
                 if endpoint is not None:
                     self.accounting.finish(call)
+                    if record.status == 200 and record.completion_tokens and record.model_group is not None \
+                            and record.cache not in ("hit", "semantic-hit"):
+                        self.lengths.observe(record.model_group, record.completion_tokens)
 
         return run
 
@@ -181,13 +185,16 @@ class Pipeline:
             ) from None
         return parse_json_object(raw), raw
 
-    def worst_cost(self, target: str, call: Call, inbound: Inbound) -> float:
-        """The most the request may cost on ``target``: what a budget reserves before any call."""
+    def reservation(self, target: str, call: Call, inbound: Inbound) -> float:
+        """What a budget reserves before any call: on ``target``'s dearest deployment, the answer as long as the
+        group's answers run (at most the request's limit); a virtual model's worst case over all its calls."""
         multi = self.multi.get(target)
         if multi is not None:
             return multi.worst_cost(target, call.counted, inbound.completion)
         group = self.router.group(target)
-        return cost.estimate(group.members if group is not None else (), call.counted, inbound.completion)
+        if group is None:
+            return 0.0
+        return cost.estimate(group.members, call.counted, self.lengths.expected(group.name, inbound.completion))
 
     def choose(self, request: web.BaseRequest, call: Call, inbound: Inbound, headers: dict[str, str]) -> str:
         """The group ``routing_rules`` send this request to (the requested model when none matches)."""
