@@ -4,7 +4,9 @@ Why: every client request hands one record to the ledger, so ``record`` must cos
 writer must keep up with the gateway's request rate with room to spare (a slower writer only grows the queue
 until it drops rows). Three figures per backend:
 
-- ``record``: µs per call, timeit over a queue that never fills (and the drop path when it is full);
+- ``record``: µs per call, timeit over a queue that never fills; with the crash spool, in an event loop where 1
+  or 64 requests finish per turn (the rows of a turn share one ``write``); and the drop path when the queue is
+  full;
 - ``write_requests``: rows/s of the storage layer alone, in the ledger's batches of 500 rows over 10 keys;
 - ``ledger``: rows/s from the first ``record`` to the last row committed, with the background flusher, and the
   gateway process's CPU time per row (the database server's own CPU is not counted).
@@ -28,6 +30,7 @@ from mmproxy.db import Database, open_database
 from mmproxy.db.sqlite import SQLiteDatabase
 from mmproxy.spend.ledger import Ledger
 from mmproxy.spend.record import RequestRecord
+from mmproxy.spend.spool import Spool
 
 BATCH = 500
 KEYS = [f"{i:064x}" for i in range(10)]
@@ -59,12 +62,33 @@ def bench_record(calls: int, repeat: int = 5) -> dict[str, float]:
     for _ in range(repeat):  # a fresh ledger each round, so no round meets a full queue
         ledger = Ledger(idle, max_queue=calls + 1, batch_size=calls + 1)
         queued.append(timeit.timeit(lambda: ledger.record(rec), number=calls) / calls)  # noqa: B023
+    spooled: dict[int, list[float]] = {1: [], 64: []}
+
+    async def spooling(ledger: Ledger, per_turn: int) -> float:
+        """``record`` with the spool inside an event loop, ``per_turn`` requests finishing per turn of the loop
+        (their rows share one write at its end): seconds per call, the writes included."""
+        began = time.perf_counter()
+        for _ in range(calls // per_turn):
+            for _ in range(per_turn):
+                ledger.record(rec)
+            await asyncio.sleep(0)
+        return (time.perf_counter() - began) / (calls // per_turn * per_turn)
+
+    with tempfile.TemporaryDirectory() as tmp:
+        for round_ in range(repeat):
+            for per_turn, times in spooled.items():
+                spool = Spool(Path(tmp), f"bench-{round_}-{per_turn}")
+                spool.recover()
+                ledger = Ledger(idle, spool, max_queue=calls + 1, batch_size=calls + 1)
+                times.append(asyncio.run(spooling(ledger, per_turn)))
+                spool.close()
     full = Ledger(idle, max_queue=1, batch_size=2)
     full.record(rec)
     logging.getLogger("mmproxy.spend").disabled = True  # the drop path's rate-limited error line
     dropped = min(timeit.repeat(lambda: full.record(rec), number=calls, repeat=repeat)) / calls
     logging.getLogger("mmproxy.spend").disabled = False
-    return {"record_us": min(queued) * 1e6, "record_when_full_us": dropped * 1e6}
+    return {"record_us": min(queued) * 1e6, "record_spooled_1_per_turn_us": min(spooled[1]) * 1e6,
+            "record_spooled_64_per_turn_us": min(spooled[64]) * 1e6, "record_when_full_us": dropped * 1e6}
 
 
 async def bench_writes(db: Database, rows: int) -> float:

@@ -60,7 +60,8 @@ ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "
 _MODEL_INFO_DONE = {"id", "max_input_tokens", "mode", "tier", "strengths", "batch_discount", *_PRICE_KEYS}
 _MODEL_INFO_MODES = {"chat", "embedding", "completion"}
 
-_GENERAL_DONE = {"master_key", "max_request_size_mb", "database_url", "disable_spend_logs", "disable_metrics"}
+_GENERAL_DONE = {"master_key", "max_request_size_mb", "database_url", "disable_spend_logs", "disable_metrics",
+                 "spool_dir"}
 _TOP_LEVEL = {
     "model_list",
     "general_settings",
@@ -275,6 +276,7 @@ class Config:
     verifiers: dict[str, VerifySettings] = field(default_factory=dict)
     consensus: dict[str, ConsensusSettings] = field(default_factory=dict)
     reviews: dict[str, ReviewSettings] = field(default_factory=dict)
+    spool_dir: str = "mmproxy-spool"  # ledger rows on disk until committed (mmproxy.spend.spool); per worker
 
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -319,6 +321,9 @@ def parse_config(raw: Any) -> Config:
         raise ConfigError("general_settings.database_url: must start with postgresql:// or sqlite:///")
     spend_logs = not _flag(general, "disable_spend_logs", "general_settings.disable_spend_logs")
     metrics = not _flag(general, "disable_metrics", "general_settings.disable_metrics")
+    spool_dir = general.get("spool_dir", "mmproxy-spool")
+    if not isinstance(spool_dir, str) or not spool_dir:
+        raise ConfigError("general_settings.spool_dir: must be a directory path")
 
     litellm_settings = _mapping(raw, "litellm_settings")
     for key in litellm_settings:
@@ -357,7 +362,8 @@ def parse_config(raw: Any) -> Config:
                          {d.model_name for d in deployments}, warnings)
     return Config(deployments, master_key, max_request_bytes, warnings, router, rules, database_url, spend_logs,
                   metrics, cache, smart_routers=virtual["router"], cascades=virtual["cascade"],
-                  verifiers=virtual["verify"], consensus=virtual["consensus"], reviews=virtual["review"])
+                  verifiers=virtual["verify"], consensus=virtual["consensus"], reviews=virtual["review"],
+                  spool_dir=spool_dir)
 
 
 _SMART_ROUTER_KEYS = {"candidates", "learned_as", "model", "strong_share", "cost_weight", "min_quality", "window",

@@ -26,6 +26,7 @@ from mmproxy.pipeline.pipeline import Pipeline
 from mmproxy.pipeline.upstreams import Upstreams
 from mmproxy.router import Router
 from mmproxy.spend.ledger import Ledger
+from mmproxy.spend.spool import Spool
 
 if TYPE_CHECKING:
     from mmproxy.cache.embedder import LocalEmbedder
@@ -70,7 +71,7 @@ class Gateway:
                 self.keys = Keys(self.db, config.master_key, redis_url=config.router.redis_url)
                 await self.keys.start()
             if config.spend_logs:
-                self.ledger = Ledger(self.db)
+                self.ledger = Ledger(self.db, Spool(Path(config.spool_dir), f"ledger-{self._worker}"))
                 await self.ledger.start()
         accounting = Accounting(self.keys, self.ledger, self.metrics,
                                 AccessLog(config.access_log) if config.access_log else None)

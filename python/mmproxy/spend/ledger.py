@@ -4,7 +4,8 @@ The request path only turns its record into a row and appends it to a bounded de
 once would hold the event loop for it. Rows leave the deque only once the database has committed them, so a write
 that fails (database down, restarting, locked) keeps them for the next try, with backoff; the bound is what
 protects memory while that lasts, and rows beyond it are dropped and counted. Each batch carries the sum of its
-cost per virtual key, added to the keys in the same transaction as the rows.
+cost per virtual key, added to the keys in the same transaction as the rows. With a ``Spool`` every row is also
+on disk from the moment it is queued until it is committed, so neither a crash nor a full queue loses it.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from itertools import islice
 
 from mmproxy.db.base import Database
 from mmproxy.spend.record import COLUMNS, RequestRecord
+from mmproxy.spend.spool import Spool
 
 __all__ = ["Ledger"]
 
@@ -31,12 +33,13 @@ _COST = COLUMNS.index("cost_usd")
 
 
 class Ledger:
-    def __init__(self, db: Database, max_queue: int = 50_000, batch_size: int = 500,
+    def __init__(self, db: Database, spool: Spool | None = None, max_queue: int = 50_000, batch_size: int = 500,
                  flush_interval: float = 0.5) -> None:
         if max_queue < 1 or batch_size < 1 or flush_interval <= 0:
             raise ValueError("max_queue and batch_size must be at least 1 and flush_interval positive")
         self._db = db
-        self._queue: deque[tuple[object, ...]] = deque()
+        self._spool = spool
+        self._queue: deque[tuple[int, tuple[object, ...]]] = deque()  # (spool segment or -1, row)
         self._max_queue = max_queue
         self._batch_size = batch_size
         self._interval = flush_interval
@@ -57,19 +60,25 @@ class Ledger:
     def record(self, record: RequestRecord) -> None:
         """Queue ``record`` for writing; the caller must not change it afterwards."""
         queue = self._queue
+        row = record.row()
+        segment = self._spool.append(row) if self._spool is not None else -1
         if len(queue) >= self._max_queue:
             self.dropped += 1
             now = time.monotonic()
             if now - self._drop_logged_at >= _LOG_EVERY_S:
                 self._drop_logged_at = now
-                log.error("spend ledger queue full (%d rows waiting for the database): %d rows dropped so far",
-                          len(queue), self.dropped)
+                log.error("spend ledger queue full (%d rows waiting for the database): %d rows dropped so far%s",
+                          len(queue), self.dropped,
+                          " (kept in the spool: written at the next start)" if self._spool is not None else "")
             return
-        queue.append(record.row())
+        queue.append((segment, row))
         if len(queue) >= self._batch_size:
             self._full.set()
 
     async def start(self) -> None:
+        if self._spool is not None and self._task is None:
+            recovered = self._spool.recover()  # a stopped process's rows go first
+            self._queue.extendleft(reversed(recovered))
         if self._task is None:
             self._stop.clear()
             self._task = asyncio.get_running_loop().create_task(self._run(), name="mmproxy-ledger")
@@ -104,10 +113,14 @@ class Ledger:
                         lost = len(self._queue)
                         self._queue.clear()
                     self.dropped += lost
-                    log.error("spend ledger: %d rows could not be written before shutdown and are lost", lost)
-                    return
+                    log.error("spend ledger: %d rows could not be written before shutdown%s", lost,
+                              "; they stay in the spool for the next start" if self._spool is not None
+                              else " and are lost")
+                    break
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
+        if self._spool is not None:
+            self._spool.close()
 
     async def _run(self) -> None:
         delay = _RETRY_FIRST_S
@@ -133,7 +146,8 @@ class Ledger:
             count = min(len(queue), self._batch_size)
             if count == 0:
                 return 0
-            rows = list(islice(queue, count))
+            items = list(islice(queue, count))
+            rows = [row for _, row in items]
             key_spend: dict[str, float] = {}
             for row in rows:
                 key_hash, cost = row[_KEY_HASH], row[_COST]
@@ -143,6 +157,8 @@ class Ledger:
             await self._db.write_requests(rows, key_spend)
             for _ in range(count):
                 queue.popleft()
+            if self._spool is not None:
+                self._spool.committed([segment for segment, _ in items if segment >= 0])
             self.written += count
             if self._failing:
                 self._failing = False
