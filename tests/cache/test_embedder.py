@@ -153,11 +153,13 @@ def test_rebuilt_float32_graph_computes_the_pinned_export():
 
 def test_int8_vectors_stay_close_to_float32(embedder, exact):
     """int8 linear layers approximate the float32 ones: the same text's vectors stay close, and so do
-    pair similarities (the matcher's thresholds are 0.75 and 0.85)."""
+    pair similarities (the matcher's thresholds are 0.75 and 0.85). Measured: cosine >= 0.9955 here (the lowest
+    for "Why?"), pair similarities within 0.011; per-tensor int8 without the float32 outlier channels gave
+    ~0.988 and 0.03."""
     assert embedder.precision == "int8"
     fast, reference = embedder.embed(QUESTIONS), exact.embed(QUESTIONS)
-    assert ((fast * reference).sum(axis=1) > 0.98).all()
-    assert np.abs(fast @ fast.T - reference @ reference.T).max() < 0.03
+    assert ((fast * reference).sum(axis=1) > 0.995).all()
+    assert np.abs(fast @ fast.T - reference @ reference.T).max() < 0.015
 
 
 def test_int8_vector_does_not_depend_on_its_batch(embedder):
