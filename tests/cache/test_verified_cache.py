@@ -68,14 +68,16 @@ def _metric(gw: Process, line_start: str) -> float:
 def trained(replay: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Process, list[tuple]]]:
     """A gateway that has seen the 300 messages once: (gateway, [(message, cache header, answer)])."""
     gw = start_gateway(tmp_path_factory.mktemp("verified-gw"), _config(replay.url))
-    seen = []
-    for message in _messages():
-        raw = _ask(gw, message["text"])
-        seen.append((message, raw.headers["x-mmproxy-cache"], raw.parse().choices[0].message.content,
-                     raw.headers.get("x-mmproxy-cost-usd")))
-        time.sleep(0.002)  # the outcome of an exploration is learned after the answer left
-    yield gw, seen
-    gw.stop()
+    try:
+        seen = []
+        for message in _messages():
+            raw = _ask(gw, message["text"])
+            seen.append((message, raw.headers["x-mmproxy-cache"], raw.parse().choices[0].message.content,
+                         raw.headers.get("x-mmproxy-cost-usd")))
+            time.sleep(0.002)  # the outcome of an exploration is learned after the answer left
+        yield gw, seen
+    finally:
+        gw.stop()
 
 
 def test_it_explores_first_then_serves_hits_within_the_bound(trained: tuple[Process, list[tuple]]):

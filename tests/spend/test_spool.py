@@ -72,9 +72,10 @@ def test_a_gateway_killed_under_load_loses_no_ledger_row(simulator: Process, tmp
 
     answered = asyncio.run(load())
     pid = gw.proc.pid
-    for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():  # the workers, at once
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    gw.proc.kill()  # the supervisor first, or it would start new workers in place of the killed ones
+    for child in children:
         os.kill(int(child), signal.SIGKILL)
-    gw.proc.kill()
     gw.proc.wait()
     again = start_gateway(tmp_path, config, "--workers", workers)
     try:
