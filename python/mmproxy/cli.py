@@ -62,6 +62,9 @@ def _add_listen_args(parser: argparse.ArgumentParser, default_port: int) -> None
     parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
     parser.add_argument("--port", type=int, default=default_port, help=f"port (default {default_port})")
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default 1)")
+    parser.add_argument("--grace-period", type=float, default=30.0,
+                        help="seconds a SIGTERM leaves in-flight requests and streams to finish; streams still "
+                             "open then end with an error event (default 30)")
     parser.add_argument("--access-log", nargs="?", const="text", choices=("text", "json"), default=None,
                         help="one line per API request on stdout, as key=value text (default) or JSON")
 
@@ -86,7 +89,11 @@ def _serve(config: Config, args: argparse.Namespace) -> None:
     if args.workers < 1:
         print("mmproxy: --workers must be at least 1", file=sys.stderr)
         raise SystemExit(2)
+    if not args.grace_period >= 0:
+        print("mmproxy: --grace-period must be a number of seconds, 0 or more", file=sys.stderr)
+        raise SystemExit(2)
     config.access_log = args.access_log
+    config.grace_period = args.grace_period
     serve(config, args.host, args.port, args.workers)
 
 

@@ -277,6 +277,7 @@ class Config:
     consensus: dict[str, ConsensusSettings] = field(default_factory=dict)
     reviews: dict[str, ReviewSettings] = field(default_factory=dict)
     spool_dir: str = "mmproxy-spool"  # ledger rows on disk until committed (mmproxy.spend.spool); per worker
+    grace_period: float = 30.0  # seconds SIGTERM leaves in-flight requests (``serve --grace-period``)
 
 
 DEFAULT_TIMEOUT_S = 600.0

@@ -23,7 +23,7 @@ from mmproxy.pipeline.sse import SSERelay, rewrite_usage_chunk
 from mmproxy.pipeline.upstreams import Upstream
 from mmproxy.providers.base import StreamTranslator
 from mmproxy.router import Router
-from mmproxy.upstream import upstream_failure
+from mmproxy.upstream import Exchange, upstream_failure
 from mmproxy.upstream.http1 import UpstreamError, UpstreamTimeout
 
 log = logging.getLogger("mmproxy")
@@ -35,6 +35,15 @@ class Forwarder:
     def __init__(self, router: Router) -> None:
         self._router = router
         self._usage = router.usage  # latencies go straight to it: once per request, on the hot path
+        self._streams: set[Exchange] = set()  # upstream streams being relayed, for a shutdown to end
+        self._ending = False
+
+    def end_streams(self) -> None:
+        """The shutdown's grace period is over: cut every stream still relayed; each client gets an error event
+        saying the gateway is shutting down (its ledger row records what was relayed)."""
+        self._ending = True
+        for exchange in list(self._streams):
+            exchange.abort()
 
     def count_completion(self, deployment_id: str, usage: dict[str, Any] | None) -> None:
         completion = usage.get("completion_tokens") if usage else None
@@ -109,6 +118,7 @@ class Forwarder:
                 call.capture.clear()  # a retried stream starts over
             relay = SSERelay(exchange, asyncio.get_running_loop(), deployment.timeout, translator, on_usage,
                              call.capture)
+            self._streams.add(exchange)
             await relay.ready
             self._usage.observe_latency(deployment.id, (time.perf_counter_ns() - sent) / 1e9)  # to the first event
             if not relay.events_seen:
@@ -147,7 +157,9 @@ class Forwarder:
                 self.count_completion(deployment.id, usage)
             if not relay.saw_done:
                 failure = exchange.done.exception() if exchange.done.done() else None
-                if isinstance(failure, UpstreamTimeout):
+                if self._ending:
+                    message, code = "the gateway is shutting down; the stream was cut", "shutting_down"
+                elif isinstance(failure, UpstreamTimeout):
                     message, code = f"upstream {deployment.id} timed out mid-stream", "upstream_timeout"
                 elif failure is not None or not exchange.complete:
                     message, code = f"upstream {deployment.id} cut the stream before it was complete", \
@@ -165,6 +177,7 @@ class Forwarder:
                 record.error_code = record.error_code or "client_disconnected"
             return response
         finally:
+            self._streams.discard(exchange)
             exchange.release()
 
 

@@ -59,6 +59,7 @@ class Pipeline:
         self.multi: dict[str, MultiCall] = {}  # virtual models that call several models, by name
         self.forwarder = Forwarder(router)
         self.lengths = cost.CompletionLengths()  # what budget reservations expect an answer to take
+        self.in_flight = 0  # requests being served: what a graceful shutdown waits for
         keys, ledger, metrics = accounting.keys, accounting.ledger, accounting.metrics
         self.keys = keys
         # Input tokens are counted per request only when something reads them (tpm limits, rules, budgets).
@@ -120,6 +121,7 @@ class Pipeline:
         async def run(request: web.BaseRequest) -> web.StreamResponse:
             call = Call(RequestRecord(self._request_id(), endpoint or ""), time.perf_counter_ns())
             record = call.record
+            self.in_flight += 1
             try:
                 return await serve(request, call)
             except ProxyError as exc:
@@ -138,6 +140,7 @@ class Pipeline:
                     record.request_id,
                 )
             finally:
+                self.in_flight -= 1
                 if endpoint is not None:
                     self.accounting.finish(call)
                     if record.status == 200 and record.completion_tokens and record.model_group is not None \

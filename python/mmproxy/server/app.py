@@ -230,5 +230,28 @@ async def _serve_forever(config: Config, host: str, port: int, reuse_port: bool,
             flush=True,
         )
     await stop.wait()
+    await _drain(site, gateway, config.grace_period)
     await runner.cleanup()
     await gateway.stop()
+
+
+async def _drain(site: web.TCPSite, gateway: Gateway, grace: float) -> None:
+    """A graceful shutdown: stop accepting connections, let the requests in flight finish for up to ``grace``
+    seconds, then cut the streams still relayed (their clients get an error event) and give their handlers a
+    moment to write it. ``runner.cleanup`` then closes what is left."""
+    await site.stop()
+    pipeline = gateway.pipeline
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    while pipeline.in_flight and loop.time() < deadline:
+        await asyncio.sleep(0.05)
+    if pipeline.in_flight:
+        log.warning("shutdown: %d requests still in flight after %g s; ending their streams",
+                    pipeline.in_flight, grace)
+        pipeline.forwarder.end_streams()
+        deadline = loop.time() + _END_STREAMS_S
+        while pipeline.in_flight and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+
+
+_END_STREAMS_S = 2.0  # after the grace period, for cut streams to send their error event
