@@ -61,7 +61,7 @@ _MODEL_INFO_DONE = {"id", "max_input_tokens", "mode", "tier", "strengths", "batc
 _MODEL_INFO_MODES = {"chat", "embedding", "completion"}
 
 _GENERAL_DONE = {"master_key", "max_request_size_mb", "database_url", "disable_spend_logs", "disable_metrics",
-                 "spool_dir"}
+                 "spool_dir", "budget_on_unpriced_models"}
 _TOP_LEVEL = {
     "model_list",
     "general_settings",
@@ -278,6 +278,9 @@ class Config:
     reviews: dict[str, ReviewSettings] = field(default_factory=dict)
     spool_dir: str = "mmproxy-spool"  # ledger rows on disk until committed (mmproxy.spend.spool); per worker
     grace_period: float = 30.0  # seconds SIGTERM leaves in-flight requests (``serve --grace-period``)
+    # A key with a budget asking for a model without a price: "refuse" (a budget must never be bypassed in
+    # silence: its spend would stay 0) or "allow" (served, counted at 0).
+    budget_on_unpriced_models: str = "refuse"
 
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -325,6 +328,9 @@ def parse_config(raw: Any) -> Config:
     spool_dir = general.get("spool_dir", "mmproxy-spool")
     if not isinstance(spool_dir, str) or not spool_dir:
         raise ConfigError("general_settings.spool_dir: must be a directory path")
+    unpriced = general.get("budget_on_unpriced_models", "refuse")
+    if unpriced not in ("refuse", "allow"):
+        raise ConfigError("general_settings.budget_on_unpriced_models: must be refuse or allow")
 
     litellm_settings = _mapping(raw, "litellm_settings")
     for key in litellm_settings:
@@ -356,6 +362,11 @@ def parse_config(raw: Any) -> Config:
             raise ConfigError(f"model_list[{index}].model_info.id: duplicate id {deployment.id!r}")
         seen_ids.add(deployment.id)
         deployments.append(deployment)
+        if deployment.input_cost_per_token is None and deployment.output_cost_per_token is None:
+            warnings.append(f"model_list[{index}] ({deployment.model_name}, {deployment.upstream_model}): no price "
+                            "known, so its requests cost 0 and keys with a budget may not use it "
+                            "(general_settings.budget_on_unpriced_models); set model_info.input_cost_per_token "
+                            "and output_cost_per_token")
     virtual = _parse_virtual_models(smart_entries, deployments)
     router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments})
     rules = _parse_rules(raw.get("routing_rules"), deployments, warnings)
@@ -364,7 +375,7 @@ def parse_config(raw: Any) -> Config:
     return Config(deployments, master_key, max_request_bytes, warnings, router, rules, database_url, spend_logs,
                   metrics, cache, smart_routers=virtual["router"], cascades=virtual["cascade"],
                   verifiers=virtual["verify"], consensus=virtual["consensus"], reviews=virtual["review"],
-                  spool_dir=spool_dir)
+                  spool_dir=spool_dir, budget_on_unpriced_models=unpriced)
 
 
 _SMART_ROUTER_KEYS = {"candidates", "learned_as", "model", "strong_share", "cost_weight", "min_quality", "window",

@@ -13,6 +13,7 @@ import httpx
 import openai
 import pytest
 
+from mmproxy.config import parse_config
 from tests.conftest import MASTER_KEY, Process, SimControl, gateway_config, start_gateway
 from tests.router.test_shared_redis import redis_url  # noqa: F401  (the module fixture: a real redis-server)
 
@@ -195,6 +196,30 @@ def test_a_budget_is_used_when_requests_set_no_max_tokens(gw: Process, admin: ht
     assert 4 <= outcomes.count("ok") <= 7
     spend = admin.get("/key/info", params={"key": key}).json()["info"]["spend"]
     assert spend <= 5.5 * one + one
+
+
+def test_a_key_with_a_budget_may_not_use_an_unpriced_model(gw: Process, admin: httpx.Client, simulator: Process,
+                                                           tmp_path: Path):
+    budgeted, unlimited = _generate(admin, max_budget=1.0)["key"], _generate(admin)["key"]
+    with pytest.raises(openai.BadRequestError) as info:  # "small" has no price: its spend would stay 0
+        _client(gw, budgeted).chat.completions.create(model="small", messages=HELLO)
+    assert info.value.code == "model_not_priced"
+    assert _client(gw, budgeted).chat.completions.create(model="gpt-4o", messages=HELLO).choices  # priced
+    assert _client(gw, unlimited).chat.completions.create(model="small", messages=HELLO).choices  # no budget
+    config = gateway_config(simulator.url)
+    config["general_settings"]["budget_on_unpriced_models"] = "allow"
+    allowing = start_gateway(tmp_path, config)
+    try:
+        key = httpx.post(f"{allowing.url}/key/generate", json={"max_budget": 1.0},
+                         headers={"Authorization": f"Bearer {MASTER_KEY}"}).json()["key"]
+        assert _client(allowing, key).chat.completions.create(model="small", messages=HELLO).choices
+    finally:
+        allowing.stop()
+    config = gateway_config(simulator.url)
+    config["environment_variables"] = {"MMPROXY_TEST_UPSTREAM_KEY": "sk-test"}
+    warnings = parse_config(config).warnings
+    assert any("(small, sim-small): no price known" in w for w in warnings)
+    assert not any("(gpt-4o," in w for w in warnings)
 
 
 def test_routing_rules_see_the_calling_key_and_team(simulator: Process, tmp_path: Path, sim: SimControl):

@@ -65,6 +65,6 @@ def test_a_stream_that_outlasts_the_grace_period_ends_with_an_error_event(simula
     error = orjson.loads(events[-1])["error"]
     assert error["code"] == "shutting_down" and "shutting down" in error["message"]
     assert gw.proc.wait(timeout=15) == 0
-    status, code = _ledger_row(tmp_path, response.headers["x-mmproxy-request-id"])
+    _, code = _ledger_row(tmp_path, response.headers["x-mmproxy-request-id"])
     assert code == "shutting_down"
     client.close()

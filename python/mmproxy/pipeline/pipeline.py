@@ -60,6 +60,10 @@ class Pipeline:
         self.forwarder = Forwarder(router)
         self.lengths = cost.CompletionLengths()  # what budget reservations expect an answer to take
         self.in_flight = 0  # requests being served: what a graceful shutdown waits for
+        # Groups a key with a budget may not use (a deployment without a price would count as free).
+        self._unpriced = ({name for name, group in router.groups.items() if any(
+            d.input_cost_per_token is None and d.output_cost_per_token is None for d in group.members)}
+            if config.budget_on_unpriced_models == "refuse" else set())
         keys, ledger, metrics = accounting.keys, accounting.ledger, accounting.metrics
         self.keys = keys
         # Input tokens are counted per request only when something reads them (tpm limits, rules, budgets).
@@ -88,6 +92,7 @@ class Pipeline:
             if self.smart is not None and target in self.smart:                             # learned router
                 target = await self.smart.choose(target, inbound.chat, call, headers)
         if caller.key is not None:                                                          # admit
+            self.check_priced(caller, target)
             await self.accounting.admit(call, inbound.model, self.reservation(target, call, inbound))
         cache, plan = self.cache, None
         if cache is not None:                                                               # cache
@@ -187,6 +192,17 @@ class Pipeline:
                 413, f"request body exceeds the {limit_mb:g} MB limit", code="request_too_large"
             ) from None
         return parse_json_object(raw), raw
+
+    def check_priced(self, caller: Caller, target: str) -> None:
+        """A 400 for a key with a budget asking for a model group with an unpriced deployment."""
+        if not self._unpriced or caller.key is None or caller.key.record.max_budget is None:
+            return
+        group = self.router.group(target)
+        if group is not None and group.name in self._unpriced:
+            raise ProxyError(400, f"model {target!r} has a deployment without a price, and this key has a budget "
+                             "its requests could not be counted against; the operator can price it "
+                             "(model_info.input_cost_per_token) or allow it (general_settings."
+                             "budget_on_unpriced_models: allow)", param="model", code="model_not_priced")
 
     def reservation(self, target: str, call: Call, inbound: Inbound) -> float:
         """What a budget reserves before any call: on ``target``'s dearest deployment, the answer as long as the
