@@ -4,8 +4,9 @@ Why: the ledger hands rows to the database in batches from an in-memory queue; a
 forced restart) lost the queue — 125 of 9,271 answered requests in one test under load. Each row is now also
 appended to a file opened with ``O_APPEND``, which the kernel keeps through the death of the process (not
 through a power cut: that would need an fsync per row, ~1,000 times dearer). The rows of one turn of the event
-loop go out in one ``write`` at its end (a SIGKILL within that turn loses them: microseconds), which under load
-shares the system call among many requests; outside an event loop each row is written at once. Files are
+loop go out as one JSON line (a list of rows) in one ``write`` at its end (a SIGKILL within that turn loses
+them: microseconds), which under load shares the encoding call and the system call among many requests; outside
+an event loop each row is written at once. Files are
 segments of about ``SEGMENT_BYTES``; a segment is deleted once every row in it is committed. A process that
 starts finds the segments a dead one left, and its ledger writes their rows again: the database keeps one row
 per request id, and adds a key's spend only for a row it did not have, so a row written twice counts once.
@@ -37,7 +38,7 @@ class Spool:
         self._segment = -1
         self._fd = -1
         self._size = 0
-        self._buffer: list[bytes] = []  # rows of this turn of the event loop, written at its end
+        self._buffer: list[tuple[object, ...]] = []  # rows of this turn of the event loop, written at its end
 
     def _path(self, segment: int) -> Path:
         return self._directory / f"{self._name}.{segment}.spool"
@@ -57,12 +58,13 @@ class Spool:
             count = 0
             for line in path.read_bytes().splitlines():
                 try:
-                    row = orjson.loads(line)
+                    batch = orjson.loads(line)
                 except orjson.JSONDecodeError:
                     continue  # the line being written when the process died
-                if isinstance(row, list):
-                    rows.append((segment, tuple(row)))
-                    count += 1
+                for row in batch if isinstance(batch, list) else ():
+                    if isinstance(row, list):
+                        rows.append((segment, tuple(row)))
+                        count += 1
             if count:
                 self._pending[segment] = count
             else:
@@ -85,28 +87,28 @@ class Spool:
 
     def append(self, row: tuple[object, ...]) -> int:
         """Write ``row``; the segment it went to (for ``committed``)."""
-        data = orjson.dumps(row) + b"\n"
         buffer = self._buffer
-        buffer.append(data)
+        buffer.append(row)
+        segment = self._segment
+        self._pending[segment] = self._pending.get(segment, 0) + 1
         if len(buffer) == 1:
             try:
                 asyncio.get_running_loop().call_soon(self.write)
             except RuntimeError:  # no event loop: write now
                 self.write()
-        segment = self._segment
-        self._pending[segment] = self._pending.get(segment, 0) + 1
-        self._size += len(data)
-        if self._size >= SEGMENT_BYTES:
-            self.write()
-            self._rotate()
         return segment
 
     def write(self) -> None:
-        """Hand the rows appended in this turn of the event loop to the kernel."""
-        if self._buffer and self._fd >= 0:
-            data = b"".join(self._buffer)
-            self._buffer.clear()
-            os.write(self._fd, data)
+        """Hand the rows appended in this turn of the event loop to the kernel, as one line; a segment grown past
+        ``SEGMENT_BYTES`` then makes way for the next."""
+        if not self._buffer or self._fd < 0:
+            return
+        data = orjson.dumps(self._buffer) + b"\n"
+        self._buffer.clear()
+        os.write(self._fd, data)
+        self._size += len(data)
+        if self._size >= SEGMENT_BYTES:
+            self._rotate()
 
     def committed(self, segments: list[int]) -> None:
         """The rows of ``segments`` (one entry per row) are in the database: delete the segments left empty."""

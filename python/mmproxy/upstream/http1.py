@@ -54,6 +54,7 @@ class Exchange(asyncio.Protocol):
         "got_bytes",
         "headers",
         "headers_done",
+        "idle_since",
         "keep_alive",
         "sink",
         "status",
@@ -76,11 +77,10 @@ class Exchange(asyncio.Protocol):
         self.keep_alive = False
         self.complete = False
         self.got_bytes = False
+        self.idle_since = 0.0
 
     # -- driving an exchange -------------------------------------------------------
     def _send(self, data: bytes, timeout: float) -> None:
-        if self._timer is not None:  # the idle expiry of a pooled connection
-            self._timer.cancel()
         if self._reused:
             self._parser = httptools.HttpResponseParser(self)
             self.status = 0
@@ -132,19 +132,12 @@ class Exchange(asyncio.Protocol):
         if (self.complete and self.keep_alive and self.transport is not None and not self.transport.is_closing()
                 and len(pool._idle) < pool.max_idle):
             self._reused = True
+            self.idle_since = self._loop.time()
             pool._idle.append(self)
-            self._timer = self._loop.call_later(pool.idle_timeout, self._expire)
+            if pool._sweeper is None:
+                pool._sweeper = self._loop.call_later(pool.idle_timeout, pool._sweep)
         else:
             self.abort()
-
-    def _expire(self) -> None:
-        """Close a connection that stayed idle in the pool for ``idle_timeout``."""
-        self._timer = None
-        try:
-            self._pool._idle.remove(self)
-        except ValueError:
-            return
-        self.abort()
 
     def abort(self) -> None:
         if self._timer is not None:
@@ -244,6 +237,7 @@ class UpstreamPool:
         self.connect_timeout = connect_timeout
         self.max_idle = max_idle
         self.idle_timeout = idle_timeout
+        self._sweeper: asyncio.TimerHandle | None = None  # one timer per pool, not one per idle connection
         self.loop = asyncio.get_running_loop()
         self._idle: deque[Exchange] = deque()
 
@@ -299,6 +293,20 @@ class UpstreamPool:
             raise UpstreamError(f"cannot connect to {self.host_header}: {exc.strerror or exc}") from None
         return exchange
 
+    def _sweep(self) -> None:
+        """Close the connections idle for ``idle_timeout`` (the oldest are at the left: the pool reuses the
+        newest), then wait for the next one to come due."""
+        self._sweeper = None
+        idle = self._idle
+        now = self.loop.time()
+        while idle and idle[0].idle_since + self.idle_timeout <= now:
+            idle.popleft().abort()
+        if idle:
+            self._sweeper = self.loop.call_later(idle[0].idle_since + self.idle_timeout - now, self._sweep)
+
     def close(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
         while self._idle:
             self._idle.pop().abort()
