@@ -243,3 +243,36 @@ def test_batch_discount_from_registry_or_model_info():
     assert deployment(batch_discount=0.3).batch_discount == 0.3
     with pytest.raises(ConfigError, match="batch_discount"):
         deployment(batch_discount=1.5)
+
+
+def test_misspellings_get_a_suggestion_and_all_missing_variables_are_named_at_once(monkeypatch):
+    monkeypatch.delenv("MMPROXY_UNSET_A", raising=False)
+    monkeypatch.delenv("MMPROXY_UNSET_B", raising=False)
+    warnings = parse_config({"model_lists": [], "general_settings": {"mater_key": "x"},
+                             "litellm_settings": {"cahce": True, "success_callback": ["langfuse"]}}).warnings
+    assert "model_lists: unknown top-level key, ignored; did you mean 'model_list'?" in warnings
+    assert "general_settings.mater_key: unknown key, ignored; did you mean 'master_key'?" in warnings
+    assert "litellm_settings.cahce: unknown key, ignored; did you mean 'cache'?" in warnings
+    assert "litellm_settings.success_callback: not implemented yet, ignored" in warnings  # LiteLLM's, not a typo
+    with pytest.raises(ConfigError) as info:
+        parse_config({"model_list": [
+            {"model_name": "a", "litellm_params": {"model": "openai/gpt-4o", "api_key": "os.environ/MMPROXY_UNSET_A"}},
+            {"model_name": "b", "litellm_params": {"model": "openai/gpt-4o", "api_base": "os.environ/MMPROXY_UNSET_B"}},
+        ]})
+    assert "MMPROXY_UNSET_A" in str(info.value) and "MMPROXY_UNSET_B" in str(info.value)
+    assert "model_list[1].litellm_params.api_base" in str(info.value)
+
+
+def test_check_command_validates_without_serving(tmp_path):
+    good = tmp_path / "good.yaml"
+    good.write_text(yaml.safe_dump({"model_list": [{"model_name": "m", "litellm_params": {
+        "model": "openai/gpt-4o", "api_key": "sk-x"}}]}))
+    result = subprocess.run([sys.executable, "-m", "mmproxy", "check", "--config", str(good)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "is valid: 1 deployments, 1 models" in result.stdout
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"model_list": [{"model_name": "m", "litellm_params": {
+        "model": "openai/gpt-4o", "api_key": "os.environ/MMPROXY_UNSET_FOR_CHECK"}}]}))
+    result = subprocess.run([sys.executable, "-m", "mmproxy", "check", "--config", str(bad)],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2 and "MMPROXY_UNSET_FOR_CHECK is not set" in result.stderr

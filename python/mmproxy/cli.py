@@ -26,6 +26,10 @@ def main(argv: list[str] | None = None) -> None:
     serve.add_argument("--config", required=True, help="path to config.yaml")
     _add_listen_args(serve, default_port=4000)
 
+    check = commands.add_parser("check", help="check a config.yaml as serve would, without serving: exit 0 when "
+                                "it would start, 2 with the errors otherwise")
+    check.add_argument("--config", required=True, help="path to config.yaml")
+
     demo = commands.add_parser("demo", help="run the gateway on the bundled demo config with a simulated provider")
     _add_listen_args(demo, default_port=4000)
     demo.add_argument("--sim-port", type=int, default=8800, help="port of the provider simulator")
@@ -46,6 +50,11 @@ def main(argv: list[str] | None = None) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         _serve(_load(args.config), args)
+    elif args.command == "check":
+        config = _load(args.config)
+        models = {d.model_name for d in config.deployments}
+        print(f"mmproxy: {args.config} is valid: {len(config.deployments)} deployments, {len(models)} models, "
+              f"{len(config.warnings)} warnings")
     elif args.command == "demo":
         _demo(args)
     elif offline:

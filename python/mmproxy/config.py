@@ -7,8 +7,10 @@ instead of being silently ignored. Errors name the offending key in one line.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
 import os
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -307,16 +309,19 @@ def parse_config(raw: Any) -> Config:
     warnings: list[str] = []
     for key in raw:
         if key not in _TOP_LEVEL:
-            warnings.append(f"{key}: unknown top-level key, ignored")
+            warnings.append(f"{key}: unknown top-level key, ignored" + _did_you_mean(key, _TOP_LEVEL))
 
     env_vars = _mapping(raw, "environment_variables")
     for name, value in env_vars.items():
         os.environ.setdefault(str(name), str(value))
+    missing = [(where, var) for var, where in _environment_references(raw) if var not in os.environ]
+    if missing:  # all of them at once, not one per run
+        raise ConfigError("; ".join(f"{where}: environment variable {var} is not set" for where, var in missing))
 
     general = _mapping(raw, "general_settings")
     for key in general:
         if key not in _GENERAL_DONE:
-            warnings.append(f"general_settings.{key}: not implemented yet, ignored")
+            warnings.append(_not_done("general_settings", key, _GENERAL_DONE))
     master_key = _optional_secret(general, "master_key", "general_settings.master_key")
     max_mb = _number(general, "max_request_size_mb", "general_settings.max_request_size_mb")
     max_request_bytes = int((max_mb if max_mb is not None else DEFAULT_MAX_REQUEST_MB) * 1024 * 1024)
@@ -335,12 +340,12 @@ def parse_config(raw: Any) -> Config:
     litellm_settings = _mapping(raw, "litellm_settings")
     for key in litellm_settings:
         if key not in _LITELLM_SETTINGS_DONE:
-            warnings.append(f"litellm_settings.{key}: not implemented yet, ignored")
+            warnings.append(_not_done("litellm_settings", key, _LITELLM_SETTINGS_DONE))
     drop_params = _flag(litellm_settings, "drop_params", "litellm_settings.drop_params") or False
     router_settings = _mapping(raw, "router_settings")
     for key in router_settings:
         if key not in _ROUTER_SETTINGS_DONE:
-            warnings.append(f"router_settings.{key}: not implemented yet, ignored")
+            warnings.append(_not_done("router_settings", key, _ROUTER_SETTINGS_DONE))
     default_timeout = (_number(router_settings, "timeout", "router_settings.timeout", positive=True)
                        or _number(litellm_settings, "request_timeout", "litellm_settings.request_timeout",
                                   positive=True))
@@ -604,7 +609,7 @@ def _parse_cache(litellm: dict[str, Any], embedding_models: set[str], models: se
     where = "litellm_settings.cache_params"
     for key in params:
         if key not in _CACHE_PARAMS_DONE:
-            warnings.append(f"{where}.{key}: not implemented yet, ignored")
+            warnings.append(_not_done(where, key, _CACHE_PARAMS_DONE))
     kind = params.get("type", "local")
     if kind not in _CACHE_TYPES:
         raise ConfigError(f"{where}.type: must be one of {', '.join(_CACHE_TYPES)}")
@@ -857,11 +862,13 @@ def _parse_deployment(
     for key in params:
         if key in _LITELLM_PARAMS_DONE:
             continue
-        reason = _LITELLM_PARAMS_LATER.get(key, "not implemented yet, ignored")
-        warnings.append(f"{pwhere}.{key}: {reason}")
+        if key in _LITELLM_PARAMS_LATER:
+            warnings.append(f"{pwhere}.{key}: {_LITELLM_PARAMS_LATER[key]}")
+        else:
+            warnings.append(_not_done(pwhere, key, _LITELLM_PARAMS_DONE))
     for key in info:
         if key not in _MODEL_INFO_DONE:
-            warnings.append(f"{iwhere}.{key}: not implemented yet, ignored")
+            warnings.append(_not_done(iwhere, key, _MODEL_INFO_DONE))
 
     timeout = _number(params, "timeout", f"{pwhere}.timeout", positive=True) or default_timeout or DEFAULT_TIMEOUT_S
     stream_timeout = _number(params, "stream_timeout", f"{pwhere}.stream_timeout", positive=True) or timeout
@@ -948,6 +955,41 @@ def _mapping(raw: dict[str, Any], key: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ConfigError(f"{key}: must be a mapping")
     return value
+
+
+def _did_you_mean(key: object, known: Collection[str]) -> str:
+    close = difflib.get_close_matches(str(key), list(known), n=1, cutoff=0.8)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+def _not_done(where: str, key: object, known: Collection[str]) -> str:
+    """The warning for a key mmproxy does not read: a likely misspelling of one it does, or (LiteLLM has many
+    more keys) one not implemented yet."""
+    hint = _did_you_mean(key, known)
+    if hint:
+        return f"{where}.{key}: unknown key, ignored{hint}"
+    return f"{where}.{key}: not implemented yet, ignored"
+
+
+def _environment_references(raw: dict[str, Any]) -> Iterator[tuple[str, str]]:
+    """Every ``os.environ/VAR`` under a key mmproxy reads, with where it is: so all missing variables are named at
+    once. Keys it ignores are left alone, as LiteLLM would read them only when their feature runs."""
+    sections: list[tuple[str, Any, Collection[str]]] = [
+        ("general_settings", raw.get("general_settings"), _GENERAL_DONE),
+        ("router_settings", raw.get("router_settings"), _ROUTER_SETTINGS_DONE)]
+    litellm = raw.get("litellm_settings")
+    if isinstance(litellm, dict):
+        sections.append(("litellm_settings.cache_params", litellm.get("cache_params"), _CACHE_PARAMS_DONE))
+    models = raw.get("model_list")
+    for index, entry in enumerate(models if isinstance(models, list) else ()):
+        if isinstance(entry, dict):
+            sections.append((f"model_list[{index}].litellm_params", entry.get("litellm_params"),
+                             _LITELLM_PARAMS_DONE))
+    for where, section, known in sections:
+        if isinstance(section, dict):
+            for key, value in section.items():
+                if key in known and isinstance(value, str) and value.startswith("os.environ/"):
+                    yield value.removeprefix("os.environ/"), f"{where}.{key}"
 
 
 def _optional_secret(section: dict[str, Any], key: str, where: str) -> str | None:
