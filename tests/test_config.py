@@ -270,6 +270,7 @@ def test_check_command_validates_without_serving(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mmproxy", "check", "--config", str(good)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "is valid: 1 deployments, 1 models" in result.stdout
+    assert "no general_settings.master_key" in result.stderr  # an open gateway is said out loud
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump({"model_list": [{"model_name": "m", "litellm_params": {
         "model": "openai/gpt-4o", "api_key": "os.environ/MMPROXY_UNSET_FOR_CHECK"}}]}))

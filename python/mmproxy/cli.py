@@ -89,6 +89,9 @@ def _load(path: str) -> Config:
     if not config.deployments:
         print("mmproxy: warning: model_list has no usable deployment; every model request will fail",
               file=sys.stderr)
+    if config.master_key is None:
+        print("mmproxy: warning: no general_settings.master_key: anyone who can reach the port may use every model "
+              "and the admin endpoints", file=sys.stderr)
     return config
 
 
