@@ -145,3 +145,16 @@ def test_models_litellm_configs_often_name_are_priced(model: str, input_price: f
     entry = defaults_for(model)
     assert entry is not None
     assert (entry.input_cost_per_token, entry.output_cost_per_token) == (input_price, output_price)
+
+
+def test_a_price_carries_no_float_noise():
+    from mmproxy import cost
+    from mmproxy.config import parse_config
+
+    deployment = parse_config({"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/x"},
+                                               "model_info": {"input_cost_per_token": 2.5e-6,
+                                                              "output_cost_per_token": 1e-5}}]}).deployments[0]
+    assert 90 * 2.5e-6 != 0.000225  # what the sum gives unrounded
+    priced = cost.price(deployment, 90, 0)
+    assert priced is not None and priced[0] == 0.000225 and cost.format_usd(priced[0]) == "0.000225"
+    assert cost.price(deployment, 90, 7) == (0.000295, 0.0)

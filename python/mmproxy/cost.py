@@ -43,7 +43,12 @@ def price(deployment: Deployment, prompt: int, completion: int, cached: int = 0,
     write_price = in_price if write_price is None else write_price
     fresh = max(prompt - cached - cache_write, 0)
     cost = fresh * in_price + cached * read_price + cache_write * write_price + completion * (out_price or 0.0)
-    return cost, cached * (in_price - read_price)
+    # Rounded to a millionth of a micro-dollar: 90 tokens at $2.5/M is 0.000225, not 0.00022500000000000002, in
+    # every header, JSON field and ledger row.
+    return round(cost, _DIGITS), round(cached * (in_price - read_price), _DIGITS)
+
+
+_DIGITS = 12
 
 
 def charge(record: RequestRecord, deployment: Deployment, usage: dict[str, Any] | None,
