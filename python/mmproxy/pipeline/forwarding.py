@@ -116,7 +116,7 @@ class Forwarder:
             received = time.perf_counter_ns()
             if call.capture is not None:
                 call.capture.clear()  # a retried stream starts over
-            relay = SSERelay(exchange, asyncio.get_running_loop(), deployment.timeout, translator, on_usage,
+            relay = SSERelay(exchange, asyncio.get_running_loop(), deployment.stream_timeout, translator, on_usage,
                              call.capture)
             self._streams.add(exchange)
             await relay.ready

@@ -31,11 +31,15 @@ class SSERelay:
         "_buffered",
         "_capture",
         "_exchange",
+        "_fed",
+        "_fed_at_check",
+        "_idle_timeout",
+        "_loop",
         "_on_usage",
         "_pending",
-        "_total_timeout",
         "_translator",
         "_transport",
+        "_watchdog",
         "events_seen",
         "finished",
         "paused",
@@ -48,7 +52,7 @@ class SSERelay:
         self,
         exchange: Exchange,
         loop: asyncio.AbstractEventLoop,
-        total_timeout: float,
+        idle_timeout: float,
         translator: StreamTranslator | None = None,
         on_usage: Callable[[bytes], bytes] | None = None,
         capture: list[bytes] | None = None,
@@ -59,7 +63,14 @@ class SSERelay:
         # gateway asked for on its own account); only consulted when such a chunk is in the data.
         self._on_usage = on_usage
         self._translator = translator
-        self._total_timeout = total_timeout
+        # Once events flow, the stream may last as long as it keeps moving: no event from the upstream for
+        # ``idle_timeout`` (while the client is reading) fails it. A watchdog looks once per ``idle_timeout`` and
+        # pushes the exchange's deadline on when data came meanwhile, so each event costs one increment, not a
+        # timer of its own.
+        self._idle_timeout = idle_timeout
+        self._loop = loop
+        self._fed = self._fed_at_check = 0
+        self._watchdog: asyncio.TimerHandle | None = None
         self._transport: asyncio.Transport | None = None
         self._pending = b""
         self._buffered: list[bytes] = []
@@ -75,6 +86,7 @@ class SSERelay:
         exchange.set_sink(self.feed)
 
     def feed(self, data: bytes) -> None:
+        self._fed += 1
         translator = self._translator
         if translator is not None:
             data = translator.feed(data)
@@ -120,7 +132,8 @@ class SSERelay:
             self._buffered.append(data)
             if not self.events_seen:
                 self.events_seen = True
-                self._exchange.set_deadline(self._total_timeout)
+                self._exchange.set_deadline(2 * self._idle_timeout)
+                self._watchdog = self._loop.call_later(self._idle_timeout, self._watch)
                 if not self.ready.done():
                     self.ready.set_result(None)
             return
@@ -135,7 +148,18 @@ class SSERelay:
             if not self.finished.done():
                 self.finished.set_result(None)
 
+    def _watch(self) -> None:
+        """Push the deadline on when the upstream sent data since the last look, or the client is the slow one
+        (reading is paused); otherwise let it fall due: a stall ends the stream within 1-2 ``idle_timeout``."""
+        if self._fed != self._fed_at_check or self.paused:
+            self._fed_at_check = self._fed
+            self._exchange.set_deadline(2 * self._idle_timeout)
+        self._watchdog = self._loop.call_later(self._idle_timeout, self._watch)
+
     def _upstream_done(self, fut: asyncio.Future[None]) -> None:
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            self._watchdog = None
         if not self.ready.done():
             self.ready.set_result(None)
         if not self.finished.done():

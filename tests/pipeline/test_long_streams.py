@@ -1,5 +1,6 @@
-"""A graceful shutdown: SIGTERM stops new connections, lets streams in flight finish within the grace period,
-ends the ones that outlast it with an error event, writes every ledger row and exits 0."""
+"""Long streams: a graceful shutdown (SIGTERM stops new connections, lets streams in flight finish within the grace
+period, ends the ones that outlast it with an error event, writes every ledger row and exits 0), and stream
+timeouts that bound the gaps between events rather than the stream's length."""
 
 from __future__ import annotations
 
@@ -68,3 +69,21 @@ def test_a_stream_that_outlasts_the_grace_period_ends_with_an_error_event(simula
     _, code = _ledger_row(tmp_path, response.headers["x-mmproxy-request-id"])
     assert code == "shutting_down"
     client.close()
+
+
+def test_stream_timeouts_bound_the_gaps_between_events_not_the_stream(simulator: Process, tmp_path: Path):
+    config = gateway_config(simulator.url)
+    config["model_list"][0]["litellm_params"].update({"timeout": 1, "stream_timeout": 0.5})
+    gw = start_gateway(tmp_path, config)
+    try:
+        client, response = _stream(gw, chunks=25, delay_ms=100)  # 2.5 s in all, never 0.5 s without an event
+        assert _events(list(response.iter_lines()))[-1] == "[DONE]"
+        client.close()
+        client, response = _stream(gw, chunks=5, delay_ms=2500)  # stalls after its first event
+        began = time.monotonic()
+        events = _events(list(response.iter_lines()))
+        assert time.monotonic() - began < 2.4  # cut within two stream_timeouts of the last event
+        assert orjson.loads(events[-1])["error"]["code"] == "upstream_timeout"
+        client.close()
+    finally:
+        gw.stop()
