@@ -277,3 +277,16 @@ def test_check_command_validates_without_serving(tmp_path):
     result = subprocess.run([sys.executable, "-m", "mmproxy", "check", "--config", str(bad)],
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2 and "MMPROXY_UNSET_FOR_CHECK is not set" in result.stderr
+
+
+def test_listen_defaults_and_log_level():
+    def help_of(command: str) -> str:
+        return subprocess.run([sys.executable, "-m", "mmproxy", command, "--help"], capture_output=True, text=True,
+                              timeout=60).stdout
+
+    assert "default 127.0.0.1" in help_of("demo")  # the demo's master key is published: local only
+    assert "default 0.0.0.0" in help_of("serve")
+    assert "--log-level {debug,info,warning,error}" in help_of("serve")
+    bad = subprocess.run([sys.executable, "-m", "mmproxy", "serve", "--config", "x.yaml", "--log-level", "loud"],
+                         capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--log-level" in bad.stderr

@@ -24,14 +24,14 @@ def main(argv: list[str] | None = None) -> None:
 
     serve = commands.add_parser("serve", help="run the gateway on a LiteLLM-format config.yaml")
     serve.add_argument("--config", required=True, help="path to config.yaml")
-    _add_listen_args(serve, default_port=4000)
+    _add_listen_args(serve, default_port=4000, default_host="0.0.0.0")
 
     check = commands.add_parser("check", help="check a config.yaml as serve would, without serving: exit 0 when "
                                 "it would start, 2 with the errors otherwise")
     check.add_argument("--config", required=True, help="path to config.yaml")
 
     demo = commands.add_parser("demo", help="run the gateway on the bundled demo config with a simulated provider")
-    _add_listen_args(demo, default_port=4000)
+    _add_listen_args(demo, default_port=4000, default_host="127.0.0.1")  # its master key is published
     demo.add_argument("--sim-port", type=int, default=8800, help="port of the provider simulator")
 
     from mmproxy.simulator import build_parser
@@ -46,7 +46,8 @@ def main(argv: list[str] | None = None) -> None:
 
     args = parser.parse_args(argv)
     offline = args.command in ("router", "cascade", "verify")  # their output is the table, not a log
-    logging.basicConfig(level=logging.WARNING if offline else logging.INFO,
+    level = getattr(args, "log_level", None)
+    logging.basicConfig(level=logging.WARNING if offline else getattr(logging, (level or "info").upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.command == "serve":
         _serve(_load(args.config), args)
@@ -67,13 +68,15 @@ def main(argv: list[str] | None = None) -> None:
         run(args)
 
 
-def _add_listen_args(parser: argparse.ArgumentParser, default_port: int) -> None:
-    parser.add_argument("--host", default="0.0.0.0", help="address to listen on (default 0.0.0.0)")
+def _add_listen_args(parser: argparse.ArgumentParser, default_port: int, default_host: str) -> None:
+    parser.add_argument("--host", default=default_host, help=f"address to listen on (default {default_host})")
     parser.add_argument("--port", type=int, default=default_port, help=f"port (default {default_port})")
     parser.add_argument("--workers", type=int, default=1, help="worker processes sharing the port (default 1)")
     parser.add_argument("--grace-period", type=float, default=30.0,
                         help="seconds a SIGTERM leaves in-flight requests and streams to finish; streams still "
                              "open then end with an error event (default 30)")
+    parser.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default="info",
+                        help="the gateway's log lines shown on stderr (default info)")
     parser.add_argument("--access-log", nargs="?", const="text", choices=("text", "json"), default=None,
                         help="one line per API request on stdout, as key=value text (default) or JSON")
 
