@@ -290,3 +290,17 @@ def test_listen_defaults_and_log_level():
     bad = subprocess.run([sys.executable, "-m", "mmproxy", "serve", "--config", "x.yaml", "--log-level", "loud"],
                          capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--log-level" in bad.stderr
+
+
+def test_deployments_that_differ_only_by_key_are_separate_deployments():
+    def entry(key: str, **info: str) -> dict:
+        return {"model_name": "gpt-4o", "litellm_params": {"model": "openai/gpt-4o", "api_key": key},
+                "model_info": info}
+
+    # LiteLLM's multi-key load balancing: one model, several keys.
+    deployments = parse_config({"model_list": [entry("sk-a"), entry("sk-b"), entry("sk-c")]}).deployments
+    ids = [d.id for d in deployments]
+    assert len(set(ids)) == 3 and ids[1] == f"{ids[0]}-2" and ids[2] == f"{ids[0]}-3"
+    assert [d.api_key for d in deployments] == ["sk-a", "sk-b", "sk-c"]
+    with pytest.raises(ConfigError, match="duplicate id 'same'"):  # ids the operator chose stay unique
+        parse_config({"model_list": [entry("sk-a", id="same"), entry("sk-b", id="same")]})

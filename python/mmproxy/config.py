@@ -11,7 +11,7 @@ import difflib
 import hashlib
 import os
 from collections.abc import Collection, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -364,7 +364,13 @@ def parse_config(raw: Any) -> Config:
         if deployment is None:
             continue
         if deployment.id in seen_ids:
-            raise ConfigError(f"model_list[{index}].model_info.id: duplicate id {deployment.id!r}")
+            info = entry.get("model_info") if isinstance(entry, dict) else None
+            if isinstance(info, dict) and info.get("id") is not None:
+                raise ConfigError(f"model_list[{index}].model_info.id: duplicate id {deployment.id!r}")
+            # The same model twice, differing only in what the generated id leaves out (an api_key: LiteLLM's
+            # multi-key load balancing): the later ones are told apart by their position among the same.
+            twins = sum(1 for seen in seen_ids if seen == deployment.id or seen.startswith(f"{deployment.id}-"))
+            deployment = replace(deployment, id=f"{deployment.id}-{twins + 1}")
         seen_ids.add(deployment.id)
         deployments.append(deployment)
         if deployment.input_cost_per_token is None and deployment.output_cost_per_token is None:
