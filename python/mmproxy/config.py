@@ -379,7 +379,7 @@ def parse_config(raw: Any) -> Config:
                             "(general_settings.budget_on_unpriced_models); set model_info.input_cost_per_token "
                             "and output_cost_per_token")
     virtual = _parse_virtual_models(smart_entries, deployments)
-    router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments})
+    router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments}, warnings)
     rules = _parse_rules(raw.get("routing_rules"), deployments, warnings)
     cache = _parse_cache(litellm_settings, {d.model_name for d in deployments if d.mode == "embedding"},
                          {d.model_name for d in deployments}, warnings)
@@ -756,7 +756,8 @@ def _parse_rules(raw: Any, deployments: list[Deployment], warnings: list[str]) -
     return rules
 
 
-def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[str]) -> RouterSettings:
+def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[str],
+                  warnings: list[str]) -> RouterSettings:
     def setting(key: str) -> tuple[dict[str, Any], str]:
         section = router if key in router else litellm
         return section, f"{'router_settings' if section is router else 'litellm_settings'}.{key}"
@@ -766,7 +767,7 @@ def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[s
     lists: dict[str, dict[str, list[str]]] = {}
     for kind in _FALLBACK_KINDS:
         section, where = setting(kind)
-        lists[kind] = _fallbacks(section.get(kind), where, models)
+        lists[kind] = _fallbacks(section.get(kind), where, models, warnings)
     strategy = router.get("routing_strategy", "simple-shuffle")
     if strategy not in ROUTING_STRATEGIES:
         raise ConfigError(f"router_settings.routing_strategy: must be one of {', '.join(ROUTING_STRATEGIES)}")
@@ -790,8 +791,9 @@ def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[s
     )
 
 
-def _fallbacks(value: Any, where: str, models: set[str]) -> dict[str, list[str]]:
-    """LiteLLM's shape: a list of one-key mappings, ``[{"gpt-4o": ["claude", "gemini"]}]``."""
+def _fallbacks(value: Any, where: str, models: set[str], warnings: list[str]) -> dict[str, list[str]]:
+    """LiteLLM's shape: a list of one-key mappings, ``[{"gpt-4o": ["claude", "gemini"]}]``. A name that is not a
+    model group is left out with a warning, as LiteLLM starts with it too."""
     if value is None:
         return {}
     if not isinstance(value, list):
@@ -804,10 +806,15 @@ def _fallbacks(value: Any, where: str, models: set[str]) -> dict[str, list[str]]
             targets = [targets] if isinstance(targets, str) else targets
             if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
                 raise ConfigError(f"{where}[{i}].{model}: must be a list of model names")
-            for name in (model, *targets):
-                if name not in models:
-                    raise ConfigError(f"{where}[{i}].{model}: {name!r} is not a model_name in model_list")
-            out.setdefault(str(model), []).extend(targets)
+            unknown = [name for name in (model, *targets) if name not in models]
+            if unknown:
+                warnings.append(f"{where}[{i}].{model}: {', '.join(map(repr, unknown))} not a model_name in "
+                                "model_list; left out")
+            if model not in models:
+                continue
+            known = [t for t in targets if t in models]
+            if known:
+                out.setdefault(str(model), []).extend(known)
     return out
 
 

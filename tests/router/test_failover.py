@@ -158,15 +158,21 @@ def test_no_healthy_deployment_and_no_fallback_is_a_429_with_retry_after(simulat
         gw.stop()
 
 
-def test_fallback_config_must_name_configured_models(tmp_path, simulator: Process):
+def test_a_fallback_to_an_unknown_group_is_a_warning_and_left_out(tmp_path, simulator: Process):
     import subprocess
     import sys
 
     import yaml
 
+    from mmproxy.config import load_config
+
     path = tmp_path / "config.yaml"
-    path.write_text(yaml.safe_dump({"model_list": [_deployment("a", "x", simulator)],
-                                    "router_settings": {"fallbacks": [{"a": ["nope"]}]}}))
-    result = subprocess.run([sys.executable, "-m", "mmproxy", "serve", "--config", str(path), "--port", "0"],
+    path.write_text(yaml.safe_dump({"model_list": [_deployment("a", "x", simulator), _deployment("b", "y", simulator)],
+                                    "router_settings": {"fallbacks": [{"a": ["nope", "b"]}, {"ghost": ["a"]}]}}))
+    config = load_config(path)  # LiteLLM starts with such a config: so does mmproxy, saying what it left out
+    assert config.router.fallbacks == {"a": ["b"]}
+    assert any("router_settings.fallbacks[0].a: 'nope' not a model_name" in w for w in config.warnings)
+    assert any("router_settings.fallbacks[1].ghost: 'ghost' not a model_name" in w for w in config.warnings)
+    result = subprocess.run([sys.executable, "-m", "mmproxy", "check", "--config", str(path)],
                             capture_output=True, text=True, timeout=30)
-    assert result.returncode == 2 and "router_settings.fallbacks[0].a" in result.stderr
+    assert result.returncode == 0 and "'nope' not a model_name in model_list; left out" in result.stderr
