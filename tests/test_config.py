@@ -264,18 +264,17 @@ def test_misspellings_get_a_suggestion_and_all_missing_variables_are_named_at_on
 
 
 def test_check_command_validates_without_serving(tmp_path):
-    good = tmp_path / "good.yaml"
-    good.write_text(yaml.safe_dump({"model_list": [{"model_name": "m", "litellm_params": {
-        "model": "openai/gpt-4o", "api_key": "sk-x"}}]}))
-    result = subprocess.run([sys.executable, "-m", "mmproxy", "check", "--config", str(good)],
-                            capture_output=True, text=True, timeout=60)
+    def check(api_key: str) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump({"model_list": [{"model_name": "m", "litellm_params": {
+            "model": "openai/gpt-4o", "api_key": api_key}}]}))
+        return subprocess.run([sys.executable, "-m", "mmproxy", "check", "--config", str(path)],
+                              capture_output=True, text=True, timeout=60)
+
+    result = check("sk-x")
     assert result.returncode == 0 and "is valid: 1 deployments, 1 models" in result.stdout
     assert "no general_settings.master_key" in result.stderr  # an open gateway is said out loud
-    bad = tmp_path / "bad.yaml"
-    bad.write_text(yaml.safe_dump({"model_list": [{"model_name": "m", "litellm_params": {
-        "model": "openai/gpt-4o", "api_key": "os.environ/MMPROXY_UNSET_FOR_CHECK"}}]}))
-    result = subprocess.run([sys.executable, "-m", "mmproxy", "check", "--config", str(bad)],
-                            capture_output=True, text=True, timeout=60)
+    result = check("os.environ/MMPROXY_UNSET_FOR_CHECK")
     assert result.returncode == 2 and "MMPROXY_UNSET_FOR_CHECK is not set" in result.stderr
 
 

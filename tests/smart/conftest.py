@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import anthropic
 import openai
 import orjson
 import pytest
@@ -41,3 +43,13 @@ def replayed_models(replay_sim: Process) -> list[dict]:
 
 def client(gw: Process) -> openai.OpenAI:
     return openai.OpenAI(base_url=f"{gw.url}/v1", api_key=MASTER_KEY, max_retries=0)
+
+
+def claude(gw: Process) -> anthropic.Anthropic:
+    return anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0)
+
+
+def ask_claude(gw: Process, model: str, prompt: str) -> Any:
+    """``prompt`` to ``model`` through the Anthropic SDK's Messages API: the raw response (headers, parse())."""
+    return claude(gw).messages.with_raw_response.create(model=model, max_tokens=1024,
+                                                        messages=[{"role": "user", "content": prompt}])

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import anthropic
 import httpx
 import numpy as np
 import openai
@@ -20,7 +19,18 @@ from mmproxy.smart.records import costs, load_records
 from mmproxy.smart.train import stage_rows
 from mmproxy.tokens import count
 from tests.conftest import MASTER_KEY, Process, priced_deployment, start_gateway
-from tests.smart.conftest import PRICES, SHIPPED, SLICE, STRONG, WEAK, client, replayed_models, scripted_simulator
+from tests.smart.conftest import (
+    PRICES,
+    SHIPPED,
+    SLICE,
+    STRONG,
+    WEAK,
+    ask_claude,
+    claude,
+    client,
+    replayed_models,
+    scripted_simulator,
+)
 
 JUDGE_PRICE = 1e-06  # per token, in and out
 YES, NO = '{"score": 9, "reason": "right"}', '{"score": 2, "reason": "the total is wrong"}'
@@ -175,15 +185,13 @@ def test_a_streaming_client_gets_the_accepted_answer_as_a_stream(gw: Process):
 
 def test_the_anthropic_sdk_gets_the_cascades_answer_as_a_message(gw: Process):
     record = _word_problems()[5]
-    messages = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0).messages
-    raw = messages.with_raw_response.create(model="frugal-strict", max_tokens=1024,
-                                           messages=[{"role": "user", "content": record.prompt}])
+    raw = ask_claude(gw, "frugal-strict", record.prompt)
     assert raw.headers["x-mmproxy-cascade-stage"] == "gpt-4"
     message = raw.parse()
     assert message.content[0].text == record.models[STRONG].answer
     assert message.usage.output_tokens == count(record.models[STRONG].answer)
-    with messages.stream(model="frugal-judged", max_tokens=1024,
-                         messages=[{"role": "user", "content": record.prompt}]) as stream:
+    with claude(gw).messages.stream(model="frugal-judged", max_tokens=1024,
+                                    messages=[{"role": "user", "content": record.prompt}]) as stream:
         text = "".join(stream.text_stream)
         final = stream.get_final_message()
     assert text == record.models[WEAK].answer and final.stop_reason == "end_turn"

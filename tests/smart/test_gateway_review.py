@@ -5,14 +5,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-import anthropic
 import httpx
 import orjson
 import pytest
 
 from mmproxy.pipeline.reviewing import PROMPTS
 from tests.conftest import MASTER_KEY, Process, priced_deployment, start_gateway
-from tests.smart.conftest import client, scripted_simulator
+from tests.smart.conftest import claude, client, scripted_simulator
 
 FINDINGS = {"findings": [
     {"severity": "low", "title": "verbose error", "detail": "The error names the table.", "location": "login()"},
@@ -74,7 +73,7 @@ def test_the_personas_findings_are_merged_highest_severity_first(gw: Process, si
 
 
 def test_every_api_gets_the_same_report_whole_and_streamed(gw: Process):
-    messages = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0).messages
+    messages = claude(gw).messages
     message = messages.create(model="reviewed", max_tokens=500, messages=[{"role": "user", "content": CODE}])
     assert message.content[0].text.startswith("Review by security, performance, architecture: 3 findings.")
     with messages.stream(model="reviewed", max_tokens=500, messages=[{"role": "user", "content": CODE}]) as stream:

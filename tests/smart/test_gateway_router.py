@@ -7,7 +7,6 @@ import subprocess
 import sys
 from collections.abc import Iterator
 
-import anthropic
 import httpx
 import numpy as np
 import openai
@@ -21,7 +20,7 @@ from mmproxy.smart.records import costs, load_records
 from mmproxy.smart.router import LearnedRouter
 from mmproxy.tokens import count
 from tests.conftest import MASTER_KEY, Process, start_gateway
-from tests.smart.conftest import PRICES, SHIPPED, SLICE, STRONG, WEAK, client, replayed_models
+from tests.smart.conftest import PRICES, SHIPPED, SLICE, STRONG, WEAK, ask_claude, client, replayed_models
 
 COST_WEIGHT = 0.1
 
@@ -131,9 +130,7 @@ def test_router_eval_through_the_gateway_reproduces_the_offline_figures(gw: Proc
 
 def test_the_anthropic_sdk_and_the_responses_api_are_routed_too(gw: Process):
     record = load_records(SLICE)[1]
-    messages = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0).messages
-    raw = messages.with_raw_response.create(model="smart", max_tokens=1024,
-                                           messages=[{"role": "user", "content": record.prompt}])
+    raw = ask_claude(gw, "smart", record.prompt)
     model = WEAK if raw.headers["x-mmproxy-router-choice"] == "mixtral" else STRONG
     assert raw.parse().content[0].text == record.models[model].answer
     answer = client(gw).responses.with_raw_response.create(model="smart", input=record.prompt)

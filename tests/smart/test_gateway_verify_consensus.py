@@ -9,7 +9,6 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import anthropic
 import httpx
 import openai
 import orjson
@@ -18,7 +17,7 @@ import pytest
 from mmproxy.smart.agreement import VERIFIER_SYSTEM, short_answer
 from mmproxy.smart.records import costs, load_records
 from tests.conftest import MASTER_KEY, Process, priced_deployment, start_gateway
-from tests.smart.conftest import PRICES, SLICE, STRONG, WEAK, client, replayed_models, scripted_simulator
+from tests.smart.conftest import PRICES, SLICE, STRONG, WEAK, ask_claude, client, replayed_models, scripted_simulator
 
 ACCEPT = '{"verdict": "accept", "reasons": [], "severity": "none"}'
 REJECT = '{"verdict": "reject", "reasons": ["the total is wrong", "it ignores the discount"], "severity": "high"}'
@@ -175,9 +174,7 @@ def test_an_answer_already_paid_for_survives_a_failing_verifier_or_escalation(gw
 
 def test_the_anthropic_sdk_and_a_stream_get_the_verified_answer(gw: Process):
     record = _problems()[0][4]
-    messages = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0).messages
-    raw = messages.with_raw_response.create(model="checked", max_tokens=1024,
-                                           messages=[{"role": "user", "content": record.prompt}])
+    raw = ask_claude(gw, "checked", record.prompt)
     assert raw.headers["x-mmproxy-verdict"] == "accept"
     assert raw.parse().content[0].text == record.models[WEAK].answer
     assert orjson.loads(raw.http_response.content)["x_mmproxy_verdict"]["verdict"] == "accept"
@@ -249,9 +246,7 @@ def test_verify_eval_through_the_gateway_reproduces_the_offline_figures(gw: Proc
 
 def test_a_consensus_answers_the_anthropic_sdk_and_the_responses_api(gw: Process):
     record = _problems()[0][2]
-    messages = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0).messages
-    raw = messages.with_raw_response.create(model="agreed", max_tokens=1024,
-                                           messages=[{"role": "user", "content": record.prompt}])
+    raw = ask_claude(gw, "agreed", record.prompt)
     assert raw.headers["x-mmproxy-consensus-agreement"] == "1.000"
     majority = WEAK if raw.headers["x-mmproxy-consensus-majority"] == "mixtral" else STRONG
     assert raw.parse().content[0].text == record.models[majority].answer

@@ -25,11 +25,10 @@ from typing import Any, Protocol
 import numpy as np
 import orjson
 
-from mmproxy.smart.agreement import grouper_prompt, judged_votes, short_answer
+from mmproxy.smart.agreement import grouper_prompt, judged_votes, short_answer, states_final
 
-__all__ = ["EQUIVALENCES", "Embedded", "Equivalence", "Exact", "Judged", "answer_key", "answer_text"]
+__all__ = ["Embedded", "Equivalence", "Exact", "Judged", "answer_key", "answer_text"]
 
-EQUIVALENCES = ("exact", "embedding", "judge")
 _SHORT_WORDS = 12  # longer answers are free text unless they state a final answer or are JSON
 
 
@@ -99,14 +98,9 @@ def _delta_text(event: dict[str, Any]) -> str | None:
 
 def _short(text: str) -> str | None:
     stripped = text.strip()
-    if len(stripped.split()) > _SHORT_WORDS and stripped[:1] not in ("{", "[") and not _states_final(text):
+    if len(stripped.split()) > _SHORT_WORDS and stripped[:1] not in ("{", "[") and not states_final(text):
         return None
     return short_answer(text)
-
-
-def _states_final(text: str) -> bool:
-    lowered = text.lower()
-    return "####" in text or "answer is" in lowered or "final answer" in lowered or "\\boxed{" in text
 
 
 def answer_key(text: str) -> str:

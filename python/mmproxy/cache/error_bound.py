@@ -37,10 +37,13 @@ from __future__ import annotations
 import math
 import random
 import threading
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from mmproxy.smart.model import fit_logistic, sigmoid
 
 __all__ = ["NEIGHBOURS", "Decision", "ErrorBound", "Evidence", "features", "kl_upper_bound"]
 
@@ -48,7 +51,6 @@ NEIGHBOURS = 5  # cached prompts whose answers are compared with the nearest one
 FEATURES = ("cosine", "agreement", "margin", "right_below", "wrong_above")
 _ENTRY_MEMORY = 32  # observations kept per entry
 _L2 = 1.0
-_IRLS_STEPS = 25
 _GROWTH = 1.25  # each region tested holds this many times the outcomes of the last
 
 
@@ -120,7 +122,7 @@ def _kl(p: float, q: float) -> float:
 
 
 class ErrorBound:
-    """One index's hit decisions and what they learn from. Thread-safe: decisions on the event loop, ``refit`` in
+    """One workload's hit decisions and what they learn from. Thread-safe: decisions on the event loop, ``refit`` in
     a worker thread, observations from both (the request's own and other instances' through Redis)."""
 
     def __init__(self, max_error_rate: float, confidence: float = 0.95, explore_rate: float = 0.05,
@@ -132,13 +134,15 @@ class ErrorBound:
         if not 0.0 < explore_rate <= 1.0:
             raise ValueError("explore_rate must be in (0, 1]")
         self.max_error_rate, self.confidence, self.explore_rate = max_error_rate, confidence, explore_rate
-        self.refit_every, self.max_observations = refit_every, max_observations
+        self.refit_every = refit_every
         self._rng = rng or random.Random()
-        self._x: list[np.ndarray] = []  # explored requests' features
-        self._right: list[bool] = []  # and their outcomes
-        self._seen: list[np.ndarray] = []  # every decided request's features: the traffic's mix of scores
+        # The newest ``max_observations`` of each: explored requests' features and their outcomes, and every
+        # decided request's features (the traffic's mix of scores).
+        self._x: deque[np.ndarray] = deque(maxlen=max_observations)
+        self._right: deque[bool] = deque(maxlen=max_observations)
+        self._seen: deque[np.ndarray] = deque(maxlen=max_observations)
         self._since_fit = 0
-        self._weights: np.ndarray | None = None  # logistic coefficients, intercept first
+        self._weights: np.ndarray | None = None  # logistic coefficients, the bias last
         self.cutoff: float | None = None  # least P(right) served; None: nothing certified yet
         self._lock = threading.Lock()
         # The first test covers twice the outcomes that pass with no error at all (-ln(1-confidence)/δ): a few
@@ -152,7 +156,7 @@ class ErrorBound:
         weights = self._weights
         if weights is None:
             return math.nan
-        return float(_sigmoid(weights[0] + x @ weights[1:]))
+        return float(sigmoid(x @ weights[:-1] + weights[-1]))
 
     def decide(self, x: np.ndarray) -> Decision:
         """Serve when the estimate clears the certified cutoff, except for an ``explore_rate`` share of those."""
@@ -160,8 +164,6 @@ class ErrorBound:
         cutoff = self.cutoff
         with self._lock:
             self._seen.append(x)
-            if len(self._seen) > self.max_observations:
-                del self._seen[: len(self._seen) - self.max_observations]
         if cutoff is None or not p >= cutoff:
             return Decision(False, p, False)
         return Decision(self._rng.random() >= self.explore_rate, p, True)
@@ -176,9 +178,6 @@ class ErrorBound:
         with self._lock:
             self._x.append(np.asarray(x, dtype=np.float64))
             self._right.append(bool(right))
-            if len(self._right) > self.max_observations:
-                drop = len(self._right) - self.max_observations
-                del self._x[:drop], self._right[:drop]
             self._since_fit += 1
 
     def refit(self) -> None:
@@ -193,9 +192,9 @@ class ErrorBound:
             self._since_fit = 0
         if right.min() == right.max():  # one class only: nothing to tell apart yet
             return
-        weights = _fit_logistic(x, right)
-        scores = _sigmoid(weights[0] + x @ weights[1:])
-        cutoff = self._certify(scores, right, _sigmoid(weights[0] + seen @ weights[1:]))
+        weights = fit_logistic(x, right, _L2)
+        scores = sigmoid(x @ weights[:-1] + weights[-1])
+        cutoff = self._certify(scores, right, sigmoid(seen @ weights[:-1] + weights[-1]))
         self._weights, self.cutoff = weights, cutoff
 
     def _certify(self, scores: np.ndarray, right: np.ndarray, seen: np.ndarray) -> float | None:
@@ -245,35 +244,10 @@ class ErrorBound:
                 or seen.shape[1] != len(FEATURES):
             raise ValueError("a saved error bound of another shape")
         with self._lock:
-            self._x = list(x.astype(np.float64))
-            self._right = [bool(r) for r in right]
-            self._seen = list(seen.astype(np.float64))
+            self._x.clear()
+            self._x.extend(x.astype(np.float64))
+            self._right.clear()
+            self._right.extend(bool(r) for r in right)
+            self._seen.clear()
+            self._seen.extend(seen.astype(np.float64))
         self.refit()
-
-    def snapshot(self) -> dict[str, float | int | None]:
-        """For metrics and logs: outcomes, their weighted error rate, the cutoff."""
-        with self._lock:
-            n = len(self._right)
-            wrong = n - sum(self._right)
-        return {"observations": n, "error_rate": wrong / n if n else None, "cutoff": self.cutoff}
-
-
-def _sigmoid(z: np.ndarray | float) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-np.clip(z, -40.0, 40.0)))
-
-
-def _fit_logistic(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """L2-regularised logistic regression by Newton steps (IRLS); the intercept is not penalised."""
-    design = np.hstack([np.ones((len(x), 1)), x])
-    penalty = np.full(design.shape[1], _L2)
-    penalty[0] = 0.0
-    beta = np.zeros(design.shape[1])
-    for _ in range(_IRLS_STEPS):
-        p = _sigmoid(design @ beta)
-        gradient = design.T @ (p - y) + penalty * beta
-        hessian = (design * (p * (1 - p))[:, None]).T @ design + np.diag(penalty) + 1e-9 * np.eye(len(beta))
-        step = np.linalg.solve(hessian, gradient)
-        beta -= step
-        if float(np.abs(step).max()) < 1e-8:
-            break
-    return beta

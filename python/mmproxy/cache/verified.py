@@ -75,7 +75,7 @@ class VerifiedHits:
         self._rng = rng or random.Random()
         self._bounds: OrderedDict[str, ErrorBound] = OrderedDict()
         self._refitting: set[str] = set()
-        self.vetoes = self.explorations = self.right = self.wrong = 0
+        self.vetoes = self.right = self.wrong = 0
 
     def bound(self, key: str) -> ErrorBound:
         """The bound of the workload ``key``."""
@@ -103,10 +103,7 @@ class VerifiedHits:
             rest = found[:index] + found[index + 1:]
             x = features([similarity] + [s for _, s in rest],
                          [True] + [bool(entry.answer) and e.answer == entry.answer for e, _ in rest], entry.evidence)
-            decision = self.bound(key).decide(x)
-            if not decision.serve:
-                self.explorations += 1
-            return Candidate(entry, similarity, x, decision)
+            return Candidate(entry, similarity, x, self.bound(key).decide(x))
         return None
 
     async def learn(self, key: str, candidate: Candidate, question: str, cached: str, fresh: str,

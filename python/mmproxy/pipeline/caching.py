@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
-from mmproxy import cost
+from mmproxy import tokens
 from mmproxy.cache import policy
 from mmproxy.cache.responses import Hit, Question, ResponseCache
 from mmproxy.cache.store import CachedResponse
+from mmproxy.errors import ProxyError
 from mmproxy.pipeline.call import Call
 from mmproxy.pipeline.sse import rewrite_usage_chunk
 from mmproxy.spend.record import RequestRecord
@@ -117,17 +118,20 @@ class CacheStep:
             judge = Call(record, time.perf_counter_ns())
             judge.caller = call.caller
             body: dict[str, Any] = {"model": group, "messages": messages, "max_tokens": _JUDGE_TOKENS}
+            attempt = chat_attempt(pipeline, request, judge, body, group)  # sets judge.inbound
+            assert judge.inbound is not None
             try:
-                if call.caller.key is not None:
-                    group_members = pipeline.router.group(group)
-                    await pipeline.accounting.admit(judge, group, cost.estimate(
-                        group_members.members if group_members is not None else (), 0, _JUDGE_TOKENS))
-                response = await pipeline.route(judge, group, chat_attempt(pipeline, request, judge, body, group))
+                if call.caller.key is not None:  # admitted as any request of the key's: priced, limited, reserved
+                    judge.counted = tokens.count_chat(judge.inbound.chat_bytes(), group).count
+                    await pipeline.admit(judge, group, group, judge.inbound)
+                response = await pipeline.route(judge, group, attempt)
                 assert isinstance(response, web.Response) and isinstance(response.body, bytes)
                 return answer_text(response.body)
-            except Exception as exc:
-                status = getattr(exc, "status", 500)
-                record.status, record.error_code = status, getattr(exc, "code", None) or type(exc).__name__
+            except ProxyError as exc:
+                record.status, record.error_code = exc.status, exc.code or exc.type
+                raise
+            except Exception:
+                record.status, record.error_code = 500, "internal_error"
                 raise
             finally:
                 pipeline.accounting.finish(judge)

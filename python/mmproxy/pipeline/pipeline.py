@@ -92,8 +92,7 @@ class Pipeline:
             if self.smart is not None and target in self.smart:                             # learned router
                 target = await self.smart.choose(target, inbound.chat, call, headers)
         if caller.key is not None:                                                          # admit
-            self.check_priced(caller, target)
-            await self.accounting.admit(call, inbound.model, self.reservation(target, call, inbound))
+            await self.admit(call, inbound.model, target, inbound)
         cache, plan = self.cache, None
         if cache is not None:                                                               # cache
             plan, hit = await cache.consult(request.headers, call, api.cache_payload(inbound), inbound.raw,
@@ -193,10 +192,18 @@ class Pipeline:
             ) from None
         return parse_json_object(raw), raw
 
-    def check_priced(self, caller: Caller, target: str) -> None:
-        """A 400 for a key with a budget asking for a model group with an unpriced deployment."""
-        if not self._unpriced or caller.key is None or caller.key.record.max_budget is None:
+    async def admit(self, call: Call, model: str, target: str, inbound: Inbound) -> None:
+        """A virtual key's call to ``target`` (asked for as ``model``): refused for an unpriced group when the key
+        has a budget, then the key's restrictions, limits and budget reservation."""
+        key = call.caller.key
+        if key is None:
             return
+        if self._unpriced and key.record.max_budget is not None:
+            self._check_priced(target)
+        await self.accounting.admit(call, model, self.reservation(target, call, inbound))
+
+    def _check_priced(self, target: str) -> None:
+        """A 400 when ``target`` has a deployment without a price (its spend would count as nothing)."""
         group = self.router.group(target)
         if group is not None and group.name in self._unpriced:
             raise ProxyError(400, f"model {target!r} has a deployment without a price, and this key has a budget "

@@ -50,6 +50,12 @@ def short_answer(text: str) -> str | None:
     return re.sub(r"[^\w\s]", "", candidate).lower().strip() or None
 
 
+def states_final(text: str) -> bool:
+    """Whether ``text`` states a final answer ("#### 42", "the answer is B", ``\\boxed{7}``): what ``short_answer``
+    reads first."""
+    return _FINAL.search(text) is not None
+
+
 def _number(text: str) -> str:
     value = float(text.replace(",", ""))
     return str(int(value)) if value.is_integer() else f"{value:g}"
