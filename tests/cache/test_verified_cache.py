@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import openai
 import orjson
@@ -130,13 +131,17 @@ def test_outcomes_reach_the_other_instances_through_redis(replay: Process, tmp_p
         two.stop()
 
 
-def test_a_judge_compares_free_text_answers_as_a_request_of_its_own(tmp_path: Path):
-    long_answer = ("Your new card is on its way and usually arrives within five to seven working days; you can "
-                   "track it in the app under Card, and if it has not come after ten days, order a new one.")
-    knobs = {"sim-writer": {"content": long_answer}, "sim-judge": {"content": '{"groups": [[1, 2]]}'}}
+LONG_ANSWER = ("Your new card is on its way and usually arrives within five to seven working days; you can track "
+               "it in the app under Card, and if it has not come after ten days, order a new one.")
+
+
+def _free_text_gateway(tmp_path: Path, **cache_params: Any) -> tuple[Process, Process]:
+    """A simulator whose writer answers in free text (and whose judge groups two answers together), and a gateway
+    with the verified cache on it: (gateway, simulator)."""
+    knobs = {"sim-writer": {"content": LONG_ANSWER}, "sim-judge": {"content": '{"groups": [[1, 2]]}'}}
     sim = start_process(["mmproxy.simulator", "--host", "127.0.0.1", "--port", "0", "--latency-ms", "0",
                          "--model-knobs", orjson.dumps(knobs).decode()])
-    config = _config(sim.url, answer_equivalence="judge", judge_model="judge")
+    config = _config(sim.url, **cache_params)
     base = f"{sim.url}/v1"
     config["model_list"] = [
         {"model_name": "classifier", "litellm_params": {"model": "openai/sim-writer", "api_base": base},
@@ -144,7 +149,35 @@ def test_a_judge_compares_free_text_answers_as_a_request_of_its_own(tmp_path: Pa
         {"model_name": "judge", "litellm_params": {"model": "openai/sim-judge", "api_base": base},
          "model_info": {"input_cost_per_token": 3e-6, "output_cost_per_token": 4e-6}},
     ]
-    gw = start_gateway(tmp_path, config)
+    return start_gateway(tmp_path, config), sim
+
+
+def test_free_text_answers_compared_by_embedding_through_the_messages_api(tmp_path: Path):
+    gw, sim = _free_text_gateway(tmp_path, answer_equivalence="embedding")
+    try:
+        messages = anthropic.Anthropic(base_url=gw.url, api_key=MASTER_KEY, max_retries=0).messages
+
+        def ask(text: str) -> Any:
+            return messages.with_raw_response.create(model="classifier", max_tokens=200, system=INSTRUCTION,
+                                                     messages=[{"role": "user", "content": text}])
+
+        assert ask("When will my new card arrive?").headers["x-mmproxy-cache"] == "miss"
+        time.sleep(0.2)
+        explored = ask("How long until my new card arrives?")
+        assert explored.headers["x-mmproxy-cache"] == "explore"
+        assert explored.parse().content[0].text == LONG_ANSWER  # the client gets the fresh answer
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and not _metric(gw, 'mmproxy_semantic_outcomes_total{outcome="right"}'):
+            time.sleep(0.1)
+        # Read back from the Messages shape and compared by the answers' embeddings: the same text, so right.
+        assert _metric(gw, 'mmproxy_semantic_outcomes_total{outcome="right"}') == 1
+    finally:
+        gw.stop()
+        sim.stop()
+
+
+def test_a_judge_compares_free_text_answers_as_a_request_of_its_own(tmp_path: Path):
+    gw, sim = _free_text_gateway(tmp_path, answer_equivalence="judge", judge_model="judge")
     try:
         assert _ask(gw, "When will my new card arrive?").headers["x-mmproxy-cache"] == "miss"
         time.sleep(0.2)
