@@ -264,7 +264,7 @@ async def _serve_forever(config: Config, listener: socket.socket, index: int, sh
     await gateway.stop()
 
 
-async def _drain(site: web.TCPSite, gateway: Gateway, grace: float) -> None:
+async def _drain(site: web.BaseSite, gateway: Gateway, grace: float) -> None:
     """A graceful shutdown: stop accepting connections, let the requests in flight finish for up to ``grace``
     seconds, then cut the streams still relayed (their clients get an error event) and give their handlers a
     moment to write it. ``runner.cleanup`` then closes what is left."""
