@@ -184,12 +184,18 @@ class Pipeline:
     async def read_json(self, request: web.BaseRequest) -> tuple[dict[str, object], bytes]:
         """The request's JSON object and its raw bytes; 413 over the size limit, 400 when not a JSON object."""
         try:
-            raw = await request.read()
+            if request.content.is_eof():  # the whole body came with the headers: the usual case, no timer
+                raw = await request.read()
+            else:  # a client that stops sending its body must not hold the handler and its memory forever
+                raw = await asyncio.wait_for(request.read(), self.config.request_body_timeout)
         except web.HTTPRequestEntityTooLarge:
             limit_mb = self.config.max_request_bytes / (1024 * 1024)
             raise ProxyError(
                 413, f"request body exceeds the {limit_mb:g} MB limit", code="request_too_large"
             ) from None
+        except asyncio.TimeoutError:
+            raise ProxyError(408, f"the request body did not arrive within {self.config.request_body_timeout:g} s",
+                             code="request_timeout") from None
         return parse_json_object(raw), raw
 
     async def admit(self, call: Call, model: str, target: str, inbound: Inbound) -> None:

@@ -126,7 +126,9 @@ def build_server(gateway: Gateway) -> web.Server:
         return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=limit)
 
     # handler_cancellation: a client that disconnects cancels its handler, which aborts the upstream call.
-    return web.Server(dispatch, request_factory=make_request, handler_cancellation=True, access_log=None)
+    # keepalive_timeout also closes a connection that never completes its request line and headers.
+    return web.Server(dispatch, request_factory=make_request, handler_cancellation=True, access_log=None,
+                      keepalive_timeout=gateway.config.idle_timeout)
 
 
 def serve(config: Config, host: str, port: int, workers: int) -> None:
