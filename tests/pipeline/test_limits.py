@@ -94,3 +94,11 @@ def test_a_connection_that_never_sends_a_request_is_closed(limited: Limited, sen
     started = time.monotonic()
     assert _read_until_closed(sock) == b""
     assert time.monotonic() - started < 8
+
+
+def test_oversized_headers_are_refused_with_a_4xx(limited: Limited):
+    headers = {"Authorization": f"Bearer {MASTER_KEY}"}
+    assert httpx.get(f"{limited.gw.url}/v1/models", headers={**headers, "X-Pad": "a" * 20_000}).status_code == 400
+    many = {**headers, **{f"X-H{i}": "1" for i in range(200)}}
+    assert httpx.get(f"{limited.gw.url}/v1/models", headers=many).status_code == 400
+    assert httpx.get(f"{limited.gw.url}/v1/models", headers=headers).status_code == 200
