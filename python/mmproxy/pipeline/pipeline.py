@@ -25,6 +25,7 @@ from mmproxy import cost, tokens
 from mmproxy.config import Config, Deployment
 from mmproxy.errors import ProxyError, auth_error
 from mmproxy.keys.manager import MASTER, Caller
+from mmproxy.keys.sessions import COOKIE as SESSION_COOKIE
 from mmproxy.pipeline.accounting import Accounting
 from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.pipeline.caching import CacheStep
@@ -172,7 +173,12 @@ class Pipeline:
             supplied = token.strip()
         else:
             supplied = headers.get("x-api-key")
-        caller = await keys.authenticate(supplied)
+        if supplied is None and "x-mmproxy-ui" in headers:
+            # The dashboard's own calls: its session cookie, honoured only with a header a cross-site form
+            # cannot send, so another site cannot act with an operator's session.
+            caller = await keys.authenticate_session(request.cookies.get(SESSION_COOKIE))
+        else:
+            caller = await keys.authenticate(supplied)
         if call is not None:
             call.caller = caller
             if caller.key is not None:

@@ -35,6 +35,7 @@ from mmproxy.pipeline.pipeline import Handler
 from mmproxy.server.admin import Admin
 from mmproxy.server.gateway import Gateway, StartupError
 from mmproxy.server.handlers import Handlers
+from mmproxy.ui.routes import Dashboard
 
 log = logging.getLogger("mmproxy")
 
@@ -97,6 +98,16 @@ def build_server(gateway: Gateway) -> web.Server:
         ("GET", "/v1/messages/batches"): guarded(message_batches.list, anthropic_error),
     })
     message_batch_item = guarded(message_batches.item, anthropic_error)  # …/{id}[/results|/cancel]
+    ui = Dashboard(gateway, admin)
+    routes.update({
+        ("GET", "/ui"): ui.page,
+        ("GET", "/ui/"): ui.page,
+        ("POST", "/ui/login"): ui.login,
+        ("POST", "/ui/logout"): ui.logout,
+        ("GET", "/ui/api/report"): guarded(ui.report),
+        ("GET", "/ui/api/decisions"): guarded(ui.decisions),
+        ("GET", "/ui/api/live"): guarded(ui.live),
+    })
     paths = {path for _, path in routes}
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
@@ -107,6 +118,8 @@ def build_server(gateway: Gateway) -> web.Server:
             return await batch_item(request)
         if request.path.startswith("/v1/messages/batches/"):
             return await message_batch_item(request)
+        if request.path.startswith("/ui/static/") and request.method == "GET":
+            return await ui.static(request)
         if request.method == "GET" and request.path.startswith(("/v1/models/", "/models/")):
             return await models(request)
         if request.path in paths:
@@ -271,6 +284,7 @@ async def _drain(site: web.BaseSite, gateway: Gateway, grace: float) -> None:
     seconds, then cut the streams still relayed (their clients get an error event) and give their handlers a
     moment to write it. ``runner.cleanup`` then closes what is left."""
     await site.stop()
+    gateway.live.close()
     pipeline = gateway.pipeline
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace
