@@ -32,7 +32,8 @@ _BARE_KEYED = frozenset({"openai", "anthropic", "deepseek"})
 (``together-ai-8.1b-21b``), which no config names."""
 
 
-def _shipped(name: str, spec: Mapping[str, Any]) -> bool:
+def is_shipped(name: str, spec: Mapping[str, Any]) -> bool:
+    """Whether LiteLLM's entry ``name`` goes into the shipped table."""
     provider = spec.get("litellm_provider")
     return provider in SHIPPED_PROVIDERS and ("/" in name or provider in _BARE_KEYED)
 
@@ -46,7 +47,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     raw = json.loads(Path(args.litellm_json).read_text(encoding="utf-8"))
     source = f"LiteLLM model_prices_and_context_window.json (litellm {args.litellm})"
-    document = from_litellm(raw, source, args.read, keep=_shipped)
+    document = from_litellm(raw, source, args.read, keep=is_shipped)
     Path(args.out).write_text(dumps(document), encoding="utf-8")
     print(f"{args.out}: {len(document.models)} models")
 
