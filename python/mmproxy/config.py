@@ -33,8 +33,7 @@ _LITELLM_PARAMS_LATER = {
     "max_parallel_requests": "is not enforced yet",
     "extra_headers": "extra upstream headers are not sent yet",
 }
-_PRICE_KEYS = ("input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost",
-               "cache_creation_input_token_cost")
+_PRICE_KEYS = price_files.PRICES  # LiteLLM's names, read in model_info, litellm_params and price files alike
 _LITELLM_PARAMS_DONE = {
     "model", "api_base", "api_key", "api_version", "timeout", "stream_timeout", "weight", "drop_params", "rpm", "tpm",
     "auto_prompt_cache", *_PRICE_KEYS,
