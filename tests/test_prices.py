@@ -43,7 +43,6 @@ M = 1e-6  # USD per token of a "$ per million tokens" figure
     # groq.com/pricing
     ("groq/llama-3.1-8b-instant", 0.05, 0.08),
     ("groq/llama-3.3-70b-versatile", 0.59, 0.79),
-    ("groq/openai/gpt-oss-120b", 0.15, 0.60),
     # together.ai/pricing
     ("together_ai/meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo", 0.18, 0.18),
     ("together_ai/meta-llama/Llama-4-Scout-17B-16E-Instruct", 0.18, 0.59),

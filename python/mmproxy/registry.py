@@ -139,10 +139,7 @@ class ModelTable:
         for layer in layers:
             for key, entry in layer.items():
                 below = merged.get(key)
-                if entry.tier_derived and below is not None and not below.tier_derived:
-                    entry = replace(entry, tier=below.tier, strengths=entry.strengths or below.strengths,
-                                    tier_derived=False)
-                merged[key] = entry
+                merged[key] = _described_by(entry, below)
         return ModelTable(merged)
 
     def all(self) -> dict[str, ModelDefaults]:
@@ -163,14 +160,18 @@ class ModelTable:
         host = _HOST_ALIASES.get(host, host)
         model_id = rest or name
         last = model_id.rsplit("/", 1)[-1]
-        found = _find(self._hosts[host], rest) if rest and host in self._hosts and host not in OWNERS else None
+        found = _find(self._hosts[host], rest) if rest and host in self._hosts else None
         found = found or _find(self._bare, model_id) or _find(self._bare, last)
         if found is None or not found.tier_derived:
             return found
-        curated = _find(self._curated, last)
-        if curated is None:
-            return found
-        return replace(found, tier=curated.tier, strengths=curated.strengths, tier_derived=False)
+        return _described_by(found, _find(self._curated, last))
+
+
+def _described_by(entry: ModelDefaults, curated: ModelDefaults | None) -> ModelDefaults:
+    """``entry`` with the tier and strengths of the model's curated entry, when it names no tier of its own."""
+    if not entry.tier_derived or curated is None or curated.tier_derived:
+        return entry
+    return replace(entry, tier=curated.tier, strengths=curated.strengths, tier_derived=False)
 
 
 def _find(table: Mapping[str, ModelDefaults], name: str) -> ModelDefaults | None:
