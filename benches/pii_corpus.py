@@ -81,7 +81,8 @@ def _phone(rng: random.Random) -> str:
     return rng.choice([
         f"+1 {area} {exchange} {line:04d}", f"({area}) {exchange}-{line:04d}", f"{area}-{exchange}-{line:04d}",
         f"{area}.{exchange}.{line:04d}", f"+44 20 {rng.randint(7000, 8999)} {rng.randint(1000, 9999)}",
-        f"+49 30 {rng.randint(100000, 999999)}{rng.randint(10, 99)}", f"020 {rng.randint(7000, 8999)} {rng.randint(1000, 9999)}",
+        f"+49 30 {rng.randint(100000, 999999)}{rng.randint(10, 99)}",
+        f"020 {rng.randint(7000, 8999)} {rng.randint(1000, 9999)}",
         f"+33 1 {rng.randint(10, 99)} {rng.randint(10, 99)} {rng.randint(10, 99)} {rng.randint(10, 99)}"])
 
 

@@ -18,8 +18,9 @@ from urllib.parse import quote
 
 import yaml
 
+from mmproxy.prices import files as price_files
 from mmproxy.providers import REGISTRY
-from mmproxy.registry import defaults_for
+from mmproxy.registry import ModelTable, entries, shipped
 from mmproxy.rules import TIERS, RuleSet
 
 # Keys LiteLLM documents that mmproxy accepts but does not act on yet.
@@ -32,8 +33,7 @@ _LITELLM_PARAMS_LATER = {
     "max_parallel_requests": "is not enforced yet",
     "extra_headers": "extra upstream headers are not sent yet",
 }
-_PRICE_KEYS = ("input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost",
-               "cache_creation_input_token_cost")
+_PRICE_KEYS = price_files.PRICES  # LiteLLM's names, read in model_info, litellm_params and price files alike
 _LITELLM_PARAMS_DONE = {
     "model", "api_base", "api_key", "api_version", "timeout", "stream_timeout", "weight", "drop_params", "rpm", "tpm",
     "auto_prompt_cache", *_PRICE_KEYS,
@@ -64,7 +64,7 @@ _MODEL_INFO_MODES = {"chat", "embedding", "completion"}
 
 _GENERAL_DONE = {"master_key", "max_request_size_mb", "database_url", "disable_spend_logs", "disable_metrics",
                  "spool_dir", "budget_on_unpriced_models", "max_file_size_mb", "request_body_timeout",
-                 "idle_timeout"}
+                 "idle_timeout", "price_file"}
 _TOP_LEVEL = {
     "model_list",
     "general_settings",
@@ -350,6 +350,7 @@ def parse_config(raw: Any) -> Config:
     unpriced = general.get("budget_on_unpriced_models", "refuse")
     if unpriced not in ("refuse", "allow"):
         raise ConfigError("general_settings.budget_on_unpriced_models: must be refuse or allow")
+    price_table = _price_table(general.get("price_file"), warnings)
 
     litellm_settings = _mapping(raw, "litellm_settings")
     for key in litellm_settings:
@@ -374,7 +375,8 @@ def parse_config(raw: Any) -> Config:
         if isinstance(entry, dict) and _VIRTUAL_KINDS & set(entry):
             smart_entries.append((index, entry))
             continue
-        deployment = _parse_deployment(entry, f"model_list[{index}]", warnings, drop_params, default_timeout)
+        deployment = _parse_deployment(entry, f"model_list[{index}]", warnings, drop_params, default_timeout,
+                                       price_table)
         if deployment is None:
             continue
         if deployment.id in seen_ids:
@@ -835,7 +837,7 @@ def _fallbacks(value: Any, where: str, models: set[str], warnings: list[str]) ->
 
 
 def _parse_deployment(
-    entry: Any, where: str, warnings: list[str], drop_params: bool, default_timeout: float | None
+    entry: Any, where: str, warnings: list[str], drop_params: bool, default_timeout: float | None, table: ModelTable
 ) -> Deployment | None:
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a mapping with model_name and litellm_params")
@@ -916,9 +918,9 @@ def _parse_deployment(
         digest = hashlib.sha256(f"{model_name}\0{model}\0{api_base}".encode()).hexdigest()
         dep_id = f"dep-{digest[:12]}"
 
-    # Shipped defaults for well-known models fill what model_info leaves out. The context window is not
-    # defaulted: a pre-call rejection must come from a limit the operator chose, not from an estimate.
-    shipped = defaults_for(upstream_model)
+    # Shipped defaults for known models (the host's own price first) fill what model_info leaves out. The context
+    # window is not defaulted: a pre-call rejection must come from a limit the operator chose, not from an estimate.
+    shipped = table.lookup(model)
     prices = _prices(params, info, pwhere, iwhere)
     batch_discount = _number(info, "batch_discount", f"{iwhere}.batch_discount")
     if batch_discount is not None and batch_discount >= 1:
@@ -960,6 +962,22 @@ def _parse_deployment(
         local="local" in defaults.capabilities,
         json_output="json_output" in defaults.capabilities,
     )
+
+
+def _price_table(path: Any, warnings: list[str]) -> ModelTable:
+    """The shipped price table, with ``general_settings.price_file`` (mmproxy's or LiteLLM's shape) over it."""
+    if path is None:
+        return shipped()
+    if not isinstance(path, str) or not path:
+        raise ConfigError("general_settings.price_file: must be the path of a price file")
+    try:
+        document = price_files.read(path)
+    except OSError as exc:
+        raise ConfigError(f"general_settings.price_file: cannot read {path}: {exc.strerror}") from None
+    except price_files.PriceFileError as exc:
+        raise ConfigError(f"general_settings.price_file: {path}: {exc}") from None
+    warnings.extend(f"general_settings.price_file: {warning}" for warning in document.warnings)
+    return shipped().overlaid([entries(document.as_json())])
 
 
 def _prices(params: dict[str, Any], info: dict[str, Any], pwhere: str, iwhere: str) -> dict[str, float | None]:
