@@ -47,7 +47,7 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     bench.add_argument("--api-key", help=f"the target's key (default: ${API_KEY_ENV}); never printed")
     load = bench.add_argument_group("load")
     load.add_argument("-c", "--concurrency", type=int, default=16,
-                      help="requests in flight (closed loop); with --rate, the cap on them (default 16)")
+                      help="requests in flight (closed loop; a sweep's probe) (default 16)")
     size = load.add_mutually_exclusive_group()
     size.add_argument("-d", "--duration", type=float, help="seconds measured per target and load (default 10)")
     size.add_argument("-n", "--requests", type=int, help="requests measured per target and load")
@@ -57,6 +57,9 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
                       help="probe the maximum throughput at -c, then STEPS rates up to it (default 5)")
     load.add_argument("--arrivals", choices=("poisson", "constant"), default="poisson",
                       help="open-loop arrival times (default poisson)")
+    load.add_argument("--max-in-flight", type=int, default=1000,
+                      help="open loop: arrivals beyond this many requests in flight are dropped, and counted "
+                           "(default 1000)")
     load.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds before each window (default 1)")
     load.add_argument("--timeout", type=float, default=60.0, help="seconds before a request counts as timed out")
     load.add_argument("--rounds", type=int, help="windows per target and load, alternating targets "
@@ -125,7 +128,8 @@ def run(args: argparse.Namespace) -> int:
 def _plan(args: argparse.Namespace) -> tuple[list[Target], list[Load]]:
     """The targets with their encoded requests, and the loads (a sweep's are known only after its probe)."""
     counts = {"-c": args.concurrency, "--input-tokens": args.input_tokens, "--output-tokens": args.output_tokens,
-              "-n": args.requests, "--rounds": args.rounds, "--rate-sweep": args.rate_sweep}
+              "-n": args.requests, "--max-in-flight": args.max_in_flight, "--rounds": args.rounds,
+              "--rate-sweep": args.rate_sweep}
     too_small = [flag for flag, value in counts.items() if value is not None and value < 1]
     if too_small or (args.duration is not None and not args.duration > 0):
         raise WorkloadError(f"{', '.join(too_small) or '-d'}: must be at least 1 (-d: more than 0)")
@@ -147,7 +151,7 @@ def _plan(args: argparse.Namespace) -> tuple[list[Target], list[Load]]:
             raise WorkloadError(f"--rate takes comma-separated numbers, not {args.rate!r}") from None
         if not rates or not all(r > 0 for r in rates):
             raise WorkloadError("--rate values must be positive")
-        return targets, [Load(args.concurrency, r) for r in rates]
+        return targets, [Load(args.max_in_flight, r) for r in rates]
     return targets, [Load(args.concurrency)]
 
 
@@ -164,7 +168,7 @@ async def _execute(args: argparse.Namespace, targets: list[Target], loads: list[
         if peak <= 0:
             return results, probes
         steps = args.rate_sweep
-        loads = [Load(args.concurrency, round(peak * k / steps, 2)) for k in range(1, steps + 1)]
+        loads = [Load(args.max_in_flight, round(peak * k / steps, 2)) for k in range(1, steps + 1)]
     for load in loads:
         await _measure(args, targets, load, results, progress)
     return results, probes

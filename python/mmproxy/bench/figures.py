@@ -34,7 +34,7 @@ def distribution(values: list[float]) -> dict[str, float] | None:
 
 @dataclass(frozen=True)
 class Load:
-    """What one step asked for: a fixed concurrency, or a request rate (with its in-flight cap)."""
+    """What one step asked for: a fixed concurrency, or a request rate (``concurrency`` is then the in-flight cap)."""
 
     concurrency: int
     rate: float | None = None
@@ -45,7 +45,7 @@ class Load:
 
     def as_dict(self) -> dict[str, Any]:
         return {"concurrency": self.concurrency} if self.rate is None else {"rate": self.rate,
-                                                                              "max_concurrency": self.concurrency}
+                                                                              "max_in_flight": self.concurrency}
 
 
 def figures(result: Result) -> dict[str, Any]:
