@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import pty
 import re
+import select
 import subprocess
 import sys
 from pathlib import Path
@@ -160,3 +163,30 @@ def test_bad_settings_exit_2_with_the_reason(args: list[str], message: str,
     assert exc.value.code == 2
     err = capsys.readouterr().err
     assert message in err and UPSTREAM_KEY not in err
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_progress_line_on_a_terminal(simulator: Process, sim: SimControl, quiet: bool) -> None:
+    """A live line on a terminal's stderr (never on stdout, which holds the tables), off with --quiet."""
+    leader, follower = pty.openpty()
+    argv = [sys.executable, "-m", "mmproxy", "bench", simulator.url, "--model", "bench-tty", "--api-key", UPSTREAM_KEY,
+            "-c", "2", "-d", "1", "--warmup", "0", *(["--quiet"] if quiet else [])]
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=follower, text=True, timeout=60)
+    os.close(follower)
+    seen = b""
+    while select.select([leader], [], [], 0.5)[0]:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # the terminal closed once everything was read
+            break
+        if not chunk:
+            break
+        seen += chunk
+    os.close(leader)
+    assert proc.returncode == 0 and "\r" not in proc.stdout
+    lines = re.findall(rb"A c=2: ([\d,]+) done +[\d.,]+ req/s +0 errors +[\d.]+ s", seen)
+    if quiet:
+        assert not lines and not seen
+    else:
+        assert len(lines) >= 2 and int(lines[-1].replace(b",", b"")) > int(lines[0].replace(b",", b""))
+    assert UPSTREAM_KEY.encode() not in seen

@@ -21,7 +21,7 @@ import orjson
 from mmproxy import __version__
 from mmproxy.bench.figures import Load, figures
 from mmproxy.bench.loadgen import LoadGen, Request, Result
-from mmproxy.bench.report import Run, ratios, tables, write_report
+from mmproxy.bench.report import Run, ratios, require_plotting, tables, write_report
 from mmproxy.bench.workload import (
     DIALECTS,
     Endpoint,
@@ -94,15 +94,19 @@ def run(args: argparse.Namespace) -> int:
     """Exit status: 0, 1 when a run had no successful request, 2 for unusable settings."""
     try:
         targets, loads = _plan(args)
-        if args.report is not None and args.report.suffix.lower() not in (".png", ".html", ".htm"):
-            raise WorkloadError("--report must name a .png or .html file")
-    except WorkloadError as exc:
+        if args.report is not None:
+            require_plotting(args.report)
+    except (WorkloadError, ValueError) as exc:
         print(f"mmproxy bench: {exc}", file=sys.stderr)
         return 2
     import uvloop
 
     progress = sys.stderr if sys.stderr.isatty() and not args.quiet else None
-    results, probe_loads = uvloop.run(_execute(args, targets, loads, progress))
+    try:
+        results, probe_loads = uvloop.run(_execute(args, targets, loads, progress))
+    except KeyboardInterrupt:
+        print("\nmmproxy bench: interrupted", file=sys.stderr)
+        return 130
     runs = [Run(name, load, figures(result), [t * 1e3 for t in result.latencies], probe=load in probe_loads)
             for (name, load), result in results.items()]
     pairs = []
@@ -112,17 +116,18 @@ def run(args: argparse.Namespace) -> int:
             a, b = by_key[("A", load)], by_key[("B", load)]
             pairs.append((a, b, ratios(a, b)))
     all_tables = tables(runs, pairs)
-    if args.json is not None:
-        args.json.write_bytes(orjson.dumps(_document(args, targets, runs, pairs), option=orjson.OPT_INDENT_2))
-    if args.report is not None:
-        try:
+    status = 1 if any(run.figures["requests"] == 0 for run in runs) else 0
+    try:  # the files first: a closed stdout (| head) must not lose them
+        if args.json is not None:
+            args.json.write_bytes(orjson.dumps(_document(args, targets, runs, pairs), option=orjson.OPT_INDENT_2))
+        if args.report is not None:
             write_report(args.report, runs, all_tables, f"mmproxy bench {' vs '.join(t.url for t in targets)}")
-        except ValueError as exc:
-            print(f"mmproxy bench: {exc}", file=sys.stderr)
-            return 2
+    except OSError as exc:
+        print(f"mmproxy bench: cannot write the output: {exc}", file=sys.stderr)
+        status = 1
     for table in all_tables:
         print(table.text() + "\n")
-    return 1 if any(run.figures["requests"] == 0 for run in runs) else 0
+    return status
 
 
 def _plan(args: argparse.Namespace) -> tuple[list[Target], list[Load]]:

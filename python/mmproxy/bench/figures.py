@@ -49,21 +49,23 @@ class Load:
 
 
 def figures(result: Result) -> dict[str, Any]:
-    """Everything measured in ``result``'s window, in plain JSON types."""
-    errors = sum(result.errors.values())
+    """Everything measured in ``result``'s window, in plain JSON types (its ``summary()`` plus the details)."""
+    summary = result.summary()
     elapsed = result.elapsed_s
     return {
-        "requests": result.ok,
-        "errors": errors,
-        "errors_by_class": dict(sorted(result.errors.items())),
-        "warmup_errors": result.warmup_errors,
-        "error_sample": result.error_sample or None,
+        "requests": summary["requests"],
+        "errors": summary["errors"],
+        "errors_by_class": dict(sorted(summary["error_kinds"].items())),
+        "warmup_errors": summary["warmup_errors"],
+        "error_sample": summary.get("error_sample"),
         "sent_total": result.sent,
         "dropped": result.dropped,
         "elapsed_s": elapsed,
-        "req_s": result.ok / elapsed if elapsed > 0 else 0.0,
+        "req_s": summary["req_s"],
         "output_tokens": result.output_tokens,
         "output_tokens_per_s": result.output_tokens / elapsed if elapsed > 0 else 0.0,
+        # The generator's own CPU: when it nears a whole core, the client, not the target, is the limit.
+        "client_cpu_us_per_req": summary["loadgen_cpu_us_per_req"],
         "latency_ms": distribution([t * 1e3 for t in result.latencies]),
         "ttft_ms": distribution([t * 1e3 for t in result.ttfts]),
         "itl_ms": distribution([t * 1e3 for t in result.itls]),

@@ -403,7 +403,7 @@ class LoadGen:
         self._cpu0 = 0.0
         self._next_arrival = 0.0
         self._opening: set[asyncio.Future[None]] = set()  # open loop: connections being opened for arrivals
-        self._rng = random.Random(0)
+        self._rng = random.Random()  # unseeded: the arrivals of successive steps are independent
         self._finished: asyncio.Future[None] | None = None
 
     @property

@@ -78,6 +78,8 @@ def run_tables(run: Run) -> list[Table]:
              f"{number(f['output_tokens_per_s'])} output tok/s; errors: {errors}")
     if f["dropped"]:
         title += f"; {f['dropped']:,} arrivals dropped at the in-flight cap"
+    if f["client_cpu_us_per_req"] is not None:
+        title += f"; client CPU {number(f['client_cpu_us_per_req'])} µs/req"
     rows = [(label, *(number(f[key][c]) for c in STAT_COLUMNS)) for key, label in DISTRIBUTIONS.items() if f[key]]
     return [Table(title, ("", *STAT_COLUMNS), rows)]
 
@@ -126,20 +128,29 @@ def tables(runs: list[Run], pairs: list[tuple[Run, Run, dict[str, float | None]]
 
 
 # -- plots ------------------------------------------------------------------------------------------------------
-def _pyplot() -> Any:
+def _pyplot() -> tuple[Any, Any]:
+    """pyplot (headless) and matplotlib.ticker, or a ValueError naming the extra to install."""
     try:
         import matplotlib
 
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib import ticker
     except ImportError:
         raise ValueError("--report needs matplotlib: pip install 'mmproxy[eval]'") from None
-    return plt
+    return plt, ticker
+
+
+def require_plotting(path: Path) -> None:
+    """Fail before any load is sent when ``path`` is not a report this can write (ValueError says why)."""
+    if path.suffix.lower() not in (".png", ".html"):
+        raise ValueError("--report must name a .png or .html file")
+    _pyplot()
 
 
 def figure(runs: list[Run]) -> Figure:
     """Latency CDF of every run; with several loads, throughput and TTFT (or latency) against the load."""
-    plt = _pyplot()
+    plt, ticker = _pyplot()
     swept = [r for r in runs if not r.probe]
     by_load = len({r.load for r in swept}) > 1
     fig, axes = plt.subplots(1, 3 if by_load else 1, figsize=(15 if by_load else 6, 4.2), squeeze=False)
@@ -148,8 +159,10 @@ def figure(runs: list[Run]) -> Figure:
         values = sorted(run.latencies_ms)
         if values:
             cdf.plot(values, [(i + 1) / len(values) for i in range(len(values))], label=run.label)
-    cdf.set(xlabel="latency (ms)", ylabel="share of requests", title="Latency CDF")
+    cdf.set(xlabel="latency (ms, log scale)", ylabel="share of requests", title="Latency CDF")
     cdf.set_xscale("log")
+    cdf.xaxis.set_major_formatter(ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+    cdf.xaxis.set_minor_formatter(ticker.NullFormatter())
     cdf.grid(alpha=0.3)
     cdf.legend(fontsize=7)
     if by_load:
@@ -164,7 +177,11 @@ def figure(runs: list[Run]) -> Figure:
                             linestyle="--", label=f"{target} p99")
             axes[0][2].set(title="TTFT against load" if key == "ttft_ms" else "Latency against load",
                            ylabel="ms")
-        load_name = "asked rate (req/s)" if any(r.load.rate for r in swept) else "concurrency"
+        rated = any(r.load.rate for r in swept)
+        load_name = "asked rate (req/s)" if rated else "concurrency"
+        if rated:
+            top = max(r.load.rate or 0.0 for r in swept)
+            axes[0][1].plot([0, top], [0, top], color="grey", linestyle=":", label="asked")
         axes[0][1].set(xlabel=load_name, ylabel="completed req/s", title="Throughput against load")
         axes[0][2].set(xlabel=load_name)
         for ax in axes[0][1:]:
@@ -177,7 +194,7 @@ def figure(runs: list[Run]) -> Figure:
 def png_bytes(fig: Figure) -> bytes:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
-    _pyplot().close(fig)
+    _pyplot()[0].close(fig)
     return buf.getvalue()
 
 
