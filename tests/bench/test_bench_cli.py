@@ -110,6 +110,15 @@ def test_simulator_faults_are_counted_by_class(simulator: Process, sim: SimContr
     assert "errors: http_429 3, http_500 5" in stdout
 
 
+def test_a_target_slower_than_the_window_is_reported(simulator: Process, sim: SimControl, tmp_path: Path) -> None:
+    sim.fault("bench-hang", "hang", count=-1)
+    doc, stdout = bench(tmp_path, simulator.url, "--model", "bench-hang", "-c", "2", "-d", "0.5", "--timeout", "1.5",
+                        expect=1)
+    [run] = doc["runs"]
+    assert run["requests"] == 0 and run["errors"] == 0 and run["unfinished"] == 2
+    assert "0 ok" in stdout and "2 still unanswered when the window closed" in stdout
+
+
 def test_compare_prints_ratios_and_writes_an_html_report(gateway: Process, simulator: Process, sim: SimControl,
                                                          tmp_path: Path) -> None:
     report = tmp_path / "report.html"
@@ -121,7 +130,8 @@ def test_compare_prints_ratios_and_writes_an_html_report(gateway: Process, simul
     a, b = doc["runs"]
     assert ratios["req/s"] == pytest.approx(b["req_s"] / a["req_s"])
     assert ratios["latency p50"] == pytest.approx(b["latency_ms"]["p50"] / a["latency_ms"]["p50"])
-    assert "Compare at c=2: B ÷ A" in stdout and re.search(r"latency p99 .* \d+\.\d\dx", stdout)
+    assert f"Compare at c=2: B ÷ A (A: {simulator.url}, B: {gateway.url})" in stdout
+    assert re.search(r"latency p99 .* \d+\.\d\dx", stdout)
     page = report.read_text()
     assert page.count("<table>") == 3 and "latency p50" in page
     image = re.search(r"data:image/png;base64,([A-Za-z0-9+/=]+)", page)

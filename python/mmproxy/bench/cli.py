@@ -115,7 +115,7 @@ def run(args: argparse.Namespace) -> int:
         for load in dict.fromkeys(r.load for r in runs):
             a, b = by_key[("A", load)], by_key[("B", load)]
             pairs.append((a, b, ratios(a, b)))
-    all_tables = tables(runs, pairs)
+    all_tables = tables(runs, pairs, {t.name: t.url for t in targets})
     status = 1 if any(run.figures["requests"] == 0 for run in runs) else 0
     try:  # the files first: a closed stdout (| head) must not lose them
         if args.json is not None:

@@ -60,6 +60,7 @@ def figures(result: Result) -> dict[str, Any]:
         "error_sample": summary.get("error_sample"),
         "sent_total": result.sent,
         "dropped": result.dropped,
+        "unfinished": result.unfinished,
         "elapsed_s": elapsed,
         "req_s": summary["req_s"],
         "output_tokens": result.output_tokens,

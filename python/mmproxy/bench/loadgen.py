@@ -132,7 +132,9 @@ class Result:
     """Raw outcome of the measured window; ``summary()`` turns it into report figures.
 
     ``sent`` counts every request written (warm-up and drain included: what the server saw), ``dropped``
-    the arrivals of a rate run that found ``concurrency`` requests already in flight.  ``itls``,
+    the arrivals of a rate run that found ``concurrency`` requests already in flight, ``unfinished`` the
+    requests still in flight when the window closed (they finish uncounted; a window of only those says the
+    target answers slower than the window is long).  ``itls``,
     ``output_tokens``, ``token_rates`` (each reply's output tokens / its latency) and ``upstream_ms`` are
     filled with ``detail=True``.
     """
@@ -143,6 +145,7 @@ class Result:
     ok: int = 0
     sent: int = 0
     dropped: int = 0
+    unfinished: int = 0
     latencies: list[float] = field(default_factory=list)
     ttfts: list[float] = field(default_factory=list)
     itls: list[float] = field(default_factory=list)
@@ -161,6 +164,7 @@ class Result:
         self.ok += other.ok
         self.sent += other.sent
         self.dropped += other.dropped
+        self.unfinished += other.unfinished
         self.output_tokens += other.output_tokens
         for mine, theirs in ((self.latencies, other.latencies), (self.ttfts, other.ttfts), (self.itls, other.itls),
                              (self.token_rates, other.token_rates), (self.overheads_ms, other.overheads_ms),
@@ -489,6 +493,7 @@ class LoadGen:
         self.phase = DRAIN
         self.result.elapsed_s = time.perf_counter() - self._t0
         self.result.loadgen_cpu_s = time.process_time() - self._cpu0
+        self.result.unfinished = sum(1 for s in self.slots if s.in_flight)
         if self.on_measure_end:
             self.on_measure_end()
         self._check_drained()

@@ -78,6 +78,8 @@ def run_tables(run: Run) -> list[Table]:
              f"{number(f['output_tokens_per_s'])} output tok/s; errors: {errors}")
     if f["dropped"]:
         title += f"; {f['dropped']:,} arrivals dropped at the in-flight cap"
+    if not f["requests"] and f["unfinished"]:
+        title += f"; {f['unfinished']:,} still unanswered when the window closed"
     if f["client_cpu_us_per_req"] is not None:
         title += f"; client CPU {number(f['client_cpu_us_per_req'])} µs/req"
     rows = [(label, *(number(f[key][c]) for c in STAT_COLUMNS)) for key, label in DISTRIBUTIONS.items() if f[key]]
@@ -110,20 +112,22 @@ def ratios(a: Run, b: Run) -> dict[str, float | None]:
     return {label: vb / va if va and vb is not None else None for label, va, vb in _compared(a, b)}
 
 
-def ratio_table(a: Run, b: Run, values: dict[str, float | None]) -> Table:
+def ratio_table(a: Run, b: Run, values: dict[str, float | None], urls: dict[str, str]) -> Table:
     rows = []
     for label, va, vb in _compared(a, b):
         ratio = values[label]
         rows.append((label, number(va), number(vb), "-" if ratio is None else f"{ratio:.2f}x"))
-    return Table(f"Compare at {a.load.label}: B ÷ A", ("", f"A ({a.target})", f"B ({b.target})", "B/A"), rows)
+    title = f"Compare at {a.load.label}: B ÷ A (A: {urls[a.target]}, B: {urls[b.target]})"
+    return Table(title, ("", a.target, b.target, "B/A"), rows)
 
 
-def tables(runs: list[Run], pairs: list[tuple[Run, Run, dict[str, float | None]]]) -> list[Table]:
-    """Everything the terminal and the HTML report show, in order."""
+def tables(runs: list[Run], pairs: list[tuple[Run, Run, dict[str, float | None]]], urls: dict[str, str]
+           ) -> list[Table]:
+    """Everything the terminal and the HTML report show, in order (``urls``: each target's, by name)."""
     out = [t for run in runs for t in run_tables(run)]
     if len({run.load for run in runs}) > 1:
         out.append(load_table(runs))
-    out += [ratio_table(a, b, values) for a, b, values in pairs]
+    out += [ratio_table(a, b, values, urls) for a, b, values in pairs]
     return out
 
 
