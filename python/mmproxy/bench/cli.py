@@ -81,6 +81,10 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     out.add_argument("--quiet", action="store_true", help="no progress line")
 
 
+class Unreachable(Exception):
+    """A target that refused every connection for ``--timeout`` seconds."""
+
+
 @dataclass(frozen=True)
 class Target:
     name: str
@@ -107,6 +111,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nmmproxy bench: interrupted", file=sys.stderr)
         return 130
+    except Unreachable as exc:
+        print(f"mmproxy bench: {exc}", file=sys.stderr)
+        return 1
     runs = [Run(name, load, figures(result), [t * 1e3 for t in result.latencies], probe=load in probe_loads)
             for (name, load), result in results.items()]
     pairs = []
@@ -198,6 +205,8 @@ async def _measure(args: argparse.Namespace, targets: list[Target], load: Load,
             ticker = asyncio.ensure_future(_show_progress(gen, label, progress)) if progress else None
             try:
                 result = await gen.run()
+            except OSError as exc:
+                raise Unreachable(f"cannot reach {target.url} for {args.timeout:g} s: {exc}") from None
             finally:
                 if ticker is not None:
                     ticker.cancel()

@@ -508,14 +508,19 @@ class LoadGen:
             self._finished.set_result(None)
 
     async def _connect(self) -> _Slot:
-        """Open a slot's connection, retrying (and counting an error) every 50 ms until it works."""
+        """Open a slot's connection, retrying (and counting an error) every 50 ms for up to ``timeout`` seconds.
+
+        A server that stays unreachable that long (wrong port, refused certificate) raises the last OSError
+        rather than leaving the run waiting forever.
+        """
         loop = asyncio.get_running_loop()
+        give_up = loop.time() + self.timeout
         while True:
             try:
                 _, proto = await loop.create_connection(lambda: _Slot(self), self.host, self.port, ssl=self.tls)
                 return proto
             except OSError as exc:
-                if self.phase == DRAIN:
+                if self.phase == DRAIN or loop.time() > give_up:
                     raise
                 self.complete(None, False, "connect", repr(exc))
                 await asyncio.sleep(0.05)
