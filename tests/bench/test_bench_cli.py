@@ -161,8 +161,10 @@ def test_prompts_file_is_sent_as_given(simulator: Process, sim: SimControl, tmp_
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--rate", "10,x"], "--rate takes comma-separated numbers"),
-    (["--rate", "0"], "--rate values must be positive"),
-    (["-c", "0"], "-c: must be at least 1"),
+    (["--rate", "0"], "--rate values must be positive numbers"),
+    (["--rate", "inf"], "--rate values must be positive numbers"),
+    (["-c", "0", "-n", "0"], "-c, -n must be at least 1"),
+    (["-d", "0"], "-d must be a number of seconds above 0"),
     (["--report", "out.pdf"], "--report must name a .png or .html file"),
     (["--prompts", "missing.jsonl"], "cannot read --prompts missing.jsonl"),
 ])
@@ -200,3 +202,14 @@ def test_progress_line_on_a_terminal(simulator: Process, sim: SimControl, quiet:
     else:
         assert len(lines) >= 2 and int(lines[-1].replace(b",", b"")) > int(lines[0].replace(b",", b""))
     assert UPSTREAM_KEY.encode() not in seen
+
+
+def test_report_without_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    """Checked before any load is sent: a long run must not end without its report."""
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # what an install without the eval extra sees
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "http://127.0.0.1:9", "--model", "m", "--report", str(tmp_path / "r.png")])
+    assert exc.value.code == 2
+    assert "pip install 'mmproxy[eval]'" in capsys.readouterr().err
+    assert not (tmp_path / "r.png").exists()

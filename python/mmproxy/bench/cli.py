@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import sys
 import time
@@ -21,7 +22,7 @@ import orjson
 from mmproxy import __version__
 from mmproxy.bench.figures import Load, figures
 from mmproxy.bench.loadgen import LoadGen, Request, Result
-from mmproxy.bench.report import Run, ratios, require_plotting, tables, write_report
+from mmproxy.bench.report import Run, compare_pairs, require_plotting, tables, write_report
 from mmproxy.bench.workload import (
     DIALECTS,
     Endpoint,
@@ -116,12 +117,7 @@ def run(args: argparse.Namespace) -> int:
         return 1
     runs = [Run(name, load, figures(result), [t * 1e3 for t in result.latencies], probe=load in probe_loads)
             for (name, load), result in results.items()]
-    pairs = []
-    if len(targets) == 2:
-        by_key = {(r.target, r.load): r for r in runs}
-        for load in dict.fromkeys(r.load for r in runs):
-            a, b = by_key[("A", load)], by_key[("B", load)]
-            pairs.append((a, b, ratios(a, b)))
+    pairs = compare_pairs(runs)
     all_tables = tables(runs, pairs, {t.name: t.url for t in targets})
     status = 1 if any(run.figures["requests"] == 0 for run in runs) else 0
     try:  # the files first: a closed stdout (| head) must not lose them
@@ -143,8 +139,10 @@ def _plan(args: argparse.Namespace) -> tuple[list[Target], list[Load]]:
               "-n": args.requests, "--max-in-flight": args.max_in_flight, "--rounds": args.rounds,
               "--rate-sweep": args.rate_sweep}
     too_small = [flag for flag, value in counts.items() if value is not None and value < 1]
-    if too_small or (args.duration is not None and not args.duration > 0):
-        raise WorkloadError(f"{', '.join(too_small) or '-d'}: must be at least 1 (-d: more than 0)")
+    if too_small:
+        raise WorkloadError(f"{', '.join(too_small)} must be at least 1")
+    if args.duration is not None and not 0 < args.duration < math.inf:
+        raise WorkloadError("-d must be a number of seconds above 0")
     api_key = args.api_key or os.environ.get(API_KEY_ENV)
     prompts = load_prompts(args.prompts) if args.prompts else generated_prompts(args.input_tokens, args.model)
     specs = [("A", args.url, args.model, api_key)]
@@ -161,8 +159,8 @@ def _plan(args: argparse.Namespace) -> tuple[list[Target], list[Load]]:
             rates = [float(r) for r in args.rate.split(",") if r.strip()]
         except ValueError:
             raise WorkloadError(f"--rate takes comma-separated numbers, not {args.rate!r}") from None
-        if not rates or not all(r > 0 for r in rates):
-            raise WorkloadError("--rate values must be positive")
+        if not rates or not all(0 < r < math.inf for r in rates):
+            raise WorkloadError("--rate values must be positive numbers")
         return targets, [Load(args.max_in_flight, r) for r in rates]
     return targets, [Load(args.concurrency)]
 

@@ -112,6 +112,14 @@ def ratios(a: Run, b: Run) -> dict[str, float | None]:
     return {label: vb / va if va and vb is not None else None for label, va, vb in _compared(a, b)}
 
 
+def compare_pairs(runs: list[Run]) -> list[tuple[Run, Run, dict[str, float | None]]]:
+    """With two targets, A's and B's run at each load and B ÷ A of their figures (nothing with one target)."""
+    by_key = {(r.target, r.load): r for r in runs}
+    loads = dict.fromkeys(r.load for r in runs)
+    return [(a, b, ratios(a, b)) for load in loads
+            if (a := by_key.get(("A", load))) is not None and (b := by_key.get(("B", load))) is not None]
+
+
 def ratio_table(a: Run, b: Run, values: dict[str, float | None], urls: dict[str, str]) -> Table:
     rows = []
     for label, va, vb in _compared(a, b):
