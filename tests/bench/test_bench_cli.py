@@ -92,13 +92,18 @@ def test_anthropic_messages_through_the_gateway(gateway: Process, sim: SimContro
     assert sim.stats()["by_path"]["/v1/messages"] == run["sent_total"]
 
 
-def test_rate_mode_holds_the_asked_rate(simulator: Process, sim: SimControl, tmp_path: Path) -> None:
-    doc, stdout = bench(tmp_path, simulator.url, "--model", "bench-rate", "--rate", "40", "--arrivals", "constant",
+@pytest.mark.parametrize(("arrivals", "rate", "tolerance"), [
+    ("constant", 40, 0.1),
+    ("poisson", 200, 0.15),  # 400 arrivals in the window: 3 standard deviations
+])
+def test_rate_mode_holds_the_asked_rate(simulator: Process, sim: SimControl, tmp_path: Path, arrivals: str,
+                                        rate: int, tolerance: float) -> None:
+    doc, stdout = bench(tmp_path, simulator.url, "--model", "bench-rate", "--rate", str(rate), "--arrivals", arrivals,
                         "-d", "2", "--output-tokens", "5")
     [run] = doc["runs"]
-    assert run["load"] == {"rate": 40.0, "max_in_flight": 1000}
-    assert run["req_s"] == pytest.approx(40, rel=0.1) and run["dropped"] == 0
-    assert "A 40 req/s" in stdout
+    assert run["load"] == {"rate": rate, "max_in_flight": 1000}
+    assert run["req_s"] == pytest.approx(rate, rel=tolerance) and run["dropped"] == 0
+    assert f"A {rate} req/s" in stdout
 
 
 def test_simulator_faults_are_counted_by_class(simulator: Process, sim: SimControl, tmp_path: Path) -> None:
