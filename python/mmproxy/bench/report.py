@@ -70,11 +70,12 @@ def number(value: float | None) -> str:
     return f"{value:.3g}" if abs(value) >= 1 else f"{value:.3f}"
 
 
-def run_tables(run: Run) -> list[Table]:
-    """The headline line and the percentile table of one run."""
+def run_table(run: Run) -> Table:
+    """One run's percentile table, under a title with its throughput, errors and the client's own cost."""
     f = run.figures
     errors = ", ".join(f"{k} {v}" for k, v in f["errors_by_class"].items()) or "none"
-    title = (f"{run.label}: {f['requests']:,} ok in {f['elapsed_s']:.1f} s = {number(f['req_s'])} req/s, "
+    elapsed = f"{f['elapsed_s']:.1f}" if f["elapsed_s"] >= 1 else number(f["elapsed_s"])
+    title = (f"{run.label}: {f['requests']:,} ok in {elapsed} s = {number(f['req_s'])} req/s, "
              f"{number(f['output_tokens_per_s'])} output tok/s; errors: {errors}")
     if f["dropped"]:
         title += f"; {f['dropped']:,} arrivals dropped at the in-flight cap"
@@ -83,7 +84,7 @@ def run_tables(run: Run) -> list[Table]:
     if f["client_cpu_us_per_req"] is not None:
         title += f"; client CPU {number(f['client_cpu_us_per_req'])} µs/req"
     rows = [(label, *(number(f[key][c]) for c in STAT_COLUMNS)) for key, label in DISTRIBUTIONS.items() if f[key]]
-    return [Table(title, ("", *STAT_COLUMNS), rows)]
+    return Table(title, ("", *STAT_COLUMNS), rows)
 
 
 def load_table(runs: list[Run]) -> Table:
@@ -132,7 +133,7 @@ def ratio_table(a: Run, b: Run, values: dict[str, float | None], urls: dict[str,
 def tables(runs: list[Run], pairs: list[tuple[Run, Run, dict[str, float | None]]], urls: dict[str, str]
            ) -> list[Table]:
     """Everything the terminal and the HTML report show, in order (``urls``: each target's, by name)."""
-    out = [t for run in runs for t in run_tables(run)]
+    out = [run_table(run) for run in runs]
     if len({run.load for run in runs}) > 1:
         out.append(load_table(runs))
     out += [ratio_table(a, b, values, urls) for a, b, values in pairs]
