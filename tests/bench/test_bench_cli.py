@@ -82,14 +82,18 @@ def test_stream_through_the_gateway(gateway: Process, sim: SimControl, tmp_path:
 
 
 def test_anthropic_messages_through_the_gateway(gateway: Process, sim: SimControl, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text('[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}]\n')
     doc, _ = bench(tmp_path, f"{gateway.url}/v1", "--api", "anthropic", "--model", "claude", "-c", "2", "-n", "40",
-                   "--stream", "--simulator", "--output-tokens", "12", key=MASTER_KEY)
+                   "--stream", "--simulator", "--output-tokens", "12", "--prompts", str(prompts), key=MASTER_KEY)
     [run] = doc["runs"]
     assert doc["targets"][0]["endpoint"].endswith("/v1/messages")
     assert run["requests"] == 40 and run["errors"] == 0
     assert run["output_tokens"] == 12 * 40  # from message_delta's usage
     assert 0 < run["ttft_ms"]["p50"] < run["latency_ms"]["p50"]
     assert sim.stats()["by_path"]["/v1/messages"] == run["sent_total"]
+    upstream = sim.last()["body"]  # the Messages API takes the system prompt apart from the messages
+    assert "Be brief." in json.dumps(upstream["system"]) and [m["role"] for m in upstream["messages"]] == ["user"]
 
 
 @pytest.mark.parametrize(("arrivals", "rate", "tolerance"), [

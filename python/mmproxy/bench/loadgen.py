@@ -400,6 +400,7 @@ class LoadGen:
         self.next_request: Callable[[_Slot], None] = self._park if rate is not None else self._next_closed
         self._t0 = 0.0
         self._cpu0 = 0.0
+        self._arrival_rate = rate or 0.0  # open loop only
         self._next_arrival = 0.0
         self._opening: set[asyncio.Future[None]] = set()  # open loop: connections being opened for arrivals
         self._rng = random.Random()  # unseeded: the arrivals of successive steps are independent
@@ -549,8 +550,7 @@ class LoadGen:
         if self.phase == DRAIN:
             return
         loop = asyncio.get_running_loop()
-        rate = self.result.rate or 1.0
-        gap = self._rng.expovariate(rate) if self.poisson else 1.0 / rate
+        gap = self._rng.expovariate(self._arrival_rate) if self.poisson else 1.0 / self._arrival_rate
         self._next_arrival += gap
         loop.call_at(self._next_arrival, self._arrive)
         while self.idle:

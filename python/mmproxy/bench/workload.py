@@ -32,17 +32,22 @@ class Dialect:
     content_key: bytes  # JSON key of streamed text
     usage_key: bytes  # JSON key of the output token count (its last value in a reply)
     end_marker: bytes  # a stream is whole once this went by
+    key_header: str  # the header carrying the API key ...
+    key_prefix: str = ""  # ... after this prefix
+    fixed_headers: tuple[tuple[str, str], ...] = ()
+    ask_stream_usage: bool = False  # a stream reports its usage only when asked (stream_options.include_usage)
+    system_field: bool = False  # system prompts go in a top-level "system", not in the messages
 
-    def headers(self, api: str, api_key: str | None) -> tuple[tuple[str, str], ...]:
-        if api == "anthropic":
-            key = (("x-api-key", api_key),) if api_key else ()
-            return (*key, ("anthropic-version", ANTHROPIC_VERSION))
-        return (("Authorization", f"Bearer {api_key}"),) if api_key else ()
+    def headers(self, api_key: str | None) -> tuple[tuple[str, str], ...]:
+        key = ((self.key_header, self.key_prefix + api_key),) if api_key else ()
+        return (*key, *self.fixed_headers)
 
 
 DIALECTS = {
-    "openai": Dialect("/chat/completions", b'"content"', b'"completion_tokens"', b"[DONE]"),
-    "anthropic": Dialect("/messages", b'"text"', b'"output_tokens"', b"message_stop"),
+    "openai": Dialect("/chat/completions", b'"content"', b'"completion_tokens"', b"[DONE]", "Authorization",
+                      key_prefix="Bearer ", ask_stream_usage=True),
+    "anthropic": Dialect("/messages", b'"text"', b'"output_tokens"', b"message_stop", "x-api-key",
+                         fixed_headers=(("anthropic-version", ANTHROPIC_VERSION),), system_field=True),
 }
 
 
@@ -140,12 +145,16 @@ def build_requests(api: str, target: Endpoint, model: str, api_key: str | None, 
                    *, stream: bool, output_tokens: int, simulator: bool) -> list[Request]:
     """One request per prompt; ``simulator`` asks mmproxy's simulator for exactly ``output_tokens`` tokens."""
     dialect = DIALECTS[api]
-    headers = dialect.headers(api, api_key)
+    headers = dialect.headers(api_key)
     requests = []
     for messages in prompts:
         payload: dict[str, Any] = {"model": model, "messages": messages, "max_tokens": output_tokens,
                                    "stream": stream}
-        if stream and api == "openai":
+        system = [m.get("content") for m in messages if m.get("role") == "system"]
+        if system and dialect.system_field:
+            payload["messages"] = [m for m in messages if m.get("role") != "system"]
+            payload["system"] = "\n\n".join(c for c in system if isinstance(c, str))
+        if stream and dialect.ask_stream_usage:
             payload["stream_options"] = {"include_usage": True}  # the final chunk carries the output tokens
         if simulator:
             payload["sim"] = {"tokens": output_tokens, "chunks": 0}  # one content event per token
