@@ -35,6 +35,8 @@ from mmproxy.bench.workload import (
 
 API_KEY_ENV = "MMPROXY_BENCH_API_KEY"
 PROGRESS_EVERY_S = 0.25
+DEFAULT_DURATION_S = 10.0
+PROBE_MAX_S = 5.0  # a sweep's concurrency probe only has to find the peak throughput
 
 
 def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -50,23 +52,28 @@ def add_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) 
     load.add_argument("-c", "--concurrency", type=int, default=16,
                       help="requests in flight (closed loop; a sweep's probe) (default 16)")
     size = load.add_mutually_exclusive_group()
-    size.add_argument("-d", "--duration", type=float, help="seconds measured per target and load (default 10)")
+    size.add_argument("-d", "--duration", type=float,
+                      help=f"seconds measured per target and load (default {DEFAULT_DURATION_S:g})")
     size.add_argument("-n", "--requests", type=int, help="requests measured per target and load")
     rate = load.add_mutually_exclusive_group()
     rate.add_argument("--rate", help="open loop: comma-separated request rates (req/s), one step each")
     rate.add_argument("--rate-sweep", type=int, nargs="?", const=5, metavar="STEPS",
-                      help="probe the maximum throughput at -c, then STEPS rates up to it (default 5)")
+                      help="probe the maximum throughput at -c (for -d, at most 5 s), then STEPS rates up to it "
+                           "(default 5)")
     load.add_argument("--arrivals", choices=("poisson", "constant"), default="poisson",
                       help="open-loop arrival times (default poisson)")
     load.add_argument("--max-in-flight", type=int, default=1000,
                       help="open loop: arrivals beyond this many requests in flight are dropped, and counted "
                            "(default 1000)")
     load.add_argument("--warmup", type=float, default=1.0, help="unrecorded seconds before each window (default 1)")
-    load.add_argument("--timeout", type=float, default=60.0, help="seconds before a request counts as timed out")
+    load.add_argument("--timeout", type=float, default=60.0,
+                      help="seconds before a request counts as timed out, and an unreachable target as failed "
+                           "(default 60)")
     load.add_argument("--rounds", type=int, help="windows per target and load, alternating targets "
                       "(default 1; 3 with --compare); -d/-n is split between them")
     prompts = bench.add_argument_group("prompts")
-    prompts.add_argument("--prompts", type=Path, help="JSONL: chat message lists, {'messages': ...}, or text lines")
+    prompts.add_argument("--prompts", type=Path, metavar="FILE",
+                         help="JSONL: chat message lists, {'messages': ...}, or text lines")
     prompts.add_argument("--input-tokens", type=int, default=128, help="generated prompts' input tokens (128)")
     prompts.add_argument("--output-tokens", type=int, default=128, help="max_tokens of every request (128)")
     prompts.add_argument("--stream", action="store_true", help="stream replies: TTFT, ITL, tokens/s")
@@ -173,7 +180,7 @@ async def _execute(args: argparse.Namespace, targets: list[Target], loads: list[
     if args.rate_sweep is not None:
         probe = loads[0]
         probes.add(probe)
-        await _measure(args, targets, probe, results, progress)
+        await _measure(args, targets, probe, results, progress, longest=PROBE_MAX_S)
         peak = results[(targets[0].name, probe)].summary()["req_s"]
         if peak <= 0:
             return results, probes
@@ -185,13 +192,15 @@ async def _execute(args: argparse.Namespace, targets: list[Target], loads: list[
 
 
 async def _measure(args: argparse.Namespace, targets: list[Target], load: Load,
-                   results: dict[tuple[str, Load], Result], progress: TextIO | None) -> None:
+                   results: dict[tuple[str, Load], Result], progress: TextIO | None, longest: float = math.inf
+                   ) -> None:
+    """``load`` on every target for -d (at most ``longest`` s) or -n, split into rounds; results merged by target."""
     rounds = args.rounds or (3 if len(targets) > 1 else 1)
     duration = count = None
     if args.requests is not None:
         count = max(1, args.requests // rounds)
     else:
-        duration = (args.duration or 10.0) / rounds
+        duration = min(args.duration or DEFAULT_DURATION_S, longest) / rounds
     for round_index in range(rounds):
         order = targets if round_index % 2 == 0 else targets[::-1]
         for target in order:
