@@ -149,6 +149,15 @@ def test_stream_events_arrive_as_they_are_produced(raw: httpx.Client):
     assert arrivals[-1] - arrivals[0] > 0.4  # spread out, not delivered in one burst at the end
 
 
+def test_a_streams_overhead_header_leaves_out_the_upstreams_time_to_first_event(raw: httpx.Client):
+    """The upstream sends its headers at once and its first event 300 ms later: that wait is the upstream's."""
+    body = {"model": "gpt-4o", "messages": HELLO, "stream": True, "sim": {"ttft_ms": 300, "chunks": 2}}
+    with raw.stream("POST", "/v1/chat/completions", json=body) as response:
+        overhead = float(response.headers["x-mmproxy-overhead-ms"])
+        response.read()
+    assert overhead < 100
+
+
 def test_cut_stream_is_not_passed_on_as_complete(client, raw: httpx.Client, sim: SimControl):
     sim.fault("sim-flaky", "cut", count=2, cut_after=3)
     with pytest.raises(openai.APIError):
