@@ -49,6 +49,7 @@ def _client(gw: Process, key: str) -> openai.OpenAI:
 
 
 def test_key_lifecycle(gw: Process, gw_dir: Path, admin: httpx.Client, sim: SimControl):
+    admin.post("/team/new", json={"team_id": "team-a"}).raise_for_status()
     created = _generate(admin, key_alias="team-a-bot", team_id="team-a", metadata={"owner": "ana"},
                         tags=["x"])
     key = created["key"]
@@ -231,6 +232,7 @@ def test_routing_rules_see_the_calling_key_and_team(simulator: Process, tmp_path
     gw = start_gateway(tmp_path, config)
     try:
         admin = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"})
+        admin.post("/team/new", json={"team_id": "research"}).raise_for_status()
         vip = admin.post("/key/generate", json={"key_alias": "vip-bot"}).json()["key"]
         researcher = admin.post("/key/generate", json={"team_id": "research"}).json()["key"]
         plain = admin.post("/key/generate", json={}).json()["key"]

@@ -109,7 +109,7 @@ class UserRecord:
 
 
 Record = KeyRecord | TeamRecord | UserRecord
-R = TypeVar("R", KeyRecord, TeamRecord, UserRecord)
+R = TypeVar("R", bound=Record)
 
 
 class Database(ABC):

@@ -140,36 +140,36 @@ class PostgresDatabase(Database):
 
     # -- keys, teams and users -------------------------------------------------------------------------
     async def insert_record(self, record: Record) -> None:
-        table = queries.TABLES[type(record)]
+        table = queries.TABLES[record.KIND]
         try:
-            await self._db.execute(_RQ[type(record)].insert, *(getattr(record, name) for name in table.fields))
+            await self._db.execute(_RQ[record.KIND].insert, *(getattr(record, name) for name in table.fields))
         except asyncpg.UniqueViolationError:
             raise ValueError(f"a {record.KIND} with this id is already stored") from None
 
     async def get_record(self, kind: type[R], ident: str) -> R | None:
-        row = await self._db.fetchrow(_RQ[kind].get, ident)
+        row = await self._db.fetchrow(_RQ[kind.KIND].get, ident)
         return _decode(kind, row) if row is not None else None
 
     async def update_record(self, kind: type[R], ident: str, changes: dict[str, Any]) -> R | None:
         if not changes:
             return await self.get_record(kind, ident)
-        sql = queries.update_record(POSTGRES, queries.TABLES[kind], list(changes))
+        sql = queries.update_record(POSTGRES, queries.TABLES[kind.KIND], list(changes))
         row = await self._db.fetchrow(sql, ident, *changes.values())
         return _decode(kind, row) if row is not None else None
 
     async def delete_records(self, kind: type[R], idents: list[str]) -> int:
-        table = queries.TABLES[kind]
+        table = queries.TABLES[kind.KIND]
         status = await self._db.execute(f"DELETE FROM {table.name} WHERE {table.ident} = ANY($1::text[])",
                                         list(idents))
         return int(status.rsplit(" ", 1)[1])
 
     async def list_records(self, kind: type[R], limit: int = 100, offset: int = 0,
                            **equal: str | None) -> list[R]:
-        sql, args = queries.list_records(POSTGRES, queries.TABLES[kind], equal, limit, offset)
+        sql, args = queries.list_records(POSTGRES, queries.TABLES[kind.KIND], equal, limit, offset)
         return [_decode(kind, row) for row in await self._db.fetch(sql, *args)]
 
     async def all_records(self, kind: type[R]) -> list[R]:
-        return [_decode(kind, row) for row in await self._db.fetch(_RQ[kind].all)]
+        return [_decode(kind, row) for row in await self._db.fetch(_RQ[kind.KIND].all)]
 
 
 async def _add_spend(conn: asyncpg.Connection, key_spend: dict[str, float]) -> None:
@@ -180,6 +180,6 @@ async def _add_spend(conn: asyncpg.Connection, key_spend: dict[str, float]) -> N
 
 def _decode(kind: type[R], row: asyncpg.Record) -> R:
     record = kind(*row)
-    for name in queries.TABLES[kind].lists:
+    for name in queries.TABLES[kind.KIND].lists:
         setattr(record, name, list(getattr(record, name)))
     return record

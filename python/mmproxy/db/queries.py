@@ -28,10 +28,10 @@ def _table(name: str, ident: str, record: type[Record], lists: tuple[str, ...]) 
                  frozenset({"metadata"}))
 
 
-TABLES: dict[type[Record], Table] = {
-    KeyRecord: _table(KEYS, "key_hash", KeyRecord, ("models",)),
-    TeamRecord: _table(TEAMS, "team_id", TeamRecord, ("models",)),
-    UserRecord: _table(USERS, "user_id", UserRecord, ("teams", "models")),
+TABLES: dict[str, Table] = {  # by the record's KIND
+    "key": _table(KEYS, "key_hash", KeyRecord, ("models",)),
+    "team": _table(TEAMS, "team_id", TeamRecord, ("models",)),
+    "user": _table(USERS, "user_id", UserRecord, ("teams", "models")),
 }
 FEEDBACK_FIELDS = ("feedback_score", "feedback_label", "feedback_comment")
 
@@ -122,7 +122,7 @@ class RecordQueries:
         )
 
     @classmethod
-    def every(cls, d: Dialect) -> dict[type[Record], RecordQueries]:
+    def every(cls, d: Dialect) -> dict[str, RecordQueries]:
         return {kind: cls.build(d, table) for kind, table in TABLES.items()}
 
 

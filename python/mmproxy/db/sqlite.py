@@ -180,10 +180,10 @@ class SQLiteDatabase(Database):
 
     # -- keys, teams and users -------------------------------------------------------------------------
     async def insert_record(self, record: Record) -> None:
-        table = queries.TABLES[type(record)]
+        table = queries.TABLES[record.KIND]
         values = [_encode(table, name, getattr(record, name)) for name in table.fields]
         try:
-            await self._call(self._execute, _RQ[type(record)].insert, values)
+            await self._call(self._execute, _RQ[record.KIND].insert, values)
         except sqlite3.IntegrityError:
             raise ValueError(f"a {record.KIND} with this id is already stored") from None
 
@@ -192,13 +192,13 @@ class SQLiteDatabase(Database):
             return conn.execute(sql, args).rowcount
 
     async def get_record(self, kind: type[R], ident: str) -> R | None:
-        rows = await self._call(self._select, _RQ[kind].get, [ident])
+        rows = await self._call(self._select, _RQ[kind.KIND].get, [ident])
         return _decode(kind, rows[0]) if rows else None
 
     async def update_record(self, kind: type[R], ident: str, changes: dict[str, Any]) -> R | None:
         if not changes:
             return await self.get_record(kind, ident)
-        table: queries.Table = queries.TABLES[kind]
+        table: queries.Table = queries.TABLES[kind.KIND]
         sql = queries.update_record(SQLITE, table, list(changes))
         args = [ident, *(_encode(table, name, value) for name, value in changes.items())]
         rows = await self._call(self._update, sql, args)
@@ -209,7 +209,7 @@ class SQLiteDatabase(Database):
             return conn.execute(sql, args).fetchall()
 
     async def delete_records(self, kind: type[R], idents: list[str]) -> int:
-        table = queries.TABLES[kind]
+        table = queries.TABLES[kind.KIND]
         sql = f"DELETE FROM {table.name} WHERE {table.ident} = ?1"
         return await self._call(self._delete, sql, [(ident,) for ident in idents])
 
@@ -219,11 +219,11 @@ class SQLiteDatabase(Database):
 
     async def list_records(self, kind: type[R], limit: int = 100, offset: int = 0,
                            **equal: str | None) -> list[R]:
-        sql, args = queries.list_records(SQLITE, queries.TABLES[kind], equal, limit, offset)
+        sql, args = queries.list_records(SQLITE, queries.TABLES[kind.KIND], equal, limit, offset)
         return [_decode(kind, row) for row in await self._call(self._select, sql, args)]
 
     async def all_records(self, kind: type[R]) -> list[R]:
-        return [_decode(kind, row) for row in await self._call(self._select, _RQ[kind].all, [])]
+        return [_decode(kind, row) for row in await self._call(self._select, _RQ[kind.KIND].all, [])]
 
     def _select(self, sql: str, args: list[Any]) -> list[tuple[Any, ...]]:
         return self._db.execute(sql, args).fetchall()
@@ -240,7 +240,7 @@ def _encode(table: queries.Table, name: str, value: Any) -> Any:
 
 def _decode(kind: type[R], row: tuple[Any, ...]) -> R:
     """The record as stored: lists and objects come back as JSON text, ``blocked`` as 0 or 1."""
-    table = queries.TABLES[kind]
+    table = queries.TABLES[kind.KIND]
     values = dict(zip(table.fields, row, strict=True))
     for name in table.lists | table.objects:
         values[name] = orjson.loads(values[name])

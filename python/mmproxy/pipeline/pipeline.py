@@ -194,11 +194,11 @@ class Pipeline:
 
     async def admit(self, call: Call, model: str, target: str, inbound: Inbound) -> None:
         """A virtual key's call to ``target`` (asked for as ``model``): refused for an unpriced group when the key
-        has a budget, then the key's restrictions, limits and budget reservation."""
-        key = call.caller.key
-        if key is None:
+        (or its team or user) has a budget, then their restrictions, limits and budget reservation."""
+        caller = call.caller
+        if caller.key is None:
             return
-        if self._unpriced and key.record.max_budget is not None:
+        if self._unpriced and caller.has_budget():
             self._check_priced(target)
         await self.accounting.admit(call, model, self.reservation(target, call, inbound))
 
