@@ -79,7 +79,7 @@ class Registry(Generic[R]):
             return Usage(record)
         # This process's spend may be ahead of the ledger's last batch; never go backwards.
         local = state.record
-        if record.budget_reset_at == local.budget_reset_at:
+        if same_period(record.budget_reset_at, local.budget_reset_at):
             record.spend = max(record.spend, local.spend)
         state.record = record
         return state
@@ -87,3 +87,9 @@ class Registry(Generic[R]):
     def forget(self, idents: list[str]) -> None:
         for ident in idents:
             self.states.pop(ident, None)
+
+
+def same_period(stored: float | None, local: float | None) -> bool:
+    """Whether two budget reset times are one: PostgreSQL keeps microseconds, so a time read back may differ from
+    the float it was written from by less than one."""
+    return stored == local or (stored is not None and local is not None and abs(stored - local) < 1e-3)

@@ -206,8 +206,8 @@ class Pipeline:
         """A 400 when ``target`` has a deployment without a price (its spend would count as nothing)."""
         group = self.router.group(target)
         if group is not None and group.name in self._unpriced:
-            raise ProxyError(400, f"model {target!r} has a deployment without a price, and this key has a budget "
-                             "its requests could not be counted against; the operator can price it "
+            raise ProxyError(400, f"model {target!r} has a deployment without a price, and this key (or its team or "
+                             "user) has a budget its requests could not be counted against; the operator can price it "
                              "(model_info.input_cost_per_token) or allow it (general_settings."
                              "budget_on_unpriced_models: allow)", param="model", code="model_not_priced")
 

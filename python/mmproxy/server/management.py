@@ -18,6 +18,7 @@ from mmproxy.db.base import KeyRecord, R, TeamRecord, UserRecord
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.keys import fields
 from mmproxy.keys.manager import Keys, display_name, hash_key
+from mmproxy.keys.states import same_period
 from mmproxy.server.gateway import Gateway
 
 _JSON = "application/json"
@@ -98,7 +99,7 @@ class Management:
 
     def _catch_up(self, record: Any) -> None:
         state = self._keys.known(type(record), record.ident)
-        if state is not None and state.record.budget_reset_at == record.budget_reset_at:
+        if state is not None and same_period(record.budget_reset_at, state.record.budget_reset_at):
             record.spend = max(record.spend, state.record.spend)
 
     async def _insert(self, record: Any, param: str) -> None:
