@@ -255,20 +255,30 @@ def test_limits_and_budgets_hold_across_workers_through_redis(simulator: Process
         admin = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
         if time.time() % 60 > 50:  # all in one minute window
             time.sleep(60 - time.time() % 60 + 0.1)
-        key = _generate(admin, rpm_limit=4)["key"]
-        outcomes, workers = [], set()
-        for _ in range(12):  # a new connection each: the kernel spreads them over both workers
-            reply = httpx.post(f"{gw.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                               json={"model": "mini", "messages": HELLO})
-            outcomes.append(reply.status_code)
-            workers.add(reply.headers["x-mmproxy-request-id"].split("-")[0])
-        assert len(workers) == 2, "the requests did not reach both workers"
+        outcomes = spread_over_workers(gw, [_generate(admin, rpm_limit=4)["key"]])
         assert outcomes.count(200) == 4 and outcomes.count(429) == 8  # one limit, not one per worker
+        team_id = admin.post("/team/new", json={"rpm_limit": 4}).json()["team_id"]
+        team_keys = [_generate(admin, team_id=team_id)["key"] for _ in range(2)]
+        outcomes = spread_over_workers(gw, team_keys)
+        assert outcomes.count(200) == 4 and outcomes.count(429) == 8  # one team limit, not one per worker or key
 
         outcomes_budget, _, _ = _budget_burst(gw, admin)
         assert 5 <= outcomes_budget.count("ok") <= 7  # per worker it would be 5-7 each
     finally:
         gw.stop()
+
+
+def spread_over_workers(gw: Process, keys: list[str], count: int = 12) -> list[int]:
+    """The statuses of ``count`` requests through ``keys`` in turn, each on a new connection so the kernel spreads
+    them over a two-worker gateway's workers (asserted)."""
+    outcomes, workers = [], set()
+    for i in range(count):
+        reply = httpx.post(f"{gw.url}/v1/chat/completions", headers={"Authorization": f"Bearer {keys[i % len(keys)]}"},
+                           json={"model": "mini", "messages": HELLO})
+        outcomes.append(reply.status_code)
+        workers.add(reply.headers["x-mmproxy-request-id"].split("-")[0])
+    assert len(workers) == 2, "the requests did not reach both workers"
+    return outcomes
 
 
 def test_key_limits_fall_back_to_each_process_while_redis_is_down(simulator: Process, tmp_path: Path):

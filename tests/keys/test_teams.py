@@ -6,16 +6,14 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import MASTER_KEY, Process, SimControl, gateway_config, start_gateway
+from tests.conftest import Process, SimControl
 from tests.keys.conftest import call
 from tests.keys.test_keys import HELLO, _client
-from tests.router.test_shared_redis import redis_url  # noqa: F401  (the module fixture: a real redis-server)
 
 
 def _team(master: httpx.Client, **fields: object) -> dict:
@@ -176,26 +174,3 @@ def test_team_endpoints_need_the_master_key(db_gateway: Process, master: httpx.C
         response = httpx.request(method, f"{db_gateway.url}{path}", headers=headers, **kwargs)
         assert response.status_code == 403 and response.json()["error"]["code"] == "admin_only", path
     assert httpx.get(f"{db_gateway.url}/team/list").status_code == 401
-
-
-def test_a_team_limit_holds_across_workers_through_redis(simulator: Process, tmp_path: Path,
-                                                        redis_url: str):  # noqa: F811
-    config = gateway_config(simulator.url)
-    config["router_settings"] = {"redis_url": redis_url}
-    gw = start_gateway(tmp_path, config, "--workers", "2")
-    try:
-        admin = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
-        if time.time() % 60 > 50:
-            time.sleep(60 - time.time() % 60 + 0.1)
-        team_id = _team(admin, rpm_limit=4)["team_id"]
-        keys = [_key(admin, team_id=team_id), _key(admin, team_id=team_id)]
-        outcomes, workers = [], set()
-        for i in range(12):  # a new connection each: the kernel spreads them over both workers
-            reply = httpx.post(f"{gw.url}/v1/chat/completions", headers={"Authorization": f"Bearer {keys[i % 2]}"},
-                               json={"model": "mini", "messages": HELLO})
-            outcomes.append(reply.status_code)
-            workers.add(reply.headers["x-mmproxy-request-id"].split("-")[0])
-        assert len(workers) == 2, "the requests did not reach both workers"
-        assert outcomes.count(200) == 4 and outcomes.count(429) == 8  # one team limit, not one per worker or key
-    finally:
-        gw.stop()

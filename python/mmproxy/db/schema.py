@@ -45,6 +45,11 @@ POSTGRES = Dialect("postgres", "$", {
 _VERSION_TABLE = (f"CREATE TABLE IF NOT EXISTS {VERSIONS} "
                   "(version INTEGER PRIMARY KEY, applied_at {ts} NOT NULL){strict}")
 
+# What teams and users have in common, after their own columns (the order of TeamRecord's and UserRecord's fields).
+_OWNER = ("models {list} NOT NULL, max_budget {float}, budget_duration {text}, budget_reset_at {ts}, "
+          "spend {float} NOT NULL, rpm_limit {bigint}, tpm_limit {bigint}, metadata {json} NOT NULL, "
+          "created_at {ts} NOT NULL, blocked {bool} NOT NULL")
+
 # Column order here matches mmproxy.spend.record.COLUMNS; tests/test_db.py holds them together.
 _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     (1, (
@@ -115,36 +120,9 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     # Teams and users with their own models, limits and budgets. Every team or user a key already names gets a
     # row (no limits; its spend is what its keys spent), so a key's team_id and user_id always name a stored one.
     (4, (
-        f"""CREATE TABLE {TEAMS} (
-            team_id {{text}} NOT NULL PRIMARY KEY,
-            team_alias {{text}},
-            models {{list}} NOT NULL,
-            max_budget {{float}},
-            budget_duration {{text}},
-            budget_reset_at {{ts}},
-            spend {{float}} NOT NULL,
-            rpm_limit {{bigint}},
-            tpm_limit {{bigint}},
-            metadata {{json}} NOT NULL,
-            created_at {{ts}} NOT NULL,
-            blocked {{bool}} NOT NULL
-        ){{strict}}""",
-        f"""CREATE TABLE {USERS} (
-            user_id {{text}} NOT NULL PRIMARY KEY,
-            user_email {{text}},
-            user_alias {{text}},
-            teams {{list}} NOT NULL,
-            models {{list}} NOT NULL,
-            max_budget {{float}},
-            budget_duration {{text}},
-            budget_reset_at {{ts}},
-            spend {{float}} NOT NULL,
-            rpm_limit {{bigint}},
-            tpm_limit {{bigint}},
-            metadata {{json}} NOT NULL,
-            created_at {{ts}} NOT NULL,
-            blocked {{bool}} NOT NULL
-        ){{strict}}""",
+        f"CREATE TABLE {TEAMS} (team_id {{text}} NOT NULL PRIMARY KEY, team_alias {{text}}, {_OWNER}){{strict}}",
+        f"CREATE TABLE {USERS} (user_id {{text}} NOT NULL PRIMARY KEY, user_email {{text}}, user_alias {{text}}, "
+        f"teams {{list}} NOT NULL, {_OWNER}){{strict}}",
         f"CREATE INDEX {KEYS}_user ON {KEYS} (user_id)",
         f"INSERT INTO {TEAMS} (team_id, models, spend, metadata, created_at, blocked) "
         f"SELECT team_id, {{no_items}}, SUM(spend), {{no_fields}}, MIN(created_at), {{false}} FROM {KEYS} "

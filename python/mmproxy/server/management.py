@@ -150,6 +150,16 @@ class Management:
             self._catch_up(record)
         return records, number, size
 
+    async def _update_owner(self, request: web.BaseRequest, spec: fields.Spec, kind: type[Owner],
+                            param: str) -> web.Response:
+        """``/team/update`` and ``/user/update``: LiteLLM answers the id and the record as ``data``."""
+        await self.gateway.require_admin(request)
+        body = await self._body(request)
+        ident = text_id(body.get(param), param)
+        changes, ignored = fields.parse_fields(body, time.time(), spec)
+        record = await self._update(kind, ident, param, changes)
+        return json_response({param: ident, "data": fields.owner_view(record), "ignored_fields": ignored})
+
     async def _update(self, kind: type[R], ident: str, param: str, changes: dict[str, Any]) -> R:
         await self._check_teams(changes)
         record = await self._stored(kind, ident, param)
@@ -187,11 +197,12 @@ class Management:
             self._catch_up(record)
         return records
 
-    async def _delete_owners(self, kind: type[Owner], body: dict[str, Any], param: str, column: str
-                             ) -> tuple[list[str], list[str]]:
-        """Delete the teams or users listed under ``param`` and their keys, as LiteLLM does: (ids, key hashes).
-        Every id must exist, so a typo deletes nothing."""
-        idents = body.get(param)
+    async def _delete_owners(self, request: web.BaseRequest, kind: type[Owner], param: str, column: str
+                             ) -> web.Response:
+        """``/team/delete`` and ``/user/delete``: the teams or users listed under ``param`` and their keys, as
+        LiteLLM does. Every id must exist, so a typo deletes nothing."""
+        await self.gateway.require_admin(request)
+        idents = (await self._body(request)).get(param)
         if not isinstance(idents, list) or not idents or not all(isinstance(i, str) and i for i in idents):
             raise bad_request(f"{param} must be a non-empty list of ids", param=param)
         for ident in idents:
@@ -201,7 +212,7 @@ class Management:
         self._keys.forget(KeyRecord, hashes)
         await self._db.delete_records(kind, idents)
         self._keys.forget(kind, idents)
-        return idents, hashes
+        return json_response({f"deleted_{kind.KIND}s": idents, "deleted_keys": hashes})
 
 
 def blank(kind: type[Owner], ident: str, now: float) -> Owner:

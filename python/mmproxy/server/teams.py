@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from aiohttp import web
 
 from mmproxy.db.base import TeamRecord
@@ -28,18 +26,11 @@ class Teams(Management):
                               "keys": [fields.view(key) for key in keys], "team_memberships": []})
 
     async def update(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
-        await self.gateway.require_admin(request)
-        body = await self._body(request)
-        team_id = text_id(body.get("team_id"), "team_id")
-        changes, ignored = fields.parse_fields(body, time.time(), fields.TEAM)
-        record = await self._update(TeamRecord, team_id, "team_id", changes)
-        return json_response({"team_id": team_id, "data": fields.owner_view(record), "ignored_fields": ignored})
+        return await self._update_owner(request, fields.TEAM, TeamRecord, "team_id")
 
     async def delete(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """Delete teams and their keys."""
-        await self.gateway.require_admin(request)
-        team_ids, hashes = await self._delete_owners(TeamRecord, await self._body(request), "team_ids", "team_id")
-        return json_response({"deleted_teams": team_ids, "deleted_keys": hashes})
+        return await self._delete_owners(request, TeamRecord, "team_ids", "team_id")
 
     async def list(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """Every team, oldest first (LiteLLM answers a plain list)."""

@@ -48,18 +48,11 @@ class Users(Management):
                               "teams": [fields.owner_view(team) for team in teams if team is not None]})
 
     async def update(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
-        await self.gateway.require_admin(request)
-        body = await self._body(request)
-        user_id = text_id(body.get("user_id"), "user_id")
-        changes, ignored = fields.parse_fields(body, time.time(), fields.USER)
-        record = await self._update(UserRecord, user_id, "user_id", changes)
-        return json_response({"user_id": user_id, "data": fields.owner_view(record), "ignored_fields": ignored})
+        return await self._update_owner(request, fields.USER, UserRecord, "user_id")
 
     async def delete(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """Delete users and their keys."""
-        await self.gateway.require_admin(request)
-        user_ids, hashes = await self._delete_owners(UserRecord, await self._body(request), "user_ids", "user_id")
-        return json_response({"deleted_users": user_ids, "deleted_keys": hashes})
+        return await self._delete_owners(request, UserRecord, "user_ids", "user_id")
 
     async def list(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
