@@ -70,6 +70,16 @@ def test_a_team_budget_holds_across_its_keys(db_gateway: Process, master: httpx.
     assert sim.stats()["requests"] == before  # refused before any upstream call
 
 
+def test_a_team_budget_resets_after_its_duration(db_gateway: Process, master: httpx.Client):
+    team_id = _team(master, max_budget=1e-9, budget_duration="2s")["team_id"]
+    client = _client(db_gateway, _key(master, team_id=team_id))
+    client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    with pytest.raises(openai.RateLimitError):
+        client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    time.sleep(2.2)
+    assert client.chat.completions.create(model="gpt-4o", messages=HELLO).choices
+
+
 def test_concurrent_requests_cannot_overspend_a_team_budget(db_gateway: Process, master: httpx.Client,
                                                             sim: SimControl):
     body = {"model": "gpt-4o", "messages": HELLO, "max_tokens": 20, "extra_body": {"sim": {"tokens": 20}}}

@@ -76,11 +76,7 @@ class Caller:
     def barred_by(self, model: str) -> str | None:
         """Who refuses ``model`` (the key, its team or its user), or None when every model list allows it (an
         empty list or ``*`` allows every model)."""
-        for holder in self.holders():
-            allowed = holder.record.models
-            if allowed and model not in allowed and "*" not in allowed:
-                return holder.record.label
-        return None
+        return _barrier(self.holders(), model)
 
     def holders(self) -> tuple[Usage[Any], ...]:
         """Everything the request counts against: the key, then its team and its user."""
@@ -93,6 +89,14 @@ class Caller:
 
     def has_budget(self) -> bool:
         return any(holder.record.max_budget is not None for holder in self.holders())
+
+
+def _barrier(holders: tuple[Usage[Any], ...], model: str) -> str | None:
+    for holder in holders:
+        allowed = holder.record.models
+        if allowed and model not in allowed and "*" not in allowed:
+            return holder.record.label
+    return None
 
 
 @dataclass(slots=True)
@@ -186,11 +190,11 @@ class Keys:
         """Check the key (and its team and user) may make this request now and reserve its estimated cost."""
         if caller.key is None:
             return None
-        barrier = caller.barred_by(model)
+        holders = caller.holders()
+        barrier = _barrier(holders, model)
         if barrier is not None:
             raise ProxyError(403, f"{barrier} may not use model {model!r}", type="permission_error",
                              param="model", code="model_not_allowed")
-        holders = caller.holders()
         now = time.time()
         for holder in holders:
             if holder.record.max_budget is not None:

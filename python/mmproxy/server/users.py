@@ -8,7 +8,7 @@ from aiohttp import web
 
 from mmproxy.db.base import TeamRecord, UserRecord
 from mmproxy.errors import bad_request
-from mmproxy.keys import fields
+from mmproxy.keys import durations, fields
 from mmproxy.keys.manager import new_key
 from mmproxy.pipeline.call import Call
 from mmproxy.server.management import Management, json_response, text_id
@@ -33,7 +33,7 @@ class Users(Management):
             clear = new_key()
             key = await self.create_key(clear, {**key_changes, "user_id": record.user_id}, now)
             out.update({"key": clear, "token": key.key_hash, "key_name": key.key_name, "key_alias": key.key_alias,
-                        "expires": fields.view(key)["expires"]})
+                        "expires": durations.iso(key.expires)})
         return json_response(out)
 
     async def info(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
