@@ -63,7 +63,8 @@ _MODEL_INFO_DONE = {"id", "max_input_tokens", "mode", "tier", "strengths", "batc
 _MODEL_INFO_MODES = {"chat", "embedding", "completion"}
 
 _GENERAL_DONE = {"master_key", "max_request_size_mb", "database_url", "disable_spend_logs", "disable_metrics",
-                 "spool_dir", "budget_on_unpriced_models"}
+                 "spool_dir", "budget_on_unpriced_models", "max_file_size_mb", "request_body_timeout",
+                 "idle_timeout"}
 _TOP_LEVEL = {
     "model_list",
     "general_settings",
@@ -259,6 +260,13 @@ class ReviewSettings:
     deadline: float = 120.0  # seconds; a persona still running then is left out
 
 
+DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_MAX_REQUEST_MB = 32.0
+DEFAULT_MAX_FILE_MB = 512.0  # OpenAI's limit for one file
+DEFAULT_BODY_TIMEOUT_S = 60.0
+DEFAULT_IDLE_TIMEOUT_S = 75.0
+
+
 @dataclass(slots=True)
 class Config:
     deployments: list[Deployment]
@@ -283,10 +291,12 @@ class Config:
     # A key with a budget asking for a model without a price: "refuse" (a budget must never be bypassed in
     # silence: its spend would stay 0) or "allow" (served, counted at 0).
     budget_on_unpriced_models: str = "refuse"
-
-
-DEFAULT_TIMEOUT_S = 600.0
-DEFAULT_MAX_REQUEST_MB = 32.0
+    # A file upload (batch input) is streamed to disk, never held in memory; this bounds its size.
+    max_file_bytes: int = int(DEFAULT_MAX_FILE_MB * 1024 * 1024)
+    # nginx's defaults: a body that stops arriving, and a connection idle between requests (or that never sends
+    # a whole request line and headers), are given up on after these many seconds.
+    request_body_timeout: float = DEFAULT_BODY_TIMEOUT_S
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -325,6 +335,10 @@ def parse_config(raw: Any) -> Config:
     master_key = _optional_secret(general, "master_key", "general_settings.master_key")
     max_mb = _number(general, "max_request_size_mb", "general_settings.max_request_size_mb")
     max_request_bytes = int((max_mb if max_mb is not None else DEFAULT_MAX_REQUEST_MB) * 1024 * 1024)
+    file_mb = _number(general, "max_file_size_mb", "general_settings.max_file_size_mb", positive=True)
+    max_file_bytes = int((file_mb if file_mb is not None else DEFAULT_MAX_FILE_MB) * 1024 * 1024)
+    body_timeout = _number(general, "request_body_timeout", "general_settings.request_body_timeout", positive=True)
+    idle_timeout = _number(general, "idle_timeout", "general_settings.idle_timeout", positive=True)
     database_url = _optional_secret(general, "database_url", "general_settings.database_url")
     if database_url is not None and not database_url.startswith(("sqlite://", "postgresql://", "postgres://")):
         raise ConfigError("general_settings.database_url: must start with postgresql:// or sqlite:///")
@@ -386,7 +400,9 @@ def parse_config(raw: Any) -> Config:
     return Config(deployments, master_key, max_request_bytes, warnings, router, rules, database_url, spend_logs,
                   metrics, cache, smart_routers=virtual["router"], cascades=virtual["cascade"],
                   verifiers=virtual["verify"], consensus=virtual["consensus"], reviews=virtual["review"],
-                  spool_dir=spool_dir, budget_on_unpriced_models=unpriced)
+                  spool_dir=spool_dir, budget_on_unpriced_models=unpriced, max_file_bytes=max_file_bytes,
+                  request_body_timeout=body_timeout or DEFAULT_BODY_TIMEOUT_S,
+                  idle_timeout=idle_timeout or DEFAULT_IDLE_TIMEOUT_S)
 
 
 _SMART_ROUTER_KEYS = {"candidates", "learned_as", "model", "strong_share", "cost_weight", "min_quality", "window",

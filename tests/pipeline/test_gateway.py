@@ -454,6 +454,40 @@ def test_a_killed_worker_is_replaced(simulator: Process, tmp_path):
         assert gw.stop() == 0
 
 
+def test_a_busy_port_is_one_clear_error_for_any_worker_count(simulator: Process, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import gateway_config, start_gateway
+
+    config = gateway_config(simulator.url)
+    gw = start_gateway(tmp_path, config, "--workers", "2")
+    try:
+        # The start-up line names the parent: the one PID to signal.
+        assert any(f"pid {gw.proc.pid})" in line for line in gw.output if "listening on" in line)
+        port = gw.url.rsplit(":", 1)[1]
+        path = tmp_path / "second.yaml"
+        path.write_text(yaml.safe_dump(config))
+        for workers in ("1", "2"):
+            second = subprocess.run(
+                [sys.executable, "-m", "mmproxy", "serve", "--config", str(path), "--host", "127.0.0.1",
+                 "--port", port, "--workers", workers], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                env={**os.environ, "MMPROXY_TEST_UPSTREAM_KEY": UPSTREAM_KEY})
+            assert second.returncode == 1
+            errors = [line for line in second.stderr.splitlines() if "error" in line]
+            assert errors == [f"mmproxy: error: cannot listen on 127.0.0.1:{port}: the port is already in use"]
+            assert "Traceback" not in second.stderr
+        # The first instance kept the port to itself and still serves.
+        response = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO},
+                              headers={"Authorization": f"Bearer {MASTER_KEY}"})
+        assert response.status_code == 200
+    finally:
+        assert gw.stop() == 0
+
+
 def test_demo_command_serves_the_bundled_config(tmp_path):
     import socket
 

@@ -28,7 +28,8 @@ from typing import Any
 
 from mmproxy.db.base import Database, KeyRecord, Record, TeamRecord, UserRecord
 from mmproxy.errors import ProxyError, auth_error
-from mmproxy.keys import durations
+from mmproxy.keys import durations, sessions
+from mmproxy.keys.sessions import Sessions
 from mmproxy.keys.shared_limits import Names, SharedKeyLimits
 from mmproxy.keys.states import Registry, Usage
 from mmproxy.redis_client import RedisError
@@ -117,6 +118,7 @@ class Keys:
         self._shared = SharedKeyLimits(redis_url, self._trouble) if redis_url else None
         self._warned_at = -60.0
         self._master = master_key.encode() if master_key else None
+        self.sessions = Sessions(self._master or b"")
         self._keys = Registry(db, KeyRecord)
         self._by_hash = self._keys.states
         self._teams = Registry(db, TeamRecord)
@@ -156,7 +158,19 @@ class Keys:
             raise auth_error("missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
         if hmac.compare_digest(supplied.encode(), master):
             return MASTER
-        key_hash = hash_key(supplied)
+        return await self._by_key_hash(hash_key(supplied))
+
+    async def authenticate_session(self, token: str | None) -> Caller:
+        """The caller behind a dashboard session cookie (``keys.sessions``); 401 when it is missing, forged or
+        expired, or when its key has since been deleted, blocked or has expired."""
+        if self._master is None:
+            return MASTER
+        subject = self.sessions.subject(token)
+        if subject is None:
+            raise auth_error("no dashboard session: log in at /ui")
+        return MASTER if subject == sessions.ADMIN else await self._by_key_hash(subject)
+
+    async def _by_key_hash(self, key_hash: str) -> Caller:
         state = self._by_hash.get(key_hash)
         if state is None:
             state = await self._keys.lookup(key_hash)

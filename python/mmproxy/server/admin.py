@@ -115,7 +115,7 @@ class Admin(Management):
         rows = await self._db.spend_report(group_by, start, end)
         by_cache = rows if group_by == "cache" else await self._db.spend_report("cache", start, end)
         return json_response({"group_by": group_by, "start": start, "end": end, "groups": rows,
-                      "savings": _savings(by_cache)})
+                              "savings": savings(by_cache)})
 
     async def feedback(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """A score or label for an earlier answer, stored beside its ledger row."""
@@ -147,7 +147,7 @@ class Admin(Management):
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
-def _savings(by_cache: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def savings(by_cache: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Tokens and money each kind of caching saved: gateway hits (exact, semantic) and provider prompt caches."""
     out = {"exact": {"requests": 0, "tokens": 0, "usd": 0.0}, "semantic": {"requests": 0, "tokens": 0, "usd": 0.0},
            "prompt": {"tokens": 0, "usd": 0.0}}

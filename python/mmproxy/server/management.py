@@ -74,6 +74,11 @@ class Management:
         assert keys is not None  # require_admin has checked
         return keys
 
+    async def fresh_db(self) -> Database:
+        """The database, with every queued ledger row written: what a report reads next is complete."""
+        await self._flush()
+        return self._db
+
     async def _flush(self) -> None:
         """Write queued ledger rows before a read, so a client sees its own requests."""
         ledger = self.gateway.ledger
