@@ -268,13 +268,13 @@ def test_limits_and_budgets_hold_across_workers_through_redis(simulator: Process
         gw.stop()
 
 
-def spread_over_workers(gw: Process, keys: list[str], count: int = 12) -> list[int]:
+def spread_over_workers(gw: Process, keys: list[str], count: int = 12, model: str = "mini") -> list[int]:
     """The statuses of ``count`` requests through ``keys`` in turn, each on a new connection so the kernel spreads
     them over a two-worker gateway's workers (asserted)."""
     outcomes, workers = [], set()
     for i in range(count):
         reply = httpx.post(f"{gw.url}/v1/chat/completions", headers={"Authorization": f"Bearer {keys[i % len(keys)]}"},
-                           json={"model": "mini", "messages": HELLO})
+                           json={"model": model, "messages": HELLO})
         outcomes.append(reply.status_code)
         workers.add(reply.headers["x-mmproxy-request-id"].split("-")[0])
     assert len(workers) == 2, "the requests did not reach both workers"

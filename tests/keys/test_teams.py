@@ -6,14 +6,15 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
+from pathlib import Path
 
 import httpx
 import openai
 import pytest
 
-from tests.conftest import Process, SimControl
+from tests.conftest import MASTER_KEY, Process, SimControl, gateway_config, poll, start_gateway
 from tests.keys.conftest import call
-from tests.keys.test_keys import HELLO, _client
+from tests.keys.test_keys import HELLO, _client, spread_over_workers
 
 
 def _team(master: httpx.Client, **fields: object) -> dict:
@@ -184,3 +185,20 @@ def test_team_endpoints_need_the_master_key(db_gateway: Process, master: httpx.C
         response = httpx.request(method, f"{db_gateway.url}{path}", headers=headers, **kwargs)
         assert response.status_code == 403 and response.json()["error"]["code"] == "admin_only", path
     assert httpx.get(f"{db_gateway.url}/team/list").status_code == 401
+
+
+def test_a_team_budget_holds_across_workers_through_the_database(simulator: Process, tmp_path: Path):
+    """Without Redis each worker counts on its own, and the team's spend reaches the others through the database:
+    the ledger adds a request's cost to its key's team, and every worker reloads teams each second."""
+    gw = start_gateway(tmp_path, gateway_config(simulator.url), "--workers", "2")
+    try:
+        admin = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
+        team_id = _team(admin, max_budget=1e-9)["team_id"]
+        spender, other = _key(admin, team_id=team_id), _key(admin, team_id=team_id)
+        _cost(gw, spender)  # over the team's budget, on one of the workers
+        # Within the ledger's next batch (0.5 s) and every worker's next reload (1 s), both workers refuse.
+        outcomes = poll(lambda: spread_over_workers(gw, [other], count=8, model="gpt-4o"),
+                        lambda statuses: statuses == [429] * 8, every=0.5)
+        assert outcomes == [429] * 8
+    finally:
+        gw.stop()
