@@ -268,17 +268,22 @@ def test_limits_and_budgets_hold_across_workers_through_redis(simulator: Process
         gw.stop()
 
 
-def spread_over_workers(gw: Process, keys: list[str], count: int = 12, model: str = "mini") -> list[int]:
-    """The statuses of ``count`` requests through ``keys`` in turn, each on a new connection so the kernel spreads
-    them over a two-worker gateway's workers (asserted)."""
-    outcomes, workers = [], set()
+def statuses_by_worker(gw: Process, keys: list[str], count: int = 12, model: str = "mini") -> dict[str, list[int]]:
+    """The statuses of ``count`` requests through ``keys`` in turn, by the worker that answered; each on a new
+    connection, so a multi-worker gateway's workers share them."""
+    statuses: dict[str, list[int]] = {}
     for i in range(count):
         reply = httpx.post(f"{gw.url}/v1/chat/completions", headers={"Authorization": f"Bearer {keys[i % len(keys)]}"},
                            json={"model": model, "messages": HELLO})
-        outcomes.append(reply.status_code)
-        workers.add(reply.headers["x-mmproxy-request-id"].split("-")[0])
-    assert len(workers) == 2, "the requests did not reach both workers"
-    return outcomes
+        statuses.setdefault(reply.headers["x-mmproxy-request-id"].split("-")[0], []).append(reply.status_code)
+    return statuses
+
+
+def spread_over_workers(gw: Process, keys: list[str], count: int = 12) -> list[int]:
+    """``statuses_by_worker`` of a two-worker gateway, all together; both workers must have answered."""
+    statuses = statuses_by_worker(gw, keys, count)
+    assert len(statuses) == 2, "the requests did not reach both workers"
+    return [status for worker in statuses.values() for status in worker]
 
 
 def test_key_limits_fall_back_to_each_process_while_redis_is_down(simulator: Process, tmp_path: Path):
