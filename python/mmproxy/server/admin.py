@@ -62,7 +62,7 @@ class Admin(Management):
         now = time.time()
         changes, ignored = fields.parse_fields(body, now)
         await self._check_owners(changes, now)
-        updated = await self._update(KeyRecord, record.key_hash, "key", changes)
+        updated = await self._update(record, "key", changes)
         return json_response({**fields.view(updated), "ignored_fields": ignored})
 
     async def key_delete(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:

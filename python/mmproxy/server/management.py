@@ -162,15 +162,17 @@ class Management:
         body = await self._body(request)
         ident = text_id(body.get(param), param)
         changes, ignored = fields.parse_fields(body, time.time(), spec)
-        record = await self._update(kind, ident, param, changes)
+        await self._check_teams(changes)
+        record = await self._update(await self._stored(kind, ident, param), param, changes)
         return json_response({param: ident, "data": fields.owner_view(record), "ignored_fields": ignored})
 
-    async def _update(self, kind: type[R], ident: str, param: str, changes: dict[str, Any]) -> R:
-        await self._check_teams(changes)
-        record = await self._stored(kind, ident, param)
-        updated = await self._db.update_record(kind, ident, changes) if changes else record
+    async def _update(self, record: R, param: str, changes: dict[str, Any]) -> R:
+        """Store ``changes`` (checked by the caller) to a stored record and serve it at once; 404 if it is gone."""
+        kind = type(record)
+        updated = await self._db.update_record(kind, record.ident, changes) if changes else record
         if updated is None:
-            raise ProxyError(404, f"no such {kind.KIND}: {ident!r}", code=f"{kind.KIND}_not_found", param=param)
+            raise ProxyError(404, f"no such {kind.KIND}: {record.ident!r}", code=f"{kind.KIND}_not_found",
+                             param=param)
         self._keys.add(updated)  # keeps this process's spend when it is ahead
         return updated
 
