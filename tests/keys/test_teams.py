@@ -41,6 +41,8 @@ def test_team_shapes_and_spend_across_its_keys(db_gateway: Process, master: http
         "team_alias": "research", "models": ["gpt-4o", "claude"], "max_budget": 10.0, "budget_duration": "30d",
         "rpm_limit": 100, "tpm_limit": 100_000, "metadata": {"owner": "ana"}, "spend": 0.0, "blocked": False}
     assert created["budget_reset_at"] is not None and created["ignored_fields"] == ["members_with_roles"]
+    again = master.post("/team/new", json={"team_id": team_id})
+    assert again.status_code == 400 and again.json()["error"]["param"] == "team_id"  # as LiteLLM answers
 
     first, second = _key(master, team_id=team_id), _key(master, team_id=team_id)
     spent = _cost(db_gateway, first) + _cost(db_gateway, second) + _cost(db_gateway, second, "claude")

@@ -14,7 +14,7 @@ import orjson
 from aiohttp import web
 
 from mmproxy.db import Database
-from mmproxy.db.base import KeyRecord, R, TeamRecord, UserRecord
+from mmproxy.db.base import KeyRecord, R, Record, TeamRecord, UserRecord
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.keys import fields
 from mmproxy.keys.manager import Keys, display_name, hash_key
@@ -102,12 +102,12 @@ class Management:
         self._catch_up(record)
         return record
 
-    def _catch_up(self, record: Any) -> None:
+    def _catch_up(self, record: Record) -> None:
         state = self._keys.known(type(record), record.ident)
         if state is not None and same_period(record.budget_reset_at, state.record.budget_reset_at):
             record.spend = max(record.spend, state.record.spend)
 
-    async def _insert(self, record: Any, param: str) -> None:
+    async def _insert(self, record: Record, param: str) -> None:
         """Store a new record and serve it at once; 400 when its id is taken (as LiteLLM answers)."""
         try:
             await self._db.insert_record(record)
