@@ -42,8 +42,9 @@ def test_user_shapes_key_and_spend(db_gateway: Process, master: httpx.Client):
     assert [k["token"] for k in info["keys"]] == [created["token"]]
     assert [t["team_id"] for t in info["teams"]] == [team_id]
 
-    updated = call(master, "POST", "/user/update", json={"user_id": user_id, "max_budget": 7.5})
+    updated = call(master, "POST", "/user/update", json={"user_id": user_id, "max_budget": 7.5, "key_alias": "x"})
     assert updated["user_id"] == user_id and updated["data"]["max_budget"] == 7.5
+    assert updated["ignored_fields"] == ["key_alias"]  # only /user/new makes a key
     listed = call(master, "GET", "/user/list", params={"page_size": 1000})
     assert listed["page"] == 1 and user_id in {u["user_id"] for u in listed["users"]}
 

@@ -37,8 +37,7 @@ class Spec:
 
 KEY = Spec(("key_alias", "team_id", "user_id"), {"models": "model names"}, True, ("key", "keys"))
 TEAM = Spec(("team_alias",), {"models": "model names"}, False, ("team_id",))
-USER = Spec(("user_email", "user_alias"), {"models": "model names", "teams": "team ids"}, False,
-            ("user_id", "auto_create_key", "key_alias", "duration"))
+USER = Spec(("user_email", "user_alias"), {"models": "model names", "teams": "team ids"}, False, ("user_id",))
 
 
 def parse_fields(body: dict[str, Any], now: float, spec: Spec = KEY) -> tuple[dict[str, Any], list[str]]:

@@ -14,6 +14,7 @@ from mmproxy.pipeline.call import Call
 from mmproxy.server.management import Management, json_response, text_id
 
 _KEY_FIELDS = ("key_alias", "duration")  # of the key /user/new makes
+_NEW_ONLY = frozenset({*_KEY_FIELDS, "auto_create_key"})  # what /user/new reads besides the user's fields
 
 
 class Users(Management):
@@ -28,7 +29,7 @@ class Users(Management):
         now = time.time()
         key_changes = fields.parse_fields({name: body[name] for name in _KEY_FIELDS if name in body}, now)[0]
         record, ignored = await self._create_owner(body, fields.USER, UserRecord, "user_id")
-        out = {**fields.owner_view(record), "ignored_fields": ignored}
+        out = {**fields.owner_view(record), "ignored_fields": [name for name in ignored if name not in _NEW_ONLY]}
         if auto_key:
             clear = new_key()
             key = await self.create_key(clear, {**key_changes, "user_id": record.user_id}, now)
