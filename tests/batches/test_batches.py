@@ -220,6 +220,9 @@ def test_a_virtual_key_sees_only_its_own_files_and_batches(gw: Process, client, 
 
 def test_keys_of_one_team_share_its_files_and_batches(gw: Process, sim: SimControl):
     """Files and batches belong to the caller's team when it has one, as cache entries do."""
+    for team_id in ("research", "sales"):
+        httpx.post(f"{gw.url}/team/new", json={"team_id": team_id}, headers={"Authorization": f"Bearer {MASTER_KEY}"},
+                   timeout=10).raise_for_status()
     carol, dave = (_client(gw.url, _new_key(gw, team_id="research")) for _ in range(2))
     eve = _client(gw.url, _new_key(gw, team_id="sales"))
     file_id = _upload(carol, [_line("a", "batchy", "x")])

@@ -171,6 +171,7 @@ def test_the_stricter_rule_answers_sampled_requests_fresh(simulator: Process, tm
 
 def test_entries_are_isolated_per_key_and_shared_within_a_team(gw: Process, sim: SimControl):
     admin = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"})
+    admin.post("/team/new", json={"team_id": "red"}).raise_for_status()
     alice = admin.post("/key/generate", json={"team_id": "red"}).json()["key"]
     bob = admin.post("/key/generate", json={"team_id": "red"}).json()["key"]
     eve = admin.post("/key/generate", json={}).json()["key"]

@@ -14,6 +14,7 @@ import asyncpg
 import pytest
 
 from mmproxy.db import Database, KeyRecord, open_database
+from mmproxy.db.base import TeamRecord, UserRecord
 from mmproxy.db.postgres import PostgresDatabase
 from mmproxy.db.queries import GROUPS
 from mmproxy.db.schema import KEYS, LATEST, LOGS, POSTGRES, SQLITE, VERSIONS, pending, version_table
@@ -128,9 +129,13 @@ async def test_a_database_of_an_earlier_version_is_migrated_and_keeps_its_rows(u
     """A ledger written by the first schema version gains the later columns on start; its rows stay."""
     first = pending(POSTGRES if url.startswith("postgres") else SQLITE, 0)[0]
     dialect = POSTGRES if url.startswith("postgres") else SQLITE
+    ts, no_items, false = ("to_timestamp(1)", "'{}'", "false") if dialect is POSTGRES else ("1", "'[]'", "0")
     statements = [version_table(dialect), *first[1],
-                  f"INSERT INTO {LOGS} (request_id, started, endpoint, cost_usd) VALUES ('old-1', "
-                  f"{'to_timestamp(1)' if dialect is POSTGRES else '1'}, 'chat', 0.5)",
+                  f"INSERT INTO {LOGS} (request_id, started, endpoint, cost_usd) VALUES ('old-1', {ts}, 'chat', 0.5)",
+                  *(f"INSERT INTO {KEYS} (key_hash, key_name, team_id, user_id, models, spend, metadata, created_at, "
+                    f"blocked) VALUES ('{key_hash}', 'sk-...', {team}, {user}, {no_items}, {spend}, '{{}}', {ts}, "
+                    f"{false})" for key_hash, team, user, spend in (
+                        (KEY_A, "'old-team'", "'old-user'", 0.25), (KEY_B, "'old-team'", "NULL", 0.5))),
                   f"INSERT INTO {VERSIONS} (version, applied_at) VALUES (1, "
                   f"{'now()' if dialect is POSTGRES else '1'})"]
     if url.startswith("sqlite"):
@@ -151,8 +156,12 @@ async def test_a_database_of_an_earlier_version_is_migrated_and_keeps_its_rows(u
         newer = record("new-1", decision='{"router": "smart"}')
         await db.write_requests([newer.row()], {})
         rows = {row["request_id"]: row for row in await db.spend_logs(limit=10)}
+        team, user = await db.get_record(TeamRecord, "old-team"), await db.get_record(UserRecord, "old-user")
     finally:
         await db.close()
+    # The teams and users the keys named were made, with what their keys had spent and no limits.
+    assert team == TeamRecord("old-team", None, [], None, None, None, 0.75, None, None, {}, 1.0)
+    assert user == UserRecord("old-user", None, None, [], [], None, None, None, 0.25, None, None, {}, 1.0)
     assert rows["old-1"]["cost_usd"] == 0.5 and rows["old-1"]["decision"] is None
     assert rows["new-1"]["decision"] == '{"router": "smart"}'
     assert await scalar(url, f"SELECT MAX(version) FROM {VERSIONS}") == LATEST
@@ -402,6 +411,31 @@ async def test_key_crud(db: Database) -> None:
     assert await db.delete_keys([KEY_A, "c" * 64]) == 1
     assert await db.delete_keys([]) == 0
     assert await db.all_keys() == [second]
+
+
+async def test_teams_and_users_are_stored_and_get_their_keys_spend(db: Database) -> None:
+    team = TeamRecord("t1", "alpha", ["gpt-4o"], 10.0, "30d", T0 + 86_400, 0.0, 5, 100, {"a": [1]}, T0, False)
+    user = UserRecord("u1", "ana@example.com", None, ["t1"], [], None, None, None, 0.0, None, None, {}, T0)
+    await db.insert_record(team)
+    await db.insert_record(user)
+    with pytest.raises(ValueError, match="already stored"):
+        await db.insert_record(team)
+    assert await db.get_record(TeamRecord, "t1") == team and await db.get_record(UserRecord, "u1") == user
+    await db.insert_key(key(KEY_A, team_id="t1", user_id="u1"))
+    await db.insert_key(key(KEY_B, team_id="t1", created_at=T0 + 1))
+    await write(db, record("r1", key_hash=KEY_A, cost_usd=0.5), record("r2", key_hash=KEY_B, cost_usd=0.25),
+                record("r3", key_hash=KEY_A, cost_usd=0.125))
+    assert (await db.get_record(TeamRecord, "t1")).spend == pytest.approx(0.875)  # both keys'
+    assert (await db.get_record(UserRecord, "u1")).spend == pytest.approx(0.625)  # the user's key only
+    assert [k.key_hash for k in await db.list_records(KeyRecord, user_id="u1")] == [KEY_A]
+    assert [k.key_hash for k in await db.list_records(KeyRecord, team_id="t1")] == [KEY_A, KEY_B]
+    changed = await db.update_record(UserRecord, "u1", {"teams": [], "max_budget": 2.0})
+    assert changed is not None and (changed.teams, changed.max_budget) == ([], 2.0)
+    with pytest.raises(ValueError, match="teams"):
+        await db.update_record(TeamRecord, "t1", {"teams": []})
+    assert await db.list_records(TeamRecord) == [await db.get_record(TeamRecord, "t1")]
+    assert await db.delete_records(TeamRecord, ["t1", "t9"]) == 1
+    assert await db.all_records(TeamRecord) == []
 
 
 async def test_sqlite_waits_off_the_event_loop(tmp_path: Path) -> None:

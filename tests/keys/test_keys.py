@@ -49,6 +49,7 @@ def _client(gw: Process, key: str) -> openai.OpenAI:
 
 
 def test_key_lifecycle(gw: Process, gw_dir: Path, admin: httpx.Client, sim: SimControl):
+    admin.post("/team/new", json={"team_id": "team-a"}).raise_for_status()
     created = _generate(admin, key_alias="team-a-bot", team_id="team-a", metadata={"owner": "ana"},
                         tags=["x"])
     key = created["key"]
@@ -231,6 +232,7 @@ def test_routing_rules_see_the_calling_key_and_team(simulator: Process, tmp_path
     gw = start_gateway(tmp_path, config)
     try:
         admin = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"})
+        admin.post("/team/new", json={"team_id": "research"}).raise_for_status()
         vip = admin.post("/key/generate", json={"key_alias": "vip-bot"}).json()["key"]
         researcher = admin.post("/key/generate", json={"team_id": "research"}).json()["key"]
         plain = admin.post("/key/generate", json={}).json()["key"]
@@ -253,20 +255,35 @@ def test_limits_and_budgets_hold_across_workers_through_redis(simulator: Process
         admin = httpx.Client(base_url=gw.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
         if time.time() % 60 > 50:  # all in one minute window
             time.sleep(60 - time.time() % 60 + 0.1)
-        key = _generate(admin, rpm_limit=4)["key"]
-        outcomes, workers = [], set()
-        for _ in range(12):  # a new connection each: the kernel spreads them over both workers
-            reply = httpx.post(f"{gw.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"},
-                               json={"model": "mini", "messages": HELLO})
-            outcomes.append(reply.status_code)
-            workers.add(reply.headers["x-mmproxy-request-id"].split("-")[0])
-        assert len(workers) == 2, "the requests did not reach both workers"
+        outcomes = spread_over_workers(gw, [_generate(admin, rpm_limit=4)["key"]])
         assert outcomes.count(200) == 4 and outcomes.count(429) == 8  # one limit, not one per worker
+        team_id = admin.post("/team/new", json={"rpm_limit": 4}).json()["team_id"]
+        team_keys = [_generate(admin, team_id=team_id)["key"] for _ in range(2)]
+        outcomes = spread_over_workers(gw, team_keys)
+        assert outcomes.count(200) == 4 and outcomes.count(429) == 8  # one team limit, not one per worker or key
 
         outcomes_budget, _, _ = _budget_burst(gw, admin)
         assert 5 <= outcomes_budget.count("ok") <= 7  # per worker it would be 5-7 each
     finally:
         gw.stop()
+
+
+def statuses_by_worker(gw: Process, keys: list[str], count: int = 12, model: str = "mini") -> dict[str, list[int]]:
+    """The statuses of ``count`` requests through ``keys`` in turn, by the worker that answered; each on a new
+    connection, so a multi-worker gateway's workers share them."""
+    statuses: dict[str, list[int]] = {}
+    for i in range(count):
+        reply = httpx.post(f"{gw.url}/v1/chat/completions", headers={"Authorization": f"Bearer {keys[i % len(keys)]}"},
+                           json={"model": model, "messages": HELLO})
+        statuses.setdefault(reply.headers["x-mmproxy-request-id"].split("-")[0], []).append(reply.status_code)
+    return statuses
+
+
+def spread_over_workers(gw: Process, keys: list[str], count: int = 12) -> list[int]:
+    """``statuses_by_worker`` of a two-worker gateway, all together; both workers must have answered."""
+    statuses = statuses_by_worker(gw, keys, count)
+    assert len(statuses) == 2, "the requests did not reach both workers"
+    return [status for worker in statuses.values() for status in worker]
 
 
 def test_key_limits_fall_back_to_each_process_while_redis_is_down(simulator: Process, tmp_path: Path):

@@ -1,15 +1,16 @@
-"""What the gateway stores -- the spend ledger, feedback and virtual keys -- whatever the database behind it."""
+"""What the gateway stores -- the spend ledger, feedback, virtual keys, teams and users -- whatever the database
+behind it."""
 
 from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar, TypeVar
 
 from mmproxy.spend.record import COLUMNS
 
-__all__ = ["Database", "KeyRecord"]
+__all__ = ["Database", "KeyRecord", "Record", "TeamRecord", "UserRecord"]
 
 log = logging.getLogger("mmproxy.db")
 
@@ -37,6 +38,79 @@ class KeyRecord:
     created_at: float
     blocked: bool = False
 
+    KIND: ClassVar[str] = "key"
+
+    @property
+    def ident(self) -> str:
+        return self.key_hash
+
+    @property
+    def label(self) -> str:
+        """How a refusal names it."""
+        return "this API key"
+
+
+@dataclass(slots=True)
+class TeamRecord:
+    """A team: its keys share its model list, limits and budget (each key's own apply as well)."""
+
+    team_id: str
+    team_alias: str | None
+    models: list[str]  # allowed model names; empty = all
+    max_budget: float | None
+    budget_duration: str | None
+    budget_reset_at: float | None
+    spend: float  # what its keys spent in the current budget period
+    rpm_limit: int | None
+    tpm_limit: int | None
+    metadata: dict[str, Any]
+    created_at: float
+    blocked: bool = False
+
+    KIND: ClassVar[str] = "team"
+
+    @property
+    def ident(self) -> str:
+        return self.team_id
+
+    @property
+    def label(self) -> str:
+        return f"team {self.team_id!r}"
+
+
+@dataclass(slots=True)
+class UserRecord:
+    """A user: the keys generated for them share their model list, limits and budget."""
+
+    user_id: str
+    user_email: str | None
+    user_alias: str | None
+    teams: list[str]  # the teams the user belongs to (informational; a key's team is the key's own)
+    models: list[str]
+    max_budget: float | None
+    budget_duration: str | None
+    budget_reset_at: float | None
+    spend: float
+    rpm_limit: int | None
+    tpm_limit: int | None
+    metadata: dict[str, Any]
+    created_at: float
+    blocked: bool = False
+
+    KIND: ClassVar[str] = "user"
+
+    @property
+    def ident(self) -> str:
+        return self.user_id
+
+    @property
+    def label(self) -> str:
+        return f"user {self.user_id!r}"
+
+
+Record = KeyRecord | TeamRecord | UserRecord
+R = TypeVar("R", bound=Record)
+
 
 class Database(ABC):
     """One backend; every method may raise the driver's errors when the database is unreachable."""
@@ -50,7 +124,8 @@ class Database(ABC):
 
     @abstractmethod
     async def write_requests(self, rows: list[tuple[object, ...]], key_spend: dict[str, float]) -> None:
-        """Insert ledger rows (``COLUMNS`` order) and add ``key_spend`` to the keys, in one transaction.
+        """Insert ledger rows (``COLUMNS`` order) and add ``key_spend`` to the keys and to their teams and users, in
+        one transaction.
 
         A row whose ``request_id`` is already stored is skipped and its cost is not added again, so a batch
         retried after a commit whose outcome was unknown counts once. A row the database cannot take (a
@@ -84,26 +159,47 @@ class Database(ABC):
     async def add_feedback(self, request_id: str, score: float | None, label: str | None,
                            comment: str | None) -> bool: ...
 
+    # -- keys, teams and users: one set of methods for the three tables ---------------------------------
     @abstractmethod
+    async def insert_record(self, record: Record) -> None:
+        """Store a new key, team or user; ValueError when its id is already stored."""
+
+    @abstractmethod
+    async def get_record(self, kind: type[R], ident: str) -> R | None: ...
+
+    @abstractmethod
+    async def update_record(self, kind: type[R], ident: str, changes: dict[str, Any]) -> R | None:
+        """Set fields (the record's names; ValueError for others); the record as stored after, or None if unknown."""
+
+    @abstractmethod
+    async def delete_records(self, kind: type[R], idents: list[str]) -> int: ...
+
+    @abstractmethod
+    async def list_records(self, kind: type[R], limit: int = 100, offset: int = 0,
+                           **equal: str | None) -> list[R]:
+        """Records oldest first; ``equal``: columns that must hold these values (None: no condition)."""
+
+    @abstractmethod
+    async def all_records(self, kind: type[R]) -> list[R]: ...
+
     async def insert_key(self, key: KeyRecord) -> None:
-        """Store a new key; ValueError when its hash is already stored."""
+        await self.insert_record(key)
 
-    @abstractmethod
-    async def get_key(self, key_hash: str) -> KeyRecord | None: ...
+    async def get_key(self, key_hash: str) -> KeyRecord | None:
+        return await self.get_record(KeyRecord, key_hash)
 
-    @abstractmethod
     async def update_key(self, key_hash: str, changes: dict[str, Any]) -> KeyRecord | None:
-        """Set fields (KeyRecord names; ValueError for others); the key as stored after, or None if unknown."""
+        return await self.update_record(KeyRecord, key_hash, changes)
 
-    @abstractmethod
-    async def delete_keys(self, key_hashes: list[str]) -> int: ...
+    async def delete_keys(self, key_hashes: list[str]) -> int:
+        return await self.delete_records(KeyRecord, key_hashes)
 
-    @abstractmethod
     async def list_keys(self, team_id: str | None = None, limit: int = 100, offset: int = 0) -> list[KeyRecord]:
         """Keys oldest first."""
+        return await self.list_records(KeyRecord, limit, offset, team_id=team_id)
 
-    @abstractmethod
-    async def all_keys(self) -> list[KeyRecord]: ...
+    async def all_keys(self) -> list[KeyRecord]:
+        return await self.all_records(KeyRecord)
 
     def describe_error(self, exc: BaseException) -> str:
         """``exc`` fit for a log line: no password from the connection URL."""

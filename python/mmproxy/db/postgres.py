@@ -15,13 +15,14 @@ import asyncpg
 import orjson
 
 from mmproxy.db import queries
-from mmproxy.db.base import Database, KeyRecord, log, log_bad_row, spend_after_skips
-from mmproxy.db.schema import KEYS, LATEST, LOGS, POSTGRES, pending, version_table
+from mmproxy.db.base import Database, R, Record, log, log_bad_row, spend_after_skips
+from mmproxy.db.schema import LATEST, LOGS, POSTGRES, pending, version_table
 from mmproxy.spend.record import COLUMNS
 
 __all__ = ["PostgresDatabase"]
 
 _Q = queries.Queries.build(POSTGRES)
+_RQ = queries.RecordQueries.every(POSTGRES)
 _PG_EPOCH = 946_684_800.0  # 2000-01-01T00:00:00Z, where PostgreSQL counts timestamps from
 _MIGRATION_LOCK = 0x6D6D70726F7879  # "mmproxy": one migrator at a time across instances
 _INSERT_ONE = _Q.insert_log + " RETURNING 1"
@@ -98,8 +99,7 @@ class PostgresDatabase(Database):
             try:
                 async with conn.transaction():
                     await conn.copy_records_to_table(LOGS, records=rows, columns=COLUMNS)
-                    if key_spend:
-                        await conn.executemany(_Q.add_spend, key_spend.items())
+                    await _add_spend(conn, key_spend)
                 return
             except _BAD_ROW:
                 pass  # a duplicate or a bad value: undone; sort it out row by row
@@ -113,9 +113,7 @@ class PostgresDatabase(Database):
                     except _BAD_ROW as exc:
                         log_bad_row(row, exc)
                     skipped.append(row)
-                remaining = spend_after_skips(key_spend, skipped)
-                if remaining:
-                    await conn.executemany(_Q.add_spend, remaining.items())
+                await _add_spend(conn, spend_after_skips(key_spend, skipped))
 
     async def spend_logs(self, *, request_id: str | None = None, key_hash: str | None = None,
                          team_id: str | None = None, model: str | None = None, start: float | None = None,
@@ -140,36 +138,48 @@ class PostgresDatabase(Database):
             await conn.execute(_Q.upsert_feedback, request_id, score, label, comment, time.time())
             return True
 
-    # -- keys ---------------------------------------------------------------------------------------
-    async def insert_key(self, key: KeyRecord) -> None:
+    # -- keys, teams and users -------------------------------------------------------------------------
+    async def insert_record(self, record: Record) -> None:
+        table = queries.TABLES[record.KIND]
         try:
-            await self._db.execute(_Q.insert_key, *(getattr(key, name) for name in queries.KEY_FIELDS))
+            await self._db.execute(_RQ[record.KIND].insert, *(getattr(record, name) for name in table.fields))
         except asyncpg.UniqueViolationError:
-            raise ValueError("a key with this hash is already stored") from None
+            raise ValueError(f"a {record.KIND} with this id is already stored") from None
 
-    async def get_key(self, key_hash: str) -> KeyRecord | None:
-        row = await self._db.fetchrow(_Q.get_key, key_hash)
-        return _decode(row) if row is not None else None
+    async def get_record(self, kind: type[R], ident: str) -> R | None:
+        row = await self._db.fetchrow(_RQ[kind.KIND].get, ident)
+        return _decode(kind, row) if row is not None else None
 
-    async def update_key(self, key_hash: str, changes: dict[str, Any]) -> KeyRecord | None:
+    async def update_record(self, kind: type[R], ident: str, changes: dict[str, Any]) -> R | None:
         if not changes:
-            return await self.get_key(key_hash)
-        row = await self._db.fetchrow(queries.update_key(POSTGRES, list(changes)), key_hash, *changes.values())
-        return _decode(row) if row is not None else None
+            return await self.get_record(kind, ident)
+        sql = queries.update_record(POSTGRES, queries.TABLES[kind.KIND], list(changes))
+        row = await self._db.fetchrow(sql, ident, *changes.values())
+        return _decode(kind, row) if row is not None else None
 
-    async def delete_keys(self, key_hashes: list[str]) -> int:
-        status = await self._db.execute(f"DELETE FROM {KEYS} WHERE key_hash = ANY($1::text[])", list(key_hashes))
+    async def delete_records(self, kind: type[R], idents: list[str]) -> int:
+        table = queries.TABLES[kind.KIND]
+        status = await self._db.execute(f"DELETE FROM {table.name} WHERE {table.ident} = ANY($1::text[])",
+                                        list(idents))
         return int(status.rsplit(" ", 1)[1])
 
-    async def list_keys(self, team_id: str | None = None, limit: int = 100, offset: int = 0) -> list[KeyRecord]:
-        sql, args = queries.list_keys(POSTGRES, team_id, limit, offset)
-        return [_decode(row) for row in await self._db.fetch(sql, *args)]
+    async def list_records(self, kind: type[R], limit: int = 100, offset: int = 0,
+                           **equal: str | None) -> list[R]:
+        sql, args = queries.list_records(POSTGRES, queries.TABLES[kind.KIND], equal, limit, offset)
+        return [_decode(kind, row) for row in await self._db.fetch(sql, *args)]
 
-    async def all_keys(self) -> list[KeyRecord]:
-        return [_decode(row) for row in await self._db.fetch(_Q.all_keys)]
+    async def all_records(self, kind: type[R]) -> list[R]:
+        return [_decode(kind, row) for row in await self._db.fetch(_RQ[kind.KIND].all)]
 
 
-def _decode(row: asyncpg.Record) -> KeyRecord:
-    record = KeyRecord(*row)
-    record.models = list(record.models)
+async def _add_spend(conn: asyncpg.Connection, key_spend: dict[str, float]) -> None:
+    if key_spend:
+        for statement in _Q.add_spend:
+            await conn.executemany(statement, key_spend.items())
+
+
+def _decode(kind: type[R], row: asyncpg.Record) -> R:
+    record = kind(*row)
+    for name in queries.TABLES[kind.KIND].lists:
+        setattr(record, name, list(getattr(record, name)))
     return record

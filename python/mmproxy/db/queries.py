@@ -5,11 +5,34 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Any
 
-from mmproxy.db.base import KeyRecord
-from mmproxy.db.schema import FEEDBACK, KEYS, LOGS, VERSIONS, Dialect
+from mmproxy.db.base import KeyRecord, Record, TeamRecord, UserRecord
+from mmproxy.db.schema import FEEDBACK, KEYS, LOGS, TEAMS, USERS, VERSIONS, Dialect
 from mmproxy.spend.record import COLUMNS
 
-KEY_FIELDS: tuple[str, ...] = tuple(field.name for field in fields(KeyRecord))
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """Where one kind of record lives: its table, id column, columns (the record's fields, in order) and the
+    columns each backend converts (lists and JSON objects)."""
+
+    name: str
+    ident: str
+    record: type[Record]
+    fields: tuple[str, ...]
+    lists: frozenset[str]
+    objects: frozenset[str]
+
+
+def _table(name: str, ident: str, record: type[Record], lists: tuple[str, ...]) -> Table:
+    return Table(name, ident, record, tuple(field.name for field in fields(record)), frozenset(lists),
+                 frozenset({"metadata"}))
+
+
+TABLES: dict[str, Table] = {  # by the record's KIND
+    "key": _table(KEYS, "key_hash", KeyRecord, ("models",)),
+    "team": _table(TEAMS, "team_id", TeamRecord, ("models",)),
+    "user": _table(USERS, "user_id", UserRecord, ("teams", "models")),
+}
 FEEDBACK_FIELDS = ("feedback_score", "feedback_label", "feedback_comment")
 
 # What each report grouping reads from the ledger.
@@ -55,22 +78,22 @@ class Queries:
     """The fixed statements of one dialect."""
 
     insert_log: str  # skips a request_id already stored, so a retried batch is not written twice
-    add_spend: str
+    # (key hash, cost) added to the key and to its team and user, if it has them
+    add_spend: tuple[str, ...]
     version: str
     record_version: str
     request_exists: str
     upsert_feedback: str
-    insert_key: str
-    get_key: str
-    all_keys: str
 
     @classmethod
     def build(cls, d: Dialect) -> Queries:
-        key_columns = ", ".join(KEY_FIELDS)
+        owner = "SELECT {} FROM " + KEYS + f" WHERE key_hash = {d.p(1)}"
         return cls(
             insert_log=(f"INSERT INTO {LOGS} ({', '.join(COLUMNS)}) "
                         f"VALUES ({_params(d, len(COLUMNS))}) ON CONFLICT (request_id) DO NOTHING"),
-            add_spend=f"UPDATE {KEYS} SET spend = spend + {d.p(2)} WHERE key_hash = {d.p(1)}",
+            add_spend=(f"UPDATE {KEYS} SET spend = spend + {d.p(2)} WHERE key_hash = {d.p(1)}",
+                       f"UPDATE {TEAMS} SET spend = spend + {d.p(2)} WHERE team_id = ({owner.format('team_id')})",
+                       f"UPDATE {USERS} SET spend = spend + {d.p(2)} WHERE user_id = ({owner.format('user_id')})"),
             version=f"SELECT MAX(version) FROM {VERSIONS}",
             record_version=f"INSERT INTO {VERSIONS} (version, applied_at) VALUES ({d.p(1)}, {d.p(2)})",
             request_exists=f"SELECT 1 FROM {LOGS} WHERE request_id = {d.p(1)}",
@@ -78,10 +101,29 @@ class Queries:
                              f"VALUES ({_params(d, 5)}) ON CONFLICT (request_id) DO UPDATE SET "
                              "score = excluded.score, label = excluded.label, comment = excluded.comment, "
                              "submitted_at = excluded.submitted_at"),
-            insert_key=f"INSERT INTO {KEYS} ({key_columns}) VALUES ({_params(d, len(KEY_FIELDS))})",
-            get_key=f"SELECT {key_columns} FROM {KEYS} WHERE key_hash = {d.p(1)}",
-            all_keys=f"SELECT {key_columns} FROM {KEYS}",
         )
+
+
+@dataclass(frozen=True, slots=True)
+class RecordQueries:
+    """The fixed statements on one table of records (keys, teams or users) in one dialect."""
+
+    insert: str
+    get: str
+    all: str
+
+    @classmethod
+    def build(cls, d: Dialect, t: Table) -> RecordQueries:
+        columns = ", ".join(t.fields)
+        return cls(
+            insert=f"INSERT INTO {t.name} ({columns}) VALUES ({_params(d, len(t.fields))})",
+            get=f"SELECT {columns} FROM {t.name} WHERE {t.ident} = {d.p(1)}",
+            all=f"SELECT {columns} FROM {t.name}",
+        )
+
+    @classmethod
+    def every(cls, d: Dialect) -> dict[str, RecordQueries]:
+        return {kind: cls.build(d, table) for kind, table in TABLES.items()}
 
 
 def _params(d: Dialect, count: int) -> str:
@@ -169,27 +211,35 @@ def report_row(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def list_keys(d: Dialect, team_id: str | None, limit: int, offset: int) -> tuple[str, list[Any]]:
+def list_records(d: Dialect, t: Table, equal: dict[str, str | None], limit: int,
+                 offset: int) -> tuple[str, list[Any]]:
+    """Records oldest first; ``equal``: columns that must hold these values (None: no condition)."""
     if limit < 0 or offset < 0:
         raise ValueError("limit and offset must not be negative")
+    _known(t, list(equal))
     args: list[Any] = []
     where = []
-    if team_id is not None:
-        args.append(team_id)
-        where.append(f"team_id = {d.p(1)}")
+    for column, value in equal.items():
+        if value is not None:
+            args.append(value)
+            where.append(f"{column} = {d.p(len(args))}")
     args += [limit, offset]
-    sql = (f"SELECT {', '.join(KEY_FIELDS)} FROM {KEYS} {_where(where)} "
-           f"ORDER BY created_at, key_hash LIMIT {d.p(len(args) - 1)} OFFSET {d.p(len(args))}")
+    sql = (f"SELECT {', '.join(t.fields)} FROM {t.name} {_where(where)} "
+           f"ORDER BY created_at, {t.ident} LIMIT {d.p(len(args) - 1)} OFFSET {d.p(len(args))}")
     return sql, args
 
 
-def update_key(d: Dialect, names: list[str]) -> str:
-    """``UPDATE`` of ``names`` (values at 2..n+1, the key's hash at 1) that returns the changed row."""
-    unknown = [name for name in names if name not in KEY_FIELDS]
-    if unknown:
-        raise ValueError(f"unknown key field(s): {', '.join(unknown)}")
+def update_record(d: Dialect, t: Table, names: list[str]) -> str:
+    """``UPDATE`` of ``names`` (values at 2..n+1, the record's id at 1) that returns the changed row."""
+    _known(t, names)
     assignments = ", ".join(f"{name} = {d.p(number)}" for number, name in enumerate(names, start=2))
-    return f"UPDATE {KEYS} SET {assignments} WHERE key_hash = {d.p(1)} RETURNING {', '.join(KEY_FIELDS)}"
+    return f"UPDATE {t.name} SET {assignments} WHERE {t.ident} = {d.p(1)} RETURNING {', '.join(t.fields)}"
+
+
+def _known(t: Table, names: list[str]) -> None:
+    unknown = [name for name in names if name not in t.fields]
+    if unknown:
+        raise ValueError(f"unknown {t.record.KIND} field(s): {', '.join(unknown)}")
 
 
 def _where(conditions: list[str]) -> str:

@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["FEEDBACK", "KEYS", "LATEST", "LOGS", "POSTGRES", "SQLITE", "VERSIONS", "Dialect", "pending",
-           "version_table"]
+__all__ = ["FEEDBACK", "KEYS", "LATEST", "LOGS", "POSTGRES", "SQLITE", "TEAMS", "USERS", "VERSIONS", "Dialect",
+           "pending", "version_table"]
 
 LOGS = "mmproxy_spend_logs"
 FEEDBACK = "mmproxy_feedback"
 KEYS = "mmproxy_keys"
+TEAMS = "mmproxy_teams"
+USERS = "mmproxy_users"
 VERSIONS = "mmproxy_schema_version"
 
 
@@ -32,15 +34,21 @@ class Dialect:
 
 SQLITE = Dialect("sqlite", "?", {
     "text": "TEXT", "int": "INTEGER", "bigint": "INTEGER", "float": "REAL", "ts": "REAL", "bool": "INTEGER",
-    "json": "TEXT", "list": "TEXT", "strict": " STRICT",
+    "json": "TEXT", "list": "TEXT", "strict": " STRICT", "no_items": "'[]'", "no_fields": "'{}'", "false": "0",
 })
 POSTGRES = Dialect("postgres", "$", {
     "text": "TEXT", "int": "INTEGER", "bigint": "BIGINT", "float": "DOUBLE PRECISION", "ts": "TIMESTAMPTZ",
-    "bool": "BOOLEAN", "json": "JSONB", "list": "TEXT[]", "strict": "",
+    "bool": "BOOLEAN", "json": "JSONB", "list": "TEXT[]", "strict": "", "no_items": "'{}'", "no_fields": "'{}'",
+    "false": "FALSE",
 })
 
 _VERSION_TABLE = (f"CREATE TABLE IF NOT EXISTS {VERSIONS} "
                   "(version INTEGER PRIMARY KEY, applied_at {ts} NOT NULL){strict}")
+
+# What teams and users have in common, after their own columns (the order of TeamRecord's and UserRecord's fields).
+_OWNER = ("models {list} NOT NULL, max_budget {float}, budget_duration {text}, budget_reset_at {ts}, "
+          "spend {float} NOT NULL, rpm_limit {bigint}, tpm_limit {bigint}, metadata {json} NOT NULL, "
+          "created_at {ts} NOT NULL, blocked {bool} NOT NULL")
 
 # Column order here matches mmproxy.spend.record.COLUMNS; tests/test_db.py holds them together.
 _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
@@ -109,6 +117,20 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     # A virtual model's sub-calls are rows of their own, linked to the client request whose cost includes them.
     (3, (f"ALTER TABLE {LOGS} ADD COLUMN parent_id {{text}}",
          f"CREATE INDEX {LOGS}_parent ON {LOGS} (parent_id)")),
+    # Teams and users with their own models, limits and budgets. Every team or user a key already names gets a
+    # row (no limits; its spend is what its keys spent), so a key's team_id and user_id always name a stored one.
+    (4, (
+        f"CREATE TABLE {TEAMS} (team_id {{text}} NOT NULL PRIMARY KEY, team_alias {{text}}, {_OWNER}){{strict}}",
+        f"CREATE TABLE {USERS} (user_id {{text}} NOT NULL PRIMARY KEY, user_email {{text}}, user_alias {{text}}, "
+        f"teams {{list}} NOT NULL, {_OWNER}){{strict}}",
+        f"CREATE INDEX {KEYS}_user ON {KEYS} (user_id)",
+        f"INSERT INTO {TEAMS} (team_id, models, spend, metadata, created_at, blocked) "
+        f"SELECT team_id, {{no_items}}, SUM(spend), {{no_fields}}, MIN(created_at), {{false}} FROM {KEYS} "
+        "WHERE team_id IS NOT NULL GROUP BY team_id",
+        f"INSERT INTO {USERS} (user_id, teams, models, spend, metadata, created_at, blocked) "
+        f"SELECT user_id, {{no_items}}, {{no_items}}, SUM(spend), {{no_fields}}, MIN(created_at), {{false}} "
+        f"FROM {KEYS} WHERE user_id IS NOT NULL GROUP BY user_id",
+    )),
 )
 
 LATEST = _MIGRATIONS[-1][0]

@@ -26,16 +26,16 @@ from typing import Any, TypeVar
 import orjson
 
 from mmproxy.db import queries
-from mmproxy.db.base import Database, KeyRecord, log, log_bad_row, spend_after_skips
-from mmproxy.db.schema import KEYS, LATEST, SQLITE, pending, version_table
+from mmproxy.db.base import Database, R, Record, log, log_bad_row, spend_after_skips
+from mmproxy.db.schema import LATEST, SQLITE, pending, version_table
 
 __all__ = ["SQLiteDatabase"]
 
 T = TypeVar("T")
 
 _Q = queries.Queries.build(SQLITE)
+_RQ = queries.RecordQueries.every(SQLITE)
 _STREAM = "stream"
-_JSON_FIELDS = frozenset({"models", "metadata"})
 # Errors that belong to a row's values, not to the database being unavailable.
 _INSERT_NEW = _Q.insert_log.removesuffix(" ON CONFLICT (request_id) DO NOTHING")
 _BAD_ROW = (sqlite3.IntegrityError, sqlite3.InterfaceError, sqlite3.ProgrammingError, sqlite3.DataError,
@@ -128,7 +128,7 @@ class SQLiteDatabase(Database):
                 for start in range(0, len(rows), _CHUNK):
                     conn.executemany(_INSERT_NEW, rows[start:start + _CHUNK])
                     os.sched_yield()  # an event loop waiting for this core gets it now, not after the batch
-                conn.executemany(_Q.add_spend, key_spend.items())
+                _add_spend(conn, key_spend)
             return
         except _BAD_ROW:
             pass
@@ -141,7 +141,7 @@ class SQLiteDatabase(Database):
                 except _BAD_ROW as exc:
                     log_bad_row(row, exc)
                 skipped.append(row)
-            conn.executemany(_Q.add_spend, spend_after_skips(key_spend, skipped).items())
+            _add_spend(conn, spend_after_skips(key_spend, skipped))
 
     async def spend_logs(self, *, request_id: str | None = None, key_hash: str | None = None,
                          team_id: str | None = None, model: str | None = None, start: float | None = None,
@@ -178,60 +178,71 @@ class SQLiteDatabase(Database):
             conn.execute(_Q.upsert_feedback, values)
             return True
 
-    # -- keys ---------------------------------------------------------------------------------------
-    async def insert_key(self, key: KeyRecord) -> None:
-        values = [_encode(name, getattr(key, name)) for name in queries.KEY_FIELDS]
+    # -- keys, teams and users -------------------------------------------------------------------------
+    async def insert_record(self, record: Record) -> None:
+        table = queries.TABLES[record.KIND]
+        values = [_encode(table, name, getattr(record, name)) for name in table.fields]
         try:
-            await self._call(self._execute, _Q.insert_key, values)
+            await self._call(self._execute, _RQ[record.KIND].insert, values)
         except sqlite3.IntegrityError:
-            raise ValueError("a key with this hash is already stored") from None
+            raise ValueError(f"a {record.KIND} with this id is already stored") from None
 
     def _execute(self, sql: str, args: list[Any]) -> int:
         with self._transaction() as conn:
             return conn.execute(sql, args).rowcount
 
-    async def get_key(self, key_hash: str) -> KeyRecord | None:
-        rows = await self._call(self._select, _Q.get_key, [key_hash])
-        return _decode(rows[0]) if rows else None
+    async def get_record(self, kind: type[R], ident: str) -> R | None:
+        rows = await self._call(self._select, _RQ[kind.KIND].get, [ident])
+        return _decode(kind, rows[0]) if rows else None
 
-    async def update_key(self, key_hash: str, changes: dict[str, Any]) -> KeyRecord | None:
+    async def update_record(self, kind: type[R], ident: str, changes: dict[str, Any]) -> R | None:
         if not changes:
-            return await self.get_key(key_hash)
-        sql = queries.update_key(SQLITE, list(changes))
-        args = [key_hash, *(_encode(name, value) for name, value in changes.items())]
+            return await self.get_record(kind, ident)
+        table: queries.Table = queries.TABLES[kind.KIND]
+        sql = queries.update_record(SQLITE, table, list(changes))
+        args = [ident, *(_encode(table, name, value) for name, value in changes.items())]
         rows = await self._call(self._update, sql, args)
-        return _decode(rows[0]) if rows else None
+        return _decode(kind, rows[0]) if rows else None
 
     def _update(self, sql: str, args: list[Any]) -> list[tuple[Any, ...]]:
         with self._transaction() as conn:
             return conn.execute(sql, args).fetchall()
 
-    async def delete_keys(self, key_hashes: list[str]) -> int:
-        return await self._call(self._delete, [(key_hash,) for key_hash in key_hashes])
+    async def delete_records(self, kind: type[R], idents: list[str]) -> int:
+        table = queries.TABLES[kind.KIND]
+        sql = f"DELETE FROM {table.name} WHERE {table.ident} = ?1"
+        return await self._call(self._delete, sql, [(ident,) for ident in idents])
 
-    def _delete(self, args: list[tuple[str]]) -> int:
+    def _delete(self, sql: str, args: list[tuple[str]]) -> int:
         with self._transaction() as conn:
-            return conn.executemany(f"DELETE FROM {KEYS} WHERE key_hash = ?1", args).rowcount
+            return conn.executemany(sql, args).rowcount
 
-    async def list_keys(self, team_id: str | None = None, limit: int = 100, offset: int = 0) -> list[KeyRecord]:
-        sql, args = queries.list_keys(SQLITE, team_id, limit, offset)
-        return [_decode(row) for row in await self._call(self._select, sql, args)]
+    async def list_records(self, kind: type[R], limit: int = 100, offset: int = 0,
+                           **equal: str | None) -> list[R]:
+        sql, args = queries.list_records(SQLITE, queries.TABLES[kind.KIND], equal, limit, offset)
+        return [_decode(kind, row) for row in await self._call(self._select, sql, args)]
 
-    async def all_keys(self) -> list[KeyRecord]:
-        return [_decode(row) for row in await self._call(self._select, _Q.all_keys, [])]
+    async def all_records(self, kind: type[R]) -> list[R]:
+        return [_decode(kind, row) for row in await self._call(self._select, _RQ[kind.KIND].all, [])]
 
     def _select(self, sql: str, args: list[Any]) -> list[tuple[Any, ...]]:
         return self._db.execute(sql, args).fetchall()
 
 
-def _encode(name: str, value: Any) -> Any:
-    return orjson.dumps(value).decode() if name in _JSON_FIELDS else value
+def _add_spend(conn: sqlite3.Connection, key_spend: dict[str, float]) -> None:
+    for statement in _Q.add_spend:
+        conn.executemany(statement, key_spend.items())
 
 
-def _decode(row: tuple[Any, ...]) -> KeyRecord:
-    """The key as stored: ``models`` and ``metadata`` come back as JSON text, ``blocked`` as 0 or 1."""
-    values = dict(zip(queries.KEY_FIELDS, row, strict=True))
-    values["models"] = orjson.loads(values["models"])
-    values["metadata"] = orjson.loads(values["metadata"])
+def _encode(table: queries.Table, name: str, value: Any) -> Any:
+    return orjson.dumps(value).decode() if name in table.lists or name in table.objects else value
+
+
+def _decode(kind: type[R], row: tuple[Any, ...]) -> R:
+    """The record as stored: lists and objects come back as JSON text, ``blocked`` as 0 or 1."""
+    table = queries.TABLES[kind.KIND]
+    values = dict(zip(table.fields, row, strict=True))
+    for name in table.lists | table.objects:
+        values[name] = orjson.loads(values[name])
     values["blocked"] = bool(values["blocked"])
-    return KeyRecord(**values)
+    return kind(**values)

@@ -1,38 +1,62 @@
-"""The key fields LiteLLM's ``/key/*`` endpoints accept, checked into ``KeyRecord`` values, and the key's view.
+"""The fields LiteLLM's ``/key/*``, ``/team/*`` and ``/user/*`` endpoints accept, checked into record values, and
+the views the endpoints return.
 
-Fields LiteLLM knows but mmproxy does not enforce (tags, permissions, soft budgets, ...) are not silently
-dropped: the response lists them under ``ignored_fields``.
+Keys, teams and users share their budget and limit fields; ``Spec`` names what each has besides. Fields LiteLLM
+knows but mmproxy does not enforce (tags, permissions, soft budgets, ...) are not silently dropped: the response
+lists them under ``ignored_fields``.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from dataclasses import dataclass
 from typing import Any
 
-from mmproxy.db.base import KeyRecord
+from mmproxy.db.base import KeyRecord, TeamRecord, UserRecord
 from mmproxy.errors import bad_request
 from mmproxy.keys import durations
 
 _LIMITS = ("rpm_limit", "tpm_limit")
-_TEXT = ("key_alias", "team_id", "user_id")
-EDITABLE = frozenset({*_LIMITS, *_TEXT, "models", "max_budget", "budget_duration", "metadata", "duration", "blocked"})
+_SHARED = frozenset({*_LIMITS, "max_budget", "budget_duration", "metadata", "blocked"})
+_TIMES = ("budget_reset_at", "created_at")
 
 
-def parse_fields(body: dict[str, Any], now: float) -> tuple[dict[str, Any], list[str]]:
-    """KeyRecord field values set by ``body`` and the names of fields that were ignored."""
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """What one kind of record has besides the shared budget and limit fields."""
+
+    text: tuple[str, ...]  # optional strings
+    lists: dict[str, str]  # lists of strings, with what their items are
+    expiry: bool  # ``duration``: the record expires this long after now
+    request: tuple[str, ...]  # request fields that are not record fields but are not ignored either
+
+    @property
+    def editable(self) -> frozenset[str]:
+        return frozenset({*_SHARED, *self.text, *self.lists, *(("duration",) if self.expiry else ())})
+
+
+KEY = Spec(("key_alias", "team_id", "user_id"), {"models": "model names"}, True, ("key", "keys"))
+TEAM = Spec(("team_alias",), {"models": "model names"}, False, ("team_id",))
+USER = Spec(("user_email", "user_alias"), {"models": "model names", "teams": "team ids"}, False, ("user_id",))
+
+
+def parse_fields(body: dict[str, Any], now: float, spec: Spec = KEY) -> tuple[dict[str, Any], list[str]]:
+    """Record field values set by ``body`` and the names of fields that were ignored."""
     changes: dict[str, Any] = {}
-    for name in _TEXT:
+    for name in spec.text:
         if name in body:
             value = body[name]
             if value is not None and not isinstance(value, str):
                 raise bad_request(f"{name} must be a string", param=name)
             changes[name] = value
-    if "models" in body:
-        models = body["models"]
-        if models is None:
-            models = []
-        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
-            raise bad_request("models must be a list of model names", param="models")
-        changes["models"] = models
+    for name, items in spec.lists.items():
+        if name in body:
+            values = body[name]
+            if values is None:
+                values = []
+            if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
+                raise bad_request(f"{name} must be a list of {items}", param=name)
+            changes[name] = values
     if "max_budget" in body:
         budget = body["max_budget"]
         if budget is not None and (not _is_number(budget) or budget < 0):
@@ -57,14 +81,15 @@ def parse_fields(body: dict[str, Any], now: float) -> tuple[dict[str, Any], list
         if metadata is not None and not isinstance(metadata, dict):
             raise bad_request("metadata must be an object", param="metadata")
         changes["metadata"] = metadata or {}
-    if "duration" in body:  # LiteLLM: the key expires this long after now
+    if spec.expiry and "duration" in body:  # LiteLLM: the key expires this long after now
         lifetime = body["duration"]
         changes["expires"] = None if lifetime is None else now + _duration(lifetime, "duration")
     if "blocked" in body:
         if not isinstance(body["blocked"], bool):
             raise bad_request("blocked must be true or false", param="blocked")
         changes["blocked"] = body["blocked"]
-    ignored = sorted(name for name in body if name not in EDITABLE and name not in ("key", "keys"))
+    editable = spec.editable
+    ignored = sorted(name for name in body if name not in editable and name not in spec.request)
     return changes, ignored
 
 
@@ -99,3 +124,11 @@ def view(record: KeyRecord) -> dict[str, Any]:
         "created_at": durations.iso(record.created_at),
         "blocked": record.blocked,
     }
+
+
+def owner_view(record: TeamRecord | UserRecord) -> dict[str, Any]:
+    """A team or user as the API shows it: LiteLLM's field names, times in ISO 8601."""
+    out = dataclasses.asdict(record)
+    for name in _TIMES:
+        out[name] = durations.iso(out[name])
+    return out

@@ -206,11 +206,11 @@ class Pipeline:
 
     async def admit(self, call: Call, model: str, target: str, inbound: Inbound) -> None:
         """A virtual key's call to ``target`` (asked for as ``model``): refused for an unpriced group when the key
-        has a budget, then the key's restrictions, limits and budget reservation."""
-        key = call.caller.key
-        if key is None:
+        (or its team or user) has a budget, then their restrictions, limits and budget reservation."""
+        caller = call.caller
+        if caller.key is None:
             return
-        if self._unpriced and key.record.max_budget is not None:
+        if self._unpriced and caller.has_budget():
             self._check_priced(target)
         await self.accounting.admit(call, model, self.reservation(target, call, inbound))
 
@@ -218,8 +218,8 @@ class Pipeline:
         """A 400 when ``target`` has a deployment without a price (its spend would count as nothing)."""
         group = self.router.group(target)
         if group is not None and group.name in self._unpriced:
-            raise ProxyError(400, f"model {target!r} has a deployment without a price, and this key has a budget "
-                             "its requests could not be counted against; the operator can price it "
+            raise ProxyError(400, f"model {target!r} has a deployment without a price, and this key (or its team or "
+                             "user) has a budget its requests could not be counted against; the operator can price it "
                              "(model_info.input_cost_per_token) or allow it (general_settings."
                              "budget_on_unpriced_models: allow)", param="model", code="model_not_priced")
 

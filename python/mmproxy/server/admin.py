@@ -9,64 +9,20 @@ import datetime as dt
 import time
 from typing import Any
 
-import orjson
 from aiohttp import web
 
-from mmproxy.db import Database
 from mmproxy.db.base import KeyRecord
 from mmproxy.errors import ProxyError, bad_request
 from mmproxy.keys import fields
-from mmproxy.keys.manager import Keys, display_name, hash_key, new_key
+from mmproxy.keys.manager import hash_key, new_key
 from mmproxy.metrics import CONTENT_TYPE
 from mmproxy.pipeline.call import Call
-from mmproxy.server.gateway import Gateway
+from mmproxy.server.management import MAX_LIMIT, Management, json_response, page, positive_int
 
-_JSON = "application/json"
 _GROUPS = ("model", "model_group", "deployment", "key", "team", "tier", "rule", "provider", "cache")
-_MAX_LIMIT = 1000
 
 
-def _json(body: Any, status: int = 200) -> web.Response:
-    return web.Response(status=status, body=orjson.dumps(body), content_type=_JSON)
-
-
-class Admin:
-    def __init__(self, gateway: Gateway) -> None:
-        self.gateway = gateway
-
-    @property
-    def _db(self) -> Database:
-        db = self.gateway.db
-        if db is None:
-            raise ProxyError(400, "no database: set general_settings.master_key or enable spend logs",
-                             code="no_database")
-        return db
-
-    @property
-    def _keys(self) -> Keys:
-        keys = self.gateway.keys
-        assert keys is not None  # require_admin has checked
-        return keys
-
-    async def fresh_db(self) -> Database:
-        """The database, with every queued ledger row written: what a report reads next is complete."""
-        await self._flush()
-        return self._db
-
-    async def _flush(self) -> None:
-        """Write queued ledger rows before a read, so a client sees its own requests."""
-        ledger = self.gateway.ledger
-        if ledger is None:
-            return
-        try:
-            await ledger.flush()
-        except Exception as exc:
-            raise ProxyError(503, f"the spend database is unavailable: {self._db.describe_error(exc)}",
-                             type="service_unavailable", code="database_unavailable") from None
-
-    async def _body(self, request: web.BaseRequest) -> dict[str, Any]:
-        return (await self.gateway.pipeline.read_json(request))[0]
-
+class Admin(Management):
     # -- keys ------------------------------------------------------------------------------------
     async def key_generate(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
@@ -79,19 +35,9 @@ class Admin:
         elif not isinstance(clear, str) or not clear.startswith("sk-") or len(clear) < 12:
             raise bad_request("key must be a string starting with 'sk-' and at least 12 characters long",
                               param="key")
-        record = KeyRecord(
-            key_hash=hash_key(clear), key_name=display_name(clear), key_alias=None, team_id=None, user_id=None,
-            models=[], max_budget=None, budget_duration=None, budget_reset_at=None, spend=0.0, rpm_limit=None,
-            tpm_limit=None, metadata={}, expires=None, created_at=now,
-        )
-        for name, value in changes.items():
-            setattr(record, name, value)
-        if self._keys.known(record.key_hash) is not None or await self._db.get_key(record.key_hash) is not None:
-            raise ProxyError(409, "this key already exists", code="key_exists", param="key")
-        await self._db.insert_key(record)
-        self._keys.add(record)
+        record = await self.create_key(clear, changes, now)
         # The only time the clear key is shown.
-        return _json({"key": clear, **fields.view(record), "ignored_fields": ignored})
+        return json_response({"key": clear, **fields.view(record), "ignored_fields": ignored})
 
     async def _find(self, supplied: Any) -> KeyRecord:
         """A key by its clear value or its hash (``token``), as LiteLLM accepts both."""
@@ -101,26 +47,23 @@ class Admin:
         record = await self._db.get_key(key_hash)
         if record is None:
             raise ProxyError(404, "no such key", code="key_not_found", param="key")
-        state = self._keys.known(key_hash)
-        if state is not None:  # this process may be ahead of the ledger's last write
-            record.spend = max(record.spend, state.record.spend)
+        self._catch_up(record)
         return record
 
     async def key_info(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
         record = await self._find(request.query.get("key"))
-        return _json({"key": record.key_hash, "info": fields.view(record)})
+        return json_response({"key": record.key_hash, "info": fields.view(record)})
 
     async def key_update(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
         body = await self._body(request)
         record = await self._find(body.get("key"))
-        changes, ignored = fields.parse_fields(body, time.time())
-        updated = await self._db.update_key(record.key_hash, changes) if changes else record
-        if updated is None:
-            raise ProxyError(404, "no such key", code="key_not_found", param="key")
-        self._keys.add(updated)
-        return _json({**fields.view(updated), "ignored_fields": ignored})
+        now = time.time()
+        changes, ignored = fields.parse_fields(body, now)
+        await self._check_owners(changes, now)
+        updated = await self._update(record, "key", changes)
+        return json_response({**fields.view(updated), "ignored_fields": ignored})
 
     async def key_delete(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
@@ -131,19 +74,18 @@ class Admin:
         records = [await self._find(key) for key in supplied]
         hashes = [r.key_hash for r in records]
         await self._db.delete_keys(hashes)
-        self._keys.forget(hashes)
-        return _json({"deleted_keys": hashes})
+        self._keys.forget(KeyRecord, hashes)
+        return json_response({"deleted_keys": hashes})
 
     async def key_list(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
         query = request.query
-        page = _positive_int(query.get("page"), "page", 1)
-        size = min(_positive_int(query.get("size"), "size", 100), _MAX_LIMIT)
-        team = query.get("team_id")
-        records = await self._db.list_keys(team, limit=size, offset=(page - 1) * size)
+        number, size = page(query)
+        records = await self._db.list_records(KeyRecord, size, (number - 1) * size, team_id=query.get("team_id"),
+                                              user_id=query.get("user_id"))
         full = query.get("return_full_object") == "true"
         keys = [fields.view(r) for r in records] if full else [r.key_hash for r in records]
-        return _json({"keys": keys, "current_page": page, "size": size})
+        return json_response({"keys": keys, "current_page": number, "size": size})
 
     # -- spend -----------------------------------------------------------------------------------
     async def spend_logs(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
@@ -158,9 +100,9 @@ class Admin:
             model=query.get("model"),
             start=_time(query, "start"),
             end=_time(query, "end"),
-            limit=min(_positive_int(query.get("limit"), "limit", 100), _MAX_LIMIT),
+            limit=min(positive_int(query.get("limit"), "limit", 100), MAX_LIMIT),
         )
-        return _json(rows)
+        return json_response(rows)
 
     async def spend_report(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
@@ -172,8 +114,8 @@ class Admin:
         start, end = _time(query, "start"), _time(query, "end")
         rows = await self._db.spend_report(group_by, start, end)
         by_cache = rows if group_by == "cache" else await self._db.spend_report("cache", start, end)
-        return _json({"group_by": group_by, "start": start, "end": end, "groups": rows,
-                      "savings": savings(by_cache)})
+        return json_response({"group_by": group_by, "start": start, "end": end, "groups": rows,
+                              "savings": savings(by_cache)})
 
     async def feedback(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """A score or label for an earlier answer, stored beside its ledger row."""
@@ -196,7 +138,7 @@ class Admin:
         if not await self._db.add_feedback(request_id, None if score is None else float(score), label, comment):
             raise ProxyError(404, f"no request {request_id!r} in the spend ledger", code="request_not_found",
                              param="request_id")
-        return _json({"request_id": request_id, "stored": True})
+        return json_response({"request_id": request_id, "stored": True})
 
     async def metrics(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         metrics = self.gateway.metrics
@@ -219,18 +161,6 @@ def savings(by_cache: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
             out["prompt"]["tokens"] += row["cached_tokens"]
             out["prompt"]["usd"] += row["saved_usd"]["prompt"]
     return out
-
-
-def _positive_int(raw: str | None, name: str, default: int) -> int:
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(f"{name} must be a positive integer", param=name) from None
-    if value < 1:
-        raise bad_request(f"{name} must be a positive integer", param=name)
-    return value
 
 
 def _time(query: Any, name: str) -> float | None:

@@ -35,6 +35,8 @@ from mmproxy.pipeline.pipeline import Handler
 from mmproxy.server.admin import Admin
 from mmproxy.server.gateway import Gateway, StartupError
 from mmproxy.server.handlers import Handlers
+from mmproxy.server.teams import Teams
+from mmproxy.server.users import Users
 from mmproxy.ui.routes import Dashboard
 
 log = logging.getLogger("mmproxy")
@@ -57,6 +59,7 @@ def build_server(gateway: Gateway) -> web.Server:
 
     own = Handlers(gateway)
     models = guarded(own.models)
+    model_info = guarded(own.model_info)
     routes: dict[tuple[str, str], Handler] = {
         ("POST", "/v1/chat/completions"): chat,
         ("POST", "/chat/completions"): chat,
@@ -68,6 +71,8 @@ def build_server(gateway: Gateway) -> web.Server:
         ("POST", "/v1/messages/count_tokens"): guarded(count, count_tokens.render_error),
         ("GET", "/v1/models"): models,
         ("GET", "/models"): models,
+        ("GET", "/model/info"): model_info,
+        ("GET", "/v1/model/info"): model_info,
         ("GET", "/health/liveliness"): own.liveliness,
         ("GET", "/health/readiness"): own.readiness,
         ("GET", "/health"): guarded(own.health_report),
@@ -84,6 +89,19 @@ def build_server(gateway: Gateway) -> web.Server:
         ("POST", "/v1/feedback"): guarded(admin.feedback),
         ("POST", "/feedback"): guarded(admin.feedback),
         ("GET", "/metrics"): guarded(admin.metrics),
+    })
+    teams, users = Teams(gateway), Users(gateway)
+    routes.update({
+        ("POST", "/team/new"): guarded(teams.new),
+        ("GET", "/team/info"): guarded(teams.info),
+        ("POST", "/team/update"): guarded(teams.update),
+        ("POST", "/team/delete"): guarded(teams.delete),
+        ("GET", "/team/list"): guarded(teams.list),
+        ("POST", "/user/new"): guarded(users.new),
+        ("GET", "/user/info"): guarded(users.info),
+        ("POST", "/user/update"): guarded(users.update),
+        ("POST", "/user/delete"): guarded(users.delete),
+        ("GET", "/user/list"): guarded(users.list),
     })
     batches = BatchAPI(pipeline)
     routes.update({

@@ -10,6 +10,7 @@ from aiohttp import web
 from mmproxy import __version__
 from mmproxy.errors import ProxyError, error_body
 from mmproxy.pipeline.call import Call
+from mmproxy.server import model_info
 from mmproxy.server.gateway import Gateway
 
 _JSON = "application/json"
@@ -42,6 +43,15 @@ class Handlers:
         body = {"object": "list", "data": data, "has_more": False,
                 "first_id": names[0] if names else None, "last_id": names[-1] if names else None}
         return web.Response(body=orjson.dumps(body), content_type=_JSON)
+
+    async def model_info(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
+        """LiteLLM's ``GET /model/info``: any valid key may ask, and sees the deployments of the models it may use;
+        ``litellm_model_id`` picks one deployment."""
+        caller = await self._gateway.pipeline.authorize(request)
+        wanted = request.query.get("litellm_model_id")
+        data = [model_info.describe(deployment) for deployment in self._gateway.config.deployments
+                if caller.may_use(deployment.model_name) and (wanted is None or deployment.id == wanted)]
+        return web.Response(body=orjson.dumps({"data": data}), content_type=_JSON)
 
     async def liveliness(self, request: web.BaseRequest) -> web.StreamResponse:
         return web.Response(body=b'"I\'m alive!"', content_type=_JSON)
