@@ -164,3 +164,30 @@ def test_the_session_cookie_acts_only_with_the_dashboard_header(browser: Browser
     forged = cookie["value"].rsplit(".", 1)[0] + "." + "0" * 64
     assert httpx.get(f"{gw.url}/ui/api/report", cookies={"mmproxy_ui": forged},
                      headers={"x-mmproxy-ui": "1"}).status_code == 401
+
+
+def test_a_team_is_created_given_a_key_and_deleted_from_the_page(browser: Browser, gw: Process):
+    page, console = _login(browser, gw.url, MASTER_KEY)
+    page.click("nav a[data-tab=teams]")
+    page.fill("input[name=team_alias]", "search-team")
+    page.fill("#new-team input[name=max_budget]", "20")
+    page.click("#new-team button[type=submit]")
+    page.wait_for_selector("button[data-team=search-team]")
+    team = next(t for t in httpx.get(f"{gw.url}/team/list", headers=ADMIN).json() if t["team_alias"] == "search-team")
+    assert team["max_budget"] == 20
+    page.click("nav a[data-tab=keys]")
+    page.fill("input[name=key_alias]", "team-key")
+    page.select_option("select[name=team_id]", label="search-team")
+    page.click("#new-key button[type=submit]")
+    created = page.locator("#created-key").inner_text()
+    info = httpx.get(f"{gw.url}/team/info", params={"team_id": team["team_id"]}, headers=ADMIN).json()
+    assert [k["key_alias"] for k in info["keys"]] == ["team-key"]
+    page.click("nav a[data-tab=teams]")
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.click("button[data-team=search-team]")
+    page.wait_for_selector("button[data-team=search-team]", state="detached")
+    assert httpx.get(f"{gw.url}/team/info", params={"team_id": team["team_id"]}, headers=ADMIN).status_code == 404
+    with pytest.raises(openai.AuthenticationError):  # its keys went with it
+        _ask(gw.url, created, "gpt-4o")
+    _shot(page, "teams")
+    assert console.errors == []

@@ -40,7 +40,7 @@ def shell(who: str, admin: bool) -> str:
     tabs = [("overview", "Overview"), ("routing", "Routing"), ("cache", "Cache"), ("deployments", "Deployments"),
             ("live", "Live")]
     if admin:
-        tabs.append(("keys", "Keys"))
+        tabs += [("keys", "Keys"), ("teams", "Teams")]
     nav = "".join(f'<a href="#{name}" data-tab="{name}">{label}</a>' for name, label in tabs)
     return (_HEAD.format(title="Dashboard") + f"""
 <body data-admin="{'true' if admin else 'false'}">

@@ -197,7 +197,7 @@ const tabs = {
   },
 
   async keys() {
-    const listing = await api("/key/list?return_full_object=true&size=1000");
+    const [listing, teams] = await Promise.all([api("/key/list?return_full_object=true&size=1000"), api("/team/list")]);
     const created = h("div");
     const form = h("form", { class: "inline", id: "new-key", on: { submit: async (event) => {
       event.preventDefault();
@@ -206,6 +206,7 @@ const tabs = {
       if (fields.get("max_budget")) body.max_budget = Number(fields.get("max_budget"));
       if (fields.get("models")) body.models = String(fields.get("models")).split(",").map((m) => m.trim()).filter(Boolean);
       if (fields.get("duration")) body.duration = fields.get("duration");
+      if (fields.get("team_id")) body.team_id = fields.get("team_id");
       try {
         const key = await api("/key/generate", { method: "POST", body: JSON.stringify(body) });
         created.replaceChildren(h("p", { class: "notice", role: "status" }, "New key (shown once): ", h("code", { id: "created-key" }, key.key)));
@@ -218,6 +219,8 @@ const tabs = {
     h("input", { name: "max_budget", placeholder: "budget USD", type: "number", step: "any", min: "0", "aria-label": "budget" }),
     h("input", { name: "models", placeholder: "models (comma-separated)", "aria-label": "models" }),
     h("input", { name: "duration", placeholder: "expires after (e.g. 30d)", "aria-label": "duration" }),
+    h("select", { name: "team_id", "aria-label": "team" }, h("option", { value: "" }, "no team"),
+      teams.map((t) => h("option", { value: t.team_id }, t.team_alias || t.team_id))),
     h("button", { type: "submit" }, "Create key"));
     const revoke = (key) => async () => {
       if (!confirm(`Revoke ${key.key_alias || key.key_name}? Requests with it will be refused at once.`)) return;
@@ -233,12 +236,49 @@ const tabs = {
   },
 };
 
+tabs.teams = async function teams() {
+  const listing = await api("/team/list");
+  const note = h("div");
+  const form = h("form", { class: "inline", id: "new-team", on: { submit: async (event) => {
+    event.preventDefault();
+    const fields = new FormData(form);
+    const body = { team_alias: fields.get("team_alias") || null };
+    if (fields.get("max_budget")) body.max_budget = Number(fields.get("max_budget"));
+    if (fields.get("models")) body.models = String(fields.get("models")).split(",").map((m) => m.trim()).filter(Boolean);
+    if (fields.get("budget_duration")) body.budget_duration = fields.get("budget_duration");
+    try {
+      const team = await api("/team/new", { method: "POST", body: JSON.stringify(body) });
+      note.replaceChildren(h("p", { class: "notice", role: "status" }, "Team created: ", h("code", {}, team.team_id)));
+      await show("teams", note);
+    } catch (error) {
+      note.replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
+    }
+  } } },
+  h("input", { name: "team_alias", placeholder: "team name", "aria-label": "team name" }),
+  h("input", { name: "max_budget", placeholder: "budget USD", type: "number", step: "any", min: "0", "aria-label": "budget" }),
+  h("input", { name: "budget_duration", placeholder: "resets every (e.g. 30d)", "aria-label": "budget period" }),
+  h("input", { name: "models", placeholder: "models (comma-separated)", "aria-label": "models" }),
+  h("button", { type: "submit" }, "Create team"));
+  const remove = (team) => async () => {
+    if (!confirm(`Delete team ${team.team_alias || team.team_id} and its keys?`)) return;
+    await api("/team/delete", { method: "POST", body: JSON.stringify({ team_ids: [team.team_id] }) });
+    await show("teams", note);
+  };
+  return [section("Create a team", form, note),
+    section("Teams", table([["Team", (t) => t.team_alias || t.team_id], ["Id", (t) => t.team_id],
+      ["Models", (t) => (t.models.length ? t.models.join(", ") : "all")], ["Spend", (t) => usd(t.spend)],
+      ["Budget", (t) => usd(t.max_budget)], ["Resets", (t) => t.budget_duration || "never"],
+      ["State", (t) => (t.blocked ? h("span", { class: "bad" }, "blocked") : "active")],
+      ["", (t) => h("button", { class: "danger", "data-team": t.team_alias || t.team_id, on: { click: remove(t) } }, "Delete")]],
+    listing, "No teams yet."))];
+};
+
 // -- navigation -----------------------------------------------------------------------------------------------
 let shown = 0; // the latest show(): an earlier one still loading must not draw over it
 
 async function show(name, keep) {
   const turn = ++shown;
-  if (!tabs[name] || (name === "keys" && !admin)) name = "overview";
+  if (!tabs[name] || ((name === "keys" || name === "teams") && !admin)) name = "overview";
   if (live) { live.close(); live = null; }
   for (const c of charts) c.destroy();
   charts = [];
