@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import datetime as dt
 import time
-from typing import Any
+from collections.abc import Awaitable
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -24,6 +25,7 @@ from mmproxy.server.gateway import Gateway
 _JSON = "application/json"
 _GROUPS = ("model", "model_group", "deployment", "key", "team", "tier", "rule", "provider", "cache")
 _MAX_LIMIT = 1000
+T = TypeVar("T")
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -53,16 +55,20 @@ class Admin:
         await self._flush()
         return self._db
 
+    async def _stored(self, pending: Awaitable[T]) -> T:
+        """A database operation; a database that is down or failing is a 503 that says so (without the password
+        of its URL), not an internal error."""
+        try:
+            return await pending
+        except Exception as exc:
+            raise ProxyError(503, f"the database is unavailable: {self._db.describe_error(exc)}",
+                             type="service_unavailable", code="database_unavailable") from None
+
     async def _flush(self) -> None:
         """Write queued ledger rows before a read, so a client sees its own requests."""
         ledger = self.gateway.ledger
-        if ledger is None:
-            return
-        try:
-            await ledger.flush()
-        except Exception as exc:
-            raise ProxyError(503, f"the spend database is unavailable: {self._db.describe_error(exc)}",
-                             type="service_unavailable", code="database_unavailable") from None
+        if ledger is not None:
+            await self._stored(ledger.flush())
 
     async def _body(self, request: web.BaseRequest) -> dict[str, Any]:
         return (await self.gateway.pipeline.read_json(request))[0]
@@ -86,9 +92,10 @@ class Admin:
         )
         for name, value in changes.items():
             setattr(record, name, value)
-        if self._keys.known(record.key_hash) is not None or await self._db.get_key(record.key_hash) is not None:
+        if self._keys.known(record.key_hash) is not None \
+                or await self._stored(self._db.get_key(record.key_hash)) is not None:
             raise ProxyError(409, "this key already exists", code="key_exists", param="key")
-        await self._db.insert_key(record)
+        await self._stored(self._db.insert_key(record))
         self._keys.add(record)
         # The only time the clear key is shown.
         return _json({"key": clear, **fields.view(record), "ignored_fields": ignored})
@@ -98,7 +105,7 @@ class Admin:
         if not isinstance(supplied, str) or not supplied:
             raise bad_request("key is required (the key itself or its token)", param="key")
         key_hash = supplied if len(supplied) == 64 and not supplied.startswith("sk-") else hash_key(supplied)
-        record = await self._db.get_key(key_hash)
+        record = await self._stored(self._db.get_key(key_hash))
         if record is None:
             raise ProxyError(404, "no such key", code="key_not_found", param="key")
         state = self._keys.known(key_hash)
@@ -116,7 +123,7 @@ class Admin:
         body = await self._body(request)
         record = await self._find(body.get("key"))
         changes, ignored = fields.parse_fields(body, time.time())
-        updated = await self._db.update_key(record.key_hash, changes) if changes else record
+        updated = await self._stored(self._db.update_key(record.key_hash, changes)) if changes else record
         if updated is None:
             raise ProxyError(404, "no such key", code="key_not_found", param="key")
         self._keys.add(updated)
@@ -130,7 +137,7 @@ class Admin:
             raise bad_request("keys must be a non-empty list of keys or tokens", param="keys")
         records = [await self._find(key) for key in supplied]
         hashes = [r.key_hash for r in records]
-        await self._db.delete_keys(hashes)
+        await self._stored(self._db.delete_keys(hashes))
         self._keys.forget(hashes)
         return _json({"deleted_keys": hashes})
 
@@ -140,7 +147,7 @@ class Admin:
         page = _positive_int(query.get("page"), "page", 1)
         size = min(_positive_int(query.get("size"), "size", 100), _MAX_LIMIT)
         team = query.get("team_id")
-        records = await self._db.list_keys(team, limit=size, offset=(page - 1) * size)
+        records = await self._stored(self._db.list_keys(team, limit=size, offset=(page - 1) * size))
         full = query.get("return_full_object") == "true"
         keys = [fields.view(r) for r in records] if full else [r.key_hash for r in records]
         return _json({"keys": keys, "current_page": page, "size": size})
@@ -151,7 +158,7 @@ class Admin:
         query = request.query
         await self._flush()
         api_key = query.get("api_key")
-        rows = await self._db.spend_logs(
+        rows = await self._stored(self._db.spend_logs(
             request_id=query.get("request_id"),
             key_hash=hash_key(api_key) if api_key and api_key.startswith("sk-") else api_key,
             team_id=query.get("team_id"),
@@ -159,7 +166,7 @@ class Admin:
             start=_time(query, "start"),
             end=_time(query, "end"),
             limit=min(_positive_int(query.get("limit"), "limit", 100), _MAX_LIMIT),
-        )
+        ))
         return _json(rows)
 
     async def spend_report(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
@@ -170,8 +177,8 @@ class Admin:
             raise bad_request(f"group_by must be one of {', '.join(_GROUPS)}", param="group_by")
         await self._flush()
         start, end = _time(query, "start"), _time(query, "end")
-        rows = await self._db.spend_report(group_by, start, end)
-        by_cache = rows if group_by == "cache" else await self._db.spend_report("cache", start, end)
+        rows = await self._stored(self._db.spend_report(group_by, start, end))
+        by_cache = rows if group_by == "cache" else await self._stored(self._db.spend_report("cache", start, end))
         return _json({"group_by": group_by, "start": start, "end": end, "groups": rows,
                       "savings": savings(by_cache)})
 
@@ -193,7 +200,8 @@ class Admin:
         if score is None and label is None:
             raise bad_request("send a score, a label or both", param="score")
         await self._flush()
-        if not await self._db.add_feedback(request_id, None if score is None else float(score), label, comment):
+        if not await self._stored(self._db.add_feedback(request_id, None if score is None else float(score), label,
+                                                         comment)):
             raise ProxyError(404, f"no request {request_id!r} in the spend ledger", code="request_not_found",
                              param="request_id")
         return _json({"request_id": request_id, "stored": True})
