@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mmproxy.errors import ProxyError
+from mmproxy.headers import header_text
 from mmproxy.upstream.framing import origin
 
 if TYPE_CHECKING:  # the config reads the provider registry, which imports this module
@@ -239,7 +240,7 @@ def upstream_error(
     text = f"{label}: {message}" if message else label
     if deployment.api_key and deployment.api_key in text:
         text = text.replace(deployment.api_key, "[redacted]")
-    headers = {"Retry-After": retry_after.decode("latin-1")} if retry_after else None
+    headers = {"Retry-After": header_text(retry_after.decode("latin-1"), 64)} if retry_after else None
     if kind == "server":
         code = code or f"upstream_{status}"
     return ProxyError(out_status, text, type=err_type, code=code or default_code, headers=headers, kind=kind)
