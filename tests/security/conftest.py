@@ -120,3 +120,15 @@ def assert_no_secret(text: str, secrets: Iterable[str], where: str) -> None:
         if at >= 0:
             context = text[max(0, at - 200):at + len(secret) + 200].replace(secret, "<SECRET>")
             pytest.fail(f"a secret ({secret[:6]}...) appears in {where}: ...{context}...")
+
+
+def raw_request(url: str, method: str, target: bytes, headers: bytes = b"", body: bytes = b"") -> tuple[int, bytes]:
+    """One request sent byte for byte (no client normalising its path or refusing its headers): status and reply."""
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(method.encode() + b" " + target + b" HTTP/1.1\r\nHost: gw\r\n" + headers
+                     + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+    return int(reply.split(b" ", 2)[1]), reply

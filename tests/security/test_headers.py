@@ -4,7 +4,6 @@ header, never reach an upstream request's headers, never split an access-log lin
 
 from __future__ import annotations
 
-import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +14,7 @@ import orjson
 import pytest
 
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, gateway_config, start_gateway
+from tests.security.conftest import raw_request
 
 EVIL = ["\r\nX-Injected: yes", "\nX-Injected: yes", "\rX-Injected: yes", "\x00X-Injected: yes", "\x1b[2J\x7f\x85",
         "\u2028X-Injected: yes"]
@@ -70,21 +70,14 @@ def test_caller_fields_never_split_a_header(gw: Process, sim: SimControl, evil: 
 
 @pytest.mark.parametrize("value", [b"sk-a\x00b", b"sk-a\x01b", b"sk-\xff\xfe", b"Bearer sk\x7f", b"sk a\tb"])
 def test_control_characters_in_request_headers_are_refused_not_a_500(gw: Process, value: bytes):
-    host, port = gw.url.removeprefix("http://").split(":")
     body = b'{"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}'
+    master = b"authorization: Bearer " + MASTER_KEY.encode() + b"\r\n"
     for name in (b"x-api-key", b"authorization", b"x-anything"):
-        with socket.create_connection((host, int(port)), timeout=10) as conn:
-            conn.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\nContent-Type: application/json\r\n"
-                         + name + b": " + value + b"\r\n" + (b"" if name == b"authorization" else
-                                                             b"authorization: Bearer " + MASTER_KEY.encode() + b"\r\n")
-                         + b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body)
-            reply = b""
-            while chunk := conn.recv(65536):
-                reply += chunk
-        status = int(reply.split(b" ", 2)[1])
+        headers = b"Content-Type: application/json\r\n" + name + b": " + value + b"\r\n"
+        status, reply = raw_request(gw.url, "POST", b"/v1/chat/completions",
+                                    headers if name == b"authorization" else headers + master, body)
         assert status < 500, reply[:300]
-        head = reply.partition(b"\r\n\r\n")[0]
-        assert b"x-injected" not in head.lower()
+        assert b"x-injected" not in reply.partition(b"\r\n\r\n")[0].lower()
 
 
 def test_a_verifiers_words_reach_a_header_only_as_one_clean_line(gw: Process, sim: SimControl):
