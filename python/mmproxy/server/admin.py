@@ -183,8 +183,9 @@ class Admin:
                       "savings": savings(by_cache)})
 
     async def feedback(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
-        """A score or label for an earlier answer, stored beside its ledger row."""
-        await self.gateway.pipeline.authorize(request)
+        """A score or label for an earlier answer, stored beside its ledger row. A virtual key rates only its own
+        (or its team's) requests: another's is as unknown as one that never was, so ids cannot be probed."""
+        caller = await self.gateway.pipeline.authorize(request)
         body = await self._body(request)
         request_id = body.get("request_id")
         if not isinstance(request_id, str) or not request_id:
@@ -200,10 +201,13 @@ class Admin:
         if score is None and label is None:
             raise bad_request("send a score, a label or both", param="score")
         await self._flush()
+        if not caller.admin:
+            rows = await self._stored(self._db.spend_logs(request_id=request_id, limit=1))
+            if not rows or not caller.owns(rows[0]["key_hash"], rows[0]["team_id"]):
+                raise _unknown_request(request_id)
         if not await self._stored(self._db.add_feedback(request_id, None if score is None else float(score), label,
                                                          comment)):
-            raise ProxyError(404, f"no request {request_id!r} in the spend ledger", code="request_not_found",
-                             param="request_id")
+            raise _unknown_request(request_id)
         return _json({"request_id": request_id, "stored": True})
 
     async def metrics(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
@@ -211,6 +215,11 @@ class Admin:
         if metrics is None:
             raise ProxyError(404, "metrics are disabled (general_settings.disable_metrics)", code="not_found")
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _unknown_request(request_id: str) -> ProxyError:
+    return ProxyError(404, f"no request {request_id!r} in the spend ledger", code="request_not_found",
+                      param="request_id")
 
 
 def savings(by_cache: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
