@@ -3,94 +3,83 @@ real server (the database "going down" mid-run), and the check that no secret ap
 
 from __future__ import annotations
 
-import shutil
 import socket
-import subprocess
 import threading
-import time
 from collections.abc import Iterable, Iterator
 
 import pytest
-import redis
+
+from tests.test_redis_client import Server, free_port
+
+__all__ = ["Server", "free_port"]  # the security tests take them from here
 
 REDIS_PASSWORD = "redis-pw-Secret-5c1e"
 DB_PASSWORD = "pg-pw-Secret-77aa"
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
-class RedisServer:
-    """A real redis-server with ``requirepass``; ``stop`` takes it down mid-test."""
-
-    def __init__(self) -> None:
-        server = shutil.which("redis-server")
-        if server is None:
-            pytest.fail("redis-server is required (apt-get install redis-server)")
-        self.port = free_port()
-        self.url = f"redis://default:{REDIS_PASSWORD}@127.0.0.1:{self.port}/0"
-        self.proc = subprocess.Popen([server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", "--requirepass", REDIS_PASSWORD],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        client = redis.Redis(port=self.port, password=REDIS_PASSWORD)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                client.ping()
-                return
-            except redis.ConnectionError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            self.proc.wait(10)
-
-
 @pytest.fixture
-def password_redis() -> Iterator[RedisServer]:
-    server = RedisServer()
+def password_redis() -> Iterator[Server]:
+    """A real redis-server that needs ``REDIS_PASSWORD``; ``stop`` takes it down mid-test."""
+    server = Server("--requirepass", REDIS_PASSWORD)
+    server.start()
     yield server
     server.stop()
 
 
-class Relay:
-    """Forwards TCP connections from a local port to ``target``; ``cut`` closes every connection and refuses new
-    ones, which is what a client sees when its server goes away."""
+def redis_url(server: Server) -> str:
+    return f"redis://default:{REDIS_PASSWORD}@127.0.0.1:{server.port}/0"
 
-    def __init__(self, target_port: int) -> None:
-        self._target = target_port
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._listener.getsockname()[1])
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
+
+class Listener:
+    """A local TCP port that counts the connections it accepts and hands each to ``handle`` (which closes it);
+    ``close`` stops it, refusing new ones."""
+
+    def __init__(self) -> None:
+        self._socket = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self._socket.getsockname()[1])
+        self.connections = 0
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
         while True:
             try:
-                client, _ = self._listener.accept()
+                conn, _ = self._socket.accept()
             except OSError:
                 return
-            try:
-                server = socket.create_connection(("127.0.0.1", self._target))
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._open += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+            self.connections += 1
+            self.handle(conn)
+
+    def handle(self, conn: socket.socket) -> None:
+        conn.close()
+
+    def close(self) -> None:
+        self._socket.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(), which close() alone would not
+        self._socket.close()
+
+
+class Relay(Listener):
+    """Forwards each connection to ``target_port``; ``cut`` closes every connection and refuses new ones, which is
+    what a client sees when its server goes away."""
+
+    def __init__(self, target_port: int) -> None:
+        self._target = target_port
+        self._open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        super().__init__()
+
+    def handle(self, conn: socket.socket) -> None:
+        try:
+            server = socket.create_connection(("127.0.0.1", self._target))
+        except OSError:
+            conn.close()
+            return
+        with self._lock:
+            self._open += [conn, server]
+        for a, b in ((conn, server), (server, conn)):
+            threading.Thread(target=_pump, args=(a, b), daemon=True).start()
 
     def cut(self) -> None:
-        self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(), which close() alone would not
-        self._listener.close()
+        self.close()
         with self._lock:
             for sock in self._open:
                 try:

@@ -1,6 +1,7 @@
 """Header injection: CR, LF, NUL and other control characters in what a caller sends (model names, metadata, user
-ids, ``extra_headers``, request headers) or in what a model answers (a verifier's reasons) never split a response
-header, never reach an upstream request's headers, never split an access-log line, and are never a 500."""
+ids, ``extra_headers``, which are refused, request headers) or in what a model answers (a verifier's reasons) never
+split a response header, never reach an upstream request's headers, never split an access-log line, and are never
+a 500."""
 
 from __future__ import annotations
 
@@ -55,9 +56,15 @@ def test_caller_fields_never_split_a_header(gw: Process, sim: SimControl, evil: 
     assert caught.value.status_code in (400, 404)
     _clean(caught.value.response.headers)
 
+    # Headers for the upstream in the body: refused (the gateway sends only its own), the refusal's headers whole.
+    refused = httpx.post(f"{gw.url}/v1/chat/completions", headers=AUTH, timeout=30, json={
+        "model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}],
+        "extra_headers": {"X-Injected": evil, f"X-Name{evil}": "v"}})
+    assert refused.status_code == 400 and refused.json()["error"]["param"] == "extra_headers"
+    _clean(refused.headers)
+
     # Free text in fields the gateway passes on or keeps: answered, nothing of it in any header.
-    fields: dict[str, Any] = {"user": f"user{evil}", "metadata": {"tag": f"t{evil}"},
-                              "extra_headers": {"X-Injected": evil, f"X-Name{evil}": "v"}}
+    fields: dict[str, Any] = {"user": f"user{evil}", "metadata": {"tag": f"t{evil}"}}
     for stream in (False, True):
         answered = httpx.post(f"{gw.url}/v1/chat/completions", headers=AUTH, timeout=30, json={
             "model": "gpt-4o", "messages": [{"role": "user", "content": f"say{evil}"}], "stream": stream, **fields})

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import io
 import socket
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,29 +17,7 @@ import orjson
 import pytest
 
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, gateway_config, poll, start_gateway
-
-
-class Listener:
-    """A TCP port that counts the connections it is offered."""
-
-    def __init__(self) -> None:
-        self._socket = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._socket.getsockname()[1])
-        self.connections = 0
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                conn, _ = self._socket.accept()
-            except OSError:
-                return
-            self.connections += 1
-            conn.close()
-
-    def close(self) -> None:
-        self._socket.shutdown(socket.SHUT_RDWR)
-        self._socket.close()
+from tests.security.conftest import Listener
 
 
 @pytest.fixture

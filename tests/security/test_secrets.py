@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, gateway_config, start_gateway
-from tests.security.conftest import DB_PASSWORD, REDIS_PASSWORD, RedisServer, Relay, assert_no_secret, free_port
+from tests.security.conftest import DB_PASSWORD, REDIS_PASSWORD, Relay, Server, assert_no_secret, free_port, redis_url
 
 WRONG_UPSTREAM_KEY = "sk-wrong-provider-key-0f9e8d7c"  # a deployment key the provider refuses
 HELLO = [{"role": "user", "content": "hi"}]
@@ -153,11 +153,11 @@ def _traffic(gw: Process, sim: SimControl, out: Transcript, clear_keys: list[str
     return keys
 
 
-def test_no_secret_in_any_output(simulator: Process, sim: SimControl, postgres_url: str, password_redis: RedisServer,
+def test_no_secret_in_any_output(simulator: Process, sim: SimControl, postgres_url: str, password_redis: Server,
                                  tmp_path: Path) -> None:
     relay = Relay(urlsplit(postgres_url).port or 5432)
     database_url = _with_password(postgres_url, relay.port)
-    config = _config(simulator.url, database_url, password_redis.url)
+    config = _config(simulator.url, database_url, redis_url(password_redis))
     gw = start_gateway(tmp_path, config, "--log-level", "debug", "--access-log", "json")
     out = Transcript()
     clear_keys: list[str] = []
