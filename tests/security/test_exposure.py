@@ -50,6 +50,7 @@ def test_metrics_and_health_name_only_what_the_operator_configured(simulator: Pr
             assert chat(model, admin).status_code == 400
             assert chat(model, as_key).status_code == 429  # refused for its budget before the model is looked at
         assert chat("creds-ok", admin).status_code == 200  # the URL's user info is not sent nor shown
+        assert sim.last()["model"] == "sim-creds" and URL_PASSWORD not in str(sim.last())
         down = chat("creds-down", admin)
         assert down.status_code == 502 and "creds-down-1" in down.json()["error"]["message"]
 
