@@ -138,6 +138,13 @@ def _traffic(gw: Process, sim: SimControl, out: Transcript, clear_keys: list[str
             model="wrongkey", messages=HELLO)  # type: ignore[arg-type]
     assert caught.value.code == "upstream_auth_failed"
 
+    # The dashboard: a failed and a good login, then its data with the session.
+    ui = httpx.Client(base_url=gw.url, timeout=30)
+    assert out.add(ui.post("/ui/login", data={"key": "sk-never-issued-key-31415926"})).status_code == 401
+    assert out.add(ui.post("/ui/login", data={"key": keys["good"]})).status_code == 303
+    for path in ("/ui", "/ui/api/report", "/ui/api/decisions"):
+        assert out.add(ui.get(path, headers={"x-mmproxy-ui": "1"})).status_code == 200, path
+
     reads = [admin.get("/key/info", params={"key": keys["good"]}),
              admin.get("/key/list", params={"return_full_object": "true"}), admin.get("/key/list"),
              admin.get("/spend/logs"), admin.get("/spend/logs", params={"api_key": keys["good"]}),
