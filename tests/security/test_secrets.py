@@ -6,6 +6,7 @@ start and mid-run."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -39,7 +40,7 @@ class Transcript:
 
     def __init__(self) -> None:
         self.texts: list[str] = []
-        self.sent = 0
+        self.sent = 0  # chat requests sent, numbering their prompts
 
     def add(self, response: httpx.Response) -> httpx.Response:
         headers = "\n".join(f"{k}: {v}" for k, v in response.headers.items())
@@ -54,12 +55,13 @@ def _with_password(url: str, port: int) -> str:
     return parts._replace(netloc=f"{parts.username}:{DB_PASSWORD}@127.0.0.1:{port}").geturl()
 
 
-def _config(sim_url: str, database_url: str | None = None, redis_url: str | None = None) -> dict[str, Any]:
-    """The test config, plus a deployment whose key the provider refuses; with Redis for limits and the cache."""
+def _config(sim_url: str, database_url: str | None = None, redis: str | None = None) -> dict[str, Any]:
+    """The test config, plus a deployment whose key the provider refuses; with ``redis`` (a URL) for limits and the
+    cache."""
     config = gateway_config(sim_url)
-    if redis_url is not None:
-        config["router_settings"]["redis_url"] = redis_url
-        config["litellm_settings"] = {"cache": True, "cache_params": {"type": "redis", "url": redis_url}}
+    if redis is not None:
+        config["router_settings"]["redis_url"] = redis
+        config["litellm_settings"] = {"cache": True, "cache_params": {"type": "redis", "url": redis}}
     if database_url is not None:
         config["general_settings"]["database_url"] = database_url
     config["model_list"].append({"model_name": "wrongkey", "litellm_params": {
@@ -69,18 +71,12 @@ def _config(sim_url: str, database_url: str | None = None, redis_url: str | None
 
 
 def _check_output(tmp_path: Path, config: dict[str, Any]) -> str:
+    """What ``mmproxy check`` prints for ``config`` (stdout and stderr)."""
     path = tmp_path / f"check-{len(list(tmp_path.iterdir()))}.yaml"
     path.write_text(yaml.safe_dump(config))
     done = subprocess.run([sys.executable, "-m", "mmproxy", "check", "--config", str(path)], capture_output=True,
-                          text=True, timeout=60, env={"MMPROXY_TEST_UPSTREAM_KEY": UPSTREAM_KEY,
-                                                      "PATH": "/usr/bin:/bin", **_pythonpath()})
+                          text=True, timeout=60, env={**os.environ, "MMPROXY_TEST_UPSTREAM_KEY": UPSTREAM_KEY})
     return done.stdout + done.stderr
-
-
-def _pythonpath() -> dict[str, str]:
-    import os
-
-    return {name: os.environ[name] for name in ("PYTHONPATH", "HOME") if name in os.environ}
 
 
 def _traffic(gw: Process, sim: SimControl, out: Transcript, clear_keys: list[str]) -> dict[str, str]:
