@@ -77,6 +77,29 @@ def _depth(value: Any) -> int:
     return deepest
 
 
+UPSTREAM_OVERRIDES = ("api_base", "base_url", "api_key", "extra_headers", "user_config")
+"""Fields with which LiteLLM lets a client choose the upstream, its key or its headers. The gateway never honours
+them (a model goes only where its config sends it, so a caller cannot make it connect anywhere) and refuses them,
+as LiteLLM does by default, rather than pass them to a provider that would fail the request for them."""
+
+
+def upstream_override(payload: dict[str, Any]) -> str | None:
+    """The first ``UPSTREAM_OVERRIDES`` field in ``payload``, or None (a few dict lookups)."""
+    for name in UPSTREAM_OVERRIDES:
+        if name in payload:
+            return name
+    return None
+
+
+def refuse_upstream_override(payload: dict[str, Any], where: str = "") -> None:
+    """A 400 naming the field (``where``: its parent's path, such as ``requests.0.params.``) when there is one."""
+    name = upstream_override(payload)
+    if name is not None:
+        raise bad_request(f"'{where}{name}' is not allowed in a request: each model goes to the upstream, with the "
+                          "key and headers, that the gateway's config gives it", param=f"{where}{name}",
+                          code="upstream_override_not_allowed")
+
+
 def require_model(payload: dict[str, Any]) -> str:
     model = payload.get("model")
     if not isinstance(model, str) or not model:

@@ -66,7 +66,7 @@ def observe_known_sequence(metrics: Metrics) -> None:
     metrics.observe(record(status=429, error_code="rate_limited", fallbacks=2, latency_ms=400_000.0))
     metrics.cooldown("d1")
     metrics.cooldown("d1")
-    metrics.budget_rejected("alice", None)
+    metrics.budget_rejected(None)
 
 
 def test_counters_after_a_known_sequence() -> None:
@@ -99,7 +99,7 @@ def test_counters_after_a_known_sequence() -> None:
     assert found[key("mmproxy_errors_total", model="nope", code="model_not_found")] == 1
     assert found[key("mmproxy_errors_total", model="gpt-4o", code="rate_limited")] == 1
     assert found[key("mmproxy_cooldowns_total", deployment="d1")] == 2
-    assert found[key("mmproxy_budget_rejections_total", key_alias="alice", team="")] == 1
+    assert found[key("mmproxy_budget_rejections_total", team="")] == 1
 
 
 def test_histograms_after_a_known_sequence() -> None:
@@ -177,13 +177,13 @@ def test_label_values_are_escaped() -> None:
     metrics = Metrics()
     nasty = 'quote " backslash \\ newline \n end'
     metrics.observe(record(requested_model=nasty, deployment="dep\\1", error_code='bad "code"'))
-    metrics.budget_rejected("a\nb", 'team "x"')
+    metrics.budget_rejected('team "x"\n')
     text = metrics.render().decode()
     assert 'model="quote \\" backslash \\\\ newline \\n end"' in text
     found = samples(metrics)
     assert found[key("mmproxy_requests_total", model=nasty, deployment="dep\\1", status="200")] == 1
     assert found[key("mmproxy_errors_total", model=nasty, code='bad "code"')] == 1
-    assert found[key("mmproxy_budget_rejections_total", key_alias="a\nb", team='team "x"')] == 1
+    assert found[key("mmproxy_budget_rejections_total", team='team "x"\n')] == 1
 
 
 def test_client_invented_models_are_capped() -> None:

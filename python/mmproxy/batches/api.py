@@ -30,6 +30,7 @@ from mmproxy.pipeline.upstreams import Upstream
 from mmproxy.providers import batches_for, registration
 from mmproxy.providers.batches import ENDPOINT, FINAL, UpstreamBatches
 from mmproxy.upstream import fetch_whole
+from mmproxy.validation import upstream_override
 
 _JSON = "application/json"
 _MAX_LIST = 100
@@ -72,6 +73,9 @@ def read_requests(data: bytes) -> tuple[str, list[dict[str, Any]]]:
         body = line.get("body")
         if not isinstance(body, dict) or not isinstance(body.get("model"), str) or not body["model"]:
             raise _bad_line(number, "body must be an object with a model", "body.model")
+        if (name := upstream_override(body)) is not None:
+            raise _bad_line(number, f"{name} is not allowed: the batch runs where the model's config sends it",
+                            f"body.{name}")
         if model is not None and body["model"] != model:
             raise _bad_line(number, f"model {body['model']!r} differs from {model!r}: a batch uses one model",
                             "body.model")

@@ -25,6 +25,7 @@ from mmproxy.errors import ProxyError, bad_request
 from mmproxy.inbound import anthropic as anthropic_inbound
 from mmproxy.pipeline.call import Call
 from mmproxy.providers.batches import ENDPOINT, FINAL, parse_lines
+from mmproxy.validation import refuse_upstream_override
 
 _BASE = "/v1/messages/batches"
 _CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -67,6 +68,7 @@ class MessageBatchAPI:
             if not isinstance(params, dict) or params.get("stream") is True:
                 raise bad_request(f"{where}.params: a Messages request without stream is required",
                                   param=f"{where}.params")
+            refuse_upstream_override(params, f"{where}.params.")
             try:
                 chat = anthropic_inbound.to_openai(params)
             except ProxyError as exc:

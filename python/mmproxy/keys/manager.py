@@ -69,7 +69,12 @@ class Caller:
         key = self.key
         if key is None:
             return "master"
-        return f"team:{key.record.team_id}" if key.record.team_id else f"key:{key.record.key_hash}"
+        return _scope(key.record.key_hash, key.record.team_id)
+
+    def owns(self, key_hash: str | None, team_id: str | None) -> bool:
+        """Whether a request made with ``key_hash`` (of ``team_id``) is this caller's to see or rate: the master key
+        owns every request, a virtual key those of its scope."""
+        return self.admin or (key_hash is not None and _scope(key_hash, team_id) == self.scope)
 
     def may_use(self, model: str) -> bool:
         return self.barred_by(model) is None
@@ -98,6 +103,10 @@ def _barrier(holders: tuple[Usage[Any], ...], model: str) -> str | None:
         if allowed and model not in allowed and "*" not in allowed:
             return holder.record.label
     return None
+
+
+def _scope(key_hash: str, team_id: str | None) -> str:
+    return f"team:{team_id}" if team_id else f"key:{key_hash}"
 
 
 @dataclass(slots=True)

@@ -58,8 +58,9 @@ FAMILIES: dict[str, _Family] = {
         _Family("mmproxy_retries_total", "counter", "Further attempts within a model group.", ("model",)),
         _Family("mmproxy_fallbacks_total", "counter", "Model groups tried after the requested one.", ("model",)),
         _Family("mmproxy_cooldowns_total", "counter", "Times a deployment entered cooldown.", ("deployment",)),
+        # By team only: /metrics needs no key, so it names no key (nor its alias).
         _Family("mmproxy_budget_rejections_total", "counter", "Requests refused for an exhausted budget.",
-                ("key_alias", "team")),
+                ("team",)),
         _Family("mmproxy_errors_total", "counter", "Requests that ended in an error, by error code.",
                 ("model", "code")),
     )

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import orjson
@@ -35,7 +35,8 @@ log = logging.getLogger("mmproxy.metrics")
 
 MAX_MODELS = 500
 """Distinct ``model`` labels kept per worker; the requested model is client input, so it must not grow
-the series set without bound. Later ones, and names over ``MAX_LABEL_CHARS``, count as ``OTHER_MODEL``."""
+the series set without bound. Later ones, names over ``MAX_LABEL_CHARS`` and names the gateway does not serve
+(``Metrics.serve``) count as ``OTHER_MODEL``: a scrape, which needs no key, shows no name a client made up."""
 MAX_LABEL_CHARS = 200
 OTHER_MODEL = "__other__"
 
@@ -80,19 +81,25 @@ class Metrics:
         self._fallbacks: dict[str, int] = {}
         self._errors: dict[tuple[str, str], int] = {}
         self._cooldowns: dict[str, int] = {}
-        self._budget: dict[tuple[str, str], int] = {}
+        self._budget: dict[tuple[str], int] = {}
+        self._served: frozenset[str] | None = None  # None: every name (Metrics used alone)
         self._sources: list[Callable[[], dict[str, Series]]] = []
 
     def add_source(self, source: Callable[[], dict[str, Series]]) -> None:
         """Series another part keeps itself (the verified semantic cache's outcomes), read at each scrape."""
         self._sources.append(source)
 
+    def serve(self, names: Iterable[str]) -> None:
+        """The model names clients may request; any other requested name is labelled ``OTHER_MODEL`` unless the
+        request was routed (a ``tier:`` or ``local`` target, which the router resolved)."""
+        self._served = frozenset(names)
+
     def observe(self, record: RequestRecord) -> None:
         """Once per client request, on its path: plain dict and list updates (about 1 µs, benches/bench_metrics.py)."""
         key = (record.requested_model, record.deployment or "", record.tier or "")
         row = self._rows.get(key)
         if row is None:
-            row = self._new_row(*key)
+            row = self._new_row(*key, routed=record.model_group is not None)
         statuses = row.statuses
         status = record.status
         statuses[status] = statuses.get(status, 0) + 1
@@ -123,10 +130,12 @@ class Metrics:
         if (code := record.error_code) is not None:
             self._errors[row.model, code] = self._errors.get((row.model, code), 0) + 1
 
-    def _new_row(self, model: str, deployment: str, tier: str) -> _Row:
-        """A model past the cap is filed under ``OTHER_MODEL`` and never keyed by its own name, so a client
-        inventing names costs this slow path per request, not memory."""
-        if len(model) > MAX_LABEL_CHARS or (model not in self._models and len(self._models) >= MAX_MODELS):
+    def _new_row(self, model: str, deployment: str, tier: str, routed: bool) -> _Row:
+        """A model not served, or past the cap, is filed under ``OTHER_MODEL`` and never keyed by its own name,
+        so a client inventing names costs this slow path per request, not memory."""
+        served = self._served
+        if len(model) > MAX_LABEL_CHARS or (model not in self._models and len(self._models) >= MAX_MODELS) or (
+                served is not None and not routed and model not in served):
             model = OTHER_MODEL
         key = (model, deployment, tier)
         row = self._rows.get(key)
@@ -138,8 +147,8 @@ class Metrics:
     def cooldown(self, deployment: str) -> None:
         self._cooldowns[deployment] = self._cooldowns.get(deployment, 0) + 1
 
-    def budget_rejected(self, key_alias: str | None, team_id: str | None) -> None:
-        key = (key_alias or "", team_id or "")
+    def budget_rejected(self, team_id: str | None) -> None:
+        key = (team_id or "",)
         self._budget[key] = self._budget.get(key, 0) + 1
 
     def render(self) -> bytes:

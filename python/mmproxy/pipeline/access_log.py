@@ -9,6 +9,7 @@ Lines shorter than the pipe buffer from several ``--workers`` never interleave. 
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from typing import Any, TextIO
@@ -37,10 +38,13 @@ class AccessLog:
 
 
 def _quoted(value: str | None) -> str:
-    """A free-form value for ``key=value``: ``-`` for none, JSON-quoted when it holds a space, quote or ``=``."""
+    """A free-form value for ``key=value``: ``-`` for none, JSON-quoted when it holds a space, quote, ``=`` or
+    any character that is not printable (a caller's CR, NUL or escape sequence must not forge or garble a line)."""
     if value is None:
         return "-"
-    if not value or " " in value or '"' in value or "=" in value or "\n" in value:
+    if not value.isprintable():
+        return json.dumps(value)  # ASCII only: every control, separator and format character escaped
+    if not value or " " in value or '"' in value or "=" in value:
         return orjson.dumps(value).decode()
     return value
 

@@ -40,7 +40,7 @@ class Accounting:
             call.reservation = await keys.admit(call.caller, model, estimate, call.counted)
         except ProxyError as exc:
             if exc.code == "budget_exceeded" and self.metrics is not None:
-                self.metrics.budget_rejected(call.record.key_alias, call.record.team_id)
+                self.metrics.budget_rejected(call.record.team_id)
             raise
 
     def finish(self, call: Call) -> None:

@@ -34,7 +34,7 @@ from mmproxy.pipeline.forwarding import Forwarder
 from mmproxy.pipeline.upstreams import Upstream, Upstreams
 from mmproxy.router import Router, Trace
 from mmproxy.spend.record import RequestRecord
-from mmproxy.validation import parse_json_object
+from mmproxy.validation import parse_json_object, refuse_upstream_override
 
 if TYPE_CHECKING:
     # numpy, FAISS and ONNX load only with a learned router or a cascade
@@ -79,7 +79,9 @@ class Pipeline:
     # -- the request path ------------------------------------------------------------
     async def serve(self, api: ClientAPI, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         caller = await self.authorize(request, call)                                        # auth
-        inbound = api.parse(*await self.read_json(request))                                 # parse/validate
+        body, raw = await self.read_json(request)                                            # parse/validate
+        refuse_upstream_override(body)
+        inbound = api.parse(body, raw)
         record = call.record
         record.requested_model, record.stream = inbound.model, inbound.stream
         headers: dict[str, str] = {}

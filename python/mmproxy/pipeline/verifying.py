@@ -20,6 +20,7 @@ from aiohttp import web
 
 from mmproxy.config import VerifySettings
 from mmproxy.errors import ProxyError
+from mmproxy.headers import header_text
 from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.pipeline.smart_routing import last_user_text
 from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls, answer_allowance
@@ -95,7 +96,7 @@ class Verifying(MultiCallKind[VerifySettings]):
         calls.call.record.decision = orjson.dumps({"verify": settings.model_name, **extension}).decode()
         headers["x-mmproxy-verdict"] = str(verdict["verdict"])
         if verdict["reasons"]:
-            headers["x-mmproxy-verdict-reasons"] = _header_text("; ".join(verdict["reasons"]))
+            headers["x-mmproxy-verdict-reasons"] = header_text("; ".join(verdict["reasons"]))
         if verdict["severity"]:
             headers["x-mmproxy-verdict-severity"] = str(verdict["severity"])
         headers["x-mmproxy-verify-action"] = action
@@ -110,9 +111,3 @@ def _with_critique(body: dict[str, Any], answer: str, verdict: dict[str, Any]) -
     messages = [*body.get("messages", []), {"role": "assistant", "content": answer},
                 {"role": "user", "content": critique}]
     return {**body, "messages": messages}
-
-
-def _header_text(text: str, limit: int = 512) -> str:
-    """``text`` as a header value: one line, Latin-1 only, at most ``limit`` characters."""
-    flat = " ".join(text.split())
-    return flat.encode("latin-1", "replace").decode("latin-1")[:limit]

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from mmproxy.errors import ProxyError
+from mmproxy.headers import header_text
 from mmproxy.upstream.framing import origin
 
 if TYPE_CHECKING:  # the config reads the provider registry, which imports this module
@@ -223,15 +224,23 @@ def upstream_error(
     code: str | None = None,
     retry_after: bytes | None = None,
 ) -> ProxyError:
-    """The gateway's error for an upstream failure: status and type by ``kind``, the upstream's words kept."""
+    """The gateway's error for an upstream failure: status and type by ``kind``, the upstream's words kept.
+
+    When the provider refused the deployment's own credentials, its words and code (OpenAI's ``invalid_api_key``)
+    would read as the client's key being wrong, so that error says whose key it is and has the gateway's code
+    (``upstream_auth_failed``).
+    """
     out_status, err_type, default_code = UPSTREAM_KINDS[kind]
     if kind == "invalid" and 400 <= status < 500:
         out_status = status  # 413, 422... keep the upstream's own verdict on the request
     label = f"upstream {deployment.id} returned HTTP {status}"
+    if kind == "auth":
+        label += " refusing the gateway's own credentials for it (not the client's API key)"
+        code = None
     text = f"{label}: {message}" if message else label
     if deployment.api_key and deployment.api_key in text:
         text = text.replace(deployment.api_key, "[redacted]")
-    headers = {"Retry-After": retry_after.decode("latin-1")} if retry_after else None
+    headers = {"Retry-After": header_text(retry_after.decode("latin-1"), 64)} if retry_after else None
     if kind == "server":
         code = code or f"upstream_{status}"
     return ProxyError(out_status, text, type=err_type, code=code or default_code, headers=headers, kind=kind)

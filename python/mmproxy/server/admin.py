@@ -44,7 +44,7 @@ class Admin(Management):
         if not isinstance(supplied, str) or not supplied:
             raise bad_request("key is required (the key itself or its token)", param="key")
         key_hash = supplied if len(supplied) == 64 and not supplied.startswith("sk-") else hash_key(supplied)
-        record = await self._db.get_key(key_hash)
+        record = await self._db_call(self._db.get_key(key_hash))
         if record is None:
             raise ProxyError(404, "no such key", code="key_not_found", param="key")
         self._catch_up(record)
@@ -73,7 +73,7 @@ class Admin(Management):
             raise bad_request("keys must be a non-empty list of keys or tokens", param="keys")
         records = [await self._find(key) for key in supplied]
         hashes = [r.key_hash for r in records]
-        await self._db.delete_keys(hashes)
+        await self._db_call(self._db.delete_keys(hashes))
         self._keys.forget(KeyRecord, hashes)
         return json_response({"deleted_keys": hashes})
 
@@ -81,8 +81,9 @@ class Admin(Management):
         await self.gateway.require_admin(request)
         query = request.query
         number, size = page(query)
-        records = await self._db.list_records(KeyRecord, size, (number - 1) * size, team_id=query.get("team_id"),
-                                              user_id=query.get("user_id"))
+        records = await self._db_call(self._db.list_records(KeyRecord, size, (number - 1) * size,
+                                                            team_id=query.get("team_id"),
+                                                            user_id=query.get("user_id")))
         full = query.get("return_full_object") == "true"
         keys = [fields.view(r) for r in records] if full else [r.key_hash for r in records]
         return json_response({"keys": keys, "current_page": number, "size": size})
@@ -93,7 +94,7 @@ class Admin(Management):
         query = request.query
         await self._flush()
         api_key = query.get("api_key")
-        rows = await self._db.spend_logs(
+        rows = await self._db_call(self._db.spend_logs(
             request_id=query.get("request_id"),
             key_hash=hash_key(api_key) if api_key and api_key.startswith("sk-") else api_key,
             team_id=query.get("team_id"),
@@ -101,7 +102,7 @@ class Admin(Management):
             start=_time(query, "start"),
             end=_time(query, "end"),
             limit=min(positive_int(query.get("limit"), "limit", 100), MAX_LIMIT),
-        )
+        ))
         return json_response(rows)
 
     async def spend_report(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
@@ -112,14 +113,15 @@ class Admin(Management):
             raise bad_request(f"group_by must be one of {', '.join(_GROUPS)}", param="group_by")
         await self._flush()
         start, end = _time(query, "start"), _time(query, "end")
-        rows = await self._db.spend_report(group_by, start, end)
-        by_cache = rows if group_by == "cache" else await self._db.spend_report("cache", start, end)
+        rows = await self._db_call(self._db.spend_report(group_by, start, end))
+        by_cache = rows if group_by == "cache" else await self._db_call(self._db.spend_report("cache", start, end))
         return json_response({"group_by": group_by, "start": start, "end": end, "groups": rows,
                               "savings": savings(by_cache)})
 
     async def feedback(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
-        """A score or label for an earlier answer, stored beside its ledger row."""
-        await self.gateway.pipeline.authorize(request)
+        """A score or label for an earlier answer, stored beside its ledger row. A virtual key rates only its own
+        (or its team's) requests: another's is as unknown as one that never was, so ids cannot be probed."""
+        caller = await self.gateway.pipeline.authorize(request)
         body = await self._body(request)
         request_id = body.get("request_id")
         if not isinstance(request_id, str) or not request_id:
@@ -135,9 +137,13 @@ class Admin(Management):
         if score is None and label is None:
             raise bad_request("send a score, a label or both", param="score")
         await self._flush()
-        if not await self._db.add_feedback(request_id, None if score is None else float(score), label, comment):
-            raise ProxyError(404, f"no request {request_id!r} in the spend ledger", code="request_not_found",
-                             param="request_id")
+        if not caller.admin:
+            rows = await self._db_call(self._db.spend_logs(request_id=request_id, limit=1))
+            if not rows or not caller.owns(rows[0]["key_hash"], rows[0]["team_id"]):
+                raise _unknown_request(request_id)
+        if not await self._db_call(self._db.add_feedback(request_id, None if score is None else float(score), label,
+                                                          comment)):
+            raise _unknown_request(request_id)
         return json_response({"request_id": request_id, "stored": True})
 
     async def metrics(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
@@ -145,6 +151,11 @@ class Admin(Management):
         if metrics is None:
             raise ProxyError(404, "metrics are disabled (general_settings.disable_metrics)", code="not_found")
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
+
+
+def _unknown_request(request_id: str) -> ProxyError:
+    return ProxyError(404, f"no request {request_id!r} in the spend ledger", code="request_not_found",
+                      param="request_id")
 
 
 def savings(by_cache: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

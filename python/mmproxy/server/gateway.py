@@ -88,6 +88,8 @@ class Gateway:
             self.pipeline.cache = CacheStep(self.cache, self.pipeline)
             if self.metrics is not None and self.cache.verified is not None:
                 self.metrics.add_source(self.cache.verified.series)
+        if self.metrics is not None:
+            self.metrics.serve(self.model_names())
 
     def _start_virtual_models(self) -> None:
         """The learned routers and the virtual models that call several models (numpy, FAISS and ONNX load only

@@ -45,7 +45,7 @@ from .behaviour import (
     schedule,
     split_tokens,
 )
-from .httpserver import Reply, Request, StreamBody
+from .httpserver import Reply, Request, StreamBody, same_secret
 
 if TYPE_CHECKING:
     from .server import SimApp
@@ -114,10 +114,10 @@ def fault_error(fault: Fault, model: str) -> Reply:
 def check_auth(app: SimApp, req: Request) -> Reply | None:
     """The key in ``x-api-key``, or as a Bearer token (what recent ``anthropic`` SDKs send)."""
     key = req.header(b"x-api-key")
-    if key is not None and key == app.bearer[len(b"Bearer "):]:
+    if same_secret(key, app.bearer[len(b"Bearer "):]):
         return None
     bearer = req.header(b"authorization")
-    if bearer is not None and bearer == app.bearer:
+    if same_secret(bearer, app.bearer):
         return None
     missing = key is None and bearer is None
     return error_reply(401, "authentication_error", "x-api-key header is required" if missing else "invalid x-api-key")

@@ -41,7 +41,7 @@ from .behaviour import (
     schedule,
     split_tokens,
 )
-from .httpserver import Reply, Request, StreamBody
+from .httpserver import Reply, Request, StreamBody, same_secret
 
 if TYPE_CHECKING:
     from .server import SimApp
@@ -133,7 +133,7 @@ def check_auth(app: SimApp, req: Request) -> Reply | None:
     if got is None:
         key = parse_qs(req.query).get("key")
         got = key[0].encode() if key else None
-    if got == expected:
+    if same_secret(got, expected):
         return None
     if got is None:
         return google_error(403, "Method doesn't allow unregistered callers (callers without established "

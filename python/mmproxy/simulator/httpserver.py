@@ -9,6 +9,7 @@ Streams go out as one HTTP chunk per event, each written when due, so relay cost
 from __future__ import annotations
 
 import asyncio
+import hmac
 import sys
 import time
 import traceback
@@ -24,6 +25,12 @@ if TYPE_CHECKING:
 
 _REASONS = {s.value: s.phrase.encode() for s in HTTPStatus}
 _MAX_PIPELINE = 64  # queued requests per connection before we stop reading
+
+
+def same_secret(got: bytes | None, expected: bytes) -> bool:
+    """Whether a credential a client sent is ``expected`` (never an empty one), compared in constant time as a
+    provider compares keys."""
+    return got is not None and bool(expected) and hmac.compare_digest(got, expected)
 
 
 class Request:

@@ -33,7 +33,7 @@ from .behaviour import (
     schedule,
     split_tokens,
 )
-from .httpserver import Reply, Request, StreamBody
+from .httpserver import Reply, Request, StreamBody, same_secret
 
 if TYPE_CHECKING:
     from .replay import Replay
@@ -105,7 +105,7 @@ def not_found(app: SimApp, req: Request) -> Reply:
 def check_auth(app: SimApp, req: Request) -> Reply | None:
     """``Authorization: Bearer <key>`` when the simulator was started with an API key."""
     got = req.header(b"authorization")
-    if got is not None and got == app.bearer:
+    if same_secret(got, app.bearer):
         return None
     message = ("You didn't provide an API key. You need to provide your API key in an Authorization header "
                "using Bearer auth (i.e. Authorization: Bearer YOUR_KEY)." if got is None
@@ -436,7 +436,7 @@ _WIRE = _OpenAIWire()
 def check_azure_auth(app: SimApp, req: Request) -> Reply | None:
     """Azure OpenAI authenticates with an ``api-key`` header instead of Bearer, and every data-plane call
     names its ``api-version``."""
-    if not (app.bearer and req.header(b"api-key") == app.bearer[len(b"Bearer "):]):
+    if not same_secret(req.header(b"api-key"), app.bearer[len(b"Bearer "):]):
         return error_reply(401, "Access denied due to invalid subscription key or wrong API endpoint.",
                            "invalid_request_error", "401")
     if "api-version=" not in req.query:
