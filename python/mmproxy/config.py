@@ -84,6 +84,15 @@ class ConfigError(Exception):
     """A config problem; the message is one line and names the key."""
 
 
+def provider_of(model: str) -> tuple[str, str]:
+    """LiteLLM's reading of a ``litellm_params.model`` string: the provider its prefix names when that provider is
+    registered, else the one a bare well-known name implies ("" when none), and the model the provider is sent."""
+    provider, _, upstream_model = model.partition("/")
+    if upstream_model and provider in REGISTRY:
+        return provider, upstream_model
+    return next((name for prefixes, name in _BARE_PREFIXES if model.startswith(prefixes)), ""), model
+
+
 @dataclass(frozen=True, slots=True)
 class Deployment:
     """One upstream model endpoint that serves a public ``model_name``."""
@@ -118,6 +127,20 @@ class Deployment:
     def serves_embeddings(self) -> bool:
         """Whether ``/v1/embeddings`` may use it: declared so, or named like an embedding model."""
         return self.mode == "embedding" or "embed" in self.upstream_model
+
+
+@dataclass(frozen=True, slots=True)
+class Wildcard:
+    """A ``model_list`` entry whose ``model_name`` has a ``*`` (LiteLLM's wildcard routing): a requested name it
+    matches is served by a deployment made from the entry at request time (``wildcard_deployment``), with the
+    matched parts put in place of the ``*`` of its ``litellm_params.model``."""
+
+    model_name: str  # the pattern: openai/*, *, gpt-4*
+    model: str  # litellm_params.model as written: openai/*, *, anthropic/claude-*
+    id: str  # every deployment made from it shares this id, as LiteLLM's do
+    entry: dict[str, Any] = field(repr=False, compare=False)
+    drop_params: bool = False
+    default_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -283,6 +306,7 @@ class Config:
     # A key with a budget asking for a model without a price: "refuse" (a budget must never be bypassed in
     # silence: its spend would stay 0) or "allow" (served, counted at 0).
     budget_on_unpriced_models: str = "refuse"
+    wildcards: list[Wildcard] = field(default_factory=list)  # entries whose model_name has a '*'
 
 
 DEFAULT_TIMEOUT_S = 600.0
@@ -354,27 +378,35 @@ def parse_config(raw: Any) -> Config:
     if not isinstance(model_list, list):
         raise ConfigError("model_list: must be a list of deployments")
     deployments: list[Deployment] = []
+    wildcards: list[Wildcard] = []
     seen_ids: set[str] = set()
     smart_entries: list[tuple[int, dict[str, Any]]] = []
     for index, entry in enumerate(model_list):
         if isinstance(entry, dict) and _VIRTUAL_KINDS & set(entry):
             smart_entries.append((index, entry))
             continue
-        deployment = _parse_deployment(entry, f"model_list[{index}]", warnings, drop_params, default_timeout)
+        where = f"model_list[{index}]"
+        entry = _entry(entry, where, warnings)
+        wildcard = _wildcard_model(entry)
+        deployment = _parse_deployment(entry, where, warnings, drop_params, default_timeout, wildcard)
         if deployment is None:
             continue
         if deployment.id in seen_ids:
-            info = entry.get("model_info") if isinstance(entry, dict) else None
+            info = entry.get("model_info")
             if isinstance(info, dict) and info.get("id") is not None:
-                raise ConfigError(f"model_list[{index}].model_info.id: duplicate id {deployment.id!r}")
+                raise ConfigError(f"{where}.model_info.id: duplicate id {deployment.id!r}")
             # The same model twice, differing only in what the generated id leaves out (an api_key: LiteLLM's
             # multi-key load balancing): the later ones are told apart by their position among the same.
             twins = sum(1 for seen in seen_ids if seen == deployment.id or seen.startswith(f"{deployment.id}-"))
             deployment = replace(deployment, id=f"{deployment.id}-{twins + 1}")
         seen_ids.add(deployment.id)
+        if wildcard is not None:
+            wildcards.append(Wildcard(deployment.model_name, entry["litellm_params"]["model"], deployment.id, entry,
+                                      drop_params, default_timeout))
+            continue
         deployments.append(deployment)
         if deployment.input_cost_per_token is None and deployment.output_cost_per_token is None:
-            warnings.append(f"model_list[{index}] ({deployment.model_name}, {deployment.upstream_model}): no price "
+            warnings.append(f"{where} ({deployment.model_name}, {deployment.upstream_model}): no price "
                             "known, so its requests cost 0 and keys with a budget may not use it "
                             "(general_settings.budget_on_unpriced_models); set model_info.input_cost_per_token "
                             "and output_cost_per_token")
@@ -386,7 +418,7 @@ def parse_config(raw: Any) -> Config:
     return Config(deployments, master_key, max_request_bytes, warnings, router, rules, database_url, spend_logs,
                   metrics, cache, smart_routers=virtual["router"], cascades=virtual["cascade"],
                   verifiers=virtual["verify"], consensus=virtual["consensus"], reviews=virtual["review"],
-                  spool_dir=spool_dir, budget_on_unpriced_models=unpriced)
+                  spool_dir=spool_dir, budget_on_unpriced_models=unpriced, wildcards=wildcards)
 
 
 _SMART_ROUTER_KEYS = {"candidates", "learned_as", "model", "strong_share", "cost_weight", "min_quality", "window",
@@ -818,11 +850,54 @@ def _fallbacks(value: Any, where: str, models: set[str], warnings: list[str]) ->
     return out
 
 
-def _parse_deployment(
-    entry: Any, where: str, warnings: list[str], drop_params: bool, default_timeout: float | None
-) -> Deployment | None:
+_ENTRY_KEYS = {"model_name", "litellm_params", "model_info", "rpm", "tpm"}
+
+
+def _entry(entry: Any, where: str, warnings: list[str]) -> dict[str, Any]:
+    """A ``model_list`` entry as a mapping with ``litellm_params``. One without them is served as the model its
+    ``model_name`` names, with a warning: the name alone says what is meant (LiteLLM 1.108 stops at start on such
+    an entry with a KeyError)."""
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a mapping with model_name and litellm_params")
+    for key in entry:
+        if key not in _ENTRY_KEYS:
+            warnings.append(_not_done(where, key, _ENTRY_KEYS))
+    model_name = entry.get("model_name")
+    if entry.get("litellm_params") is not None or not isinstance(model_name, str) or not model_name:
+        return entry
+    warnings.append(f"{where}: no litellm_params; served as model {model_name!r}")
+    return {**entry, "litellm_params": {"model": model_name}}
+
+
+def _wildcard_model(entry: dict[str, Any]) -> str | None:
+    """For an entry whose ``model_name`` has a ``*``, the model its one check at start parses: its own when that
+    names a provider (``openai/*``) or an ``api_base``, else OpenAI's (``*``: each request's provider is the one
+    the requested name implies, as in LiteLLM). None for any other entry."""
+    name, params = entry.get("model_name"), entry.get("litellm_params")
+    if not isinstance(name, str) or "*" not in name or not isinstance(params, dict):
+        return None
+    model = params.get("model")
+    if not isinstance(model, str) or not model:
+        return None  # the check names what is missing
+    return model if provider_of(model)[0] or params.get("api_base") else f"openai/{model}"
+
+
+def wildcard_deployment(wildcard: Wildcard, model: str) -> Deployment | None:
+    """The deployment of ``wildcard`` that serves ``model`` (its ``litellm_params.model`` with the ``*`` filled
+    in), priced from the registry like any configured model; None when no supported provider serves ``model``."""
+    entry = {**wildcard.entry, "litellm_params": {**wildcard.entry["litellm_params"], "model": model}}
+    try:
+        deployment = _parse_deployment(entry, wildcard.model_name, [], wildcard.drop_params, wildcard.default_timeout)
+    except ConfigError:
+        return None
+    return None if deployment is None else replace(deployment, id=wildcard.id)
+
+
+def _parse_deployment(
+    entry: dict[str, Any], where: str, warnings: list[str], drop_params: bool, default_timeout: float | None,
+    model: str | None = None,
+) -> Deployment | None:
+    """One deployment of ``entry``; ``model`` stands in for its ``litellm_params.model`` when given."""
     model_name = entry.get("model_name")
     if not isinstance(model_name, str) or not model_name:
         raise ConfigError(f"{where}.model_name: required, a non-empty string")
@@ -835,14 +910,10 @@ def _parse_deployment(
     pwhere = f"{where}.litellm_params"
     iwhere = f"{where}.model_info"
 
-    model = params.get("model")
+    model = model or params.get("model")
     if not isinstance(model, str) or not model:
         raise ConfigError(f"{pwhere}.model: required, a string such as openai/gpt-4o-mini")
-    provider, _, upstream_model = model.partition("/")
-    if not upstream_model or provider not in REGISTRY:
-        provider, upstream_model = next(
-            (name for prefixes, name in _BARE_PREFIXES if model.startswith(prefixes)), ""
-        ), model
+    provider, upstream_model = provider_of(model)
     api_base = _optional_secret(params, "api_base", f"{pwhere}.api_base")
     if not provider:
         if not api_base:
@@ -886,8 +957,9 @@ def _parse_deployment(
     timeout = _number(params, "timeout", f"{pwhere}.timeout", positive=True) or default_timeout or DEFAULT_TIMEOUT_S
     stream_timeout = _number(params, "stream_timeout", f"{pwhere}.stream_timeout", positive=True) or timeout
     weight = _number(params, "weight", f"{pwhere}.weight", positive=True) or 1.0
-    rpm = _integer(params, "rpm", f"{pwhere}.rpm")
-    tpm = _integer(params, "tpm", f"{pwhere}.tpm")
+    # LiteLLM also reads rpm and tpm beside litellm_params, on the entry itself.
+    rpm = _integer(params, "rpm", f"{pwhere}.rpm") or _integer(entry, "rpm", f"{where}.rpm")
+    tpm = _integer(params, "tpm", f"{pwhere}.tpm") or _integer(entry, "tpm", f"{where}.tpm")
 
     mode = info.get("mode", "chat")
     if mode not in _MODEL_INFO_MODES:
