@@ -870,16 +870,17 @@ def _entry(entry: Any, where: str, warnings: list[str]) -> dict[str, Any]:
 
 
 def _wildcard_model(entry: dict[str, Any]) -> str | None:
-    """For an entry whose ``model_name`` has a ``*``, the model its one check at start parses: its own when that
-    names a provider (``openai/*``) or an ``api_base``, else OpenAI's (``*``: each request's provider is the one
-    the requested name implies, as in LiteLLM). None for any other entry."""
+    """For an entry whose ``model_name`` has a ``*``, the model its one check at start parses: its own, unless a
+    ``*`` stands where the provider would be named (``model: "*"``: each request's provider is the one the requested
+    name implies, as in LiteLLM); that is checked as OpenAI's. None for any other entry."""
     name, params = entry.get("model_name"), entry.get("litellm_params")
     if not isinstance(name, str) or "*" not in name or not isinstance(params, dict):
         return None
     model = params.get("model")
     if not isinstance(model, str) or not model:
         return None  # the check names what is missing
-    return model if provider_of(model)[0] or params.get("api_base") else f"openai/{model}"
+    per_request = "*" in model and "/" not in model.partition("*")[0]
+    return f"openai/{model}" if per_request and not provider_of(model)[0] and not params.get("api_base") else model
 
 
 def wildcard_deployment(wildcard: Wildcard, model: str) -> Deployment | None:
@@ -1047,10 +1048,14 @@ def _did_you_mean(key: object, known: Collection[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+# LiteLLM keys close enough to one mmproxy reads to pass for its misspelling (callbacks ~ fallbacks).
+_LITELLM_LOOKALIKES = frozenset({"callbacks"})
+
+
 def _not_done(where: str, key: object, known: Collection[str]) -> str:
     """The warning for a key mmproxy does not read: a likely misspelling of one it does, or (LiteLLM has many
     more keys) one not implemented yet."""
-    hint = _did_you_mean(key, known)
+    hint = "" if key in _LITELLM_LOOKALIKES else _did_you_mean(key, known)
     if hint:
         return f"{where}.{key}: unknown key, ignored{hint}"
     return f"{where}.{key}: not implemented yet, ignored"
