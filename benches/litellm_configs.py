@@ -22,16 +22,16 @@ import re
 import subprocess
 import sys
 import tempfile
-import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import yaml
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import Service, free_port
+
 _ENV_REF = re.compile(r"os\.environ/([A-Za-z_][A-Za-z0-9_]*)")
-_LISTENING = re.compile(r"listening on (http://[\d.]+:\d+)")
 _DUMMY_URL = "http://127.0.0.1:9/v1"  # discard port: nothing is called
 
 
@@ -111,37 +111,18 @@ def run(folder: Path, database_url: str | None, timeout: float) -> list[Outcome]
 
 
 def serve(config: Path, env: dict[str, str], workdir: str, timeout: float) -> tuple[bool, str]:
-    """Whether ``mmproxy serve`` comes up and answers its liveness probe; the last log line when it does not."""
-    proc = subprocess.Popen([sys.executable, "-m", "mmproxy", "serve", "--config", str(config), "--host",
-                             "127.0.0.1", "--port", "0"], env=env, cwd=workdir, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    lines: list[str] = []
-    url: list[str] = []
-    ready = threading.Event()
-
-    def pump() -> None:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            lines.append(line.rstrip())
-            if not url and (match := _LISTENING.search(line)):
-                url.append(match.group(1))
-                ready.set()
-        ready.set()
-
-    threading.Thread(target=pump, daemon=True).start()
+    """Whether ``mmproxy serve`` comes up and answers its liveness probe; its last log line when it does not."""
+    port = free_port()
+    argv = [sys.executable, "-m", "mmproxy", "serve", "--config", str(config), "--host", "127.0.0.1",
+            "--port", str(port)]
+    service = Service("mmproxy", argv, port=port, core=None, env=env, logdir=Path(workdir))
     try:
-        ready.wait(timeout)
-        if not url:
-            return False, lines[-1] if lines else "no output"
-        alive = httpx.get(f"{url[0]}/health/liveliness", timeout=timeout)
-        return alive.status_code == 200, "" if alive.status_code == 200 else f"liveliness: {alive.status_code}"
+        service.wait_ready(f"http://127.0.0.1:{port}/health/liveliness", timeout)
+        return True, ""
+    except RuntimeError:
+        return False, service.log_tail(1)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        service.stop()
 
 
 def table(outcomes: list[Outcome]) -> str:

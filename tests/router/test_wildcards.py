@@ -3,6 +3,7 @@ configs write them, the provider simulator behind it, and the openai SDK in fron
 
 from __future__ import annotations
 
+import io
 import subprocess
 import sys
 import uuid
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import openai
+import orjson
 import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
@@ -125,6 +127,17 @@ def test_invented_names_do_not_grow_the_metrics_labels(client, gateway: Process)
               for sample in family.samples if "model" in sample.labels}
     assert "openai/*" in models
     assert not models & set(invented)
+
+
+def test_a_batch_through_a_wildcard_is_refused_before_it_is_created(client, sim: SimControl):
+    """A batch job is found again by its deployment's id, which every model of a wildcard shares."""
+    line = {"custom_id": "a", "method": "POST", "url": "/v1/chat/completions",
+            "body": {"model": "openai/gpt-4o", "messages": HELLO}}
+    file_id = client.files.create(file=("in.jsonl", io.BytesIO(orjson.dumps(line) + b"\n")), purpose="batch").id
+    with pytest.raises(openai.BadRequestError) as caught:
+        client.batches.create(input_file_id=file_id, endpoint="/v1/chat/completions", completion_window="24h")
+    assert caught.value.body["code"] == "batch_unsupported" and "openai/*" in caught.value.body["message"]
+    assert sim.requests() == []
 
 
 def test_resolved_names_are_bounded(simulator: Process):
