@@ -21,7 +21,7 @@ from mmproxy.config import parse_config
 from mmproxy.registry import defaults_for
 from mmproxy.router import Router
 from mmproxy.router.wildcards import MAX_RESOLVED
-from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, start_gateway
+from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, SimControl, poll, start_gateway
 
 HELLO = [{"role": "user", "content": "hello"}]
 
@@ -112,10 +112,37 @@ def test_unknown_model_at_a_wildcard_provider_is_the_providers_404(client, sim: 
     assert sim.last()["body"]["model"] == "gpt-4o"
 
 
+@pytest.mark.parametrize("name", ["openai/../files", "openai/a b", "openai/x\r\nHost: evil", "openai/" + "x" * 300])
+def test_a_name_that_is_no_model_id_is_not_served(client, sim: SimControl, name: str):
+    """Some providers put the model in the upstream URL (Gemini): a client's name must not reach it as a path."""
+    with pytest.raises(openai.BadRequestError) as info:
+        client.chat.completions.create(model=name, messages=HELLO)
+    assert info.value.body["code"] == "model_not_found"
+    assert sim.requests() == []
+
+
 def test_models_lists_what_the_wildcards_serve(client):
     names = {model.id for model in client.models.list()}
     assert {"openai/gpt-4o-mini", "gpt-3.5-turbo", "openai/gpt-4o", "anthropic/claude-3-haiku", "team-*"} <= names
     assert "openai/*" not in names  # shown as the models it serves, as LiteLLM does
+
+
+def test_budgets_and_the_ledger_see_the_requested_model(gateway: Process):
+    admin = httpx.Client(base_url=gateway.url, headers={"Authorization": f"Bearer {MASTER_KEY}"}, timeout=30)
+    key = admin.post("/key/generate", json={"max_budget": 1.0}).json()["key"]
+    budgeted = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
+    with pytest.raises(openai.BadRequestError) as info:  # no price known: its spend could not be counted
+        budgeted.chat.completions.create(model="vendor-model-y", messages=HELLO)
+    assert info.value.code == "model_not_priced"
+    raw = budgeted.chat.completions.with_raw_response.create(model="openai/gpt-4o", messages=HELLO)
+    cost = registry_cost("gpt-4o", raw.parse().usage)
+    request_id = raw.headers["x-mmproxy-request-id"]
+    rows = poll(lambda: admin.get("/spend/logs", params={"request_id": request_id}).json(), bool)
+    assert rows[0]["requested_model"] == "openai/gpt-4o" and rows[0]["model_group"] == "openai/*"
+    assert rows[0]["deployment"] == raw.headers["x-mmproxy-deployment"]
+    assert rows[0]["cost_usd"] == pytest.approx(cost)
+    spent = poll(lambda: admin.get("/key/info", params={"key": key}).json()["info"]["spend"], bool)
+    assert spent == pytest.approx(cost)
 
 
 def test_invented_names_do_not_grow_the_metrics_labels(client, gateway: Process):

@@ -23,6 +23,10 @@ from mmproxy.router.groups import ModelGroup
 MAX_RESOLVED = 1024
 """Requested names whose group is kept; the least recently used one is dropped past this."""
 
+_MODEL_ID = re.compile(r"[A-Za-z0-9._:@+/-]{1,256}")
+"""What a name served through a wildcard may be: a model id. Some providers put the model in the request's URL
+path (Gemini), so a client's name never brings spaces, control characters or ``.``/``..`` path segments there."""
+
 
 class Wildcards:
     def __init__(self, wildcards: Sequence[Wildcard]) -> None:
@@ -53,6 +57,8 @@ class Wildcards:
         return group
 
     def _resolve(self, name: str) -> ModelGroup | None:
+        if not _MODEL_ID.fullmatch(name) or {".", ".."} & set(name.split("/")):
+            return None
         implied = provider_of(name)[0]
         for candidate in (name, f"{implied}/{name}") if implied else (name,):
             for regex, pattern, members in self._patterns:
