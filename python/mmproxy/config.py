@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -91,6 +92,19 @@ def provider_of(model: str) -> tuple[str, str]:
     if upstream_model and provider in REGISTRY:
         return provider, upstream_model
     return next((name for prefixes, name in _BARE_PREFIXES if model.startswith(prefixes)), ""), model
+
+
+def wildcard_regex(pattern: str) -> re.Pattern[str]:
+    """LiteLLM's reading of a ``model_name`` with a ``*``: the name literal but each ``*``, which matches anything
+    (also nothing); a requested name is matched from its start."""
+    return re.compile(re.escape(pattern).replace(r"\*", "(.*)"))
+
+
+def wildcard_candidates(name: str) -> tuple[str, ...]:
+    """What a requested ``name`` is matched against the wildcards as, in order: itself, then with the provider a
+    bare well-known name implies (``gpt-4o`` as ``openai/gpt-4o``), as LiteLLM tries them."""
+    implied = provider_of(name)[0]
+    return (name, f"{implied}/{name}") if implied else (name,)
 
 
 @dataclass(frozen=True, slots=True)
@@ -411,7 +425,8 @@ def parse_config(raw: Any) -> Config:
                             "(general_settings.budget_on_unpriced_models); set model_info.input_cost_per_token "
                             "and output_cost_per_token")
     virtual = _parse_virtual_models(smart_entries, deployments)
-    router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments}, warnings)
+    router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments},
+                           [wildcard_regex(w.model_name) for w in wildcards], warnings)
     rules = _parse_rules(raw.get("routing_rules"), deployments, warnings)
     cache = _parse_cache(litellm_settings, {d.model_name for d in deployments if d.mode == "embedding"},
                          {d.model_name for d in deployments}, warnings)
@@ -789,7 +804,7 @@ def _parse_rules(raw: Any, deployments: list[Deployment], warnings: list[str]) -
 
 
 def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[str],
-                  warnings: list[str]) -> RouterSettings:
+                  patterns: list[re.Pattern[str]], warnings: list[str]) -> RouterSettings:
     def setting(key: str) -> tuple[dict[str, Any], str]:
         section = router if key in router else litellm
         return section, f"{'router_settings' if section is router else 'litellm_settings'}.{key}"
@@ -799,7 +814,7 @@ def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[s
     lists: dict[str, dict[str, list[str]]] = {}
     for kind in _FALLBACK_KINDS:
         section, where = setting(kind)
-        lists[kind] = _fallbacks(section.get(kind), where, models, warnings)
+        lists[kind] = _fallbacks(section.get(kind), where, models, patterns, warnings)
     strategy = router.get("routing_strategy", "simple-shuffle")
     if strategy not in ROUTING_STRATEGIES:
         raise ConfigError(f"router_settings.routing_strategy: must be one of {', '.join(ROUTING_STRATEGIES)}")
@@ -823,9 +838,11 @@ def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[s
     )
 
 
-def _fallbacks(value: Any, where: str, models: set[str], warnings: list[str]) -> dict[str, list[str]]:
-    """LiteLLM's shape: a list of one-key mappings, ``[{"gpt-4o": ["claude", "gemini"]}]``. A name that is not a
-    model group is left out with a warning, as LiteLLM starts with it too."""
+def _fallbacks(value: Any, where: str, models: set[str], patterns: list[re.Pattern[str]],
+               warnings: list[str]) -> dict[str, list[str]]:
+    """LiteLLM's shape: a list of one-key mappings, ``[{"gpt-4o": ["claude", "gemini"]}]``. A fallback may be a
+    name a wildcard serves (``patterns``); the model falling back must be a model group. A name that is neither
+    is left out with a warning, as LiteLLM starts with it too."""
     if value is None:
         return {}
     if not isinstance(value, list):
@@ -838,13 +855,14 @@ def _fallbacks(value: Any, where: str, models: set[str], warnings: list[str]) ->
             targets = [targets] if isinstance(targets, str) else targets
             if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
                 raise ConfigError(f"{where}[{i}].{model}: must be a list of model names")
-            unknown = [name for name in (model, *targets) if name not in models]
+            known = [t for t in targets if t in models or any(
+                p.match(name) for name in wildcard_candidates(t) for p in patterns)]
+            unknown = [name for name in (model, *targets) if name not in models and name not in known]
             if unknown:
                 warnings.append(f"{where}[{i}].{model}: {', '.join(map(repr, unknown))} not a model_name in "
                                 "model_list; left out")
             if model not in models:
                 continue
-            known = [t for t in targets if t in models]
             if known:
                 out.setdefault(str(model), []).extend(known)
     return out

@@ -43,7 +43,10 @@ def wildcard_config(sim_url: str) -> dict[str, object]:
             {"model_name": "*", "litellm_params": {"model": "openai/*", "api_base": base, "api_key": UPSTREAM_KEY}},
             # no litellm_params: served as the model it names, at OpenAI's base from the environment
             {"model_name": "gpt-3.5-turbo"},
+            {"model_name": "primary", "litellm_params": {"model": "openai/sim-primary", "api_base": base,
+                                                         "api_key": UPSTREAM_KEY}},
         ],
+        "router_settings": {"fallbacks": [{"primary": ["anthropic/claude-3-haiku"]}], "cooldown_time": 0},
         "environment_variables": {"OPENAI_API_BASE": base, "OPENAI_API_KEY": UPSTREAM_KEY},
         "general_settings": {"master_key": MASTER_KEY},
     }
@@ -100,6 +103,13 @@ def test_entry_without_litellm_params_serves_its_model_name(client, sim: SimCont
     assert sim.last()["body"]["model"] == "gpt-3.5-turbo"
     assert float(raw.headers["x-mmproxy-cost-usd"]) == pytest.approx(
         registry_cost("gpt-3.5-turbo", raw.parse().usage))
+
+
+def test_a_fallback_may_be_a_name_a_wildcard_serves(client, sim: SimControl):
+    sim.fault("sim-primary", "500")
+    answer = client.chat.completions.create(model="primary", messages=HELLO)
+    assert answer.choices[0].message.content
+    assert [(r["model"], r["status"]) for r in sim.requests(2)] == [("sim-primary", 500), ("claude-3-haiku", 200)]
 
 
 def test_unknown_model_at_a_wildcard_provider_is_the_providers_404(client, sim: SimControl):

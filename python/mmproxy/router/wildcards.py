@@ -16,7 +16,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Sequence
 
-from mmproxy.config import Wildcard, provider_of, wildcard_deployment
+from mmproxy.config import Wildcard, provider_of, wildcard_candidates, wildcard_deployment, wildcard_regex
 from mmproxy.registry import all_defaults
 from mmproxy.router.groups import ModelGroup
 
@@ -34,8 +34,8 @@ class Wildcards:
         for wildcard in wildcards:
             patterns.setdefault(wildcard.model_name, []).append(wildcard)
         # LiteLLM's order: the longest pattern first, then the one with more wildcards.
-        ordered = sorted(patterns.items(), key=lambda item: (len(_regex(item[0])), item[0].count("*")), reverse=True)
-        self._patterns = [(re.compile(_regex(name)), name, members) for name, members in ordered]
+        compiled = [(wildcard_regex(name), name, members) for name, members in patterns.items()]
+        self._patterns = sorted(compiled, key=lambda item: (len(item[0].pattern), item[1].count("*")), reverse=True)
         self._resolved: OrderedDict[str, ModelGroup] = OrderedDict()
         self.ids = frozenset(w.id for w in wildcards)
 
@@ -59,8 +59,7 @@ class Wildcards:
     def _resolve(self, name: str) -> ModelGroup | None:
         if not _MODEL_ID.fullmatch(name) or {".", ".."} & set(name.split("/")):
             return None
-        implied = provider_of(name)[0]
-        for candidate in (name, f"{implied}/{name}") if implied else (name,):
+        for candidate in wildcard_candidates(name):
             for regex, pattern, members in self._patterns:
                 match = regex.match(candidate)
                 if match is None:
@@ -83,11 +82,6 @@ class Wildcards:
     def _serves(self, name: str, pattern: str, model: str) -> bool:
         group = self._resolve(name)
         return group is not None and group.name == pattern and group.members[0].upstream_model == model
-
-
-def _regex(pattern: str) -> str:
-    """LiteLLM's translation: the pattern literal but each ``*``, which matches anything (also nothing)."""
-    return re.escape(pattern).replace(r"\*", "(.*)")
 
 
 def _fill(model: str, match: re.Match[str]) -> str:
