@@ -37,7 +37,6 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_accounting import OFF, ON, _config
 from bench_ledger import make_records
-from loadgen import LoadGen, chat_request, percentile, run_sync
 from run import (
     CLIENT_CORE,
     GATEWAY_CORE,
@@ -53,6 +52,7 @@ from run import (
     write_results_section,
 )
 
+from mmproxy.bench.loadgen import LoadGen, chat_request, percentile, run_sync
 from mmproxy.db.sqlite import SQLiteDatabase
 from mmproxy.spend.ledger import Ledger
 

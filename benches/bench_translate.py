@@ -25,7 +25,6 @@ import orjson
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import Request
 from run import (
     CLIENT_CORE,
     GATEWAY_CORE,
@@ -37,6 +36,8 @@ from run import (
     python_env,
     write_results_section,
 )
+
+from mmproxy.bench.loadgen import Request
 
 FORMATS = {  # label -> (model prefix, api_base suffix on the simulator's root)
     "OpenAI (pass-through)": ("openai", "/v1"),

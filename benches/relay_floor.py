@@ -35,7 +35,6 @@ import uvloop
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import LoadGen, chat_request, run_sync
 from run import (
     CLIENT_CORE,
     CLK_TCK,
@@ -51,6 +50,8 @@ from run import (
     python_env,
     write_results_section,
 )
+
+from mmproxy.bench.loadgen import LoadGen, chat_request, run_sync
 
 DELAY_MS = 2.0
 SHORT, LONG = 20, 100

@@ -39,8 +39,7 @@ from typing import Any
 import orjson
 import yaml
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import LoadGen, Request, chat_request, run_sync
+from mmproxy.bench.loadgen import LoadGen, Request, chat_request, run_sync
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = ROOT / "benches"

@@ -28,7 +28,6 @@ import yaml
 from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from loadgen import chat_request
 from run import (
     CLIENT_CORE,
     GATEWAY_CORE,
@@ -42,6 +41,7 @@ from run import (
     write_results_section,
 )
 
+from mmproxy.bench.loadgen import chat_request
 from mmproxy.upstream.http1 import UpstreamPool
 
 SECTION = "## Server floor at concurrency 1"

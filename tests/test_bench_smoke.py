@@ -14,8 +14,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benches"))
-from loadgen import LoadGen, chat_request, run_sync  # noqa: E402
 from run import Service, free_port, python_env  # noqa: E402
+
+from mmproxy.bench.loadgen import LoadGen, chat_request, run_sync  # noqa: E402
 
 
 def _mmproxy_cli_importable() -> bool:

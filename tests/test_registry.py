@@ -97,31 +97,38 @@ def test_exact_lookup():
         ("claude-sonnet-4-5@20250929", "claude-sonnet-4-5"),
     ],
 )
-def test_snapshot_prefix_lookup(given, expected):
-    entry = defaults_for(given)
-    assert entry is not None and entry.model == expected
+def test_snapshot_shares_its_aliass_tier_strengths_and_price(given, expected):
+    """A dated snapshot the generated table lists has its own entry; it still routes and bills as its alias."""
+    entry, alias = defaults_for(given), defaults_for(expected)
+    assert entry is not None and alias is not None and alias.model == expected
+    assert (entry.tier, entry.strengths, entry.tier_derived) == (alias.tier, alias.strengths, False)
+    assert (entry.input_cost_per_token, entry.output_cost_per_token) == (alias.input_cost_per_token,
+                                                                         alias.output_cost_per_token)
 
 
 def test_longest_prefix_wins():
-    entry = defaults_for("gpt-4o-mini-2024-07-18")
+    entry = defaults_for("gpt-4o-mini-2099-07-18")
     assert entry is not None and entry.model == "gpt-4o-mini"
-    entry = defaults_for("gpt-4.1-mini-2025-04-14")
+    entry = defaults_for("gpt-4.1-mini-2099-04-14")
     assert entry is not None and entry.model == "gpt-4.1-mini"
 
 
 @pytest.mark.parametrize(
-    "given",
-    ["not-a-model", "", "gpt-4oz", "o3-pro", "gpt-5-pro", "gpt-4o-audio-preview", "mistral-medium-latest"],
+    ("given", "base"),
+    [("not-a-model", None), ("", None), ("gpt-4oz", None), ("o3-pro", "o3"), ("gpt-5-pro", "gpt-5"),
+     ("gpt-4o-audio-preview", "gpt-4o")],
 )
-def test_unknown_or_differently_priced_variant_is_none(given):
-    assert defaults_for(given) is None
+def test_unknown_or_differently_priced_variant_is_not_its_base(given, base):
+    """A named variant (o3-pro is priced apart from o3) never gets its base's entry."""
+    entry = defaults_for(given)
+    assert entry is None or entry.model != base
 
 
 @pytest.mark.parametrize(
     ("given", "expected"),
     [
         ("openai/gpt-4o-mini", "gpt-4o-mini"),
-        ("anthropic/claude-haiku-4-5-20251001", "claude-haiku-4-5"),
+        ("anthropic/claude-haiku-4-5-20251001", "claude-haiku-4-5-20251001"),
         ("gemini/gemini-2.5-pro", "gemini-2.5-pro"),
         ("groq/llama-3.3-70b-versatile", "llama-3.3-70b-versatile"),
         ("ollama/qwen2.5:7b", "qwen2.5"),

@@ -1,5 +1,5 @@
-"""The ``mmproxy`` command: ``serve``, ``demo``, ``simulate``, ``router train|eval``, ``cascade fit`` and
-``verify eval``."""
+"""The ``mmproxy`` command: ``serve``, ``check``, ``demo``, ``simulate``, ``bench``, ``router train|eval``,
+``cascade fit``, ``verify eval`` and ``prices import``."""
 
 from __future__ import annotations
 
@@ -40,12 +40,20 @@ def main(argv: list[str] | None = None) -> None:
         "simulate", help="run the provider simulator", parents=[build_parser(add_help=False)], add_help=True
     )
 
+    from mmproxy.bench.cli import add_commands as add_bench
+
+    add_bench(commands)
+
     from mmproxy.smart.cli import add_commands
 
     add_commands(commands)
 
+    from mmproxy.prices.cli import add_commands as add_price_commands
+
+    add_price_commands(commands)
+
     args = parser.parse_args(argv)
-    offline = args.command in ("router", "cascade", "verify")  # their output is the table, not a log
+    offline = args.command in ("router", "cascade", "verify", "prices", "bench")  # their output is the table
     level = getattr(args, "log_level", None)
     logging.basicConfig(level=logging.WARNING if offline else getattr(logging, (level or "info").upper()),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -58,6 +66,14 @@ def main(argv: list[str] | None = None) -> None:
               f"{len(config.wildcards)} wildcards, {len(config.warnings)} warnings")
     elif args.command == "demo":
         _demo(args)
+    elif args.command == "prices":
+        from mmproxy.prices.cli import run as run_prices
+
+        run_prices(args)
+    elif args.command == "bench":
+        from mmproxy.bench.cli import run as run_bench
+
+        raise SystemExit(run_bench(args))
     elif offline:
         from mmproxy.smart.cli import run as run_smart
 

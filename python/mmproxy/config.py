@@ -19,8 +19,9 @@ from urllib.parse import quote
 
 import yaml
 
+from mmproxy.prices import files as price_files
 from mmproxy.providers import REGISTRY
-from mmproxy.registry import defaults_for
+from mmproxy.registry import ModelTable, entries, shipped
 from mmproxy.rules import TIERS, RuleSet
 
 # Keys LiteLLM documents that mmproxy accepts but does not act on yet.
@@ -33,8 +34,7 @@ _LITELLM_PARAMS_LATER = {
     "max_parallel_requests": "is not enforced yet",
     "extra_headers": "extra upstream headers are not sent yet",
 }
-_PRICE_KEYS = ("input_cost_per_token", "output_cost_per_token", "cache_read_input_token_cost",
-               "cache_creation_input_token_cost")
+_PRICE_KEYS = price_files.PRICES  # LiteLLM's names, read in model_info, litellm_params and price files alike
 _LITELLM_PARAMS_DONE = {
     "model", "api_base", "api_key", "api_version", "timeout", "stream_timeout", "weight", "drop_params", "rpm", "tpm",
     "auto_prompt_cache", *_PRICE_KEYS,
@@ -64,7 +64,8 @@ _MODEL_INFO_DONE = {"id", "max_input_tokens", "mode", "tier", "strengths", "batc
 _MODEL_INFO_MODES = {"chat", "embedding", "completion"}
 
 _GENERAL_DONE = {"master_key", "max_request_size_mb", "database_url", "disable_spend_logs", "disable_metrics",
-                 "spool_dir", "budget_on_unpriced_models"}
+                 "spool_dir", "budget_on_unpriced_models", "max_file_size_mb", "request_body_timeout",
+                 "idle_timeout", "price_file"}
 _TOP_LEVEL = {
     "model_list",
     "general_settings",
@@ -153,6 +154,7 @@ class Wildcard:
     model: str  # litellm_params.model as written: openai/*, *, anthropic/claude-*
     id: str  # every deployment made from it shares this id, as LiteLLM's do
     entry: dict[str, Any] = field(repr=False, compare=False)
+    table: ModelTable = field(repr=False, compare=False)  # the prices its models are looked up in
     drop_params: bool = False
     default_timeout: float | None = None
 
@@ -296,6 +298,13 @@ class ReviewSettings:
     deadline: float = 120.0  # seconds; a persona still running then is left out
 
 
+DEFAULT_TIMEOUT_S = 600.0
+DEFAULT_MAX_REQUEST_MB = 32.0
+DEFAULT_MAX_FILE_MB = 512.0  # OpenAI's limit for one file
+DEFAULT_BODY_TIMEOUT_S = 60.0
+DEFAULT_IDLE_TIMEOUT_S = 75.0
+
+
 @dataclass(slots=True)
 class Config:
     deployments: list[Deployment]
@@ -320,11 +329,13 @@ class Config:
     # A key with a budget asking for a model without a price: "refuse" (a budget must never be bypassed in
     # silence: its spend would stay 0) or "allow" (served, counted at 0).
     budget_on_unpriced_models: str = "refuse"
+    # A file upload (batch input) is streamed to disk, never held in memory; this bounds its size.
+    max_file_bytes: int = int(DEFAULT_MAX_FILE_MB * 1024 * 1024)
+    # nginx's defaults: a body that stops arriving, and a connection idle between requests (or that never sends
+    # a whole request line and headers), are given up on after these many seconds.
+    request_body_timeout: float = DEFAULT_BODY_TIMEOUT_S
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
     wildcards: list[Wildcard] = field(default_factory=list)  # entries whose model_name has a '*'
-
-
-DEFAULT_TIMEOUT_S = 600.0
-DEFAULT_MAX_REQUEST_MB = 32.0
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -363,6 +374,10 @@ def parse_config(raw: Any) -> Config:
     master_key = _optional_secret(general, "master_key", "general_settings.master_key")
     max_mb = _number(general, "max_request_size_mb", "general_settings.max_request_size_mb")
     max_request_bytes = int((max_mb if max_mb is not None else DEFAULT_MAX_REQUEST_MB) * 1024 * 1024)
+    file_mb = _number(general, "max_file_size_mb", "general_settings.max_file_size_mb", positive=True)
+    max_file_bytes = int((file_mb if file_mb is not None else DEFAULT_MAX_FILE_MB) * 1024 * 1024)
+    body_timeout = _number(general, "request_body_timeout", "general_settings.request_body_timeout", positive=True)
+    idle_timeout = _number(general, "idle_timeout", "general_settings.idle_timeout", positive=True)
     database_url = _optional_secret(general, "database_url", "general_settings.database_url")
     if database_url is not None and not database_url.startswith(("sqlite://", "postgresql://", "postgres://")):
         raise ConfigError("general_settings.database_url: must start with postgresql:// or sqlite:///")
@@ -374,6 +389,7 @@ def parse_config(raw: Any) -> Config:
     unpriced = general.get("budget_on_unpriced_models", "refuse")
     if unpriced not in ("refuse", "allow"):
         raise ConfigError("general_settings.budget_on_unpriced_models: must be refuse or allow")
+    price_table = _price_table(general.get("price_file"), warnings)
 
     litellm_settings = _mapping(raw, "litellm_settings")
     for key in litellm_settings:
@@ -402,7 +418,7 @@ def parse_config(raw: Any) -> Config:
         where = f"model_list[{index}]"
         entry = _entry(entry, where, warnings)
         wildcard = _wildcard_model(entry)
-        deployment = _parse_deployment(entry, where, warnings, drop_params, default_timeout, wildcard)
+        deployment = _parse_deployment(entry, where, warnings, drop_params, default_timeout, price_table, wildcard)
         if deployment is None:
             continue
         if deployment.id in seen_ids:
@@ -416,7 +432,7 @@ def parse_config(raw: Any) -> Config:
         seen_ids.add(deployment.id)
         if wildcard is not None:
             wildcards.append(Wildcard(deployment.model_name, entry["litellm_params"]["model"], deployment.id, entry,
-                                      drop_params, default_timeout))
+                                      price_table, drop_params, default_timeout))
             continue
         deployments.append(deployment)
         if deployment.input_cost_per_token is None and deployment.output_cost_per_token is None:
@@ -433,7 +449,9 @@ def parse_config(raw: Any) -> Config:
     return Config(deployments, master_key, max_request_bytes, warnings, router, rules, database_url, spend_logs,
                   metrics, cache, smart_routers=virtual["router"], cascades=virtual["cascade"],
                   verifiers=virtual["verify"], consensus=virtual["consensus"], reviews=virtual["review"],
-                  spool_dir=spool_dir, budget_on_unpriced_models=unpriced, wildcards=wildcards)
+                  spool_dir=spool_dir, budget_on_unpriced_models=unpriced, max_file_bytes=max_file_bytes,
+                  request_body_timeout=body_timeout or DEFAULT_BODY_TIMEOUT_S,
+                  idle_timeout=idle_timeout or DEFAULT_IDLE_TIMEOUT_S, wildcards=wildcards)
 
 
 _SMART_ROUTER_KEYS = {"candidates", "learned_as", "model", "strong_share", "cost_weight", "min_quality", "window",
@@ -906,7 +924,8 @@ def wildcard_deployment(wildcard: Wildcard, model: str) -> Deployment | None:
     in), priced from the registry like any configured model; None when no supported provider serves ``model``."""
     entry = {**wildcard.entry, "litellm_params": {**wildcard.entry["litellm_params"], "model": model}}
     try:
-        deployment = _parse_deployment(entry, wildcard.model_name, [], wildcard.drop_params, wildcard.default_timeout)
+        deployment = _parse_deployment(entry, wildcard.model_name, [], wildcard.drop_params, wildcard.default_timeout,
+                                       wildcard.table)
     except ConfigError:
         return None
     return None if deployment is None else replace(deployment, id=wildcard.id)
@@ -914,7 +933,7 @@ def wildcard_deployment(wildcard: Wildcard, model: str) -> Deployment | None:
 
 def _parse_deployment(
     entry: dict[str, Any], where: str, warnings: list[str], drop_params: bool, default_timeout: float | None,
-    model: str | None = None,
+    table: ModelTable, model: str | None = None,
 ) -> Deployment | None:
     """One deployment of ``entry``; ``model`` stands in for its ``litellm_params.model`` when given."""
     model_name = entry.get("model_name")
@@ -991,9 +1010,9 @@ def _parse_deployment(
         digest = hashlib.sha256(f"{model_name}\0{model}\0{api_base}".encode()).hexdigest()
         dep_id = f"dep-{digest[:12]}"
 
-    # Shipped defaults for well-known models fill what model_info leaves out. The context window is not
-    # defaulted: a pre-call rejection must come from a limit the operator chose, not from an estimate.
-    shipped = defaults_for(upstream_model)
+    # Shipped defaults for known models (the host's own price first) fill what model_info leaves out. The context
+    # window is not defaulted: a pre-call rejection must come from a limit the operator chose, not from an estimate.
+    shipped = table.lookup(model)
     prices = _prices(params, info, pwhere, iwhere)
     batch_discount = _number(info, "batch_discount", f"{iwhere}.batch_discount")
     if batch_discount is not None and batch_discount >= 1:
@@ -1035,6 +1054,22 @@ def _parse_deployment(
         local="local" in defaults.capabilities,
         json_output="json_output" in defaults.capabilities,
     )
+
+
+def _price_table(path: Any, warnings: list[str]) -> ModelTable:
+    """The shipped price table, with ``general_settings.price_file`` (mmproxy's or LiteLLM's shape) over it."""
+    if path is None:
+        return shipped()
+    if not isinstance(path, str) or not path:
+        raise ConfigError("general_settings.price_file: must be the path of a price file")
+    try:
+        document = price_files.read(path)
+    except OSError as exc:
+        raise ConfigError(f"general_settings.price_file: cannot read {path}: {exc.strerror}") from None
+    except price_files.PriceFileError as exc:
+        raise ConfigError(f"general_settings.price_file: {path}: {exc}") from None
+    warnings.extend(f"general_settings.price_file: {warning}" for warning in document.warnings)
+    return shipped().overlaid([entries(document.as_json())])
 
 
 def _prices(params: dict[str, Any], info: dict[str, Any], pwhere: str, iwhere: str) -> dict[str, float | None]:

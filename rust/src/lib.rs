@@ -10,6 +10,7 @@ pub mod features;
 pub mod hashing;
 pub mod json;
 pub mod nearmiss;
+pub mod pii;
 pub mod rules;
 pub mod tokenizer;
 

@@ -12,7 +12,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList, PyString, PyTuple};
 
 use crate::json::InvalidInput;
-use crate::{chat, features, hashing, nearmiss, rules, tokenizer};
+use crate::{chat, features, hashing, nearmiss, pii, rules, tokenizer};
 
 /// Inputs at least this large are processed with the GIL released, so other Python threads run
 /// meanwhile; below it the release/reacquire costs more than it frees.
@@ -273,6 +273,83 @@ impl PyRuleSet {
     }
 }
 
+/// Sensitive-data detectors (`pii.rs`), configured once; `scan` returns character offsets, as Python
+/// slices strings.
+#[pyclass(frozen, name = "PiiDetector", module = "mmproxy._native")]
+struct PyPiiDetector {
+    inner: pii::Detector,
+}
+
+#[pymethods]
+impl PyPiiDetector {
+    #[new]
+    #[pyo3(signature = (kinds = None, patterns = Vec::new(), terms = Vec::new()))]
+    fn new(
+        kinds: Option<Vec<String>>,
+        patterns: Vec<(String, String)>,
+        terms: Vec<(String, Vec<String>)>,
+    ) -> PyResult<Self> {
+        let kinds: Option<Vec<&str>> = kinds
+            .as_ref()
+            .map(|k| k.iter().map(String::as_str).collect());
+        let patterns: Vec<(&str, &str)> = patterns
+            .iter()
+            .map(|(n, p)| (n.as_str(), p.as_str()))
+            .collect();
+        let terms: Vec<(&str, Vec<&str>)> = terms
+            .iter()
+            .map(|(n, words)| (n.as_str(), words.iter().map(String::as_str).collect()))
+            .collect();
+        pii::Detector::new(kinds.as_deref(), &patterns, &terms)
+            .map(|inner| PyPiiDetector { inner })
+            .map_err(PyValueError::new_err)
+    }
+
+    #[getter]
+    fn kinds(&self) -> Vec<String> {
+        self.inner.kinds().to_vec()
+    }
+
+    fn scan(
+        &self,
+        py: Python<'_>,
+        text: &Bound<'_, PyString>,
+    ) -> PyResult<Vec<(String, usize, usize, f64)>> {
+        let text = utf8(text)?;
+        let found = run(py, text.len(), || self.inner.scan(&text));
+        let kinds = self.inner.kinds();
+        let mut out = Vec::with_capacity(found.len());
+        if text.is_ascii() {
+            for f in found {
+                out.push((kinds[f.kind as usize].clone(), f.start, f.end, f.confidence));
+            }
+            return Ok(out);
+        }
+        // Byte offsets to character offsets in one walk: the findings are in order and never overlap.
+        let mut walk = text
+            .char_indices()
+            .map(|(b, _)| b)
+            .chain(std::iter::once(text.len()))
+            .enumerate()
+            .peekable();
+        let mut char_of = |byte: usize| {
+            while let Some(&(c, b)) = walk.peek() {
+                if b >= byte {
+                    return c;
+                }
+                walk.next();
+            }
+            text.chars().count()
+        };
+        for f in found {
+            let start = char_of(f.start);
+            let end = char_of(f.end);
+            out.push((kinds[f.kind as usize].clone(), start, end, f.confidence));
+        }
+        Ok(out)
+    }
+}
+
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
@@ -289,5 +366,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(near_miss_words, m)?)?;
     m.add_function(wrap_pyfunction!(prompt_features, m)?)?;
     m.add_class::<PyRuleSet>()?;
+    m.add_class::<PyPiiDetector>()?;
     Ok(())
 }

@@ -149,6 +149,15 @@ def test_stream_events_arrive_as_they_are_produced(raw: httpx.Client):
     assert arrivals[-1] - arrivals[0] > 0.4  # spread out, not delivered in one burst at the end
 
 
+def test_a_streams_overhead_header_leaves_out_the_upstreams_time_to_first_event(raw: httpx.Client):
+    """The upstream sends its headers at once and its first event 300 ms later: that wait is the upstream's."""
+    body = {"model": "gpt-4o", "messages": HELLO, "stream": True, "sim": {"ttft_ms": 300, "chunks": 2}}
+    with raw.stream("POST", "/v1/chat/completions", json=body) as response:
+        overhead = float(response.headers["x-mmproxy-overhead-ms"])
+        response.read()
+    assert overhead < 100
+
+
 def test_cut_stream_is_not_passed_on_as_complete(client, raw: httpx.Client, sim: SimControl):
     sim.fault("sim-flaky", "cut", count=2, cut_after=3)
     with pytest.raises(openai.APIError):
@@ -450,6 +459,40 @@ def test_a_killed_worker_is_replaced(simulator: Process, tmp_path):
             time.sleep(0.1)
         assert len(prefixes(gw)) == 2
         assert any("stopped with signal 9; starting another" in line for line in gw.output)
+    finally:
+        assert gw.stop() == 0
+
+
+def test_a_busy_port_is_one_clear_error_for_any_worker_count(simulator: Process, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import gateway_config, start_gateway
+
+    config = gateway_config(simulator.url)
+    gw = start_gateway(tmp_path, config, "--workers", "2")
+    try:
+        # The start-up line names the parent: the one PID to signal.
+        assert any(f"pid {gw.proc.pid})" in line for line in gw.output if "listening on" in line)
+        port = gw.url.rsplit(":", 1)[1]
+        path = tmp_path / "second.yaml"
+        path.write_text(yaml.safe_dump(config))
+        for workers in ("1", "2"):
+            second = subprocess.run(
+                [sys.executable, "-m", "mmproxy", "serve", "--config", str(path), "--host", "127.0.0.1",
+                 "--port", port, "--workers", workers], capture_output=True, text=True, timeout=60, cwd=tmp_path,
+                env={**os.environ, "MMPROXY_TEST_UPSTREAM_KEY": UPSTREAM_KEY})
+            assert second.returncode == 1
+            errors = [line for line in second.stderr.splitlines() if "error" in line]
+            assert errors == [f"mmproxy: error: cannot listen on 127.0.0.1:{port}: the port is already in use"]
+            assert "Traceback" not in second.stderr
+        # The first instance kept the port to itself and still serves.
+        response = httpx.post(f"{gw.url}/v1/chat/completions", json={"model": "gpt-4o", "messages": HELLO},
+                              headers={"Authorization": f"Bearer {MASTER_KEY}"})
+        assert response.status_code == 200
     finally:
         assert gw.stop() == 0
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import BodyPartReader, MultipartReader, web
 
 from mmproxy.batches.files import DEFAULT_DIR, FileStore
 from mmproxy.batches.jobs import Job, JobStore, new_id, store_results
@@ -33,6 +33,7 @@ from mmproxy.upstream import fetch_whole
 
 _JSON = "application/json"
 _MAX_LIST = 100
+_MAX_FIELD = 1024  # bytes of a form field other than the file (purpose)
 
 
 def _json(body: Any) -> web.Response:
@@ -94,18 +95,57 @@ class BatchAPI:
     async def upload_file(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         caller = await self.pipeline.authorize(request, call)
         try:
-            form = await request.post()
-        except web.HTTPRequestEntityTooLarge:
-            raise ProxyError(413, "file exceeds the request size limit", code="request_too_large") from None
-        except ValueError:
+            reader = await request.multipart()
+        except (ValueError, AssertionError, KeyError):
             raise bad_request("expected a multipart/form-data body with purpose and file") from None
-        if form.get("purpose") != "batch":
-            raise bad_request("purpose must be 'batch' (the only file purpose the gateway stores)", param="purpose")
-        upload = form.get("file")
-        if not isinstance(upload, web.FileField):
-            raise bad_request("file is required: the JSONL input of a batch", param="file")
-        data = upload.file.read()
-        return _json(self.files.add(caller.scope, data, upload.filename or "input.jsonl", "batch"))
+        upload = self.files.upload_path()
+        try:
+            purpose, filename = await self._receive(reader, upload)
+            if purpose != "batch":
+                raise bad_request("purpose must be 'batch' (the only file purpose the gateway stores)",
+                                  param="purpose")
+            if filename is None:
+                raise bad_request("file is required: the JSONL input of a batch", param="file")
+            return _json(self.files.keep(caller.scope, upload, filename, "batch"))
+        finally:
+            upload.unlink(missing_ok=True)
+
+    async def _receive(self, reader: MultipartReader, upload: Path) -> tuple[str | None, str | None]:
+        """Read the form: the ``purpose`` field, and the ``file`` part written to ``upload`` as it arrives, so
+        memory stays flat whatever the file's size. Over ``max_file_size_mb``: 413; a client that stops sending
+        for ``request_body_timeout``: 408; a malformed form: 400."""
+        config = self.pipeline.config
+        purpose: str | None = None
+        filename: str | None = None
+        try:
+            while (part := await asyncio.wait_for(reader.next(), config.request_body_timeout)) is not None:
+                if not isinstance(part, BodyPartReader):
+                    raise bad_request("expected a flat multipart/form-data body with purpose and file")
+                if part.name == "file":
+                    filename = part.filename or "input.jsonl"
+                    with upload.open("wb") as out:
+                        size = 0
+                        while chunk := await asyncio.wait_for(part.read_chunk(), config.request_body_timeout):
+                            size += len(chunk)
+                            if size > config.max_file_bytes:
+                                limit_mb = config.max_file_bytes / (1024 * 1024)
+                                raise ProxyError(413, f"file exceeds the {limit_mb:g} MB limit",
+                                                 code="request_too_large", param="file")
+                            out.write(chunk)
+                else:
+                    value = b""
+                    while chunk := await asyncio.wait_for(part.read_chunk(_MAX_FIELD), config.request_body_timeout):
+                        value += chunk
+                        if len(value) > _MAX_FIELD:
+                            raise bad_request(f"form field {part.name!r} is too long", param=part.name)
+                    if part.name == "purpose":
+                        purpose = value.decode("utf-8", "replace")
+        except asyncio.TimeoutError:
+            raise ProxyError(408, f"the upload stopped arriving for {config.request_body_timeout:g} s",
+                             code="request_timeout") from None
+        except ValueError:
+            raise bad_request("malformed multipart/form-data body") from None
+        return purpose, filename
 
     def _file(self, caller: Caller, file_id: str, param: str | None = None) -> dict[str, Any]:
         found = self.files.get(file_id)
@@ -123,7 +163,8 @@ class BatchAPI:
             return _json(self._file(caller, ident))
         if route == ("GET", "files", "content"):
             self._file(caller, ident)
-            return web.Response(body=self.files.content(ident), content_type="application/octet-stream")
+            return web.FileResponse(self.files.content_path(ident),
+                                    headers={"Content-Type": "application/octet-stream"})
         if route == ("GET", "batches", ""):
             return _json((await self.refresh(caller, ident, "openai")).view())
         if route == ("POST", "batches", "cancel"):

@@ -32,11 +32,24 @@ class FileStore:
 
     def add(self, owner: str, data: bytes, filename: str, purpose: str) -> dict[str, Any]:
         """Store ``data``; the OpenAI file object (the owner is kept beside it, never shown)."""
-        obj = {"id": f"file-{secrets.token_hex(12)}", "object": "file", "bytes": len(data),
-               "created_at": int(time.time()), "filename": filename, "purpose": purpose, "status": "processed",
-               "expires_at": None, "status_details": None}
+        obj = _file_object(len(data), filename, purpose)
         self.root.mkdir(parents=True, exist_ok=True)
         write_atomic(self.root / f"{obj['id']}.data", data)
+        return self._describe(owner, obj)
+
+    def upload_path(self) -> Path:
+        """A fresh hidden path in the store for an upload still arriving, so it lands on disk and not in memory;
+        ``keep`` then names it, or the caller deletes it."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self.root / f".upload-{secrets.token_hex(8)}"
+
+    def keep(self, owner: str, upload: Path, filename: str, purpose: str) -> dict[str, Any]:
+        """Store a finished upload (from ``upload_path``) under a new file id; the OpenAI file object."""
+        obj = _file_object(upload.stat().st_size, filename, purpose)
+        os.replace(upload, self.root / f"{obj['id']}.data")
+        return self._describe(owner, obj)
+
+    def _describe(self, owner: str, obj: dict[str, Any]) -> dict[str, Any]:
         write_atomic(self.root / f"{obj['id']}.json", orjson.dumps({"owner": owner, "file": obj}))
         return obj
 
@@ -51,4 +64,14 @@ class FileStore:
         return meta["owner"], meta["file"]
 
     def content(self, file_id: str) -> bytes:
-        return (self.root / f"{file_id}.data").read_bytes()
+        return self.content_path(file_id).read_bytes()
+
+    def content_path(self, file_id: str) -> Path:
+        """Where a stored file's bytes are, to send from disk; ``get`` has checked the id."""
+        return self.root / f"{file_id}.data"
+
+
+def _file_object(size: int, filename: str, purpose: str) -> dict[str, Any]:
+    return {"id": f"file-{secrets.token_hex(12)}", "object": "file", "bytes": size, "created_at": int(time.time()),
+            "filename": filename, "purpose": purpose, "status": "processed", "expires_at": None,
+            "status_details": None}

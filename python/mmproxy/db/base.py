@@ -72,11 +72,12 @@ class Database(ABC):
         seconds): request_id, started, decision, completion_tokens, feedback_score."""
 
     @abstractmethod
-    async def spend_report(self, group_by: str, start: float | None = None,
-                           end: float | None = None) -> list[dict[str, Any]]:
+    async def spend_report(self, group_by: str, start: float | None = None, end: float | None = None,
+                           key_hash: str | None = None, bucket_s: int | None = None) -> list[dict[str, Any]]:
         """Totals per group, most expensive first; ``group`` holds the group's value (``key_alias`` too by key).
 
-        ``failures`` is ``requests - successes``: errors and answers rated below 0.5 alike.
+        ``failures`` is ``requests - successes``: errors and answers rated below 0.5 alike. ``key_hash`` keeps
+        one key's requests; ``bucket_s`` splits each group into time buckets (``bucket``: epoch seconds).
         """
 
     @abstractmethod

@@ -127,9 +127,9 @@ class PostgresDatabase(Database):
         sql, args = queries.rated_decisions(POSTGRES, model, limit)
         return [dict(row.items()) for row in await self._db.fetch(sql, *args)]
 
-    async def spend_report(self, group_by: str, start: float | None = None,
-                           end: float | None = None) -> list[dict[str, Any]]:
-        sql, args = queries.spend_report(POSTGRES, group_by, start, end)
+    async def spend_report(self, group_by: str, start: float | None = None, end: float | None = None,
+                           key_hash: str | None = None, bucket_s: int | None = None) -> list[dict[str, Any]]:
+        sql, args = queries.spend_report(POSTGRES, group_by, start, end, key_hash, bucket_s)
         return [queries.report_row(dict(row.items())) for row in await self._db.fetch(sql, *args)]
 
     async def add_feedback(self, request_id: str, score: float | None, label: str | None,

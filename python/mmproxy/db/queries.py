@@ -130,18 +130,31 @@ def rated_decisions(d: Dialect, model: str, limit: int) -> tuple[str, list[Any]]
     return sql, [model, limit]
 
 
-def spend_report(d: Dialect, group_by: str, start: float | None, end: float | None) -> tuple[str, list[Any]]:
+def spend_report(d: Dialect, group_by: str, start: float | None, end: float | None, key_hash: str | None = None,
+                 bucket_s: int | None = None) -> tuple[str, list[Any]]:
+    """Totals per group; with ``bucket_s``, per group and per time bucket of that many seconds (a ``bucket``
+    column holding the bucket's start, epoch seconds), for charts; ``key_hash`` keeps one key's rows."""
     column = GROUPS.get(group_by)
     if column is None:
         raise ValueError(f"group_by must be one of {', '.join(GROUPS)}")
     args: list[Any] = []
     # Client requests only: a virtual model's sub-calls are inside their request's cost already.
     where = ["l.parent_id IS NULL", *_window(d, args, start, end)]
+    if key_hash is not None:
+        args.append(key_hash)
+        where.append(f"l.key_hash = {d.p(len(args))}")
     alias = ", MAX(l.key_alias) AS key_alias" if group_by == "key" else ""
-    sql = (f"SELECT l.{column} AS grp{alias},{_REPORT_MEASURES} "
-           f"FROM {LOGS} l LEFT JOIN {FEEDBACK} f ON f.request_id = l.request_id "
-           f"{_where(where)} GROUP BY l.{column} ORDER BY cost_usd DESC, requests DESC")
-    return sql, args
+    if bucket_s is None:
+        return (f"SELECT l.{column} AS grp{alias},{_REPORT_MEASURES} "
+                f"FROM {LOGS} l LEFT JOIN {FEEDBACK} f ON f.request_id = l.request_id "
+                f"{_where(where)} GROUP BY l.{column} ORDER BY cost_usd DESC, requests DESC"), args
+    if not isinstance(bucket_s, int) or bucket_s <= 0:  # written into the statement, so checked here
+        raise ValueError("bucket_s must be a positive number of seconds")
+    epoch = "l.started" if d.name == "sqlite" else "EXTRACT(EPOCH FROM l.started)"
+    bucket = f"CAST({epoch} / {bucket_s} AS BIGINT) * {bucket_s}"
+    return (f"SELECT {bucket} AS bucket, l.{column} AS grp{alias},{_REPORT_MEASURES} "
+            f"FROM {LOGS} l LEFT JOIN {FEEDBACK} f ON f.request_id = l.request_id "
+            f"{_where(where)} GROUP BY 1, l.{column} ORDER BY 1, cost_usd DESC"), args
 
 
 def report_row(row: dict[str, Any]) -> dict[str, Any]:

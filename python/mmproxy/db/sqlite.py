@@ -157,9 +157,9 @@ class SQLiteDatabase(Database):
         sql, args = queries.rated_decisions(SQLITE, model, limit)
         return await self._call(self._fetch, sql, args)
 
-    async def spend_report(self, group_by: str, start: float | None = None,
-                           end: float | None = None) -> list[dict[str, Any]]:
-        sql, args = queries.spend_report(SQLITE, group_by, start, end)
+    async def spend_report(self, group_by: str, start: float | None = None, end: float | None = None,
+                           key_hash: str | None = None, bucket_s: int | None = None) -> list[dict[str, Any]]:
+        sql, args = queries.spend_report(SQLITE, group_by, start, end, key_hash, bucket_s)
         return [queries.report_row(row) for row in await self._call(self._fetch, sql, args)]
 
     def _fetch(self, sql: str, args: list[Any]) -> list[dict[str, Any]]:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 
 from mmproxy.db.base import Database, KeyRecord
 from mmproxy.errors import ProxyError, auth_error
-from mmproxy.keys import durations
+from mmproxy.keys import durations, sessions
+from mmproxy.keys.sessions import Sessions
 from mmproxy.keys.shared_limits import SharedKeyLimits
 from mmproxy.redis_client import RedisError
 
@@ -101,6 +102,7 @@ class Keys:
         self._shared = SharedKeyLimits(redis_url, self._trouble) if redis_url else None
         self._warned_at = -60.0
         self._master = master_key.encode() if master_key else None
+        self.sessions = Sessions(self._master or b"")
         self._by_hash: dict[str, KeyState] = {}
         self._unknown: dict[str, float] = {}
         self._refresh_interval = refresh_interval
@@ -135,7 +137,19 @@ class Keys:
             raise auth_error("missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'")
         if hmac.compare_digest(supplied.encode(), master):
             return MASTER
-        key_hash = hash_key(supplied)
+        return await self._by_key_hash(hash_key(supplied))
+
+    async def authenticate_session(self, token: str | None) -> Caller:
+        """The caller behind a dashboard session cookie (``keys.sessions``); 401 when it is missing, forged or
+        expired, or when its key has since been deleted, blocked or has expired."""
+        if self._master is None:
+            return MASTER
+        subject = self.sessions.subject(token)
+        if subject is None:
+            raise auth_error("no dashboard session: log in at /ui")
+        return MASTER if subject == sessions.ADMIN else await self._by_key_hash(subject)
+
+    async def _by_key_hash(self, key_hash: str) -> Caller:
         state = self._by_hash.get(key_hash)
         if state is None:
             state = await self._lookup(key_hash)

@@ -14,6 +14,7 @@ from mmproxy.keys.manager import Keys
 from mmproxy.metrics import Metrics
 from mmproxy.pipeline.access_log import AccessLog
 from mmproxy.pipeline.call import Call
+from mmproxy.pipeline.live_log import LiveLog
 from mmproxy.spend.ledger import Ledger
 from mmproxy.spend.record import RequestRecord
 
@@ -22,11 +23,12 @@ _NS_PER_MS = 1_000_000
 
 class Accounting:
     def __init__(self, keys: Keys | None, ledger: Ledger | None, metrics: Metrics | None,
-                 access_log: AccessLog | None) -> None:
+                 access_log: AccessLog | None, live: LiveLog | None = None) -> None:
         self.keys = keys
         self.ledger = ledger
         self.metrics = metrics
         self.access_log = access_log
+        self.live = live  # the dashboard's live request log
 
     async def admit(self, call: Call, model: str, estimate: float) -> None:
         """Key restrictions, limits and the budget reservation (``estimate``: the most the request may cost) for
@@ -50,6 +52,8 @@ class Accounting:
         self.record(record)
         if self.access_log is not None:
             self.access_log.write(record)
+        if self.live is not None:
+            self.live.publish(record)
 
     def record_subcall(self, record: RequestRecord) -> None:
         """A virtual model's sub-call: a ledger row of its own (linked by ``parent_id``). Not in the metrics,

@@ -113,14 +113,14 @@ class Forwarder:
                 except UpstreamError as exc:
                     raise upstream_failure(deployment.id, exc) from None
                 raise provider.error(exchange.status, exchange.body(), retry_after)
-            received = time.perf_counter_ns()
             if call.capture is not None:
                 call.capture.clear()  # a retried stream starts over
             relay = SSERelay(exchange, asyncio.get_running_loop(), deployment.stream_timeout, translator, on_usage,
                              call.capture)
             self._streams.add(exchange)
             await relay.ready
-            self._usage.observe_latency(deployment.id, (time.perf_counter_ns() - sent) / 1e9)  # to the first event
+            received = time.perf_counter_ns()  # the upstream's part ends with its first event, not its headers
+            self._usage.observe_latency(deployment.id, (received - sent) / 1e9)  # to the first event
             if not relay.events_seen:
                 # Nothing reached the client yet, so the failure can still be a plain error response.
                 failure = exchange.done.exception() if exchange.done.done() else None

@@ -25,6 +25,7 @@ from mmproxy import cost, tokens
 from mmproxy.config import Config, Deployment
 from mmproxy.errors import ProxyError, auth_error
 from mmproxy.keys.manager import MASTER, Caller
+from mmproxy.keys.sessions import COOKIE as SESSION_COOKIE
 from mmproxy.pipeline.accounting import Accounting
 from mmproxy.pipeline.apis import ClientAPI, Inbound
 from mmproxy.pipeline.caching import CacheStep
@@ -172,7 +173,12 @@ class Pipeline:
             supplied = token.strip()
         else:
             supplied = headers.get("x-api-key")
-        caller = await keys.authenticate(supplied)
+        if supplied is None and "x-mmproxy-ui" in headers:
+            # The dashboard's own calls: its session cookie, honoured only with a header a cross-site form
+            # cannot send, so another site cannot act with an operator's session.
+            caller = await keys.authenticate_session(request.cookies.get(SESSION_COOKIE))
+        else:
+            caller = await keys.authenticate(supplied)
         if call is not None:
             call.caller = caller
             if caller.key is not None:
@@ -184,12 +190,18 @@ class Pipeline:
     async def read_json(self, request: web.BaseRequest) -> tuple[dict[str, object], bytes]:
         """The request's JSON object and its raw bytes; 413 over the size limit, 400 when not a JSON object."""
         try:
-            raw = await request.read()
+            if request.content.is_eof():  # the whole body came with the headers: the usual case, no timer
+                raw = await request.read()
+            else:  # a client that stops sending its body must not hold the handler and its memory forever
+                raw = await asyncio.wait_for(request.read(), self.config.request_body_timeout)
         except web.HTTPRequestEntityTooLarge:
             limit_mb = self.config.max_request_bytes / (1024 * 1024)
             raise ProxyError(
                 413, f"request body exceeds the {limit_mb:g} MB limit", code="request_too_large"
             ) from None
+        except asyncio.TimeoutError:
+            raise ProxyError(408, f"the request body did not arrive within {self.config.request_body_timeout:g} s",
+                             code="request_timeout") from None
         return parse_json_object(raw), raw
 
     async def admit(self, call: Call, model: str, target: str, inbound: Inbound) -> None:

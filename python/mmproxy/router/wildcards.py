@@ -74,14 +74,18 @@ class Wildcards:
         of them. A name an explicit group already has is not repeated."""
         names: list[str] = []
         for _, pattern, _ in self._patterns:
-            served = [name for model in all_defaults() if (name := _known(model)) and name not in explicit
-                      and self._serves(name, pattern, model)]
+            served = []
+            for model in all_defaults():
+                provider, upstream = provider_of(model)
+                name = f"{provider}/{upstream}"
+                if provider and name not in explicit and self._serves(name, pattern, upstream):
+                    served.append(name)
             names += served or [pattern]
         return list(dict.fromkeys(names))
 
-    def _serves(self, name: str, pattern: str, model: str) -> bool:
+    def _serves(self, name: str, pattern: str, upstream: str) -> bool:
         group = self._resolve(name)
-        return group is not None and group.name == pattern and group.members[0].upstream_model == model
+        return group is not None and group.name == pattern and group.members[0].upstream_model == upstream
 
 
 def _fill(model: str, match: re.Match[str]) -> str:
@@ -95,13 +99,6 @@ def _fill(model: str, match: re.Match[str]) -> str:
     for part in parts:
         model = model.replace("*", part, 1)
     return model
-
-
-def _known(model: str) -> str | None:
-    """A registry model as a client names it through a wildcard: ``provider/model`` when its name implies a
-    provider, else None."""
-    provider = provider_of(model)[0]
-    return f"{provider}/{model}" if provider else None
 
 
 __all__ = ["MAX_RESOLVED", "Wildcards"]

@@ -48,6 +48,11 @@ class Admin:
         assert keys is not None  # require_admin has checked
         return keys
 
+    async def fresh_db(self) -> Database:
+        """The database, with every queued ledger row written: what a report reads next is complete."""
+        await self._flush()
+        return self._db
+
     async def _flush(self) -> None:
         """Write queued ledger rows before a read, so a client sees its own requests."""
         ledger = self.gateway.ledger
@@ -168,7 +173,7 @@ class Admin:
         rows = await self._db.spend_report(group_by, start, end)
         by_cache = rows if group_by == "cache" else await self._db.spend_report("cache", start, end)
         return _json({"group_by": group_by, "start": start, "end": end, "groups": rows,
-                      "savings": _savings(by_cache)})
+                      "savings": savings(by_cache)})
 
     async def feedback(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """A score or label for an earlier answer, stored beside its ledger row."""
@@ -200,7 +205,7 @@ class Admin:
         return web.Response(body=metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
 
-def _savings(by_cache: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+def savings(by_cache: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Tokens and money each kind of caching saved: gateway hits (exact, semantic) and provider prompt caches."""
     out = {"exact": {"requests": 0, "tokens": 0, "usd": 0.0}, "semantic": {"requests": 0, "tokens": 0, "usd": 0.0},
            "prompt": {"tokens": 0, "usd": 0.0}}

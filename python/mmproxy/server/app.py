@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import os
 import shutil
@@ -34,6 +35,7 @@ from mmproxy.pipeline.pipeline import Handler
 from mmproxy.server.admin import Admin
 from mmproxy.server.gateway import Gateway, StartupError
 from mmproxy.server.handlers import Handlers
+from mmproxy.ui.routes import Dashboard
 
 log = logging.getLogger("mmproxy")
 
@@ -96,6 +98,16 @@ def build_server(gateway: Gateway) -> web.Server:
         ("GET", "/v1/messages/batches"): guarded(message_batches.list, anthropic_error),
     })
     message_batch_item = guarded(message_batches.item, anthropic_error)  # …/{id}[/results|/cancel]
+    ui = Dashboard(gateway, admin)
+    routes.update({
+        ("GET", "/ui"): ui.page,
+        ("GET", "/ui/"): ui.page,
+        ("POST", "/ui/login"): ui.login,
+        ("POST", "/ui/logout"): ui.logout,
+        ("GET", "/ui/api/report"): guarded(ui.report),
+        ("GET", "/ui/api/decisions"): guarded(ui.decisions),
+        ("GET", "/ui/api/live"): guarded(ui.live),
+    })
     paths = {path for _, path in routes}
 
     async def dispatch(request: web.BaseRequest) -> web.StreamResponse:
@@ -106,6 +118,8 @@ def build_server(gateway: Gateway) -> web.Server:
             return await batch_item(request)
         if request.path.startswith("/v1/messages/batches/"):
             return await message_batch_item(request)
+        if request.path.startswith("/ui/static/") and request.method == "GET":
+            return await ui.static(request)
         if request.method == "GET" and request.path.startswith(("/v1/models/", "/models/")):
             return await models(request)
         if request.path in paths:
@@ -125,35 +139,39 @@ def build_server(gateway: Gateway) -> web.Server:
         return web.BaseRequest(message, payload, protocol, writer, task, loop, client_max_size=limit)
 
     # handler_cancellation: a client that disconnects cancels its handler, which aborts the upstream call.
-    return web.Server(dispatch, request_factory=make_request, handler_cancellation=True, access_log=None)
+    # keepalive_timeout also closes a connection that never completes its request line and headers.
+    return web.Server(dispatch, request_factory=make_request, handler_cancellation=True, access_log=None,
+                      keepalive_timeout=gateway.config.idle_timeout)
 
 
 def serve(config: Config, host: str, port: int, workers: int) -> None:
-    """Run the gateway until SIGINT/SIGTERM; ``workers`` > 1 forks processes sharing the port."""
+    """Run the gateway until SIGINT/SIGTERM; ``workers`` > 1 forks processes that share one listening socket.
+
+    The socket is bound here, once, before any worker starts: a busy port is one clear error for any worker
+    count, and without SO_REUSEPORT a second instance cannot silently join the port. The parent is the one PID
+    to signal; it restarts a worker that dies and forwards SIGTERM so every worker drains.
+    """
+    listener = _listen(host, port)
+    pid = os.getpid()
     if workers <= 1:
-        _run_worker(config, host, port, reuse_port=False, index=0, shared_dir=None)
+        _run_worker(config, listener, index=0, shared_dir=None, announce_pid=pid)
         return
-    if port == 0:
-        # Pick the port once so every worker binds the same one with SO_REUSEPORT.
-        with socket.socket() as probe:
-            probe.bind((host, 0))
-            port = probe.getsockname()[1]
     # Workers share metrics snapshots here, so a scrape on any one of them sees the whole server.
     shared_dir = Path(tempfile.mkdtemp(prefix="mmproxy-metrics-"))
     children: dict[int, int] = {}  # pid -> worker index
     stopping = False
 
     def start(index: int) -> None:
-        pid = os.fork()
-        if pid == 0:
+        child = os.fork()
+        if child == 0:
             code = 0
             try:
-                _run_worker(config, host, port, reuse_port=True, index=index, shared_dir=shared_dir)
+                _run_worker(config, listener, index=index, shared_dir=shared_dir, announce_pid=pid)
             except SystemExit as exc:
                 code = exc.code if isinstance(exc.code, int) else 1
             finally:
                 os._exit(code)
-        children[pid] = index
+        children[child] = index
 
     def forward(signum: int, _frame: object) -> None:
         nonlocal stopping
@@ -172,10 +190,10 @@ def serve(config: Config, host: str, port: int, workers: int) -> None:
     started: dict[int, float] = dict.fromkeys(range(workers), time.monotonic())
     while children:
         try:
-            pid, code = os.wait()
+            child, code = os.wait()
         except ChildProcessError:
             break
-        index = children.pop(pid, -1)
+        index = children.pop(child, -1)
         exit_code = os.waitstatus_to_exitcode(code)
         if stopping or index < 0:
             status = status or exit_code
@@ -184,49 +202,75 @@ def serve(config: Config, host: str, port: int, workers: int) -> None:
         # in its place, after a pause when it died right after starting (a crash loop must not spin).
         how = f"signal {-exit_code}" if exit_code < 0 else f"exit code {exit_code}"
         quick = time.monotonic() - started[index] < _RESTART_PAUSE_S
-        print(f"mmproxy: worker {index} (pid {pid}) stopped with {how}; starting another"
+        print(f"mmproxy: worker {index} (pid {child}) stopped with {how}; starting another"
               + (f" in {_RESTART_PAUSE_S:g} s" if quick else ""), file=sys.stderr, flush=True)
         if quick:
             time.sleep(_RESTART_PAUSE_S)
         if not stopping:
             started[index] = time.monotonic()
             start(index)
+    listener.close()
     shutil.rmtree(shared_dir, ignore_errors=True)
     sys.exit(status)
 
 
 _RESTART_PAUSE_S = 1.0
+_BACKLOG = 1024
 
 
-def _run_worker(config: Config, host: str, port: int, *, reuse_port: bool, index: int,
-                shared_dir: Path | None) -> None:
+def _listen(host: str, port: int) -> socket.socket:
+    """The listening socket, or a one-line error and exit 1 when the address is taken or cannot be used."""
     try:
-        uvloop.run(_serve_forever(config, host, port, reuse_port, index, shared_dir))
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                               flags=socket.AI_PASSIVE)[0]
+    except socket.gaierror as exc:
+        print(f"mmproxy: error: cannot listen on {host}:{port}: {exc.strerror}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    listener = socket.socket(family, kind, proto)
+    try:
+        # SO_REUSEADDR only lets a restart bind over connections still in TIME_WAIT; unlike SO_REUSEPORT it does
+        # not let another process listen on the same port.
+        listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if family == socket.AF_INET6 and host in ("::", ""):
+            listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+        listener.bind(address)
+        listener.listen(_BACKLOG)
+    except OSError as exc:
+        listener.close()
+        reason = "the port is already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        print(f"mmproxy: error: cannot listen on {host}:{port}: {reason}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+    listener.setblocking(False)
+    return listener
+
+
+def _run_worker(config: Config, listener: socket.socket, *, index: int, shared_dir: Path | None,
+                announce_pid: int) -> None:
+    try:
+        uvloop.run(_serve_forever(config, listener, index, shared_dir, announce_pid))
     except StartupError as exc:
         print(f"mmproxy: error: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None
 
 
-async def _serve_forever(config: Config, host: str, port: int, reuse_port: bool, index: int,
-                         shared_dir: Path | None) -> None:
-    announce = index == 0
+async def _serve_forever(config: Config, listener: socket.socket, index: int, shared_dir: Path | None,
+                         announce_pid: int) -> None:
     gateway = Gateway(config, worker=index, shared_dir=shared_dir)
     await gateway.start()
     runner = web.ServerRunner(build_server(gateway))
     await runner.setup()
-    site = web.TCPSite(runner, host, port, reuse_port=reuse_port or None, backlog=1024)
+    site = web.SockSite(runner, listener, backlog=_BACKLOG)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, stop.set)
-    if announce:
-        server = site._server
-        sockets: tuple[socket.socket, ...] = getattr(server, "sockets", ())  # uvloop's server is no asyncio.Server
-        bound = sockets[0].getsockname()[1] if sockets else port
+    if index == 0:
+        host, port = listener.getsockname()[:2]
+        shown = f"[{host}]" if ":" in host else host
         print(
-            f"mmproxy listening on http://{host}:{bound} "
-            f"({len(config.deployments)} deployments, {len(gateway.router.groups)} models, pid {os.getpid()})",
+            f"mmproxy listening on http://{shown}:{port} "
+            f"({len(config.deployments)} deployments, {len(gateway.router.groups)} models, pid {announce_pid})",
             flush=True,
         )
     await stop.wait()
@@ -235,11 +279,12 @@ async def _serve_forever(config: Config, host: str, port: int, reuse_port: bool,
     await gateway.stop()
 
 
-async def _drain(site: web.TCPSite, gateway: Gateway, grace: float) -> None:
+async def _drain(site: web.BaseSite, gateway: Gateway, grace: float) -> None:
     """A graceful shutdown: stop accepting connections, let the requests in flight finish for up to ``grace``
     seconds, then cut the streams still relayed (their clients get an error event) and give their handlers a
     moment to write it. ``runner.cleanup`` then closes what is left."""
     await site.stop()
+    gateway.live.close()
     pipeline = gateway.pipeline
     loop = asyncio.get_running_loop()
     deadline = loop.time() + grace

@@ -22,6 +22,7 @@ from mmproxy.metrics import Metrics
 from mmproxy.pipeline.access_log import AccessLog
 from mmproxy.pipeline.accounting import Accounting
 from mmproxy.pipeline.caching import CacheStep
+from mmproxy.pipeline.live_log import LiveLog
 from mmproxy.pipeline.pipeline import Pipeline
 from mmproxy.pipeline.upstreams import Upstreams
 from mmproxy.router import Router
@@ -54,6 +55,7 @@ class Gateway:
         self._worker = worker
         self._local_embedder: LocalEmbedder | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.live = LiveLog()  # the dashboard's live request log; costs nothing while no page watches
 
     async def start(self) -> None:
         tokens.warm()
@@ -75,7 +77,7 @@ class Gateway:
                 self.ledger = Ledger(self.db, Spool(Path(config.spool_dir), f"ledger-{self._worker}"))
                 await self.ledger.start()
         accounting = Accounting(self.keys, self.ledger, self.metrics,
-                                AccessLog(config.access_log) if config.access_log else None)
+                                AccessLog(config.access_log) if config.access_log else None, self.live)
         self.pipeline = Pipeline(config, self.router, upstreams, accounting, None)
         if config.smart_routers or config.cascades or config.verifiers or config.consensus or config.reviews:
             self._start_virtual_models()
