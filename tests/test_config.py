@@ -52,7 +52,7 @@ def test_secrets_do_not_show_in_repr():
     [
         ({"model_list": {"a": 1}}, "model_list"),
         ({"model_list": [{"litellm_params": {"model": "openai/x"}}]}, "model_list[0].model_name"),
-        ({"model_list": [{"model_name": "m"}]}, "model_list[0].litellm_params"),
+        ({"model_list": [{"model_name": "m", "litellm_params": "openai/x"}]}, "model_list[0].litellm_params"),
         ({"model_list": [{"model_name": "m", "litellm_params": {}}]}, "model_list[0].litellm_params.model"),
         ({"model_list": [_entry(timeout="soon")]}, "model_list[0].litellm_params.timeout"),
         ({"model_list": [_entry(drop_params="yes")]}, "model_list[0].litellm_params.drop_params"),

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> None:
         config = _load(args.config)
         models = {d.model_name for d in config.deployments}
         print(f"mmproxy: {args.config} is valid: {len(config.deployments)} deployments, {len(models)} models, "
-              f"{len(config.warnings)} warnings")
+              f"{len(config.wildcards)} wildcards, {len(config.warnings)} warnings")
     elif args.command == "demo":
         _demo(args)
     elif args.command == "prices":
@@ -105,7 +105,7 @@ def _load(path: str) -> Config:
         raise SystemExit(2) from None
     for warning in config.warnings:
         print(f"mmproxy: warning: {warning}", file=sys.stderr)
-    if not config.deployments:
+    if not config.deployments and not config.wildcards:
         print("mmproxy: warning: model_list has no usable deployment; every model request will fail",
               file=sys.stderr)
     if config.master_key is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import os
+import re
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -85,6 +86,28 @@ class ConfigError(Exception):
     """A config problem; the message is one line and names the key."""
 
 
+def provider_of(model: str) -> tuple[str, str]:
+    """LiteLLM's reading of a ``litellm_params.model`` string: the provider its prefix names when that provider is
+    registered, else the one a bare well-known name implies ("" when none), and the model the provider is sent."""
+    provider, _, upstream_model = model.partition("/")
+    if upstream_model and provider in REGISTRY:
+        return provider, upstream_model
+    return next((name for prefixes, name in _BARE_PREFIXES if model.startswith(prefixes)), ""), model
+
+
+def wildcard_regex(pattern: str) -> re.Pattern[str]:
+    """LiteLLM's reading of a ``model_name`` with a ``*``: the name literal but each ``*``, which matches anything
+    (also nothing); a requested name is matched from its start."""
+    return re.compile(re.escape(pattern).replace(r"\*", "(.*)"))
+
+
+def wildcard_candidates(name: str) -> tuple[str, ...]:
+    """What a requested ``name`` is matched against the wildcards as, in order: itself, then with the provider a
+    bare well-known name implies (``gpt-4o`` as ``openai/gpt-4o``), as LiteLLM tries them."""
+    implied = provider_of(name)[0]
+    return (name, f"{implied}/{name}") if implied else (name,)
+
+
 @dataclass(frozen=True, slots=True)
 class Deployment:
     """One upstream model endpoint that serves a public ``model_name``."""
@@ -119,6 +142,21 @@ class Deployment:
     def serves_embeddings(self) -> bool:
         """Whether ``/v1/embeddings`` may use it: declared so, or named like an embedding model."""
         return self.mode == "embedding" or "embed" in self.upstream_model
+
+
+@dataclass(frozen=True, slots=True)
+class Wildcard:
+    """A ``model_list`` entry whose ``model_name`` has a ``*`` (LiteLLM's wildcard routing): a requested name it
+    matches is served by a deployment made from the entry at request time (``wildcard_deployment``), with the
+    matched parts put in place of the ``*`` of its ``litellm_params.model``."""
+
+    model_name: str  # the pattern: openai/*, *, gpt-4*
+    model: str  # litellm_params.model as written: openai/*, *, anthropic/claude-*
+    id: str  # every deployment made from it shares this id, as LiteLLM's do
+    entry: dict[str, Any] = field(repr=False, compare=False)
+    table: ModelTable = field(repr=False, compare=False)  # the prices its models are looked up in
+    drop_params: bool = False
+    default_timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +335,7 @@ class Config:
     # a whole request line and headers), are given up on after these many seconds.
     request_body_timeout: float = DEFAULT_BODY_TIMEOUT_S
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
+    wildcards: list[Wildcard] = field(default_factory=list)  # entries whose model_name has a '*'
 
 
 def load_config(path: str | os.PathLike[str]) -> Config:
@@ -369,33 +408,41 @@ def parse_config(raw: Any) -> Config:
     if not isinstance(model_list, list):
         raise ConfigError("model_list: must be a list of deployments")
     deployments: list[Deployment] = []
+    wildcards: list[Wildcard] = []
     seen_ids: set[str] = set()
     smart_entries: list[tuple[int, dict[str, Any]]] = []
     for index, entry in enumerate(model_list):
         if isinstance(entry, dict) and _VIRTUAL_KINDS & set(entry):
             smart_entries.append((index, entry))
             continue
-        deployment = _parse_deployment(entry, f"model_list[{index}]", warnings, drop_params, default_timeout,
-                                       price_table)
+        where = f"model_list[{index}]"
+        entry = _entry(entry, where, warnings)
+        wildcard = _wildcard_model(entry)
+        deployment = _parse_deployment(entry, where, warnings, drop_params, default_timeout, price_table, wildcard)
         if deployment is None:
             continue
         if deployment.id in seen_ids:
-            info = entry.get("model_info") if isinstance(entry, dict) else None
+            info = entry.get("model_info")
             if isinstance(info, dict) and info.get("id") is not None:
-                raise ConfigError(f"model_list[{index}].model_info.id: duplicate id {deployment.id!r}")
+                raise ConfigError(f"{where}.model_info.id: duplicate id {deployment.id!r}")
             # The same model twice, differing only in what the generated id leaves out (an api_key: LiteLLM's
             # multi-key load balancing): the later ones are told apart by their position among the same.
             twins = sum(1 for seen in seen_ids if seen == deployment.id or seen.startswith(f"{deployment.id}-"))
             deployment = replace(deployment, id=f"{deployment.id}-{twins + 1}")
         seen_ids.add(deployment.id)
+        if wildcard is not None:
+            wildcards.append(Wildcard(deployment.model_name, entry["litellm_params"]["model"], deployment.id, entry,
+                                      price_table, drop_params, default_timeout))
+            continue
         deployments.append(deployment)
         if deployment.input_cost_per_token is None and deployment.output_cost_per_token is None:
-            warnings.append(f"model_list[{index}] ({deployment.model_name}, {deployment.upstream_model}): no price "
+            warnings.append(f"{where} ({deployment.model_name}, {deployment.upstream_model}): no price "
                             "known, so its requests cost 0 and keys with a budget may not use it "
                             "(general_settings.budget_on_unpriced_models); set model_info.input_cost_per_token "
                             "and output_cost_per_token")
     virtual = _parse_virtual_models(smart_entries, deployments)
-    router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments}, warnings)
+    router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments},
+                           [wildcard_regex(w.model_name) for w in wildcards], warnings)
     rules = _parse_rules(raw.get("routing_rules"), deployments, warnings)
     cache = _parse_cache(litellm_settings, {d.model_name for d in deployments if d.mode == "embedding"},
                          {d.model_name for d in deployments}, warnings)
@@ -404,7 +451,7 @@ def parse_config(raw: Any) -> Config:
                   verifiers=virtual["verify"], consensus=virtual["consensus"], reviews=virtual["review"],
                   spool_dir=spool_dir, budget_on_unpriced_models=unpriced, max_file_bytes=max_file_bytes,
                   request_body_timeout=body_timeout or DEFAULT_BODY_TIMEOUT_S,
-                  idle_timeout=idle_timeout or DEFAULT_IDLE_TIMEOUT_S)
+                  idle_timeout=idle_timeout or DEFAULT_IDLE_TIMEOUT_S, wildcards=wildcards)
 
 
 _SMART_ROUTER_KEYS = {"candidates", "learned_as", "model", "strong_share", "cost_weight", "min_quality", "window",
@@ -775,7 +822,7 @@ def _parse_rules(raw: Any, deployments: list[Deployment], warnings: list[str]) -
 
 
 def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[str],
-                  warnings: list[str]) -> RouterSettings:
+                  patterns: list[re.Pattern[str]], warnings: list[str]) -> RouterSettings:
     def setting(key: str) -> tuple[dict[str, Any], str]:
         section = router if key in router else litellm
         return section, f"{'router_settings' if section is router else 'litellm_settings'}.{key}"
@@ -785,7 +832,7 @@ def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[s
     lists: dict[str, dict[str, list[str]]] = {}
     for kind in _FALLBACK_KINDS:
         section, where = setting(kind)
-        lists[kind] = _fallbacks(section.get(kind), where, models, warnings)
+        lists[kind] = _fallbacks(section.get(kind), where, models, patterns, warnings)
     strategy = router.get("routing_strategy", "simple-shuffle")
     if strategy not in ROUTING_STRATEGIES:
         raise ConfigError(f"router_settings.routing_strategy: must be one of {', '.join(ROUTING_STRATEGIES)}")
@@ -809,9 +856,11 @@ def _parse_router(router: dict[str, Any], litellm: dict[str, Any], models: set[s
     )
 
 
-def _fallbacks(value: Any, where: str, models: set[str], warnings: list[str]) -> dict[str, list[str]]:
-    """LiteLLM's shape: a list of one-key mappings, ``[{"gpt-4o": ["claude", "gemini"]}]``. A name that is not a
-    model group is left out with a warning, as LiteLLM starts with it too."""
+def _fallbacks(value: Any, where: str, models: set[str], patterns: list[re.Pattern[str]],
+               warnings: list[str]) -> dict[str, list[str]]:
+    """LiteLLM's shape: a list of one-key mappings, ``[{"gpt-4o": ["claude", "gemini"]}]``. A fallback may be a
+    name a wildcard serves (``patterns``); the model falling back must be a model group. A name that is neither
+    is left out with a warning, as LiteLLM starts with it too."""
     if value is None:
         return {}
     if not isinstance(value, list):
@@ -824,23 +873,69 @@ def _fallbacks(value: Any, where: str, models: set[str], warnings: list[str]) ->
             targets = [targets] if isinstance(targets, str) else targets
             if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
                 raise ConfigError(f"{where}[{i}].{model}: must be a list of model names")
-            unknown = [name for name in (model, *targets) if name not in models]
+            known = [t for t in targets if t in models or any(
+                p.match(name) for name in wildcard_candidates(t) for p in patterns)]
+            unknown = [name for name in (model, *targets) if name not in models and name not in known]
             if unknown:
                 warnings.append(f"{where}[{i}].{model}: {', '.join(map(repr, unknown))} not a model_name in "
                                 "model_list; left out")
             if model not in models:
                 continue
-            known = [t for t in targets if t in models]
             if known:
                 out.setdefault(str(model), []).extend(known)
     return out
 
 
-def _parse_deployment(
-    entry: Any, where: str, warnings: list[str], drop_params: bool, default_timeout: float | None, table: ModelTable
-) -> Deployment | None:
+_ENTRY_KEYS = {"model_name", "litellm_params", "model_info", "rpm", "tpm"}
+
+
+def _entry(entry: Any, where: str, warnings: list[str]) -> dict[str, Any]:
+    """A ``model_list`` entry as a mapping with ``litellm_params``. One without them is served as the model its
+    ``model_name`` names, with a warning: the name alone says what is meant (LiteLLM 1.108 stops at start on such
+    an entry with a KeyError)."""
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a mapping with model_name and litellm_params")
+    for key in entry:
+        if key not in _ENTRY_KEYS:
+            warnings.append(_not_done(where, key, _ENTRY_KEYS))
+    model_name = entry.get("model_name")
+    if entry.get("litellm_params") is not None or not isinstance(model_name, str) or not model_name:
+        return entry
+    warnings.append(f"{where}: no litellm_params; served as model {model_name!r}")
+    return {**entry, "litellm_params": {"model": model_name}}
+
+
+def _wildcard_model(entry: dict[str, Any]) -> str | None:
+    """For an entry whose ``model_name`` has a ``*``, the model its one check at start parses: its own, unless a
+    ``*`` stands where the provider would be named (``model: "*"``: each request's provider is the one the requested
+    name implies, as in LiteLLM); that is checked as OpenAI's. None for any other entry."""
+    name, params = entry.get("model_name"), entry.get("litellm_params")
+    if not isinstance(name, str) or "*" not in name or not isinstance(params, dict):
+        return None
+    model = params.get("model")
+    if not isinstance(model, str) or not model:
+        return None  # the check names what is missing
+    per_request = "*" in model and "/" not in model.partition("*")[0]
+    return f"openai/{model}" if per_request and not provider_of(model)[0] and not params.get("api_base") else model
+
+
+def wildcard_deployment(wildcard: Wildcard, model: str) -> Deployment | None:
+    """The deployment of ``wildcard`` that serves ``model`` (its ``litellm_params.model`` with the ``*`` filled
+    in), priced from the registry like any configured model; None when no supported provider serves ``model``."""
+    entry = {**wildcard.entry, "litellm_params": {**wildcard.entry["litellm_params"], "model": model}}
+    try:
+        deployment = _parse_deployment(entry, wildcard.model_name, [], wildcard.drop_params, wildcard.default_timeout,
+                                       wildcard.table)
+    except ConfigError:
+        return None
+    return None if deployment is None else replace(deployment, id=wildcard.id)
+
+
+def _parse_deployment(
+    entry: dict[str, Any], where: str, warnings: list[str], drop_params: bool, default_timeout: float | None,
+    table: ModelTable, model: str | None = None,
+) -> Deployment | None:
+    """One deployment of ``entry``; ``model`` stands in for its ``litellm_params.model`` when given."""
     model_name = entry.get("model_name")
     if not isinstance(model_name, str) or not model_name:
         raise ConfigError(f"{where}.model_name: required, a non-empty string")
@@ -853,14 +948,10 @@ def _parse_deployment(
     pwhere = f"{where}.litellm_params"
     iwhere = f"{where}.model_info"
 
-    model = params.get("model")
+    model = model or params.get("model")
     if not isinstance(model, str) or not model:
         raise ConfigError(f"{pwhere}.model: required, a string such as openai/gpt-4o-mini")
-    provider, _, upstream_model = model.partition("/")
-    if not upstream_model or provider not in REGISTRY:
-        provider, upstream_model = next(
-            (name for prefixes, name in _BARE_PREFIXES if model.startswith(prefixes)), ""
-        ), model
+    provider, upstream_model = provider_of(model)
     api_base = _optional_secret(params, "api_base", f"{pwhere}.api_base")
     if not provider:
         if not api_base:
@@ -904,8 +995,9 @@ def _parse_deployment(
     timeout = _number(params, "timeout", f"{pwhere}.timeout", positive=True) or default_timeout or DEFAULT_TIMEOUT_S
     stream_timeout = _number(params, "stream_timeout", f"{pwhere}.stream_timeout", positive=True) or timeout
     weight = _number(params, "weight", f"{pwhere}.weight", positive=True) or 1.0
-    rpm = _integer(params, "rpm", f"{pwhere}.rpm")
-    tpm = _integer(params, "tpm", f"{pwhere}.tpm")
+    # LiteLLM also reads rpm and tpm beside litellm_params, on the entry itself.
+    rpm = _integer(params, "rpm", f"{pwhere}.rpm") or _integer(entry, "rpm", f"{where}.rpm")
+    tpm = _integer(params, "tpm", f"{pwhere}.tpm") or _integer(entry, "tpm", f"{where}.tpm")
 
     mode = info.get("mode", "chat")
     if mode not in _MODEL_INFO_MODES:
@@ -1009,10 +1101,14 @@ def _did_you_mean(key: object, known: Collection[str]) -> str:
     return f"; did you mean {close[0]!r}?" if close else ""
 
 
+# LiteLLM keys close enough to one mmproxy reads to pass for its misspelling (callbacks ~ fallbacks).
+_LITELLM_LOOKALIKES = frozenset({"callbacks"})
+
+
 def _not_done(where: str, key: object, known: Collection[str]) -> str:
     """The warning for a key mmproxy does not read: a likely misspelling of one it does, or (LiteLLM has many
     more keys) one not implemented yet."""
-    hint = _did_you_mean(key, known)
+    hint = "" if key in _LITELLM_LOOKALIKES else _did_you_mean(key, known)
     if hint:
         return f"{where}.{key}: unknown key, ignored{hint}"
     return f"{where}.{key}: not implemented yet, ignored"

@@ -201,9 +201,14 @@ class BatchAPI:
         """Run the request ``lines`` (OpenAI batch lines, all for ``model``) upstream as a gateway batch, on a
         deployment of ``model`` whose provider runs batches, routed like any request (health, failover)."""
         await self._admit(caller, model)
-        group = self.pipeline.router.group(model)
+        router = self.pipeline.router
+        group = router.group(model)
         if group is None:
             raise bad_request(f"model {model!r} is not served by this gateway", param="model")
+        if router.wildcards.ids.intersection(d.id for d in group.members):
+            # a job is found again by its deployment id, which a wildcard's deployments share
+            raise bad_request(f"model {model!r} is served through the wildcard {group.name!r}; a batch needs a "
+                              "model_list entry naming its model", param="model", code="batch_unsupported")
         if not any(self._runs_batches(d) for d in group.members):
             raise bad_request(f"model {model!r} has no deployment whose provider runs batches", param="model",
                               code="batch_unsupported")

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import orjson
@@ -68,8 +68,13 @@ class _Row:
 class Metrics:
     """One per worker process; not thread-safe, like everything else on the event loop."""
 
-    def __init__(self, shared_dir: Path | None = None, worker: int = 0) -> None:
+    def __init__(self, shared_dir: Path | None = None, worker: int = 0,
+                 labels: Mapping[str, str] | None = None) -> None:
+        """``labels``: the ``model`` label of requests a deployment answered, by deployment id, in place of the
+        requested name: a wildcard's deployments are labelled with its pattern, since the names a client may ask
+        it for are endless."""
         self._shared_dir = shared_dir
+        self._labels = labels or {}
         self._own_file = f"worker-{worker}.json"
         self._stale_after = max(STALE_INTERVALS * 1.0, MIN_STALE_SECONDS)  # run_sharing's default interval
         self._rows: dict[tuple[str, str, str], _Row] = {}
@@ -132,7 +137,9 @@ class Metrics:
 
     def _new_row(self, model: str, deployment: str, tier: str, routed: bool) -> _Row:
         """A model not served, or past the cap, is filed under ``OTHER_MODEL`` and never keyed by its own name,
-        so a client inventing names costs this slow path per request, not memory."""
+        so a client inventing names costs this slow path per request, not memory; a wildcard's requests are filed
+        under its pattern (``labels``), not the names clients ask it for."""
+        model = self._labels.get(deployment, model)
         served = self._served
         if len(model) > MAX_LABEL_CHARS or (model not in self._models and len(self._models) >= MAX_MODELS) or (
                 served is not None and not routed and model not in served):

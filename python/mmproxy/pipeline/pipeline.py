@@ -32,7 +32,7 @@ from mmproxy.pipeline.caching import CacheStep
 from mmproxy.pipeline.call import Call
 from mmproxy.pipeline.forwarding import Forwarder
 from mmproxy.pipeline.upstreams import Upstream, Upstreams
-from mmproxy.router import Router, Trace
+from mmproxy.router import ModelGroup, Router, Trace
 from mmproxy.spend.record import RequestRecord
 from mmproxy.validation import parse_json_object, refuse_upstream_override
 
@@ -61,10 +61,10 @@ class Pipeline:
         self.forwarder = Forwarder(router)
         self.lengths = cost.CompletionLengths()  # what budget reservations expect an answer to take
         self.in_flight = 0  # requests being served: what a graceful shutdown waits for
-        # Groups a key with a budget may not use (a deployment without a price would count as free).
-        self._unpriced = ({name for name, group in router.groups.items() if any(
-            d.input_cost_per_token is None and d.output_cost_per_token is None for d in group.members)}
-            if config.budget_on_unpriced_models == "refuse" else set())
+        # Whether a key with a budget may meet a group it may not use (a deployment without a price would count as
+        # free): a configured one, or one a wildcard makes for a model the registry has no price for.
+        self._refuse_unpriced = config.budget_on_unpriced_models == "refuse" and (
+            bool(router.wildcards) or any(map(_unpriced, router.groups.values())))
         keys, ledger, metrics = accounting.keys, accounting.ledger, accounting.metrics
         self.keys = keys
         # Input tokens are counted per request only when something reads them (tpm limits, rules, budgets).
@@ -212,14 +212,14 @@ class Pipeline:
         caller = call.caller
         if caller.key is None:
             return
-        if self._unpriced and caller.has_budget():
+        if self._refuse_unpriced and caller.has_budget():
             self._check_priced(target)
         await self.accounting.admit(call, model, self.reservation(target, call, inbound))
 
     def _check_priced(self, target: str) -> None:
         """A 400 when ``target`` has a deployment without a price (its spend would count as nothing)."""
         group = self.router.group(target)
-        if group is not None and group.name in self._unpriced:
+        if group is not None and _unpriced(group):
             raise ProxyError(400, f"model {target!r} has a deployment without a price, and this key (or its team or "
                              "user) has a budget its requests could not be counted against; the operator can price it "
                              "(model_info.input_cost_per_token) or allow it (general_settings."
@@ -256,7 +256,8 @@ class Pipeline:
         upstreams = self.upstreams.by_id
 
         def on(deployment: Deployment) -> Awaitable[T]:
-            return attempt(upstreams[deployment.id])
+            upstream = upstreams.get(deployment.id)
+            return attempt(upstream if upstream is not None else self.upstreams.of(deployment))
 
         trace = Trace()
         try:
@@ -273,3 +274,8 @@ class Pipeline:
 
     def _request_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids)}"
+
+
+def _unpriced(group: ModelGroup) -> bool:
+    """Whether a deployment of ``group`` has no price."""
+    return any(d.input_cost_per_token is None and d.output_cost_per_token is None for d in group.members)

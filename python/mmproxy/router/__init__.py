@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TypeVar
 
-from mmproxy.config import Deployment, RouterSettings
+from mmproxy.config import Deployment, RouterSettings, Wildcard
 from mmproxy.errors import ProxyError
 from mmproxy.router.failover import Attempt, Failover, Trace
 from mmproxy.router.groups import ModelGroup, build_groups, target
@@ -22,6 +22,7 @@ from mmproxy.router.health import Health
 from mmproxy.router.shared import SharedState
 from mmproxy.router.strategies import STRATEGIES
 from mmproxy.router.usage import Usage
+from mmproxy.router.wildcards import Wildcards
 from mmproxy.rules import RuleSet
 from mmproxy.validation import unknown_model
 
@@ -36,13 +37,15 @@ __all__ = ["AUTO_MODEL", "Attempt", "ModelGroup", "Router", "Trace"]
 
 class Router:
     def __init__(self, deployments: Sequence[Deployment], settings: RouterSettings, rules: RuleSet | None = None,
-                 on_cooldown: Callable[[str], None] | None = None) -> None:
+                 on_cooldown: Callable[[str], None] | None = None, wildcards: Sequence[Wildcard] = ()) -> None:
         self.settings = settings
         self.rules = rules
         self.health = Health(settings.allowed_fails, settings.cooldown_time)
         self.usage = Usage()
         self.shared: SharedState | None = None
         self.groups, self._virtual = build_groups(deployments)
+        self.wildcards = Wildcards(wildcards)
+        self._listed: list[str] | None = None  # the model names, made on first use
         self._deployments = {d.id: d for d in deployments}
         self._on_cooldown = on_cooldown
         self._failover = self._make_failover()
@@ -51,7 +54,7 @@ class Router:
     def _make_failover(self) -> Failover:
         settings = self.settings
         return Failover(self.group, self.health, self.usage, settings, STRATEGIES[settings.routing_strategy],
-                        self.shared, self._on_cooldown)
+                        self.shared, self._on_cooldown, self.wildcards.ids)
 
     async def start(self) -> None:
         """Join the other instances' shared state when ``redis_url`` is configured; needs the running loop."""
@@ -69,15 +72,23 @@ class Router:
 
     # -- names -----------------------------------------------------------------------
     def group(self, name: str) -> ModelGroup | None:
-        """The group a target name stands for: a model name, ``tier:<tier>``, ``local`` or ``local:<tier>``."""
-        return self.groups.get(name) or self._virtual.get(name)
+        """The group a target name stands for: a model name, ``tier:<tier>``, ``local`` or ``local:<tier>``, or a
+        name a wildcard matches (only when none of these is it: an explicit group wins)."""
+        group = self.groups.get(name) or self._virtual.get(name)
+        if group is None and self.wildcards:
+            return self.wildcards.group(name)
+        return group
 
     def deployment(self, deployment_id: str) -> Deployment | None:
         return self._deployments.get(deployment_id)
 
     def model_names(self) -> list[str]:
-        """The names a client may request: every model group, and ``auto`` when routing rules exist."""
-        return [*self.groups, *([AUTO_MODEL] if self.rules is not None else [])]
+        """The names a client may request: every model group, what the wildcards serve, and ``auto`` when routing
+        rules exist."""
+        if self._listed is None:
+            self._listed = [*self.groups, *self.wildcards.listed(set(self.groups)),
+                            *([AUTO_MODEL] if self.rules is not None else [])]
+        return self._listed
 
     # -- rules -----------------------------------------------------------------------
     def choose(self, model: str, body: bytes, headers: Mapping[str, str], input_tokens: int, key: str | None,

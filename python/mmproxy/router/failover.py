@@ -63,8 +63,9 @@ class Trace:
 class Failover:
     def __init__(self, groups: Callable[[str], ModelGroup | None], health: Health, usage: Usage,
                  settings: RouterSettings, strategy: Strategy, shared: SharedState | None,
-                 on_cooldown: Callable[[str], None] | None) -> None:
+                 on_cooldown: Callable[[str], None] | None, uncounted: frozenset[str] = frozenset()) -> None:
         self._group = groups
+        self._uncounted = uncounted
         self._health = health
         self._usage = usage
         self._settings = settings
@@ -129,7 +130,12 @@ class Failover:
         raise self._unavailable(group, tokens)
 
     async def failed(self, deployment_id: str, kind: str) -> None:
-        """Count a failed attempt against the deployment's health, here and, with Redis, on every instance."""
+        """Count a failed attempt against the deployment's health, here and, with Redis, on every instance.
+
+        A wildcard's deployments (``uncounted``) are never cooled down, as in LiteLLM: their failures are one
+        requested model's (a name the provider does not know), not the provider's."""
+        if deployment_id in self._uncounted:
+            return
         if self._health.failed(deployment_id, kind) and self._on_cooldown is not None:
             self._on_cooldown(deployment_id)
         if self._shared is not None:

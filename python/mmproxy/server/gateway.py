@@ -42,9 +42,10 @@ class StartupError(Exception):
 class Gateway:
     def __init__(self, config: Config, worker: int = 0, shared_dir: Path | None = None) -> None:
         self.config = config
-        self.metrics: Metrics | None = Metrics(shared_dir, worker) if config.metrics else None
+        self.metrics: Metrics | None = Metrics(
+            shared_dir, worker, {w.id: w.model_name for w in config.wildcards}) if config.metrics else None
         self.router = Router(config.deployments, config.router, config.rules,
-                             self.metrics.cooldown if self.metrics is not None else None)
+                             self.metrics.cooldown if self.metrics is not None else None, config.wildcards)
         self.db: Database | None = None
         self.keys: Keys | None = None
         self.ledger: Ledger | None = None
