@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 import venv
@@ -40,29 +39,32 @@ def run(*argv: str, cwd: Path, env: dict[str, str] | None = None) -> str:
     return done.stdout
 
 
+def wait_until_live(base: str, demo: subprocess.Popen[bytes], seconds: float) -> bool:
+    """Poll ``/health/liveliness`` until it answers, the demo exits, or ``seconds`` pass."""
+    deadline = time.monotonic() + seconds
+    while demo.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{base}/health/liveliness", timeout=2):
+                return True
+        except OSError:
+            time.sleep(0.2)
+    return False
+
+
 def chat_through_demo(mmproxy: Path, cwd: Path) -> str:
     """Start ``mmproxy demo`` on free ports, send one chat completion, stop it; return the answer."""
     port, sim_port = free_port(), free_port()
-    demo = subprocess.Popen([str(mmproxy), "demo", "--port", str(port), "--sim-port", str(sim_port)], cwd=cwd,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    output: list[str] = []
-    listening = threading.Event()
-
-    def pump() -> None:
-        assert demo.stdout is not None
-        for line in demo.stdout:
-            output.append(line)
-            if "listening on" in line:
-                listening.set()
-        listening.set()  # exited: stop waiting
-
-    threading.Thread(target=pump, daemon=True).start()
+    base = f"http://127.0.0.1:{port}"
+    log = cwd / "demo.log"
+    with log.open("wb") as out:
+        demo = subprocess.Popen([str(mmproxy), "demo", "--port", str(port), "--sim-port", str(sim_port)], cwd=cwd,
+                                stdout=out, stderr=subprocess.STDOUT)
     try:
-        if not listening.wait(120) or demo.poll() is not None:
-            sys.exit("check_wheel: mmproxy demo did not start:\n" + "".join(output))
+        if not wait_until_live(base, demo, 120):
+            sys.exit("check_wheel: mmproxy demo did not start:\n" + log.read_text())
         body = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Hello from the wheel check"}]}
         request = urllib.request.Request(
-            f"http://127.0.0.1:{port}/v1/chat/completions", data=json.dumps(body).encode(),
+            f"{base}/v1/chat/completions", data=json.dumps(body).encode(),
             headers={"Authorization": f"Bearer {DEMO_MASTER_KEY}", "Content-Type": "application/json"})
         with urllib.request.urlopen(request, timeout=30) as response:
             answer = json.load(response)["choices"][0]["message"]["content"]
@@ -76,7 +78,7 @@ def chat_through_demo(mmproxy: Path, cwd: Path) -> str:
             demo.kill()
             status = demo.wait()
     if status != 0:
-        sys.exit(f"check_wheel: mmproxy demo exited {status} on SIGTERM:\n" + "".join(output))
+        sys.exit(f"check_wheel: mmproxy demo exited {status} on SIGTERM:\n" + log.read_text())
     return str(answer)
 
 
