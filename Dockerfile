@@ -27,8 +27,10 @@ COPY --from=builder /src/dist /tmp/dist
 RUN pip install --no-cache-dir /tmp/dist/mmproxy-*.whl && rm -rf /tmp/dist
 # An unprivileged user. Its working directory holds the default SQLite ledger (mmproxy.db), the ledger's spool
 # (mmproxy-spool) and uploaded files (mmproxy-files): mount a volume at /data to keep them across containers.
-RUN groupadd --system --gid 10001 mmproxy \
-    && useradd --system --uid 10001 --gid 10001 --home-dir /data --create-home mmproxy
+RUN groupadd --gid 10001 mmproxy \
+    && useradd --uid 10001 --gid 10001 --no-log-init --no-create-home --home-dir /data --shell /usr/sbin/nologin \
+        mmproxy \
+    && install -d -o mmproxy -g mmproxy /data
 # Numeric, so a runtime that checks runAsNonRoot can tell it is not root.
 USER 10001:10001
 WORKDIR /data
