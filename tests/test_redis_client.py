@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -23,6 +22,7 @@ import redis
 import uvloop
 
 from mmproxy.redis_client import RedisClient, RedisReplyError, RedisUnavailable, array, bulk, integer
+from tests.conftest import redis_server_path
 from tests.router import test_shared_redis
 
 redis_url = test_shared_redis.redis_url  # the module fixture: one throwaway redis-server, started the same way
@@ -49,11 +49,8 @@ class Server:
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        server = shutil.which("redis-server")
-        if server is None:
-            pytest.fail("redis-server is required (apt-get install redis-server; .ci/run installs it)")
-        self.proc = subprocess.Popen([server, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no", *self.args],
+        self.proc = subprocess.Popen([redis_server_path(), "--port", str(self.port), "--bind", "127.0.0.1",
+                                      "--save", "", "--appendonly", "no", *self.args],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + 10
         while True:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import socket
 import subprocess
 import time
@@ -12,16 +11,14 @@ import httpx
 import pytest
 import redis
 
-from tests.conftest import UPSTREAM_KEY, Process, SimControl, start_gateway
+from tests.conftest import UPSTREAM_KEY, Process, SimControl, redis_server_path, start_gateway
 
 HELLO = [{"role": "user", "content": "hi"}]
 
 
 @pytest.fixture(scope="module")
 def redis_url() -> Iterator[str]:
-    server = shutil.which("redis-server")
-    if server is None:
-        pytest.fail("redis-server is required (apt-get install redis-server; .ci/run installs it)")
+    server = redis_server_path()
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
