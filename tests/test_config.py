@@ -303,3 +303,26 @@ def test_deployments_that_differ_only_by_key_are_separate_deployments():
     assert [d.api_key for d in deployments] == ["sk-a", "sk-b", "sk-c"]
     with pytest.raises(ConfigError, match="duplicate id 'same'"):  # ids the operator chose stay unique
         parse_config({"model_list": [entry("sk-a", id="same"), entry("sk-b", id="same")]})
+
+
+def test_general_settings_keys_litellm_reads_are_not_implemented_others_are_unknown():
+    warnings = parse_config({"model_list": [], "general_settings": {
+        "alerting": ["slack"], "cahce": True, "store_prompts_in_spend_logs": True}}).warnings
+    assert "general_settings.alerting: not implemented yet, ignored" in warnings
+    assert "general_settings.store_prompts_in_spend_logs: not implemented yet, ignored" in warnings
+    assert "general_settings.cahce: unknown key, ignored" in warnings
+
+
+def test_a_provider_whose_api_is_not_openais_is_skipped_even_with_an_api_base():
+    config = parse_config({"model_list": [
+        {"model_name": "b", "litellm_params": {"model": "bedrock/anthropic.claude-v2", "api_base": "http://h:1"}},
+        {"model_name": "f", "litellm_params": {"model": "fireworks_ai/accounts/x/models/llama", "api_base":
+                                               "http://h:1/v1"}},
+        {"model_name": "v", "litellm_params": {"model": "my-org/my-model", "api_base": "http://h:1/v1"}},
+    ]})
+    assert [d.model_name for d in config.deployments] == ["f", "v"]
+    assert any("provider 'bedrock'" in w and "skipped" in w for w in config.warnings)
+    fireworks, custom = config.deployments
+    # LiteLLM's OpenAI-compatible providers drop their prefix upstream; a server of one's own keeps the name.
+    assert (fireworks.provider, fireworks.upstream_model) == ("openai_compatible", "accounts/x/models/llama")
+    assert (custom.provider, custom.upstream_model) == ("openai_compatible", "my-org/my-model")

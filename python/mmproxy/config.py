@@ -19,6 +19,7 @@ from urllib.parse import quote
 
 import yaml
 
+from mmproxy import litellm_names
 from mmproxy.prices import files as price_files
 from mmproxy.providers import REGISTRY
 from mmproxy.registry import ModelTable, entries, shipped
@@ -370,7 +371,7 @@ def parse_config(raw: Any) -> Config:
     general = _mapping(raw, "general_settings")
     for key in general:
         if key not in _GENERAL_DONE:
-            warnings.append(_not_done("general_settings", key, _GENERAL_DONE))
+            warnings.append(_not_done("general_settings", key, _GENERAL_DONE, litellm_names.GENERAL_SETTINGS))
     master_key = _optional_secret(general, "master_key", "general_settings.master_key")
     max_mb = _number(general, "max_request_size_mb", "general_settings.max_request_size_mb")
     max_request_bytes = int((max_mb if max_mb is not None else DEFAULT_MAX_REQUEST_MB) * 1024 * 1024)
@@ -954,12 +955,20 @@ def _parse_deployment(
     provider, upstream_model = provider_of(model)
     api_base = _optional_secret(params, "api_base", f"{pwhere}.api_base")
     if not provider:
+        prefix, _, rest = model.partition("/")
+        if rest and prefix in litellm_names.PROVIDERS and prefix not in litellm_names.OPENAI_COMPATIBLE:
+            # bedrock/, vertex_ai/, cohere/...: an api_base does not make their API OpenAI's.
+            warnings.append(f"{pwhere}.model: provider {prefix!r} of {model!r} is not supported yet (its API is not "
+                            f"OpenAI's); deployment of {model_name!r} skipped")
+            return None
         if not api_base:
             warnings.append(
                 f"{pwhere}.model: provider of {model!r} is not supported yet; deployment of {model_name!r} skipped"
             )
             return None
         provider = "openai_compatible"
+        if rest and prefix in litellm_names.OPENAI_COMPATIBLE:
+            upstream_model = rest  # LiteLLM sends fireworks_ai/<model> upstream as <model>
     defaults = REGISTRY[provider]
     api_base = (api_base or (os.environ.get(defaults.base_env) if defaults.base_env else None)
                 or defaults.api_base or "").rstrip("/")
@@ -1105,11 +1114,12 @@ def _did_you_mean(key: object, known: Collection[str]) -> str:
 _LITELLM_LOOKALIKES = frozenset({"callbacks"})
 
 
-def _not_done(where: str, key: object, known: Collection[str]) -> str:
-    """The warning for a key mmproxy does not read: a likely misspelling of one it does, or (LiteLLM has many
-    more keys) one not implemented yet."""
+def _not_done(where: str, key: object, known: Collection[str], litellm: Collection[str] | None = None) -> str:
+    """The warning for a key mmproxy does not read: a likely misspelling of one it does; one LiteLLM reads (any,
+    when ``litellm``, LiteLLM's own keys of the section, is not given) is not implemented yet; any other is
+    unknown."""
     hint = "" if key in _LITELLM_LOOKALIKES else _did_you_mean(key, known)
-    if hint:
+    if hint or (litellm is not None and key not in litellm):
         return f"{where}.{key}: unknown key, ignored{hint}"
     return f"{where}.{key}: not implemented yet, ignored"
 
