@@ -66,7 +66,7 @@ _MODEL_INFO_MODES = {"chat", "embedding", "completion"}
 
 _GENERAL_DONE = {"master_key", "max_request_size_mb", "database_url", "disable_spend_logs", "disable_metrics",
                  "spool_dir", "budget_on_unpriced_models", "max_file_size_mb", "request_body_timeout",
-                 "idle_timeout", "price_file"}
+                 "idle_timeout", "price_file", "ui_log_prompts"}
 _TOP_LEVEL = {
     "model_list",
     "general_settings",
@@ -336,6 +336,7 @@ class Config:
     # a whole request line and headers), are given up on after these many seconds.
     request_body_timeout: float = DEFAULT_BODY_TIMEOUT_S
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT_S
+    ui_log_prompts: bool = False  # the dashboard's live log shows the start of each request's last user message
     wildcards: list[Wildcard] = field(default_factory=list)  # entries whose model_name has a '*'
 
 
@@ -452,7 +453,8 @@ def parse_config(raw: Any) -> Config:
                   verifiers=virtual["verify"], consensus=virtual["consensus"], reviews=virtual["review"],
                   spool_dir=spool_dir, budget_on_unpriced_models=unpriced, max_file_bytes=max_file_bytes,
                   request_body_timeout=body_timeout or DEFAULT_BODY_TIMEOUT_S,
-                  idle_timeout=idle_timeout or DEFAULT_IDLE_TIMEOUT_S, wildcards=wildcards)
+                  idle_timeout=idle_timeout or DEFAULT_IDLE_TIMEOUT_S, wildcards=wildcards,
+                  ui_log_prompts=bool(_flag(general, "ui_log_prompts", "general_settings.ui_log_prompts")))
 
 
 _SMART_ROUTER_KEYS = {"candidates", "learned_as", "model", "strong_share", "cost_weight", "min_quality", "window",

@@ -42,3 +42,17 @@ async def test_closing_wakes_every_page_so_shutdown_is_not_held():
     live.watchers.add(page)
     live.close()
     assert live.closed and page.ready.is_set()
+
+
+async def test_prompts_appear_only_when_the_operator_turns_them_on():
+    from mmproxy.pipeline.apis import Inbound
+
+    chat = {"model": "m", "messages": [{"role": "user", "content": "my secret plan " * 40}]}
+    inbound = Inbound("m", chat, b"", chat=chat)
+    for shown in (False, True):
+        live = LiveLog(prompts=shown)
+        page = Watcher(None)
+        live.watchers.add(page)
+        live.publish(_record(0, None), inbound)
+        prompt = page.take()[0][0][LINE.index("prompt")]
+        assert prompt == (("my secret plan " * 40)[:300] if shown else None)

@@ -53,7 +53,7 @@ class Accounting:
         if self.access_log is not None:
             self.access_log.write(record)
         if self.live is not None:
-            self.live.publish(record)
+            self.live.publish(record, call.inbound)
 
     def record_subcall(self, record: RequestRecord) -> None:
         """A virtual model's sub-call: a ledger row of its own (linked by ``parent_id``). Not in the metrics,

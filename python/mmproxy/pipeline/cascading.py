@@ -28,8 +28,8 @@ from mmproxy._native import prompt_features
 from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.config import CascadeSettings, CascadeStage
 from mmproxy.errors import ProxyError
-from mmproxy.pipeline.apis import ClientAPI, Inbound
-from mmproxy.pipeline.smart_routing import SHIPPED_MODEL, VirtualModelError, last_user_text, quality_model
+from mmproxy.pipeline.apis import ClientAPI, Inbound, last_user_text
+from mmproxy.pipeline.smart_routing import SHIPPED_MODEL, VirtualModelError, quality_model
 from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls, answer_allowance
 from mmproxy.router.groups import ModelGroup
 from mmproxy.smart.agreement import exact_votes, judge_prompt, judge_score, similarity_agreement

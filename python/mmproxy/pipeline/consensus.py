@@ -25,8 +25,7 @@ from aiohttp import web
 from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.config import ConsensusSettings
 from mmproxy.errors import ProxyError
-from mmproxy.pipeline.apis import ClientAPI, Inbound
-from mmproxy.pipeline.smart_routing import last_user_text
+from mmproxy.pipeline.apis import ClientAPI, Inbound, last_user_text
 from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls, answer_allowance
 from mmproxy.router.groups import ModelGroup
 from mmproxy.smart.agreement import grouper_prompt, judged_votes, short_answer, similar_votes, votes_of

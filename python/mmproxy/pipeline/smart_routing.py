@@ -23,6 +23,7 @@ from mmproxy.cache.embedder import LocalEmbedder
 from mmproxy.config import Deployment, SmartRouterSettings
 from mmproxy.db import Database
 from mmproxy.errors import bad_request
+from mmproxy.pipeline.apis import last_user_text
 from mmproxy.pipeline.call import Call
 from mmproxy.router.groups import ModelGroup
 from mmproxy.smart.feedback import encode_features, rated_rows, retrain
@@ -150,16 +151,3 @@ class SmartRouting:
             log.info("router %s: %s a model retrained on %d rated requests (held-out error %.4f, in use %.4f)",
                      router.name, "switched to" if result.model is not None else "kept the model in use over",
                      result.rows, result.new_error, result.old_error)
-
-
-def last_user_text(messages: list[Any]) -> str:
-    """The text of the last user message (its text parts joined); empty when there is none."""
-    for message in reversed(messages):
-        if isinstance(message, dict) and message.get("role") == "user":
-            content = message.get("content")
-            if isinstance(content, str):
-                return content
-            if isinstance(content, list):
-                return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
-            return ""
-    return ""

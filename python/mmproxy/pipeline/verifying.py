@@ -21,8 +21,7 @@ from aiohttp import web
 from mmproxy.config import VerifySettings
 from mmproxy.errors import ProxyError
 from mmproxy.headers import header_text
-from mmproxy.pipeline.apis import ClientAPI, Inbound
-from mmproxy.pipeline.smart_routing import last_user_text
+from mmproxy.pipeline.apis import ClientAPI, Inbound, last_user_text
 from mmproxy.pipeline.subcalls import Answer, MultiCallKind, SubCalls, answer_allowance
 from mmproxy.smart.agreement import parse_verdict, verifier_prompt
 

@@ -55,7 +55,7 @@ class Gateway:
         self._worker = worker
         self._local_embedder: LocalEmbedder | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self.live = LiveLog()  # the dashboard's live request log; costs nothing while no page watches
+        self.live = LiveLog(config.ui_log_prompts)  # the dashboard's live request log; free while no page watches
 
     async def start(self) -> None:
         tokens.warm()

@@ -79,3 +79,16 @@ class ClientAPI(ABC):
 
         An awaitable rather than a coroutine function, so an API may check and build the request, then hand
         back the forwarder's coroutine without a frame of its own (chat completions, the hot path, does)."""
+
+
+def last_user_text(messages: list[Any]) -> str:
+    """The text of the last user message (its text parts joined); empty when there is none."""
+    for message in reversed(messages):
+        if isinstance(message, dict) and message.get("role") == "user":
+            content = message.get("content")
+            if isinstance(content, str):
+                return content
+            if isinstance(content, list):
+                return "\n".join(p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text")
+            return ""
+    return ""

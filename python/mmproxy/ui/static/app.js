@@ -182,16 +182,19 @@ const tabs = {
       seen += batch.lines.length;
       dropped += batch.dropped;
       // Each line is the values of live_log.LINE, in that order.
-      for (const [started, status, model, deployment, latency, ttft, tokensIn, tokensOut, cost, cache, key, error] of batch.lines) {
-        body.prepend(h("tr", { class: status >= 400 ? "bad" : null },
+      for (const [started, status, model, deployment, latency, ttft, tokensIn, tokensOut, cost, cache, key, error, prompt] of batch.lines) {
+        const row = h("tr", { class: status >= 400 ? "bad" : null },
           [new Date(started * 1000).toISOString().slice(11, 23), status, model, deployment, ms(latency), ms(ttft),
-            `${int(tokensIn)} → ${int(tokensOut)}`, usd(cost), cache, key, error].map((v) => h("td", {}, v ?? ""))));
+            `${int(tokensIn)} → ${int(tokensOut)}`, usd(cost), cache, key, error].map((v) => h("td", {}, v ?? "")));
+        if (prompt) row.append(h("td", { class: "prompt", title: prompt }, prompt));
+        body.prepend(row);
       }
       while (body.rows.length > 500) body.deleteRow(-1);
       counter.textContent = `${int(seen)} requests since the page opened` + (dropped ? `, ${int(dropped)} not shown (too fast)` : "");
     };
     return [section("Live requests", h("p", { class: "muted" },
-      "Finished requests as they happen on the worker this page reached; never prompts or keys. ", counter),
+      "Finished requests as they happen on the worker this page reached; never keys, and prompts only where the " +
+      "operator turned them on (general_settings.ui_log_prompts). ", counter),
       h("table", { class: "live" }, h("thead", {}, h("tr", {}, ["Time", "Status", "Model", "Deployment", "Latency",
         "First token", "Tokens", "Cost", "Cache", "Key", "Error"].map((t) => h("th", {}, t)))), body))];
   },
