@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import glob
 import os
 import re
+import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -210,9 +214,6 @@ def gateway(simulator: Process, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
 # -- PostgreSQL: one throwaway cluster per session (tests/test_db.py, tests/test_ledger.py) -------------------
 def _postgres_bindir() -> Path:
-    import glob
-    import shutil
-
     candidates = []
     pg_config = shutil.which("pg_config")
     if pg_config is not None:
@@ -228,40 +229,56 @@ def _postgres_bindir() -> Path:
     pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found: apt-get install postgresql")
 
 
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster (trust auth, fsync off) on a port of its own, with database
+    ``mmproxy_test``; a test may stop and start it again to play a database outage (its data stays)."""
+
+    def __init__(self) -> None:
+        self._bindir = _postgres_bindir()
+        self.root = Path(tempfile.mkdtemp(prefix="mmproxy-pg-"))
+        self._as_owner: list[str] = []
+        if os.geteuid() == 0:  # initdb refuses to run as root
+            shutil.chown(self.root, "postgres")
+            self._as_owner = ["runuser", "-u", "postgres", "--"]
+        self.data = self.root / "data"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/mmproxy_test"
+        try:
+            self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8",
+                      "--no-locale")
+            self.start()
+            self._run("createdb", "-h", "127.0.0.1", "-p", self.port, "-U", "postgres", "mmproxy_test")
+        except subprocess.CalledProcessError as exc:
+            log = self.root / "server.log"
+            self.remove()
+            pytest.fail(f"could not start PostgreSQL: {exc.stderr}\n{log.read_text() if log.exists() else ''}")
+
+    def _run(self, tool: str, *args: object) -> None:
+        subprocess.run([*self._as_owner, str(self._bindir / tool), *map(str, args)], check=True,
+                       capture_output=True, text=True)
+
+    def start(self) -> None:
+        # fsync off: a cluster that lives for one test session needs no crash safety.
+        self._run("pg_ctl", "-D", self.data, "-l", self.root / "server.log", "-w", "-t", "60", "-o",
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast`` ends the sessions and shuts down cleanly; ``immediate`` is a crash."""
+        self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        subprocess.run([*self._as_owner, str(self._bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                        "stop"], capture_output=True, check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """``postgresql://postgres@127.0.0.1:<port>/mmproxy_test`` on a cluster made for this session, trust auth."""
-    import shutil
-    import socket
-    import tempfile
-
-    bindir = _postgres_bindir()
-    root = Path(tempfile.mkdtemp(prefix="mmproxy-pg-"))
-    as_owner: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root
-        shutil.chown(root, "postgres")
-        as_owner = ["runuser", "-u", "postgres", "--"]
-    data = root / "data"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-
-    def run(*args: object) -> None:
-        subprocess.run([*as_owner, *map(str, args)], check=True, capture_output=True, text=True)
-
+    cluster = PostgresCluster()
     try:
-        try:
-            run(bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8",
-                "--no-locale")
-            # fsync off: a cluster that lives for one test session needs no crash safety.
-            run(bindir / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-t", "60", "-o",
-                f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-            run(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "mmproxy_test")
-        except subprocess.CalledProcessError as exc:
-            log = root / "server.log"
-            pytest.fail(f"could not start PostgreSQL: {exc.stderr}\n{log.read_text() if log.exists() else ''}")
-        yield f"postgresql://postgres@127.0.0.1:{port}/mmproxy_test"
+        yield cluster.url
     finally:
-        subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.remove()
