@@ -29,6 +29,7 @@ import orjson
 import pytest
 import redis
 
+from mmproxy.spend.ledger import INTERRUPTED
 from tests.conftest import MASTER_KEY, PostgresCluster, Process, SimControl, gateway_config, start_gateway
 from tests.test_redis_client import Server as RedisServer
 
@@ -274,7 +275,7 @@ async def _scenario(gw: Process, cluster: PostgresCluster, redis_server: RedisSe
 
         # A worker killed with SIGKILL mid-load: its parent starts another, which writes the dead one's rows.
         load = asyncio.ensure_future(traffic.run("worker killed", 4, faults=True))
-        long = [asyncio.ensure_future(traffic.stream(delay_ms=300)) for _ in range(6)]  # 3 s each
+        long = [asyncio.ensure_future(traffic.stream(delay_ms=300)) for _ in range(10)]  # 3 s each
         await asyncio.sleep(1.0)
         victim = _children(gw.proc.pid)[0]
         os.kill(victim, signal.SIGKILL)
@@ -328,9 +329,14 @@ def _check_ledger(run: Run, database_url: str) -> None:
     assert not missing, (len(missing), missing[:5])
     assert max(counts.values()) == 1
     for rid, outcome in answered.items():
-        if outcome.dropped is None:  # the row says what the client was answered
-            expected = (499, "client_disconnected") if outcome.kind == "hangup" else (outcome.status, outcome.code)
-            assert stored[rid][:2] == expected, (outcome, stored[rid])
+        if outcome.dropped is not None:  # a stream cut by the worker's death: its provisional row
+            expected: tuple[int | None, str | None] = (200, INTERRUPTED)
+        elif outcome.kind == "hangup":
+            expected = (499, "client_disconnected")
+        else:  # what the client was answered
+            expected = (outcome.status, outcome.code)
+        assert stored[rid][:2] == expected, (outcome, stored[rid])
+    assert any(o.dropped is not None for o in answered.values())  # the kill did cut streams
     unknown = counts.keys() - answered.keys()
     assert len(unknown) <= len([o for o in run.outcomes if o.dropped is not None])
     by_key: dict[str, float] = {}

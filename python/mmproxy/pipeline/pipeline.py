@@ -57,7 +57,7 @@ class Pipeline:
         self.cache = cache
         self.smart: SmartRouting | None = None  # the learned routers' virtual models, when the config has any
         self.multi: dict[str, MultiCall] = {}  # virtual models that call several models, by name
-        self.forwarder = Forwarder(router)
+        self.forwarder = Forwarder(router, accounting.ledger.begin if accounting.ledger is not None else None)
         self.lengths = cost.CompletionLengths()  # what budget reservations expect an answer to take
         self.in_flight = 0  # requests being served: what a graceful shutdown waits for
         # Groups a key with a budget may not use (a deployment without a price would count as free).

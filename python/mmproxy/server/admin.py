@@ -6,7 +6,9 @@ They orchestrate only: field rules live in ``keys.fields``, budgets in ``keys.ma
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -28,6 +30,30 @@ _MAX_LIMIT = 1000
 
 def _json(body: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type=_JSON)
+
+
+AdminHandler = Callable[["Admin", web.BaseRequest, Call], Awaitable[web.StreamResponse]]
+
+
+def _stored(handler: AdminHandler) -> AdminHandler:
+    """A handler that reads or writes the database: while it is down (stopped, restarting, unreachable) the
+    client gets a 503 it may retry, not an internal error."""
+
+    @functools.wraps(handler)
+    async def run(admin: Admin, request: web.BaseRequest, call: Call) -> web.StreamResponse:
+        try:
+            return await handler(admin, request, call)
+        except Exception as exc:
+            if isinstance(exc, ProxyError) or not admin._db.unavailable(exc):
+                raise
+            raise _unavailable(admin._db, exc) from None
+
+    return run
+
+
+def _unavailable(db: Database, exc: BaseException) -> ProxyError:
+    return ProxyError(503, f"the spend database is unavailable: {db.describe_error(exc)}",
+                      type="service_unavailable", code="database_unavailable")
 
 
 class Admin:
@@ -56,13 +82,13 @@ class Admin:
         try:
             await ledger.flush()
         except Exception as exc:
-            raise ProxyError(503, f"the spend database is unavailable: {self._db.describe_error(exc)}",
-                             type="service_unavailable", code="database_unavailable") from None
+            raise _unavailable(self._db, exc) from None
 
     async def _body(self, request: web.BaseRequest) -> dict[str, Any]:
         return (await self.gateway.pipeline.read_json(request))[0]
 
     # -- keys ------------------------------------------------------------------------------------
+    @_stored
     async def key_generate(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
         body = await self._body(request)
@@ -101,11 +127,13 @@ class Admin:
             record.spend = max(record.spend, state.record.spend)
         return record
 
+    @_stored
     async def key_info(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
         record = await self._find(request.query.get("key"))
         return _json({"key": record.key_hash, "info": fields.view(record)})
 
+    @_stored
     async def key_update(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
         body = await self._body(request)
@@ -117,6 +145,7 @@ class Admin:
         self._keys.add(updated)
         return _json({**fields.view(updated), "ignored_fields": ignored})
 
+    @_stored
     async def key_delete(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
         body = await self._body(request)
@@ -129,6 +158,7 @@ class Admin:
         self._keys.forget(hashes)
         return _json({"deleted_keys": hashes})
 
+    @_stored
     async def key_list(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
         query = request.query
@@ -141,6 +171,7 @@ class Admin:
         return _json({"keys": keys, "current_page": page, "size": size})
 
     # -- spend -----------------------------------------------------------------------------------
+    @_stored
     async def spend_logs(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
         query = request.query
@@ -157,6 +188,7 @@ class Admin:
         )
         return _json(rows)
 
+    @_stored
     async def spend_report(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
         query = request.query
@@ -170,6 +202,7 @@ class Admin:
         return _json({"group_by": group_by, "start": start, "end": end, "groups": rows,
                       "savings": _savings(by_cache)})
 
+    @_stored
     async def feedback(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """A score or label for an earlier answer, stored beside its ledger row."""
         await self.gateway.pipeline.authorize(request)
