@@ -35,6 +35,7 @@ import httptools
 import orjson
 
 _OVERHEAD_HEADER = b"x-mmproxy-overhead-ms"
+_REQUEST_ID_HEADER = b"x-mmproxy-request-id"
 _DONE_MARKER = b"[DONE]"
 _CONTENT_KEY = b'"content"'
 _QUOTE = 0x22
@@ -162,6 +163,7 @@ class _Slot(asyncio.Protocol):
         self.t_first = 0.0
         self.status = 0
         self.overhead: float | None = None
+        self.request_id = b""
         self.prev_body = self.last_body = self.first_byte = b""
         self.closed = asyncio.get_running_loop().create_future()
 
@@ -189,6 +191,9 @@ class _Slot(asyncio.Protocol):
                 self.overhead = float(value)
             except ValueError:
                 pass
+        elif self.gen.request_ids is not None and len(name) == len(_REQUEST_ID_HEADER) \
+                and name.lower() == _REQUEST_ID_HEADER:
+            self.request_id = value
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -238,6 +243,7 @@ class _Slot(asyncio.Protocol):
         self.status = 0
         self.t_first = 0.0
         self.overhead = None
+        self.request_id = b""
         self.prev_body = self.last_body = self.first_byte = b""
         self.in_flight = True
         self.t_start = time.perf_counter()
@@ -273,6 +279,7 @@ class LoadGen:
         timeout: float = 60.0,
         on_measure_start: Callable[[], None] | None = None,
         on_measure_end: Callable[[], None] | None = None,
+        record_ids: bool = False,
     ) -> None:
         if (duration is None) == (count is None):
             raise ValueError("give exactly one of duration or count")
@@ -283,6 +290,8 @@ class LoadGen:
         self.warmup, self.timeout = warmup, timeout
         self.on_measure_start, self.on_measure_end = on_measure_start, on_measure_end
         self.result = Result(concurrency=concurrency)
+        # With ``record_ids``: mmproxy's x-mmproxy-request-id of every answer (a soak checks each has its row).
+        self.request_ids: list[bytes] | None = [] if record_ids else None
         self.phase = WARMUP
         self.slots: list[_Slot] = []
         self._t0 = 0.0
@@ -293,6 +302,9 @@ class LoadGen:
     def complete(self, slot: _Slot | None, ok: bool, kind: str, detail: str) -> None:
         if slot is not None:
             slot.in_flight = False
+            if slot.request_id and self.request_ids is not None:  # every answer that named its request
+                self.request_ids.append(slot.request_id)
+                slot.request_id = b""
         if self.phase != MEASURE:
             if self.phase == DRAIN:
                 self._check_drained()
