@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import resource
 import sys
 import tempfile
@@ -127,6 +128,7 @@ class Run:
     rss_idle_mb: float = 0.0
     rss_peak_mb: float = 0.0
     cpu_s: float = 0.0
+    waited_s: float = 0.0  # time the gateway was runnable but waiting for a CPU (other processes had it)
     rss_samples: list[tuple[float, int, float]] = field(default_factory=list)  # (s, open streams, RSS MB)
 
 
@@ -161,6 +163,16 @@ async def _drive(port: int, count: int, ramp: float, payload: bytes, pids: list[
     run.elapsed = time.perf_counter() - began
     await watcher
     return run
+
+
+def _waited_s(pids: list[int]) -> float:
+    """Seconds the threads of ``pids`` spent runnable but waiting for a CPU (/proc/<pid>/task/*/schedstat)."""
+    total = 0
+    for pid in pids:
+        for stat in Path(f"/proc/{pid}/task").glob("*/schedstat"):
+            with contextlib.suppress(OSError):
+                total += int(stat.read_text().split()[1])
+    return total / 1e9
 
 
 def _figures(run: Run) -> dict[str, Any]:
@@ -206,7 +218,9 @@ def _markdown(args: argparse.Namespace, direct: dict[str, Any], through: dict[st
         f"- gateway RSS: {gateway.rss_idle_mb:.1f} MB idle, {gateway.rss_peak_mb:.1f} MB with "
         f"{through['peak_open']:,} streams open: {per_conn_kb:.1f} KB per stream (client and upstream connection)",
         f"- gateway CPU: {gateway.cpu_s:.1f} s for ~{events:,} relayed events: "
-        f"{gateway.cpu_s / events * 1e6:.0f} µs per event, connection set-up and ledger included",
+        f"{gateway.cpu_s / events * 1e6:.0f} µs per event, connection set-up and ledger included; meanwhile it "
+        f"waited {gateway.waited_s:.1f} s for a CPU while it had work (run-queue delay from /proc schedstat: "
+        "the other processes on the two cores had them)",
     ]
     return "\n".join(lines)
 
@@ -254,11 +268,12 @@ def main() -> int:
         gateway.wait_ready(f"http://127.0.0.1:{port}/health/readiness", 60)
         pids = process_tree(gateway.pid)
         idle = memory_mb(pids)[0]
-        cpu0 = cpu_seconds(pids)
+        cpu0, waited0 = cpu_seconds(pids), _waited_s(pids)
         print(f"{args.streams:,} streams through mmproxy ...", file=sys.stderr, flush=True)
         gateway_run = uvloop.run(_drive(port, args.streams, args.ramp, chat_request(
             MODEL, stream=True, api_key=MASTER_KEY).encode(f"127.0.0.1:{port}"), pids))
         gateway_run.cpu_s = cpu_seconds(pids) - cpu0
+        gateway_run.waited_s = _waited_s(pids) - waited0
         gateway_run.rss_idle_mb = idle
         gateway_run.rss_peak_mb = max(rss for _, _, rss in gateway_run.rss_samples)
     finally:
