@@ -50,7 +50,7 @@ class Outcome:
     """One request as the client saw it."""
 
     phase: str
-    kind: str  # "chat", "stream", "hangup" (a stream the client leaves after its first event), "budget"
+    kind: str  # "chat", "stream", "hangup" (a stream the client leaves after its first event), "budget", "stranger"
     fault: str | None  # the upstream fault the request asked the simulator for
     status: int | None = None  # None: no response at all (the connection dropped first)
     request_id: str | None = None
@@ -238,6 +238,7 @@ class Run:
     victim: int
     redis_counters: int  # the keys' counters in Redis once it was back
     outage_read: httpx.Response | None  # a ledger read while PostgreSQL was down
+    outage_key: Outcome | None  # a request with a key no worker knows, while PostgreSQL was down
 
 
 async def _scenario(gw: Process, cluster: PostgresCluster | None, redis_server: RedisServer) -> Run:
@@ -265,13 +266,14 @@ async def _scenario(gw: Process, cluster: PostgresCluster | None, redis_server: 
         redis_counters = len(redis.Redis(port=redis_server.port).keys("mmproxy:key:*"))
 
         # PostgreSQL stopped under load: rows wait in the queue and the spool; started again, they arrive.
-        outage_read = None
+        outage_read, stranger = None, None
         if cluster is not None:
             load = asyncio.ensure_future(traffic.run("postgres down", 4, faults=True))
             await asyncio.sleep(0.5)
             await asyncio.to_thread(cluster.stop)
             await asyncio.sleep(1.0)
             outage_read = await _admin(gw, "GET", "/spend/logs")
+            stranger = await traffic.chat(key="sk-known-to-no-worker", kind="stranger")  # the database would say
             await asyncio.sleep(1.0)
             await asyncio.to_thread(cluster.start)
             await load
@@ -286,7 +288,7 @@ async def _scenario(gw: Process, cluster: PostgresCluster | None, redis_server: 
         await asyncio.gather(load, *long)
         await traffic.run("after worker killed", 3)
         rss_after = {pid: _rss_mb(pid) for pid in _children(gw.proc.pid)}
-        return Run(traffic.outcomes, budget, rss_before, rss_after, victim, redis_counters, outage_read)
+        return Run(traffic.outcomes, budget, rss_before, rss_after, victim, redis_counters, outage_read, stranger)
     finally:
         await traffic.close()
 
@@ -298,7 +300,7 @@ def _check_answers(run: Run) -> None:
             assert outcome.phase == "worker killed", outcome
         elif outcome.fault is not None:
             assert (outcome.status, outcome.code) == FAULT_CODES[outcome.fault], outcome
-        elif outcome.kind != "budget":
+        elif outcome.kind not in ("budget", "stranger"):  # checked below
             assert (outcome.status, outcome.code, outcome.whole or outcome.kind == "hangup") == (200, None, True), \
                 outcome
     dropped = [o for o in run.outcomes if o.dropped is not None]
@@ -312,9 +314,10 @@ def _check_answers(run: Run) -> None:
     assert 4 <= len(served) <= 6, len(served)
     assert {(o.status, o.code) for o in refused} == {(429, "budget_exceeded")}
     assert run.redis_counters > 0  # the restarted Redis counts the keys' limits again
-    if run.outage_read is not None:  # an answer naming the outage, not an internal error
+    if run.outage_read is not None and run.outage_key is not None:  # answers naming the outage, not a 500
         assert run.outage_read.status_code == 503
         assert run.outage_read.json()["error"]["code"] == "database_unavailable"
+        assert (run.outage_key.status, run.outage_key.code) == (503, "database_unavailable")
     # The worker killed was replaced, and memory came back to its level.
     assert len(run.rss_after) == 2 and run.victim not in run.rss_after
     ceiling = max(run.rss_before.values()) + 25

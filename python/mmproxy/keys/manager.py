@@ -217,7 +217,13 @@ class Keys:
         until = self._unknown.get(key_hash)
         if until is not None and until > now:
             return None
-        record = await self._db.get_key(key_hash)
+        try:
+            record = await self._db.get_key(key_hash)
+        except Exception as exc:
+            if not self._db.unavailable(exc):
+                raise
+            raise ProxyError(503, "cannot check this API key now: the key database is unavailable",
+                             type="service_unavailable", code="database_unavailable") from None
         if record is None:
             if len(self._unknown) >= _NEGATIVE_MAX:
                 self._unknown.clear()
