@@ -8,8 +8,10 @@ import os
 import re
 import shutil
 import signal
+import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -283,35 +285,52 @@ def _postgres_owner(bindir: Path, root: Path) -> tuple[list[str], Path]:
 
 
 # -- PostgreSQL: one throwaway cluster per session (tests/test_db.py, tests/test_ledger.py) -------------------
+class PostgresCluster:
+    """A throwaway PostgreSQL cluster (trust auth, fsync off) on a port of its own, with database
+    ``mmproxy_test``; a test may stop and start it again to play a database outage (its data stays)."""
+
+    def __init__(self) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="mmproxy-pg-"))
+        self._as_owner, self._bindir = _postgres_owner(_postgres_bindir(), self.root)
+        self.data = self.root / "data"
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = probe.getsockname()[1]
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}/mmproxy_test"
+        try:
+            self._run("initdb", "-D", self.data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8",
+                      "--no-locale")
+            self.start()
+            self._run("createdb", "-h", "127.0.0.1", "-p", self.port, "-U", "postgres", "mmproxy_test")
+        except subprocess.CalledProcessError as exc:
+            log = self.root / "server.log"
+            self.remove()
+            pytest.fail(f"could not start PostgreSQL: {exc.stderr}\n{log.read_text() if log.exists() else ''}")
+
+    def _run(self, tool: str, *args: object) -> None:
+        subprocess.run([*self._as_owner, str(self._bindir / tool), *map(str, args)], check=True,
+                       capture_output=True, text=True)
+
+    def start(self) -> None:
+        # fsync off: a cluster that lives for one test session needs no crash safety.
+        self._run("pg_ctl", "-D", self.data, "-l", self.root / "server.log", "-w", "-t", "60", "-o",
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self, mode: str = "fast") -> None:
+        """``fast`` ends the sessions and shuts down cleanly; ``immediate`` is a crash."""
+        self._run("pg_ctl", "-D", self.data, "-m", mode, "-w", "stop")
+
+    def remove(self) -> None:
+        subprocess.run([*self._as_owner, str(self._bindir / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                        "stop"], capture_output=True, check=False)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url() -> Iterator[str]:
     """``postgresql://postgres@127.0.0.1:<port>/mmproxy_test`` on a cluster made for this session, trust auth."""
-    import socket
-    import tempfile
-
-    root = Path(tempfile.mkdtemp(prefix="mmproxy-pg-"))
-    as_owner, bindir = _postgres_owner(_postgres_bindir(), root)
-    data = root / "data"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-
-    def run(*args: object) -> None:
-        subprocess.run([*as_owner, *map(str, args)], check=True, capture_output=True, text=True)
-
+    cluster = PostgresCluster()
     try:
-        try:
-            run(bindir / "initdb", "-D", data, "-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8",
-                "--no-locale")
-            # fsync off: a cluster that lives for one test session needs no crash safety.
-            run(bindir / "pg_ctl", "-D", data, "-l", root / "server.log", "-w", "-t", "60", "-o",
-                f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
-            run(bindir / "createdb", "-h", "127.0.0.1", "-p", port, "-U", "postgres", "mmproxy_test")
-        except subprocess.CalledProcessError as exc:
-            log = root / "server.log"
-            pytest.fail(f"could not start PostgreSQL: {exc.stderr}\n{log.read_text() if log.exists() else ''}")
-        yield f"postgresql://postgres@127.0.0.1:{port}/mmproxy_test"
+        yield cluster.url
     finally:
-        subprocess.run([*as_owner, str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "stop"],
-                       capture_output=True, check=False)
-        shutil.rmtree(root, ignore_errors=True)
+        cluster.remove()

@@ -13,9 +13,12 @@ import httpx
 import openai
 import pytest
 
+from mmproxy.db import open_database
 from mmproxy.spend import spool as spool_module
+from mmproxy.spend.ledger import INTERRUPTED, Ledger
 from mmproxy.spend.spool import Spool
 from tests.conftest import MASTER_KEY, Process, gateway_config, start_gateway
+from tests.db.test_db import record
 
 
 def _files(directory: Path) -> list[str]:
@@ -91,3 +94,26 @@ def test_a_gateway_killed_under_load_loses_no_ledger_row(simulator: Process, tmp
         assert set(answered) <= stored
     finally:
         again.stop()
+
+
+async def test_a_stream_cut_by_a_dead_process_keeps_a_row_and_one_that_ended_keeps_its_own(tmp_path: Path):
+    db = open_database(f"sqlite://{tmp_path / 'mmproxy.db'}", tmp_path / "unused.db")
+    await db.start()
+    first = Ledger(db, Spool(tmp_path / "spool", "ledger-0"), flush_interval=60)
+    await first.start()
+    ended, cut = record("ended", stream=True), record("cut", stream=True)
+    first.begin(ended)  # both streams' headers leave
+    first.begin(cut)
+    ended.completion_tokens, ended.cost_usd = 20, 0.002
+    first.record(ended)  # one ends; the process dies before the other does, and before any batch went out
+    await asyncio.sleep(0)  # the end of the event loop's turn: the spool's write
+    second = Ledger(db, Spool(tmp_path / "spool", "ledger-0"))
+    await second.start()
+    await second.close()
+    rows = {row["request_id"]: row for row in await db.spend_logs()}
+    assert set(rows) == {"ended", "cut"}
+    assert (rows["ended"]["error_code"], rows["ended"]["cost_usd"]) == (None, 0.002)  # its final row, not the first
+    assert (rows["cut"]["status"], rows["cut"]["error_code"]) == (200, INTERRUPTED)
+    assert _files(tmp_path / "spool") == []  # every row committed: no segment left
+    await first.close(timeout=0)
+    await db.close()

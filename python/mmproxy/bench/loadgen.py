@@ -35,6 +35,7 @@ import httptools
 import orjson
 
 _OVERHEAD_HEADER = b"x-mmproxy-overhead-ms"
+_REQUEST_ID_HEADER = b"x-mmproxy-request-id"
 _DONE_MARKER = b"[DONE]"
 _CONTENT_KEY = b'"content"'
 _DIGITS = b"0123456789"
@@ -223,6 +224,7 @@ class _Slot(asyncio.Protocol):
         self.t_last = 0.0
         self.status = 0
         self.overhead: float | None = None
+        self.request_id = b""
         self.prev_body = self.last_body = self.first_byte = b""
         self.events = 0
         self.gaps: list[float] | None = [] if gen.detail else None  # reused for every request of the slot
@@ -252,6 +254,9 @@ class _Slot(asyncio.Protocol):
                 self.overhead = float(value)
             except ValueError:
                 pass
+        elif self.gen.request_ids is not None and len(name) == len(_REQUEST_ID_HEADER) \
+                and name.lower() == _REQUEST_ID_HEADER:
+            self.request_id = value
 
     def on_headers_complete(self) -> None:
         self.status = self.parser.get_status_code()
@@ -331,6 +336,7 @@ class _Slot(asyncio.Protocol):
         self.status = 0
         self.t_first = 0.0
         self.overhead = None
+        self.request_id = b""
         self.prev_body = self.last_body = self.first_byte = b""
         if self.gaps is not None:
             self.gaps.clear()
@@ -378,6 +384,7 @@ class LoadGen:
         tls: ssl.SSLContext | None = None,
         on_measure_start: Callable[[], None] | None = None,
         on_measure_end: Callable[[], None] | None = None,
+        record_ids: bool = False,
     ) -> None:
         if (duration is None) == (count is None):
             raise ValueError("give exactly one of duration or count")
@@ -394,6 +401,8 @@ class LoadGen:
         self.rate, self.poisson, self.detail, self.tls = rate, poisson, detail, tls
         self.on_measure_start, self.on_measure_end = on_measure_start, on_measure_end
         self.result = Result(concurrency=concurrency, rate=rate)
+        # With ``record_ids``: mmproxy's x-mmproxy-request-id of every answer (a soak checks each has its row).
+        self.request_ids: list[bytes] | None = [] if record_ids else None
         self.phase = WARMUP
         self.slots: list[_Slot] = []
         self.idle: list[_Slot] = []
@@ -415,6 +424,9 @@ class LoadGen:
     def complete(self, slot: _Slot | None, ok: bool, kind: str, detail: str) -> None:
         if slot is not None:
             slot.in_flight = False
+            if slot.request_id and self.request_ids is not None:  # every answer that named its request
+                self.request_ids.append(slot.request_id)
+                slot.request_id = b""
         if self.phase != MEASURE:
             if self.phase == DRAIN:
                 self._check_drained()

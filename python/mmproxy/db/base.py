@@ -205,6 +205,11 @@ class Database(ABC):
         """``exc`` fit for a log line: no password from the connection URL."""
         return f"{type(exc).__name__}: {exc}"
 
+    def unavailable(self, exc: BaseException) -> bool:
+        """Whether ``exc`` says the database cannot be reached now (down, restarting, timed out), as opposed to
+        a fault of the query or of the gateway."""
+        return isinstance(exc, OSError | TimeoutError)
+
 
 def spend_after_skips(key_spend: dict[str, float], skipped: list[tuple[object, ...]]) -> dict[str, float]:
     """``key_spend`` less the cost of rows that were not inserted."""

@@ -28,6 +28,8 @@ _MIGRATION_LOCK = 0x6D6D70726F7879  # "mmproxy": one migrator at a time across i
 _INSERT_ONE = _Q.insert_log + " RETURNING 1"
 # Errors that belong to a row's values, not to the database being unavailable.
 _BAD_ROW = (asyncpg.DataError, asyncpg.IntegrityConstraintViolationError, OverflowError, TypeError, ValueError)
+# Errors of a server that is down, shutting down, starting up or dropped the connection.
+_UNAVAILABLE = (asyncpg.PostgresConnectionError, asyncpg.InterfaceError, asyncpg.OperatorInterventionError)
 
 
 def _encode_ts(seconds: float) -> tuple[int]:
@@ -68,6 +70,9 @@ class PostgresDatabase(Database):
         for secret in self._secrets:
             text = text.replace(secret, "***")
         return text
+
+    def unavailable(self, exc: BaseException) -> bool:
+        return isinstance(exc, _UNAVAILABLE) or super().unavailable(exc)
 
     # -- lifecycle ----------------------------------------------------------------------------------
     async def start(self) -> None:

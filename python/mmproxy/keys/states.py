@@ -10,6 +10,7 @@ import time
 from typing import Generic
 
 from mmproxy.db.base import Database, R
+from mmproxy.errors import ProxyError
 
 _NEGATIVE_TTL_S = 2.0  # an unknown id is looked up in the database again after this long
 _NEGATIVE_MAX = 10_000
@@ -51,7 +52,14 @@ class Registry(Generic[R]):
         until = self._unknown.get(ident)
         if until is not None and until > now:
             return None
-        record = await self._db.get_record(self._kind, ident)
+        try:
+            record = await self._db.get_record(self._kind, ident)
+        except Exception as exc:
+            if not self._db.unavailable(exc):
+                raise
+            # Refusing a key that may be good would be wrong, serving it unchecked too: the client may retry.
+            raise ProxyError(503, f"cannot check this {self._kind.KIND} now: the key database is unavailable",
+                             type="service_unavailable", code="database_unavailable") from None
         if record is None:
             if len(self._unknown) >= _NEGATIVE_MAX:
                 self._unknown.clear()

@@ -23,6 +23,7 @@ from mmproxy.pipeline.sse import SSERelay, rewrite_usage_chunk
 from mmproxy.pipeline.upstreams import Upstream
 from mmproxy.providers.base import StreamTranslator
 from mmproxy.router import Router
+from mmproxy.spend.record import RequestRecord
 from mmproxy.upstream import Exchange, upstream_failure
 from mmproxy.upstream.http1 import UpstreamError, UpstreamTimeout
 
@@ -32,8 +33,9 @@ _NS_PER_MS = 1_000_000
 
 
 class Forwarder:
-    def __init__(self, router: Router) -> None:
+    def __init__(self, router: Router, on_stream: Callable[[RequestRecord], None] | None = None) -> None:
         self._router = router
+        self._on_stream = on_stream  # a stream's headers are leaving (the ledger's provisional row)
         self._usage = router.usage  # latencies go straight to it: once per request, on the hot path
         self._streams: set[Exchange] = set()  # upstream streams being relayed, for a shutdown to end
         self._ending = False
@@ -141,6 +143,9 @@ class Forwarder:
                 }
             )
             response.enable_chunked_encoding()
+            if self._on_stream is not None:
+                self._on_stream(record)
+                await asyncio.sleep(0)  # its provisional row is written at the end of this turn: before the headers
             try:
                 await response.prepare(request)
                 record.ttft_ms = (time.perf_counter_ns() - call.started) / _NS_PER_MS

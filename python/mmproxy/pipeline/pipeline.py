@@ -58,7 +58,7 @@ class Pipeline:
         self.cache = cache
         self.smart: SmartRouting | None = None  # the learned routers' virtual models, when the config has any
         self.multi: dict[str, MultiCall] = {}  # virtual models that call several models, by name
-        self.forwarder = Forwarder(router)
+        self.forwarder = Forwarder(router, accounting.ledger.begin if accounting.ledger is not None else None)
         self.lengths = cost.CompletionLengths()  # what budget reservations expect an answer to take
         self.in_flight = 0  # requests being served: what a graceful shutdown waits for
         # Whether a key with a budget may meet a group it may not use (a deployment without a price would count as
@@ -67,6 +67,7 @@ class Pipeline:
             bool(router.wildcards) or any(map(_unpriced, router.groups.values())))
         keys, ledger, metrics = accounting.keys, accounting.ledger, accounting.metrics
         self.keys = keys
+        self._spooled = ledger is not None  # its rows go to the spool at the end of each turn of the event loop
         # Input tokens are counted per request only when something reads them (tpm limits, rules, budgets).
         self._count_tokens = config.rules is not None or any(d.tpm for d in config.deployments)
         # Something reads every stream's usage (its cost, its tokens) unless ledger, metrics and tpm limits
@@ -130,10 +131,10 @@ class Pipeline:
             record = call.record
             self.in_flight += 1
             try:
-                return await serve(request, call)
+                response = await serve(request, call)
             except ProxyError as exc:
                 record.status, record.error_code = exc.status, exc.code or exc.type
-                return respond(exc, record.request_id)
+                response = respond(exc, record.request_id)
             except asyncio.CancelledError:
                 record.status, record.error_code = 499, "client_disconnected"
                 raise
@@ -141,7 +142,7 @@ class Pipeline:
                 log.exception("internal error handling %s %s (request %s)", request.method, request.path,
                               record.request_id)
                 record.status, record.error_code = 500, "internal_error"
-                return respond(
+                response = respond(
                     ProxyError(500, "internal gateway error; see the gateway log", type="server_error",
                                code="internal_error"),
                     record.request_id,
@@ -153,6 +154,12 @@ class Pipeline:
                     if record.status == 200 and record.completion_tokens and record.model_group is not None \
                             and record.cache not in ("hit", "semantic-hit"):
                         self.lengths.observe(record.model_group, record.completion_tokens)
+            if endpoint is not None and self._spooled and not response.prepared:
+                # The ledger's spool writes the rows of a turn of the event loop at its end: yielding once lets
+                # that write go first, so the row is on disk before the answer naming it leaves (a SIGKILL in
+                # between would lose it), and one write still serves every request of the turn.
+                await asyncio.sleep(0)
+            return response
 
         return run
 

@@ -6,6 +6,12 @@ that fails (database down, restarting, locked) keeps them for the next try, with
 protects memory while that lasts, and rows beyond it are dropped and counted. Each batch carries the sum of its
 cost per virtual key, added to the keys in the same transaction as the rows. With a ``Spool`` every row is also
 on disk from the moment it is queued until it is committed, so neither a crash nor a full queue loses it.
+
+A stream's row is written when the stream ends, but its client had the request id from the moment its headers
+left: a process killed mid-stream would leave no row for a request the client was answered (and billed upstream)
+for. So a stream also spools a provisional row as its headers leave (``begin``), marked ``INTERRUPTED``; it never
+goes to the database while the process lives (the final row takes its place in the spool), and a process that
+finds it without its final row after a crash writes it as the request's row.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ from mmproxy.db.base import Database
 from mmproxy.spend.record import COLUMNS, RequestRecord
 from mmproxy.spend.spool import Spool
 
-__all__ = ["Ledger"]
+__all__ = ["INTERRUPTED", "Ledger"]
 
 log = logging.getLogger("mmproxy.spend")
 
@@ -30,6 +36,9 @@ _RETRY_FIRST_S = 0.5
 _RETRY_MAX_S = 30.0
 _KEY_HASH = COLUMNS.index("key_hash")
 _COST = COLUMNS.index("cost_usd")
+_REQUEST_ID = COLUMNS.index("request_id")
+_ERROR_CODE = COLUMNS.index("error_code")
+INTERRUPTED = "gateway_interrupted"  # the error code of a stream whose process died before it ended
 
 
 class Ledger:
@@ -52,6 +61,7 @@ class Ledger:
         self._drop_logged_at = -_LOG_EVERY_S
         self._error_logged_at = -_LOG_EVERY_S
         self._failing = False
+        self._begun: dict[str, int] = {}  # request id -> spool segment of a stream's provisional row
 
     @property
     def queued(self) -> int:
@@ -61,7 +71,10 @@ class Ledger:
         """Queue ``record`` for writing; the caller must not change it afterwards."""
         queue = self._queue
         row = record.row()
-        segment = self._spool.append(row) if self._spool is not None else -1
+        spool = self._spool
+        segment = spool.append(row) if spool is not None else -1
+        if self._begun and spool is not None and (begun := self._begun.pop(record.request_id, None)) is not None:
+            spool.committed([begun])  # the stream's provisional row (begin): the final row stands in its place
         if len(queue) >= self._max_queue:
             self.dropped += 1
             now = time.monotonic()
@@ -75,9 +88,23 @@ class Ledger:
         if len(queue) >= self._batch_size:
             self._full.set()
 
+    def begin(self, record: RequestRecord) -> None:
+        """A stream's headers are leaving: spool its provisional row (see the module's docstring)."""
+        if self._spool is not None:
+            row = record.row()
+            provisional = (*row[:_ERROR_CODE], INTERRUPTED, *row[_ERROR_CODE + 1:])
+            self._begun[record.request_id] = self._spool.append(provisional)
+
     async def start(self) -> None:
         if self._spool is not None and self._task is None:
             recovered = self._spool.recover()  # a stopped process's rows go first
+            ended = {row[_REQUEST_ID] for _, row in recovered if row[_ERROR_CODE] != INTERRUPTED}
+            superseded = [segment for segment, row in recovered
+                          if row[_ERROR_CODE] == INTERRUPTED and row[_REQUEST_ID] in ended]
+            if superseded:  # streams that ended: their final rows stand, the provisional ones go
+                recovered = [(segment, row) for segment, row in recovered
+                             if row[_ERROR_CODE] != INTERRUPTED or row[_REQUEST_ID] not in ended]
+                self._spool.committed(superseded)
             self._queue.extendleft(reversed(recovered))
         if self._task is None:
             self._stop.clear()
