@@ -13,7 +13,7 @@ import orjson
 from mmproxy.errors import ProxyError, bad_request
 
 _NUMBER = (int, float)
-_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 # field -> (accepted types, description for the error message)
 _CHAT_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
@@ -92,9 +92,9 @@ def validate_chat(payload: dict[str, Any]) -> None:
         if not isinstance(message, dict):
             raise bad_request(f"messages[{i}] must be an object", param=f"messages[{i}]")
         role = message.get("role")
-        if not isinstance(role, str) or role not in _ROLES:
+        if not isinstance(role, str) or role not in CHAT_ROLES:
             raise bad_request(
-                f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}", param=f"messages[{i}].role"
+                f"messages[{i}].role must be one of {', '.join(sorted(CHAT_ROLES))}", param=f"messages[{i}].role"
             )
         content = message.get("content")
         if content is not None and not isinstance(content, (str, list)):
