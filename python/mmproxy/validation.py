@@ -133,6 +133,20 @@ def validate_embeddings(payload: dict[str, Any]) -> None:
     )
 
 
+def query_int(raw: str | None, name: str, default: int, maximum: int) -> int:
+    """A query parameter that must be an integer from 1 to ``maximum`` (``default`` when absent); a 400 naming it
+    otherwise. The bound keeps pages and offsets inside the database's 64-bit integers."""
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = 0
+    if not 1 <= value <= maximum:
+        raise bad_request(f"{name} must be an integer from 1 to {maximum}", param=name)
+    return value
+
+
 def unknown_model(model: str) -> ProxyError:
     return ProxyError(
         400,

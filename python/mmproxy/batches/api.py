@@ -30,6 +30,7 @@ from mmproxy.pipeline.upstreams import Upstream
 from mmproxy.providers import batches_for, registration
 from mmproxy.providers.batches import ENDPOINT, FINAL, UpstreamBatches
 from mmproxy.upstream import fetch_whole
+from mmproxy.validation import query_int
 
 _JSON = "application/json"
 _MAX_LIST = 100
@@ -231,15 +232,13 @@ class BatchAPI:
     async def list_batches(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """The caller's batches, newest first, as last refreshed (retrieve one to refresh it)."""
         caller = await self.pipeline.authorize(request, call)
-        raw = request.query.get("limit", "20")
-        if not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIST:
-            raise bad_request(f"limit must be an integer from 1 to {_MAX_LIST}", param="limit")
+        limit = query_int(request.query.get("limit"), "limit", 20, _MAX_LIST)
         jobs = self.visible(caller, "openai")
         after = request.query.get("after")
         if after is not None:
             ids = [j.id for j in jobs]
             jobs = jobs[ids.index(after) + 1:] if after in ids else []
-        page = jobs[:int(raw)]
+        page = jobs[:limit]
         data = [j.view() for j in page]
         return _json({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                       "last_id": data[-1]["id"] if data else None, "has_more": len(jobs) > len(page)})

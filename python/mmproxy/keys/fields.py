@@ -14,6 +14,7 @@ from mmproxy.keys import durations
 
 _LIMITS = ("rpm_limit", "tpm_limit")
 _TEXT = ("key_alias", "team_id", "user_id")
+_MAX_LIMIT = 2**63 - 1  # what the database's 64-bit integer columns hold
 EDITABLE = frozenset({*_LIMITS, *_TEXT, "models", "max_budget", "budget_duration", "metadata", "duration", "blocked"})
 
 
@@ -49,8 +50,9 @@ def parse_fields(body: dict[str, Any], now: float) -> tuple[dict[str, Any], list
     for name in _LIMITS:
         if name in body:
             limit = body[name]
-            if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-                raise bad_request(f"{name} must be a non-negative integer", param=name)
+            if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                                      or not 0 <= limit <= _MAX_LIMIT):
+                raise bad_request(f"{name} must be an integer from 0 to {_MAX_LIMIT}", param=name)
             changes[name] = limit
     if "metadata" in body:
         metadata = body["metadata"]

@@ -6,6 +6,7 @@ They orchestrate only: field rules live in ``keys.fields``, budgets in ``keys.ma
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from typing import Any
 
@@ -20,10 +21,12 @@ from mmproxy.keys.manager import Keys, display_name, hash_key, new_key
 from mmproxy.metrics import CONTENT_TYPE
 from mmproxy.pipeline.call import Call
 from mmproxy.server.gateway import Gateway
+from mmproxy.validation import query_int
 
 _JSON = "application/json"
 _GROUPS = ("model", "model_group", "deployment", "key", "team", "tier", "rule", "provider", "cache")
-_MAX_LIMIT = 1000
+_MAX_LIMIT = 1000  # rows a page holds; a larger size or limit is cut to it
+_MAX_PAGE = 2**31 - 1  # pages times their size stay an offset the database's 64-bit integers hold
 
 
 def _json(body: Any, status: int = 200) -> web.Response:
@@ -137,8 +140,8 @@ class Admin:
     async def key_list(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         await self.gateway.require_admin(request)
         query = request.query
-        page = _positive_int(query.get("page"), "page", 1)
-        size = min(_positive_int(query.get("size"), "size", 100), _MAX_LIMIT)
+        page = query_int(query.get("page"), "page", 1, _MAX_PAGE)
+        size = min(query_int(query.get("size"), "size", 100, _MAX_PAGE), _MAX_LIMIT)
         team = query.get("team_id")
         records = await self._db.list_keys(team, limit=size, offset=(page - 1) * size)
         full = query.get("return_full_object") == "true"
@@ -158,7 +161,7 @@ class Admin:
             model=query.get("model"),
             start=_time(query, "start"),
             end=_time(query, "end"),
-            limit=min(_positive_int(query.get("limit"), "limit", 100), _MAX_LIMIT),
+            limit=min(query_int(query.get("limit"), "limit", 100, _MAX_PAGE), _MAX_LIMIT),
         )
         return _json(rows)
 
@@ -221,32 +224,27 @@ def savings(by_cache: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     return out
 
 
-def _positive_int(raw: str | None, name: str, default: int) -> int:
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(f"{name} must be a positive integer", param=name) from None
-    if value < 1:
-        raise bad_request(f"{name} must be a positive integer", param=name)
-    return value
-
-
 def _time(query: Any, name: str) -> float | None:
     """Epoch seconds from ``name`` or LiteLLM's ``<name>_date``: epoch seconds, a date or an ISO 8601 time."""
     raw = query.get(name) or query.get(f"{name}_date")
     if raw is None:
         return None
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
         pass
+    else:
+        if math.isfinite(seconds):  # "inf", "nan" and 400 nines parse too
+            return seconds
+        raise _bad_time(name)
     try:
         parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise bad_request(f"{name} must be epoch seconds, a date (2026-11-28) or an ISO 8601 time",
-                          param=name) from None
+        raise _bad_time(name) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
     return parsed.timestamp()
+
+
+def _bad_time(name: str) -> ProxyError:
+    return bad_request(f"{name} must be epoch seconds, a date (2026-11-28) or an ISO 8601 time", param=name)
