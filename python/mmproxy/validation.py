@@ -104,12 +104,10 @@ def validate_chat(payload: dict[str, Any]) -> None:
             )
         if isinstance(content, list):
             for j, part in enumerate(content):
-                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise bad_request(f"messages[{i}].content[{j}] must be a content part: an object with a 'type'",
-                                      param=f"messages[{i}].content[{j}]")
-                if part["type"] == "text" and not isinstance(part.get("text"), str):
-                    raise bad_request(f"messages[{i}].content[{j}].text must be a string",
-                                      param=f"messages[{i}].content[{j}].text")
+                _check_part(part, f"messages[{i}].content[{j}]")
+        calls = message.get("tool_calls")
+        if calls is not None:
+            _check_tool_calls(calls, f"messages[{i}].tool_calls")
     # A request has a handful of fields: walk those, not the table.
     for name, value in payload.items():
         spec = _CHAT_FIELDS.get(name)
@@ -120,6 +118,41 @@ def validate_chat(payload: dict[str, Any]) -> None:
             raise bad_request(f"'{name}' must be {what}", param=name)
         if name in _POSITIVE_INTS and isinstance(value, int) and value < 1:
             raise bad_request(f"'{name}' must be at least 1", param=name)
+
+
+# Content parts whose payload is an object under the part's type name (``{"type": "file", "file": {...}}``).
+_PART_OBJECTS = frozenset({"image_url", "input_audio", "file"})
+
+
+def _check_part(part: Any, where: str) -> None:
+    """A content part has the shape every provider adapter reads it in."""
+    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        raise bad_request(f"{where} must be a content part: an object with a 'type'", param=where)
+    kind = part["type"]
+    if kind == "text" and not isinstance(part.get("text"), str):
+        raise bad_request(f"{where}.text must be a string", param=f"{where}.text")
+    if kind in _PART_OBJECTS:
+        payload = part.get(kind)
+        if kind == "image_url" and isinstance(payload, str):  # the URL alone, as some clients send it
+            return
+        if not isinstance(payload, dict) or (kind == "image_url" and not isinstance(payload.get("url"), str)):
+            what = "an object with a string 'url'" if kind == "image_url" else "an object"
+            raise bad_request(f"{where}.{kind} must be {what}", param=f"{where}.{kind}")
+
+
+def _check_tool_calls(calls: Any, where: str) -> None:
+    """An assistant turn's tool calls: a list of ``{id, type, function: {name, arguments}}`` with string name and
+    arguments (the JSON text of the call's input), which providers that speak another dialect parse."""
+    if not isinstance(calls, list):
+        raise bad_request(f"{where} must be a list", param=where)
+    for k, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise bad_request(f"{where}[{k}].function must be an object with a string 'name'",
+                              param=f"{where}[{k}].function")
+        if not isinstance(function.get("arguments", ""), str):
+            raise bad_request(f"{where}[{k}].function.arguments must be a string of JSON",
+                              param=f"{where}[{k}].function.arguments")
 
 
 def validate_embeddings(payload: dict[str, Any]) -> None:

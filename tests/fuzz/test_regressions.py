@@ -8,6 +8,10 @@ from typing import Any
 import httpx
 import pytest
 
+from mmproxy.config import parse_config
+from mmproxy.errors import ProxyError
+from mmproxy.providers import adapter
+from mmproxy.providers.base import Provider
 from tests.conftest import MASTER_KEY, Process, gateway_config, start_gateway
 
 ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -87,3 +91,67 @@ def test_out_of_range_key_fields_are_a_400(gw: httpx.Client, body: dict[str, Any
     made = gw.post("/key/generate", json={"rpm_limit": 2**63 - 1, "duration": "36500d"})
     assert made.status_code == 200 and made.json()["rpm_limit"] == 2**63 - 1
     _refused(gw.post("/key/update", json={"key": made.json()["key"], **body}), 400, param)
+
+
+def test_multipart_part_with_a_malformed_header_is_a_400(gw: httpx.Client) -> None:
+    boundary = "b0undary"
+    body = (f'--{boundary}\r\nContent-Disposition: form-data; name="\x08"\r\n\r\nnull\r\n'
+            f'--{boundary}\r\nContent-Disposition: form-data; name="purpose"\r\n\r\nbatch\r\n--{boundary}--\r\n')
+    response = gw.post("/v1/files", content=body.encode(),
+                       headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    _refused(response, 400, None)
+
+
+@pytest.mark.parametrize(("message", "param"), [
+    ({"role": "assistant", "content": None, "tool_calls": 5}, "messages[1].tool_calls"),
+    ({"role": "assistant", "content": None, "tool_calls": [5]}, "messages[1].tool_calls[0].function"),
+    ({"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": 5}]},
+     "messages[1].tool_calls[0].function"),
+    ({"role": "assistant", "content": None, "tool_calls": [{"id": "c", "function": {"name": "f", "arguments": {}}}]},
+     "messages[1].tool_calls[0].function.arguments"),
+    ({"role": "user", "content": [{"type": "file", "file": 5}]}, "messages[1].content[0].file"),
+    ({"role": "user", "content": [{"type": "image_url", "image_url": {"url": 5}}]},
+     "messages[1].content[0].image_url"),
+])
+def test_malformed_tool_calls_and_parts_are_a_400_for_every_provider(gw: httpx.Client, message: dict[str, Any],
+                                                                     param: str) -> None:
+    # claude: the Anthropic adapter read these fields without checking them (500 before)
+    for model in ("claude", "gpt-4o"):
+        body = {"model": model, "messages": [{"role": "user", "content": "hi"}, message]}
+        _refused(gw.post("/v1/chat/completions", json=body), 400, param)
+
+
+def test_responses_function_call_arguments_must_be_text(gw: httpx.Client) -> None:
+    body = {"model": "claude", "input": [{"type": "function_call", "call_id": "c", "name": "f", "arguments": 5},
+                                         {"type": "function_call_output", "call_id": "c", "output": "4"}]}
+    _refused(gw.post("/v1/responses", json=body), 400, "input[0].arguments")
+
+
+def _adapter(model: str) -> Provider:
+    config = parse_config({"model_list": [{"model_name": "m", "litellm_params": {
+        "model": model, "api_base": "http://127.0.0.1:9", "api_key": "k"}}]})
+    return adapter(config.deployments[0])
+
+
+@pytest.mark.parametrize(("model", "read", "body"), [
+    ("anthropic/claude-sonnet-4-5", "chat_response", b'{"type":"message","content":[null]}'),
+    ("anthropic/claude-sonnet-4-5", "chat_response", b'{"type":"message","content":[{"type":"text","text":null}]}'),
+    ("anthropic/claude-sonnet-4-5", "messages_response", b'{"type":"message","usage":5}'),
+    ("anthropic/claude-sonnet-4-5", "messages_response", b'{"type":"message","usage":{"input_tokens":"3"}}'),
+    ("gemini/gemini-2.0-flash", "chat_response", b'{"candidates":[{"content":{"parts":[null]}}]}'),
+    ("gemini/gemini-2.0-flash", "chat_response", b'{"candidates":[{"index":"1"},{"index":0}]}'),
+])
+def test_an_upstream_answer_with_fields_of_another_type_is_a_502(model: str, read: str, body: bytes) -> None:
+    with pytest.raises(ProxyError) as caught:
+        getattr(_adapter(model), read)(body)
+    assert caught.value.status == 502 and caught.value.code == "upstream_bad_response"
+
+
+def test_a_gemini_stream_event_that_is_no_answer_ends_the_stream() -> None:
+    translator = _adapter("gemini/gemini-2.0-flash").chat_stream({"stream": True})
+    assert translator is not None
+    first = translator.feed(b'data: {"candidates":[{"content":{"parts":[{"text":"hi"}]}}]}\r\n\r\n')
+    assert b'"content":"hi"' in first
+    assert translator.feed(b'data: {"candidates":[null]}\r\n\r\n'
+                           b'data: {"candidates":[{"content":{"parts":[{"text":"lost"}]}}]}\r\n\r\n') == b""
+    assert not translator.complete  # no [DONE]: the relay tells the client the stream broke
