@@ -189,9 +189,9 @@ _KEY_FIELDS: dict[str, Any] = {
     "models": {"type": ["array", "null"], "items": _STRING},
     "max_budget": {"type": ["number", "null"], "minimum": 0},
     "budget_duration": {"type": ["string", "null"], "pattern": r"^\s*\d+\s*(mo|s|m|h|d|w)\s*$",
-                        "description": "A window such as 30s, 10m, 1h, 7d, 30d."},
+                        "description": "A window such as 30s, 10m, 1h, 7d, 30d; at most 100 years."},
     "duration": {"type": ["string", "null"], "pattern": r"^\s*\d+\s*(mo|s|m|h|d|w)\s*$",
-                 "description": "The key expires this long after now."},
+                 "description": "The key expires this long after now (at most 100 years)."},
     "rpm_limit": {"type": ["integer", "null"], "minimum": 0},
     "tpm_limit": {"type": ["integer", "null"], "minimum": 0},
     "metadata": {"type": ["object", "null"]},
@@ -266,8 +266,7 @@ def _op(summary: str, *, tag: str, body: str | None = None, query: dict[str, Any
         operation["requestBody"] = {"required": True, "content": {media: {"schema": _ref(body)}}}
     if public:
         operation["security"] = []
-    else:
-        operation["responses"].update(_errors(errors))
+    operation["responses"].update(_errors(errors))
     return operation
 
 
@@ -315,7 +314,7 @@ PATHS: dict[str, dict[str, Any]] = {
                                  query={"group_by": {"enum": _GROUPS}, **_SPEND_FILTERS})},
     "/v1/feedback": _FEEDBACK_OP,
     "/feedback": _FEEDBACK_OP,
-    "/metrics": {"get": _op("Prometheus metrics", tag="Health", ok="text/plain")},
+    "/metrics": {"get": _op("Prometheus metrics", tag="Health", ok="text/plain", public=True)},
     "/v1/files": {"post": _op("Upload a batch input file (JSONL)", tag="Batches", body="FileUploadRequest",
                               form=True)},
     "/v1/files/{file_id}": {"get": _op("A file's metadata", tag="Batches", path=("file_id",))},

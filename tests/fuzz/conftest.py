@@ -1,0 +1,32 @@
+"""The gateway the fuzz tests share: the simulator behind it, a master key, the SQLite ledger on (the default)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from tests.conftest import MASTER_KEY, UPSTREAM_KEY, Process, start_gateway
+
+CHAT_MODELS = ["gpt-4o", "claude"]
+
+
+@pytest.fixture(scope="package")
+def fuzz_gateway(simulator: Process, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Process]:
+    base = f"{simulator.url}/v1"
+    config = {
+        "model_list": [
+            {"model_name": "gpt-4o", "litellm_params": {"model": "openai/sim-frontier", "api_base": base,
+                                                        "api_key": UPSTREAM_KEY},
+             "model_info": {"input_cost_per_token": 2.5e-06, "output_cost_per_token": 1e-05}},
+            {"model_name": "claude", "litellm_params": {"model": "anthropic/sim-claude", "api_base": simulator.url,
+                                                        "api_key": UPSTREAM_KEY}},
+            {"model_name": "embed", "litellm_params": {"model": "openai/sim-embed", "api_base": base,
+                                                       "api_key": UPSTREAM_KEY}, "model_info": {"mode": "embedding"}},
+        ],
+        "general_settings": {"master_key": MASTER_KEY},
+        "router_settings": {"cooldown_time": 0},
+    }
+    process = start_gateway(tmp_path_factory.mktemp("fuzz"), config)
+    yield process
+    process.stop()
