@@ -484,11 +484,11 @@ def test_every_provider_request_keeps_texts_tool_calls_and_max_tokens(request: d
         payload = dict(request)
         provider.check_params(payload)
         body = orjson.loads(provider.chat_request(payload).partition(b"\r\n\r\n")[2])
-        strings = list(_strings(body))
+        strings = [leaf for leaf in _leaves(body) if isinstance(leaf, str)]
         # Within some string: Ollama's generate endpoint flattens the conversation, tool calls too, into a prompt.
         assert all(any(text in s for s in strings) for text in texts | names), name
         if "max_tokens" in request:
-            assert request["max_tokens"] in set(_numbers(body)), name
+            assert request["max_tokens"] in [n for n in _leaves(body) if type(n) is int], name
 
 
 def _texts(content: Any) -> list[str]:
@@ -497,26 +497,16 @@ def _texts(content: Any) -> list[str]:
     return [p["text"] for p in content or () if p.get("type") == "text"]
 
 
-def _strings(value: Any) -> Iterator[str]:
-    if isinstance(value, str):
-        yield value
-    elif isinstance(value, dict):
+def _leaves(value: Any) -> Iterator[Any]:
+    """Every value in a JSON document that is not an object or a list."""
+    if isinstance(value, dict):
         for item in value.values():
-            yield from _strings(item)
+            yield from _leaves(item)
     elif isinstance(value, list):
         for item in value:
-            yield from _strings(item)
-
-
-def _numbers(value: Any) -> Iterator[int]:
-    if isinstance(value, int) and not isinstance(value, bool):
+            yield from _leaves(item)
+    else:
         yield value
-    elif isinstance(value, dict):
-        for item in value.values():
-            yield from _numbers(item)
-    elif isinstance(value, list):
-        for item in value:
-            yield from _numbers(item)
 
 
 @FAST
