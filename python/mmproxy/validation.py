@@ -141,12 +141,14 @@ def _check_part(part: Any, where: str) -> None:
 
 
 def _check_tool_calls(calls: Any, where: str) -> None:
-    """An assistant turn's tool calls: a list of ``{id, type, function: {name, arguments}}`` with string name and
+    """An assistant turn's tool calls: a list of objects; a function call's ``function`` has a string name and
     arguments (the JSON text of the call's input), which providers that speak another dialect parse."""
     if not isinstance(calls, list):
         raise bad_request(f"{where} must be a list", param=where)
     for k, call in enumerate(calls):
         function = call.get("function") if isinstance(call, dict) else None
+        if function is None and isinstance(call, dict) and call.get("type", "function") != "function":
+            continue  # another kind of call (OpenAI's custom tools): passed on as it is
         if not isinstance(function, dict) or not isinstance(function.get("name"), str):
             raise bad_request(f"{where}[{k}].function must be an object with a string 'name'",
                               param=f"{where}[{k}].function")

@@ -12,6 +12,7 @@ from mmproxy.config import parse_config
 from mmproxy.errors import ProxyError
 from mmproxy.providers import adapter
 from mmproxy.providers.base import Provider
+from mmproxy.validation import validate_chat
 from tests.conftest import MASTER_KEY, Process, gateway_config, start_gateway
 
 ADMIN = {"Authorization": f"Bearer {MASTER_KEY}"}
@@ -119,6 +120,14 @@ def test_malformed_tool_calls_and_parts_are_a_400_for_every_provider(gw: httpx.C
     for model in ("claude", "gpt-4o"):
         body = {"model": model, "messages": [{"role": "user", "content": "hi"}, message]}
         _refused(gw.post("/v1/chat/completions", json=body), 400, param)
+
+
+def test_custom_tool_calls_still_pass_validation() -> None:
+    validate_chat({"model": "m", "messages": [
+        {"role": "user", "content": "q"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c", "type": "custom", "custom": {"name": "grep", "input": "todo"}}]},
+        {"role": "tool", "tool_call_id": "c", "content": "3 matches"}]})
 
 
 def test_responses_function_call_arguments_must_be_text(gw: httpx.Client) -> None:
