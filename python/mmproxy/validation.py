@@ -168,17 +168,17 @@ def validate_embeddings(payload: dict[str, Any]) -> None:
     )
 
 
-def query_int(raw: str | None, name: str, default: int, maximum: int) -> int:
-    """A query parameter that must be an integer from 1 to ``maximum`` (``default`` when absent); a 400 naming it
-    otherwise. The bound keeps pages and offsets inside the database's 64-bit integers."""
+def query_int(raw: str | None, name: str, default: int, maximum: int, minimum: int = 1) -> int:
+    """A query parameter that must be an integer from ``minimum`` to ``maximum`` (``default`` when absent); a 400
+    naming it otherwise. The bound keeps pages and offsets inside the database's 64-bit integers."""
     if raw is None:
         return default
     try:
         value = int(raw)
     except ValueError:
-        value = 0
-    if not 1 <= value <= maximum:
-        raise bad_request(f"{name} must be an integer from 1 to {maximum}", param=name)
+        value = minimum - 1
+    if not minimum <= value <= maximum:
+        raise bad_request(f"{name} must be an integer from {minimum} to {maximum}", param=name)
     return value
 
 

@@ -164,3 +164,12 @@ def test_a_gemini_stream_event_that_is_no_answer_ends_the_stream() -> None:
     assert translator.feed(b'data: {"candidates":[null]}\r\n\r\n'
                            b'data: {"candidates":[{"content":{"parts":[{"text":"lost"}]}}]}\r\n\r\n') == b""
     assert not translator.complete  # no [DONE]: the relay tells the client the stream broke
+
+
+def test_dashboard_login_with_a_malformed_form_is_a_400(gw: httpx.Client) -> None:
+    boundary = "b0undary"
+    body = f'--{boundary}\r\nContent-Disposition: form-data; name="\x08"\r\n\r\nnull\r\n--{boundary}--\r\n'
+    response = gw.post("/ui/login", content=body.encode(),
+                       headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+    assert response.status_code == 400 and "key" in response.text
+    assert gw.get("/ui/api/report", params={"period": "²"}).status_code == 400  # str.isdigit took it: 500

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from mmproxy.batches.files import DEFAULT_DIR, FileStore
 from mmproxy.batches.jobs import Job, JobStore, new_id, store_results
@@ -144,7 +145,7 @@ class BatchAPI:
         except asyncio.TimeoutError:
             raise ProxyError(408, f"the upload stopped arriving for {config.request_body_timeout:g} s",
                              code="request_timeout") from None
-        except ValueError:
+        except (ValueError, BadHttpMessage):  # BadHttpMessage: a part whose headers do not parse
             raise bad_request("malformed multipart/form-data body") from None
         return purpose, filename
 

@@ -209,6 +209,7 @@ _BATCH_CREATE = _obj({"input_file_id": _STRING, "endpoint": {"const": "/v1/chat/
                      ("input_file_id", "endpoint", "completion_window"))
 _FILE_UPLOAD = _obj({"purpose": {"const": "batch"}, "file": {"type": "string", "contentMediaType":
                                                              "application/octet-stream"}}, ("purpose", "file"))
+_DASHBOARD_LOGIN = _obj({"key": _NAME}, ("key",))
 _MESSAGE_BATCH_CREATE = _obj({"requests": {"type": "array", "minItems": 1, "items": _obj({
     "custom_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"},
     "params": _ref("MessagesRequest"),
@@ -239,6 +240,7 @@ _SCHEMAS = {
     "BatchCreateRequest": _BATCH_CREATE,
     "FileUploadRequest": _FILE_UPLOAD,
     "MessageBatchCreateRequest": _MESSAGE_BATCH_CREATE,
+    "DashboardLogin": _DASHBOARD_LOGIN,
 }
 
 
@@ -252,9 +254,10 @@ def _errors(shape: str) -> dict[str, Any]:
 
 
 def _op(summary: str, *, tag: str, body: str | None = None, query: dict[str, Any] | None = None,
-        path: tuple[str, ...] = (), public: bool = False, errors: str = "Error",
-        ok: str = _JSON, form: bool = False) -> dict[str, Any]:
-    """One operation: a 200 in ``ok``'s media type, the error answers, auth unless ``public``."""
+        path: tuple[str, ...] = (), public: bool = False, errors: str | None = "Error",
+        ok: str = _JSON, form: str | None = None) -> dict[str, Any]:
+    """One operation: a 200 in ``ok``'s media type, the error answers in the ``errors`` schema (None: a page,
+    whose errors are pages too), auth unless ``public``; ``form`` is the body's media type when it is a form."""
     operation: dict[str, Any] = {"summary": summary, "tags": [tag],
                                  "responses": {"200": {"description": "OK", "content": {ok: {}}}}}
     parameters = [{"name": name, "in": "path", "required": True, "schema": _NAME} for name in path]
@@ -262,11 +265,11 @@ def _op(summary: str, *, tag: str, body: str | None = None, query: dict[str, Any
     if parameters:
         operation["parameters"] = parameters
     if body is not None:
-        media = "multipart/form-data" if form else _JSON
-        operation["requestBody"] = {"required": True, "content": {media: {"schema": _ref(body)}}}
+        operation["requestBody"] = {"required": True, "content": {form or _JSON: {"schema": _ref(body)}}}
     if public:
         operation["security"] = []
-    operation["responses"].update(_errors(errors))
+    if errors is not None:
+        operation["responses"].update(_errors(errors))
     return operation
 
 
@@ -275,6 +278,9 @@ _TIME = {"type": "string", "description": "Epoch seconds, a date (2026-11-28) or
 _SPEND_FILTERS = {"start": _TIME, "end": _TIME, "start_date": _TIME, "end_date": _TIME}
 _GROUPS = ["model", "model_group", "deployment", "key", "team", "tier", "rule", "provider", "cache"]
 
+_PERIOD = {"type": "integer", "minimum": 60, "maximum": 90 * 86400, "description": "Seconds back from now."}
+_PAGE = {"get": _op("The dashboard (its login page without a session)", tag="Dashboard", public=True, errors=None,
+                    ok="text/html")}
 _CHAT = {"post": _op("OpenAI chat completion, on any configured model", tag="OpenAI", body="ChatCompletionRequest")}
 _EMBEDDINGS = {"post": _op("OpenAI embeddings", tag="OpenAI", body="EmbeddingsRequest")}
 _RESPONSES = {"post": _op("OpenAI Responses API, served by any chat model", tag="OpenAI", body="ResponsesRequest")}
@@ -316,7 +322,7 @@ PATHS: dict[str, dict[str, Any]] = {
     "/feedback": _FEEDBACK_OP,
     "/metrics": {"get": _op("Prometheus metrics", tag="Health", ok="text/plain", public=True)},
     "/v1/files": {"post": _op("Upload a batch input file (JSONL)", tag="Batches", body="FileUploadRequest",
-                              form=True)},
+                              form="multipart/form-data")},
     "/v1/files/{file_id}": {"get": _op("A file's metadata", tag="Batches", path=("file_id",))},
     "/v1/files/{file_id}/content": {"get": _op("A file's content", tag="Batches", path=("file_id",),
                                                ok="application/octet-stream")},
@@ -340,6 +346,21 @@ PATHS: dict[str, dict[str, Any]] = {
                                                            ok="application/x-jsonl")},
     "/v1/messages/batches/{batch_id}/cancel": {"post": _op("Cancel a message batch", tag="Anthropic",
                                                            path=("batch_id",), errors="AnthropicError")},
+    "/ui": _PAGE,
+    "/ui/": _PAGE,
+    "/ui/login": {"post": _op("Log in to the dashboard with a key: a session cookie, then a redirect to /ui",
+                              tag="Dashboard", body="DashboardLogin", form="application/x-www-form-urlencoded",
+                              public=True, errors=None, ok="text/html")},
+    "/ui/logout": {"post": _op("Log out of the dashboard", tag="Dashboard", public=True, errors=None,
+                               ok="text/html")},
+    "/ui/static/{file}": {"get": _op("The dashboard's scripts and styles", tag="Dashboard", path=("file",),
+                                     public=True, errors=None, ok="text/javascript")},
+    "/ui/api/report": {"get": _op("Spend, requests and savings per group over a period, in time buckets",
+                                  tag="Dashboard", query={"group_by": {"enum": _GROUPS}, "period": _PERIOD})},
+    "/ui/api/decisions": {"get": _op("What the virtual models decided over a period", tag="Dashboard",
+                                     query={"period": _PERIOD})},
+    "/ui/api/live": {"get": _op("Finished requests as server-sent events (the dashboard's session cookie)",
+                                tag="Dashboard", ok="text/event-stream")},
 }
 
 DOCUMENT: dict[str, Any] = {
