@@ -1,7 +1,11 @@
-"""The gateway the fuzz tests share: the simulator behind it, a master key, the SQLite ledger on (the default)."""
+"""The gateway the fuzz tests share (the simulator behind it, a master key, the SQLite ledger on: the default),
+and IEEE floats for Hypothesis."""
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -30,3 +34,14 @@ def fuzz_gateway(simulator: Process, tmp_path_factory: pytest.TempPathFactory) -
     process = start_gateway(tmp_path_factory.mktemp("fuzz"), config)
     yield process
     process.stop()
+
+
+@pytest.fixture(autouse=True)
+def ieee_floats() -> None:
+    """Subnormal floats as IEEE 754 defines them, which Hypothesis generates (and refuses to without): an
+    in-process ONNX Runtime session with ``session.set_denormal_as_zero`` (the cache tests' embedder) leaves this
+    thread flushing them to zero. glibc's ``fesetenv(FE_DFL_ENV)`` puts the default environment back."""
+    if sys.float_info.min / 2 == 0.0:
+        libm = ctypes.CDLL(ctypes.util.find_library("m"))
+        libm.fesetenv(ctypes.c_void_p(-1))  # FE_DFL_ENV is ((const fenv_t *) -1)
+    assert sys.float_info.min / 2 > 0.0
