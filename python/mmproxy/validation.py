@@ -13,7 +13,7 @@ import orjson
 from mmproxy.errors import ProxyError, bad_request
 
 _NUMBER = (int, float)
-_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
+CHAT_ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 
 # field -> (accepted types, description for the error message)
 _CHAT_FIELDS: dict[str, tuple[tuple[type, ...], str]] = {
@@ -115,9 +115,9 @@ def validate_chat(payload: dict[str, Any]) -> None:
         if not isinstance(message, dict):
             raise bad_request(f"messages[{i}] must be an object", param=f"messages[{i}]")
         role = message.get("role")
-        if not isinstance(role, str) or role not in _ROLES:
+        if not isinstance(role, str) or role not in CHAT_ROLES:
             raise bad_request(
-                f"messages[{i}].role must be one of {', '.join(sorted(_ROLES))}", param=f"messages[{i}].role"
+                f"messages[{i}].role must be one of {', '.join(sorted(CHAT_ROLES))}", param=f"messages[{i}].role"
             )
         content = message.get("content")
         if content is not None and not isinstance(content, (str, list)):
@@ -127,12 +127,10 @@ def validate_chat(payload: dict[str, Any]) -> None:
             )
         if isinstance(content, list):
             for j, part in enumerate(content):
-                if not isinstance(part, dict) or not isinstance(part.get("type"), str):
-                    raise bad_request(f"messages[{i}].content[{j}] must be a content part: an object with a 'type'",
-                                      param=f"messages[{i}].content[{j}]")
-                if part["type"] == "text" and not isinstance(part.get("text"), str):
-                    raise bad_request(f"messages[{i}].content[{j}].text must be a string",
-                                      param=f"messages[{i}].content[{j}].text")
+                _check_part(part, f"messages[{i}].content[{j}]")
+        calls = message.get("tool_calls")
+        if calls is not None:
+            _check_tool_calls(calls, f"messages[{i}].tool_calls")
     # A request has a handful of fields: walk those, not the table.
     for name, value in payload.items():
         spec = _CHAT_FIELDS.get(name)
@@ -145,6 +143,43 @@ def validate_chat(payload: dict[str, Any]) -> None:
             raise bad_request(f"'{name}' must be at least 1", param=name)
 
 
+# Content parts whose payload is an object under the part's type name (``{"type": "file", "file": {...}}``).
+_PART_OBJECTS = frozenset({"image_url", "input_audio", "file"})
+
+
+def _check_part(part: Any, where: str) -> None:
+    """A content part has the shape every provider adapter reads it in."""
+    if not isinstance(part, dict) or not isinstance(part.get("type"), str):
+        raise bad_request(f"{where} must be a content part: an object with a 'type'", param=where)
+    kind = part["type"]
+    if kind == "text" and not isinstance(part.get("text"), str):
+        raise bad_request(f"{where}.text must be a string", param=f"{where}.text")
+    if kind in _PART_OBJECTS:
+        payload = part.get(kind)
+        if kind == "image_url" and isinstance(payload, str):  # the URL alone, as some clients send it
+            return
+        if not isinstance(payload, dict) or (kind == "image_url" and not isinstance(payload.get("url"), str)):
+            what = "an object with a string 'url'" if kind == "image_url" else "an object"
+            raise bad_request(f"{where}.{kind} must be {what}", param=f"{where}.{kind}")
+
+
+def _check_tool_calls(calls: Any, where: str) -> None:
+    """An assistant turn's tool calls: a list of objects; a function call's ``function`` has a string name and
+    arguments (the JSON text of the call's input), which providers that speak another dialect parse."""
+    if not isinstance(calls, list):
+        raise bad_request(f"{where} must be a list", param=where)
+    for k, call in enumerate(calls):
+        function = call.get("function") if isinstance(call, dict) else None
+        if function is None and isinstance(call, dict) and call.get("type", "function") != "function":
+            continue  # another kind of call (OpenAI's custom tools): passed on as it is
+        if not isinstance(function, dict) or not isinstance(function.get("name"), str):
+            raise bad_request(f"{where}[{k}].function must be an object with a string 'name'",
+                              param=f"{where}[{k}].function")
+        if not isinstance(function.get("arguments", ""), str):
+            raise bad_request(f"{where}[{k}].function.arguments must be a string of JSON",
+                              param=f"{where}[{k}].function.arguments")
+
+
 def validate_embeddings(payload: dict[str, Any]) -> None:
     value = payload.get("input")
     if isinstance(value, str) and value:
@@ -154,6 +189,20 @@ def validate_embeddings(payload: dict[str, Any]) -> None:
     raise bad_request(
         "'input' is required: a non-empty string, a list of strings or a list of token arrays", param="input"
     )
+
+
+def query_int(raw: str | None, name: str, default: int, maximum: int, minimum: int = 1) -> int:
+    """A query parameter that must be an integer from ``minimum`` to ``maximum`` (``default`` when absent); a 400
+    naming it otherwise. The bound keeps pages and offsets inside the database's 64-bit integers."""
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = minimum - 1
+    if not minimum <= value <= maximum:
+        raise bad_request(f"{name} must be an integer from {minimum} to {maximum}", param=name)
+    return value
 
 
 def unknown_model(model: str) -> ProxyError:

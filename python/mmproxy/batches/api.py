@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 from aiohttp import BodyPartReader, MultipartReader, web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from mmproxy.batches.files import DEFAULT_DIR, FileStore
 from mmproxy.batches.jobs import Job, JobStore, new_id, store_results
@@ -30,7 +31,7 @@ from mmproxy.pipeline.upstreams import Upstream
 from mmproxy.providers import batches_for, registration
 from mmproxy.providers.batches import ENDPOINT, FINAL, UpstreamBatches
 from mmproxy.upstream import fetch_whole
-from mmproxy.validation import upstream_override
+from mmproxy.validation import query_int, upstream_override
 
 _JSON = "application/json"
 _MAX_LIST = 100
@@ -147,7 +148,7 @@ class BatchAPI:
         except asyncio.TimeoutError:
             raise ProxyError(408, f"the upload stopped arriving for {config.request_body_timeout:g} s",
                              code="request_timeout") from None
-        except ValueError:
+        except (ValueError, BadHttpMessage):  # BadHttpMessage: a part whose headers do not parse
             raise bad_request("malformed multipart/form-data body") from None
         return purpose, filename
 
@@ -240,15 +241,13 @@ class BatchAPI:
     async def list_batches(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         """The caller's batches, newest first, as last refreshed (retrieve one to refresh it)."""
         caller = await self.pipeline.authorize(request, call)
-        raw = request.query.get("limit", "20")
-        if not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIST:
-            raise bad_request(f"limit must be an integer from 1 to {_MAX_LIST}", param="limit")
+        limit = query_int(request.query.get("limit"), "limit", 20, _MAX_LIST)
         jobs = self.visible(caller, "openai")
         after = request.query.get("after")
         if after is not None:
             ids = [j.id for j in jobs]
             jobs = jobs[ids.index(after) + 1:] if after in ids else []
-        page = jobs[:int(raw)]
+        page = jobs[:limit]
         data = [j.view() for j in page]
         return _json({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
                       "last_id": data[-1]["id"] if data else None, "has_more": len(jobs) > len(page)})

@@ -25,7 +25,7 @@ from mmproxy.errors import ProxyError, bad_request
 from mmproxy.inbound import anthropic as anthropic_inbound
 from mmproxy.pipeline.call import Call
 from mmproxy.providers.batches import ENDPOINT, FINAL, parse_lines
-from mmproxy.validation import refuse_upstream_override
+from mmproxy.validation import query_int, refuse_upstream_override
 
 _BASE = "/v1/messages/batches"
 _CUSTOM_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -86,15 +86,13 @@ class MessageBatchAPI:
 
     async def list(self, request: web.BaseRequest, call: Call) -> web.StreamResponse:
         caller = await self._pipeline.authorize(request, call)
-        raw = request.query.get("limit", "20")
-        if not raw.isdigit() or not 1 <= int(raw) <= _MAX_LIST:
-            raise bad_request(f"limit must be an integer from 1 to {_MAX_LIST}", param="limit")
+        limit = query_int(request.query.get("limit"), "limit", 20, _MAX_LIST)
         jobs = self._batches.visible(caller, "anthropic")
         after = request.query.get("after_id")
         if after is not None:
             ids = [j.id for j in jobs]
             jobs = jobs[ids.index(after) + 1:] if after in ids else []
-        page = jobs[:int(raw)]
+        page = jobs[:limit]
         data = [self._view(j, request) for j in page]
         return _json({"data": data, "has_more": len(jobs) > len(page), "first_id": data[0]["id"] if data else None,
                       "last_id": data[-1]["id"] if data else None})

@@ -92,11 +92,12 @@ def _input_messages(items: Any) -> list[dict[str, Any]]:
             messages.append({"role": "system" if role == "developer" else role,
                              "content": _content(item.get("content"), where)})
         elif kind == "function_call":
-            call_id, name = item.get("call_id"), item.get("name")
+            call_id, name, arguments = item.get("call_id"), item.get("name"), item.get("arguments") or "{}"
             if not isinstance(call_id, str) or not isinstance(name, str):
                 raise bad_request(f"{where} needs a call_id and a name", param=where)
-            call = {"id": call_id, "type": "function",
-                    "function": {"name": name, "arguments": item.get("arguments") or "{}"}}
+            if not isinstance(arguments, str):
+                raise bad_request(f"{where}.arguments must be a string of JSON", param=f"{where}.arguments")
+            call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
             last = messages[-1] if messages else None
             if last is not None and last["role"] == "assistant" and last.get("tool_calls") is not None:
                 last["tool_calls"].append(call)  # parallel calls of one turn share one assistant message

@@ -14,7 +14,13 @@ def seconds(text: str) -> int:
     match = _DURATION.match(text) if isinstance(text, str) else None
     if match is None or int(match.group(1)) == 0:
         raise ValueError(f"{text!r} is not a duration; use a positive number with s, m, h, d, w or mo (e.g. '30d')")
-    return int(match.group(1)) * _UNIT_S[match.group(2)]
+    total = int(match.group(1)) * _UNIT_S[match.group(2)]
+    if total > _MAX_S:  # a time that far ahead is past what floats and calendars hold
+        raise ValueError(f"{text!r} is longer than 100 years")
+    return total
+
+
+_MAX_S = 100 * 365 * 86400
 
 
 def next_reset(start: float, duration: str, now: float) -> float:

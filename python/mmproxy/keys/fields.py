@@ -19,6 +19,7 @@ from mmproxy.keys import durations
 _LIMITS = ("rpm_limit", "tpm_limit")
 _SHARED = frozenset({*_LIMITS, "max_budget", "budget_duration", "metadata", "blocked"})
 _TIMES = ("budget_reset_at", "created_at")
+_MAX_LIMIT = 2**63 - 1  # what the database's 64-bit integer columns hold
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +74,9 @@ def parse_fields(body: dict[str, Any], now: float, spec: Spec = KEY) -> tuple[di
     for name in _LIMITS:
         if name in body:
             limit = body[name]
-            if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool) or limit < 0):
-                raise bad_request(f"{name} must be a non-negative integer", param=name)
+            if limit is not None and (not isinstance(limit, int) or isinstance(limit, bool)
+                                      or not 0 <= limit <= _MAX_LIMIT):
+                raise bad_request(f"{name} must be an integer from 0 to {_MAX_LIMIT}", param=name)
             changes[name] = limit
     if "metadata" in body:
         metadata = body["metadata"]

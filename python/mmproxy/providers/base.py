@@ -8,7 +8,8 @@ upstream's errors into the gateway's one error shape.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import orjson
 
@@ -18,6 +19,8 @@ from mmproxy.upstream.framing import origin
 
 if TYPE_CHECKING:  # the config reads the provider registry, which imports this module
     from mmproxy.config import Deployment
+
+T = TypeVar("T")
 
 
 class StreamTranslator(ABC):
@@ -127,6 +130,16 @@ class Provider(ABC):
         if not isinstance(data, dict):
             raise bad_upstream_response(self.deployment.id)
         return data
+
+    def read_answer(self, body: bytes, translate: Callable[[dict[str, Any]], T]) -> T:
+        """``translate`` of a successful upstream body's JSON object. A field of another type than the provider's
+        API defines (a block that is no object, a count that is text) makes it a bad upstream response (502),
+        never an internal error: the body comes from outside."""
+        data = self.load_object(body)
+        try:
+            return translate(data)
+        except (AttributeError, TypeError, KeyError, IndexError):
+            raise bad_upstream_response(self.deployment.id) from None
 
     @abstractmethod
     def chat_request(self, payload: dict[str, Any], *, stream_usage: bool = True) -> bytes:

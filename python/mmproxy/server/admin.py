@@ -6,6 +6,7 @@ They orchestrate only: field rules live in ``keys.fields``, budgets in ``keys.ma
 from __future__ import annotations
 
 import datetime as dt
+import math
 import time
 from typing import Any
 
@@ -17,7 +18,8 @@ from mmproxy.keys import fields
 from mmproxy.keys.manager import hash_key, new_key
 from mmproxy.metrics import CONTENT_TYPE
 from mmproxy.pipeline.call import Call
-from mmproxy.server.management import MAX_LIMIT, Management, json_response, page, positive_int
+from mmproxy.server.management import MAX_LIMIT, MAX_PAGE, Management, json_response, page
+from mmproxy.validation import query_int
 
 _GROUPS = ("model", "model_group", "deployment", "key", "team", "tier", "rule", "provider", "cache")
 
@@ -101,7 +103,7 @@ class Admin(Management):
             model=query.get("model"),
             start=_time(query, "start"),
             end=_time(query, "end"),
-            limit=min(positive_int(query.get("limit"), "limit", 100), MAX_LIMIT),
+            limit=min(query_int(query.get("limit"), "limit", 100, MAX_PAGE), MAX_LIMIT),
         ))
         return json_response(rows)
 
@@ -180,14 +182,21 @@ def _time(query: Any, name: str) -> float | None:
     if raw is None:
         return None
     try:
-        return float(raw)
+        seconds = float(raw)
     except ValueError:
         pass
+    else:
+        if math.isfinite(seconds):  # "inf", "nan" and 400 nines parse too
+            return seconds
+        raise _bad_time(name)
     try:
         parsed = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise bad_request(f"{name} must be epoch seconds, a date (2026-11-28) or an ISO 8601 time",
-                          param=name) from None
+        raise _bad_time(name) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=dt.timezone.utc)
     return parsed.timestamp()
+
+
+def _bad_time(name: str) -> ProxyError:
+    return bad_request(f"{name} must be epoch seconds, a date (2026-11-28) or an ISO 8601 time", param=name)

@@ -76,6 +76,7 @@ def build_server(gateway: Gateway) -> web.Server:
         ("GET", "/health/liveliness"): own.liveliness,
         ("GET", "/health/readiness"): own.readiness,
         ("GET", "/health"): guarded(own.health_report),
+        ("GET", "/openapi.json"): own.openapi,
     }
     admin = Admin(gateway)
     routes.update({

@@ -10,7 +10,7 @@ from aiohttp import web
 from mmproxy import __version__
 from mmproxy.errors import ProxyError, error_body
 from mmproxy.pipeline.call import Call
-from mmproxy.server import model_info
+from mmproxy.server import model_info, openapi
 from mmproxy.server.gateway import Gateway
 
 _JSON = "application/json"
@@ -61,6 +61,11 @@ class Handlers:
         body = {"status": "healthy", "db": "connected" if gateway.db is not None else "Not connected", "cache": None,
                 "mmproxy_version": __version__, "models": len(gateway.router.groups)}
         return web.Response(body=orjson.dumps(body), content_type=_JSON)
+
+    @staticmethod
+    async def openapi(request: web.BaseRequest) -> web.StreamResponse:
+        """The OpenAPI document of every route, public as the health checks are: it holds no configuration."""
+        return web.Response(body=openapi.BODY, content_type=_JSON)
 
     @staticmethod
     async def not_found(request: web.BaseRequest) -> web.StreamResponse:

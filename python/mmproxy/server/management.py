@@ -21,6 +21,7 @@ from mmproxy.keys import fields
 from mmproxy.keys.manager import Keys, display_name, hash_key
 from mmproxy.keys.states import same_period
 from mmproxy.server.gateway import Gateway
+from mmproxy.validation import query_int
 
 _JSON = "application/json"
 MAX_LIMIT = 1000
@@ -33,22 +34,13 @@ def json_response(body: Any, status: int = 200) -> web.Response:
     return web.Response(status=status, body=orjson.dumps(body), content_type=_JSON)
 
 
-def positive_int(raw: str | None, name: str, default: int) -> int:
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise bad_request(f"{name} must be a positive integer", param=name) from None
-    if value < 1:
-        raise bad_request(f"{name} must be a positive integer", param=name)
-    return value
+MAX_PAGE = 2**31 - 1  # pages times their size stay an offset the database's 64-bit integers hold
 
 
 def page(query: Any) -> tuple[int, int]:
     """``page`` (from 1) and ``size`` (at most ``MAX_LIMIT``) of a list request."""
-    return (positive_int(query.get("page"), "page", 1),
-            min(positive_int(query.get("size") or query.get("page_size"), "size", 100), MAX_LIMIT))
+    return (query_int(query.get("page"), "page", 1, MAX_PAGE),
+            min(query_int(query.get("size") or query.get("page_size"), "size", 100, MAX_PAGE), MAX_LIMIT))
 
 
 def text_id(value: Any, param: str) -> str:

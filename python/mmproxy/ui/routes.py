@@ -16,6 +16,7 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 
 from mmproxy.db.queries import GROUPS
 from mmproxy.errors import ProxyError, auth_error, bad_request
@@ -26,6 +27,7 @@ from mmproxy.pipeline.live_log import Watcher
 from mmproxy.server.admin import Admin, savings
 from mmproxy.server.gateway import Gateway
 from mmproxy.ui import pages
+from mmproxy.validation import query_int
 
 _STATIC = {"app.js": "text/javascript", "style.css": "text/css", "uPlot.iife.min.js": "text/javascript",
            "uPlot.min.css": "text/css"}
@@ -58,7 +60,10 @@ class Dashboard:
         keys = self.gateway.keys
         if keys is None:  # no master key: the dashboard is as open as the API
             return _see_dashboard()
-        form = await request.post()
+        try:
+            form = await request.post()
+        except (ValueError, BadHttpMessage):  # a form that does not parse
+            return _html(pages.login("send the key in a form field named key"), status=400)
         supplied = form.get("key")
         try:
             caller = await keys.authenticate(supplied if isinstance(supplied, str) else None)
@@ -175,11 +180,7 @@ def _who(caller: Caller) -> str:
 
 
 def _period(raw: str | None) -> int:
-    if raw is None:
-        return 86400
-    if not raw.isdigit() or not 60 <= int(raw) <= _MAX_PERIOD_S:
-        raise bad_request(f"period must be a number of seconds from 60 to {_MAX_PERIOD_S}", param="period")
-    return int(raw)
+    return query_int(raw, "period", 86400, _MAX_PERIOD_S, minimum=60)
 
 
 def _decision(decision: dict[str, Any]) -> tuple[str, str, str, int]:

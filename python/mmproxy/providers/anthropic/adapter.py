@@ -110,7 +110,9 @@ class AnthropicProvider(Provider):
         return body
 
     def chat_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
-        data = self.load_object(body)
+        return self.read_answer(body, self._chat_answer)
+
+    def _chat_answer(self, data: dict[str, Any]) -> tuple[bytes, dict[str, Any] | None]:
         blocks = data.get("content")
         if not isinstance(blocks, list):
             raise bad_upstream_response(self.deployment.id)
@@ -150,10 +152,12 @@ class AnthropicProvider(Provider):
         return http_request(self._count_head, orjson.dumps(body))
 
     def messages_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
-        data = self.load_object(body)
+        return body, self.read_answer(body, self._message_usage)
+
+    def _message_usage(self, data: dict[str, Any]) -> dict[str, Any]:
         if data.get("type") != "message":
             raise bad_upstream_response(self.deployment.id)
-        return body, _usage(data.get("usage") or {})
+        return _usage(data.get("usage") or {})
 
     def messages_stream(self) -> StreamTranslator:
         return AnthropicPassthrough(self.deployment, include_usage=False)

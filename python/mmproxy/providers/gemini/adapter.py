@@ -87,7 +87,9 @@ class GeminiProvider(Provider):
         return generate_body(payload)
 
     def chat_response(self, body: bytes) -> tuple[bytes, dict[str, Any] | None]:
-        data = self.load_object(body)
+        return self.read_answer(body, self._chat_answer)
+
+    def _chat_answer(self, data: dict[str, Any]) -> tuple[bytes, dict[str, Any] | None]:
         usage = to_usage(data.get("usageMetadata"))
         response_id = data.get("responseId")
         chat_id = f"chatcmpl-{response_id}" if isinstance(response_id, str) and response_id else None

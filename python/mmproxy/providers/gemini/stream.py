@@ -49,7 +49,10 @@ class GeminiStream(StreamTranslator):
         start = 0
         while (end := buf.find(sep, start)) >= 0:
             if start != end and not self._broken:
-                self._event(buf[start:end], out)
+                try:
+                    self._event(buf[start:end], out)
+                except (AttributeError, TypeError, IndexError, KeyError):  # an event that is no GenerateContent
+                    self._broken = True  # answer: stop, as for one that is not JSON
             start = end + len(sep)
         self._buf = buf[start:]
         return b"".join(out)
