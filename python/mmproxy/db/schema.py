@@ -109,6 +109,8 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
     # A virtual model's sub-calls are rows of their own, linked to the client request whose cost includes them.
     (3, (f"ALTER TABLE {LOGS} ADD COLUMN parent_id {{text}}",
          f"CREATE INDEX {LOGS}_parent ON {LOGS} (parent_id)")),
+    # The kinds of sensitive data a request carried and how many of each ("card:1,email:2"); never the values.
+    (4, (f"ALTER TABLE {LOGS} ADD COLUMN pii {{text}}",)),
 )
 
 LATEST = _MIGRATIONS[-1][0]
