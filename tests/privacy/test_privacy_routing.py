@@ -34,6 +34,7 @@ def _config(sim_url: str, *, trusted: bool = True, **extra: Any) -> dict[str, An
         "model_list": models,
         "general_settings": {"master_key": MASTER_KEY},
         "router_settings": {"cooldown_time": 0},
+        "litellm_settings": {"cache": True, "cache_params": {"type": "local"}},
         "privacy": {"patterns": {"employee_id": r"EMP-\d{6}"}, "terms": {"project": ["Bluebird"]}},
         "routing_rules": [
             {"name": "cards-stay-inside", "when": {"pii_any": ["card", "iban"]}, "route": {"local_only": True}},
@@ -164,6 +165,21 @@ def test_redaction_through_the_responses_api(client: openai.OpenAI, sim: SimCont
         answer = client.responses.create(model="cloud", input=text).output_text
     assert answer == text
     assert PHONE not in _sent_upstream(sim) and "[PHONE_1]" in _sent_upstream(sim)
+
+
+def test_redacted_requests_never_share_a_cached_answer(client: openai.OpenAI, sim: SimControl):
+    # Both redact to "mail [EMAIL_1]": a cache keyed on that would hand the second caller the first one's address.
+    for address in ("first@example.com", "second@example.org"):
+        raw = client.chat.completions.with_raw_response.create(
+            model="cloud", messages=[{"role": "user", "content": f"mail {address}"}], extra_body=ECHO)
+        assert raw.parse().choices[0].message.content == f"mail {address}"
+        assert "x-mmproxy-cache" not in raw.headers
+    assert len(sim.requests(50)) == 2
+    # A request without sensitive data is cached as usual.
+    for _ in range(2):
+        raw = client.chat.completions.with_raw_response.create(
+            model="cloud", messages=[{"role": "user", "content": "cache me"}])
+    assert raw.headers["x-mmproxy-cache"] == "hit"
 
 
 def test_the_access_log_never_holds_the_values(gw: Process, client: openai.OpenAI):
