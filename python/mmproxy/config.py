@@ -762,12 +762,10 @@ def _cached_endpoints(calls: Any, where: str, warnings: list[str]) -> frozenset[
 
 
 def _parse_privacy(raw: Any, rules: Any) -> Privacy | None:
-    """The ``privacy`` section's detectors, compiled once; the default ones when only a rule redacts (a rule's
-    ``pii_*`` conditions make their own defaults in the rule set). None when nothing needs them."""
-    redacting_rule = isinstance(rules, list) and any(
-        isinstance(r, dict) and isinstance(r.get("route"), dict) and r["route"].get("redact") for r in rules)
+    """The ``privacy`` section's detectors, compiled once and shared by the rules and redaction; the default ones
+    when only rules need them. None when nothing does."""
     if raw is None:
-        return Privacy(PiiDetector()) if redacting_rule else None
+        return Privacy(PiiDetector()) if _rules_need_detectors(rules) else None
     if not isinstance(raw, dict):
         raise ConfigError("privacy: must be a mapping")
     for key in raw:
@@ -801,6 +799,17 @@ def _parse_privacy(raw: Any, rules: Any) -> Privacy | None:
     else:
         raise ConfigError("privacy.redact: must be true, false or a list of kinds")
     return Privacy(detector, DEFAULT_MIN_CONFIDENCE if least is None else least, always)
+
+
+def _rules_need_detectors(rules: Any) -> bool:
+    """Whether some rule redacts or has a ``pii_*`` condition (a malformed list is the rule compiler's to word)."""
+    for rule in rules if isinstance(rules, list) else ():
+        if isinstance(rule, dict):
+            route, when = rule.get("route"), rule.get("when")
+            if (isinstance(route, dict) and route.get("redact")) or (
+                    isinstance(when, dict) and ("pii_any" in when or "pii_count" in when)):
+                return True
+    return False
 
 
 def _named(raw: dict[str, Any], key: str, valid: Any, what: str) -> dict[str, Any]:

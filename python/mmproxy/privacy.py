@@ -85,9 +85,10 @@ class Redaction:
 
     def value(self, value: Any) -> Any:
         """A JSON value with every string in it redacted (keys are field names, left alone): whatever the
-        client API's shape, every text the request carries is covered, tool results and arguments included."""
+        client API's shape, every text the request carries is covered, tool results and arguments included.
+        A ``data:`` URL (an inline image or file) is left whole: a chance match inside base64 would break it."""
         if isinstance(value, str):
-            return self.text(value)
+            return value if value.startswith("data:") else self.text(value)
         if isinstance(value, list):
             return [self.value(v) for v in value]
         if isinstance(value, dict):

@@ -25,6 +25,18 @@ def test_same_value_same_placeholder_and_kinds_filter():
     assert only_cards.text(f"{EMAIL} {CARD}") == f"{EMAIL} [CARD_1]"
 
 
+def test_every_string_of_any_shape_is_redacted_but_inline_data():
+    redaction = Privacy(PiiDetector()).redaction()
+    image = "data:image/png;base64,QUtJQUlPU0ZPRE5ON0VYQU1QTEU=/AKIAIOSFODNN7EXAMPLE"
+    body = {"system": f"owner {EMAIL}", "messages": [{"role": "user", "content": [
+        {"type": "tool_result", "content": [{"type": "text", "text": f"card {CARD}"}]},
+        {"type": "image", "source": {"type": "url", "url": image}}]}]}
+    redacted = redaction.value(body)
+    assert redacted["system"] == "owner [EMAIL_1]"
+    assert redacted["messages"][0]["content"][0]["content"][0]["text"] == "card [CARD_1]"
+    assert redacted["messages"][0]["content"][1]["source"]["url"] == image
+
+
 def test_json_answers_get_the_values_escaped():
     redaction = Privacy(PiiDetector(patterns=[("home_dir", r'C:\\Users\\"?\w+')])).redaction()
     assert redaction.text('open C:\\Users\\"ada now') == "open [HOME_DIR_1] now"
