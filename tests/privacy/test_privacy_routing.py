@@ -224,3 +224,20 @@ def test_failing_and_cooling_trusted_deployments_never_fall_back_outside(simulat
         assert client.chat.completions.create(model="cloud", messages=[{"role": "user", "content": "hi"}])
     finally:
         gw.stop()
+
+
+def test_kinds_redacted_from_every_request_without_a_rule(simulator: Process, sim: SimControl, tmp_path: Path):
+    config = _config(simulator.url, privacy={"redact": ["credential"]})
+    del config["routing_rules"]
+    gw = start_gateway(tmp_path, config)
+    try:
+        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=MASTER_KEY, max_retries=0)
+        key = "sk-proj-a1B2c3D4e5F6g7H8i9J0k1L2m3N4"
+        text = f"why does {key} fail for {EMAIL}?"
+        raw = client.chat.completions.with_raw_response.create(
+            model="cloud", messages=[{"role": "user", "content": text}], extra_body=ECHO)
+        assert raw.parse().choices[0].message.content == text
+        assert sim.last()["body"]["messages"][0]["content"] == f"why does [CREDENTIAL_1] fail for {EMAIL}?"
+        assert raw.headers["x-mmproxy-pii"] == "credential:1"
+    finally:
+        gw.stop()
