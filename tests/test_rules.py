@@ -263,12 +263,12 @@ def test_issue_example_first_match_wins() -> None:
     tools = [{"type": "function", "function": {"name": "f"}}]
     # Matches rules 0, 1 and 2: the first wins.
     d = rules.evaluate(body("def f(): my diagnosis", tools=tools), input_tokens=500)
-    assert d == Decision("sensitive-stays-local", 0, None, None, True)
+    assert d == Decision("sensitive-stays-local", 0, None, None, True, False)
     d = rules.evaluate(body("class Foo", tools=tools), input_tokens=500)
-    assert d == Decision("code-to-frontier", 1, None, "frontier", False)
+    assert d == Decision("code-to-frontier", 1, None, "frontier", False, False)
     d = rules.evaluate(body("class Foo", tools=tools), input_tokens=10)
-    assert d == Decision("tools-to-workhorse", 2, "gpt-4o-mini", None, False)
-    assert rules.evaluate(body("hello"), input_tokens=10) == Decision("default", 3, None, "economy", False)
+    assert d == Decision("tools-to-workhorse", 2, "gpt-4o-mini", None, False, False)
+    assert rules.evaluate(body("hello"), input_tokens=10) == Decision("default", 3, None, "economy", False, False)
     assert rules.decisions[3].tier == "economy"
 
 
@@ -279,7 +279,7 @@ def test_no_match_without_default() -> None:
 
 def test_local_only_with_tier() -> None:
     rules = RuleSet.compile([{"name": "l", "route": {"local_only": True, "tier": "workhorse"}}])
-    assert rules.evaluate(body()) == Decision("l", 0, None, "workhorse", True)
+    assert rules.evaluate(body()) == Decision("l", 0, None, "workhorse", True, False)
 
 
 def test_empty_rule_list_matches_nothing() -> None:
@@ -394,5 +394,5 @@ def test_odd_but_valid_bodies() -> None:
         "messages": [{"role": "assistant", "content": None}, {"role": "tool", "content": "x"}],
         "metadata": {"tags": [1, None, "a"]},
     }
-    assert rules.evaluate(json.dumps(odd).encode()) == Decision("t", 1, "b", None, False)
-    assert rules.evaluate(b'{"messages": []}') == Decision("fallback", 2, None, "economy", False)
+    assert rules.evaluate(json.dumps(odd).encode()) == Decision("t", 1, "b", None, False, False)
+    assert rules.evaluate(b'{"messages": []}') == Decision("fallback", 2, None, "economy", False, False)

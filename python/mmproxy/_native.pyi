@@ -84,10 +84,18 @@ class RuleSet(Generic[_D]):
     at runtime: `RuleSet[X]` is for type checkers only.
     """
 
-    def __init__(self, spec: bytes, decision: Callable[[str, int, str | None, str | None, bool], _D]) -> None:
+    def __init__(
+        self,
+        spec: bytes,
+        decision: Callable[[str, int, str | None, str | None, bool, bool], _D],
+        detector: PiiDetector | None = None,
+        min_confidence: float = 0.7,
+    ) -> None:
         """Compile a JSON list of rules; ValueError starting with the rule's index, name and key.
 
-        `decision(name, index, model, tier, local_only)` is called once per rule; `evaluate` returns its results.
+        `decision(name, index, model, tier, local_only, redact)` is called once per rule; `evaluate` returns its
+        results. `pii_any`/`pii_count` conditions run `detector` (None: the default kinds), counting findings of at
+        least `min_confidence`; the detector is shared, not copied.
         """
 
     @property
@@ -111,3 +119,38 @@ class RuleSet(Generic[_D]):
         for each by `getall`, so every value counts; a mapping or (name, value) pairs are matched
         case-insensitively.
         """
+
+    def decide(
+        self,
+        body: bytes,
+        *,
+        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
+        key: str | None = None,
+        team: str | None = None,
+        input_tokens: int = 0,
+    ) -> tuple[_D | None, str | None]:
+        """`evaluate`, with what the sensitive-data conditions found: `kind:count` pairs sorted by kind
+        (`card:1,email:2`, never the values), or None when no rule ran the detectors or they found nothing."""
+
+class PiiDetector:
+    """Sensitive-data detectors (rust/src/pii), compiled once: built-in kinds, operator regexes and word lists.
+
+    `kinds`: the built-ins to run (None: the defaults, which leave out national ids beyond the US SSN);
+    `patterns`: (kind, regex) pairs; `terms`: (kind, words) pairs, words matched whole in any case. ValueError
+    names an unknown kind or a bad pattern.
+    """
+
+    def __init__(
+        self,
+        kinds: Sequence[str] | None = None,
+        patterns: Sequence[tuple[str, str]] = (),
+        terms: Sequence[tuple[str, Sequence[str]]] = (),
+    ) -> None: ...
+    @property
+    def kinds(self) -> list[str]:
+        """Every kind's name: the built-ins (enabled or not), then the operator's."""
+
+    def scan(self, text: str) -> list[tuple[str, int, int, float]]:
+        """(kind, start, end, confidence) of each finding in `text`, in order, never overlapping; character
+        offsets, so `text[start:end]` is the value."""
+

@@ -20,7 +20,9 @@ from urllib.parse import quote
 import yaml
 
 from mmproxy import litellm_names
+from mmproxy._native import PiiDetector
 from mmproxy.prices import files as price_files
+from mmproxy.privacy import DEFAULT_MIN_CONFIDENCE, Privacy
 from mmproxy.providers import REGISTRY
 from mmproxy.registry import ModelTable, entries, shipped
 from mmproxy.rules import TIERS, RuleSet
@@ -61,7 +63,8 @@ _FALLBACK_KINDS = ("fallbacks", "context_window_fallbacks", "content_policy_fall
 ROUTING_STRATEGIES = ("simple-shuffle", "least-busy", "latency-based-routing", "usage-based-routing",
                       "usage-based-routing-v2", "cost-based-routing")
 
-_MODEL_INFO_DONE = {"id", "max_input_tokens", "mode", "tier", "strengths", "batch_discount", *_PRICE_KEYS}
+_MODEL_INFO_DONE = {"id", "max_input_tokens", "mode", "tier", "strengths", "batch_discount", "trusted",
+                    *_PRICE_KEYS}
 _MODEL_INFO_MODES = {"chat", "embedding", "completion"}
 
 _GENERAL_DONE = {"master_key", "max_request_size_mb", "database_url", "disable_spend_logs", "disable_metrics",
@@ -74,7 +77,9 @@ _TOP_LEVEL = {
     "router_settings",
     "environment_variables",
     "routing_rules",
+    "privacy",
 }
+_PRIVACY_KEYS = {"kinds", "patterns", "terms", "min_confidence", "redact"}
 
 
 _BARE_PREFIXES = (
@@ -136,7 +141,9 @@ class Deployment:
     tpm: int | None
     auto_prompt_cache: bool = False  # place cache_control breakpoints on repeated prefixes ("prompt_caching")
     batch_discount: float | None = None  # fraction off the standard price for batch requests (0.5: half price)
-    local: bool = False  # the model runs inside the operator's trust boundary (the provider's "local" capability)
+    # The model runs inside the operator's trust boundary, where `local_only` rules may send a request:
+    # model_info.trusted, else the provider's "local" capability (Ollama).
+    local: bool = False
     json_output: bool = False  # it can be asked for a JSON object answer (the provider's "json_output" capability)
 
     @property
@@ -314,6 +321,7 @@ class Config:
     warnings: list[str]
     router: RouterSettings = field(default_factory=RouterSettings)
     rules: RuleSet | None = None
+    privacy: Privacy | None = None  # the sensitive-data detectors, when the config or a rule needs them
     # None: SQLite in the working directory (``mmproxy.db``), else ``sqlite:///path`` or ``postgresql://...``
     database_url: str | None = field(default=None, repr=False)
     spend_logs: bool = True  # the per-request ledger (LiteLLM: general_settings.disable_spend_logs)
@@ -445,11 +453,12 @@ def parse_config(raw: Any) -> Config:
     virtual = _parse_virtual_models(smart_entries, deployments)
     router = _parse_router(router_settings, litellm_settings, {d.model_name for d in deployments},
                            [wildcard_regex(w.model_name) for w in wildcards], warnings)
-    rules = _parse_rules(raw.get("routing_rules"), deployments, warnings)
+    privacy = _parse_privacy(raw.get("privacy"), raw.get("routing_rules"))
+    rules = _parse_rules(raw.get("routing_rules"), deployments, privacy, warnings)
     cache = _parse_cache(litellm_settings, {d.model_name for d in deployments if d.mode == "embedding"},
                          {d.model_name for d in deployments}, warnings)
-    return Config(deployments, master_key, max_request_bytes, warnings, router, rules, database_url, spend_logs,
-                  metrics, cache, smart_routers=virtual["router"], cascades=virtual["cascade"],
+    return Config(deployments, master_key, max_request_bytes, warnings, router, rules, privacy, database_url,
+                  spend_logs, metrics, cache, smart_routers=virtual["router"], cascades=virtual["cascade"],
                   verifiers=virtual["verify"], consensus=virtual["consensus"], reviews=virtual["review"],
                   spool_dir=spool_dir, budget_on_unpriced_models=unpriced, max_file_bytes=max_file_bytes,
                   request_body_timeout=body_timeout or DEFAULT_BODY_TIMEOUT_S,
@@ -802,14 +811,78 @@ def _cached_endpoints(calls: Any, where: str, warnings: list[str]) -> frozenset[
     return frozenset(_CALL_TYPES[c] for c in calls if c in _CALL_TYPES)
 
 
-def _parse_rules(raw: Any, deployments: list[Deployment], warnings: list[str]) -> RuleSet | None:
+def _parse_privacy(raw: Any, rules: Any) -> Privacy | None:
+    """The ``privacy`` section's detectors, compiled once and shared by the rules and redaction; the default ones
+    when only rules need them. None when nothing does."""
+    if raw is None:
+        return Privacy(PiiDetector()) if _rules_need_detectors(rules) else None
+    if not isinstance(raw, dict):
+        raise ConfigError("privacy: must be a mapping")
+    for key in raw:
+        if key not in _PRIVACY_KEYS:
+            raise ConfigError(f"privacy.{key}: unknown key; expected {', '.join(sorted(_PRIVACY_KEYS))}"
+                              + _did_you_mean(key, _PRIVACY_KEYS))
+    kinds = raw.get("kinds")
+    if kinds is not None and (not isinstance(kinds, list) or not all(isinstance(k, str) for k in kinds)):
+        raise ConfigError("privacy.kinds: must be a list of kind names")
+    patterns = _named(raw, "patterns", lambda v: isinstance(v, str), "a regular expression")
+    terms = _named(raw, "terms", lambda v: isinstance(v, list) and all(isinstance(w, str) for w in v),
+                   "a list of words")
+    try:
+        detector = PiiDetector(kinds, list(patterns.items()), list(terms.items()))
+    except ValueError as exc:
+        raise ConfigError(f"privacy: {exc}") from None
+    least = _number(raw, "min_confidence", "privacy.min_confidence")
+    if least is not None and least > 1:
+        raise ConfigError("privacy.min_confidence: must be between 0 and 1")
+    redact = raw.get("redact", False)
+    if redact is True:
+        always: frozenset[str] | None = frozenset()
+    elif redact is False:
+        always = None
+    elif isinstance(redact, list) and redact and all(isinstance(k, str) for k in redact):
+        unknown = [k for k in redact if k not in detector.kinds]
+        if unknown:
+            raise ConfigError(f"privacy.redact: unknown kind {unknown[0]!r}; expected one of "
+                              f"{', '.join(detector.kinds)}")
+        always = frozenset(redact)
+    else:
+        raise ConfigError("privacy.redact: must be true, false or a list of kinds")
+    return Privacy(detector, DEFAULT_MIN_CONFIDENCE if least is None else least, always)
+
+
+def _rules_need_detectors(rules: Any) -> bool:
+    """Whether some rule redacts or has a ``pii_*`` condition (a malformed list is the rule compiler's to word)."""
+    for rule in rules if isinstance(rules, list) else ():
+        if isinstance(rule, dict):
+            route, when = rule.get("route"), rule.get("when")
+            if (isinstance(route, dict) and route.get("redact")) or (
+                    isinstance(when, dict) and ("pii_any" in when or "pii_count" in when)):
+                return True
+    return False
+
+
+def _named(raw: dict[str, Any], key: str, valid: Any, what: str) -> dict[str, Any]:
+    """A ``{kind name: definition}`` mapping of the privacy section, each definition checked by ``valid``."""
+    value = raw.get(key) or {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"privacy.{key}: must be a mapping of kind name to {what}")
+    for name, definition in value.items():
+        if not isinstance(name, str) or not name or not valid(definition):
+            raise ConfigError(f"privacy.{key}.{name}: must be {what}")
+    return value
+
+
+def _parse_rules(raw: Any, deployments: list[Deployment], privacy: Privacy | None,
+                 warnings: list[str]) -> RuleSet | None:
     """Compile ``routing_rules`` once, at start-up: a rule that does not compile stops the gateway."""
     if raw is None:
         return None
     if not isinstance(raw, list):
         raise ConfigError("routing_rules: must be a list of rules")
     try:
-        rules = RuleSet.compile(raw)
+        rules = (RuleSet.compile(raw) if privacy is None
+                 else RuleSet.compile(raw, privacy.detector, privacy.min_confidence))
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     models = {d.model_name for d in deployments}
@@ -1062,7 +1135,7 @@ def _parse_deployment(
         tpm=tpm,
         auto_prompt_cache=auto_prompt_cache,
         batch_discount=batch_discount,
-        local="local" in defaults.capabilities,
+        local=_trusted(info, iwhere, "local" in defaults.capabilities),
         json_output="json_output" in defaults.capabilities,
     )
 
@@ -1168,6 +1241,13 @@ def _tier(info: dict[str, Any], where: str) -> str | None:
     if tier is not None and tier not in TIERS:
         raise ConfigError(f"{where}.tier: must be one of {', '.join(TIERS)}")
     return tier
+
+
+def _trusted(info: dict[str, Any], where: str, local_provider: bool) -> bool:
+    """Whether a deployment is inside the trust boundary: ``model_info.trusted`` (a self-hosted vLLM, an on-prem
+    Azure), else whether its provider runs models locally."""
+    trusted = _flag(info, "trusted", f"{where}.trusted")
+    return local_provider if trusted is None else trusted
 
 
 def _flag(section: dict[str, Any], key: str, where: str) -> bool | None:

@@ -37,9 +37,15 @@ Syntax (a YAML list; rules are tried in order and the **first match wins**)::
   listed header must match (it is one condition).
 * `key` / `team`: lists of the calling virtual key (its `key_alias`, else its token, the sha256 hash) or
   team (`team_id`); never match when the caller has none (the master key).
+* `pii_any`: a list of sensitive-data kinds (`card`, `email`, an operator's pattern or term name, …; `any`
+  or `*` for any kind), of which one must be found; `pii_count: N`: at least N findings of any kind. Both
+  read every text the request carries (every message of every role, tool results, tool call arguments),
+  scanned once by the `privacy` section's detectors (mmproxy.privacy), and only when a rule reaches them.
 
 `route` actions: exactly one of `model: <group>`, `tier: frontier|workhorse|economy` (the routing
-strategy then picks within the tier), `local_only: true` (may be combined with `tier`).
+strategy then picks within the tier), `local_only: true` (may be combined with `tier`: only deployments
+inside the trust boundary, see Deployment.local); and/or `redact: true` (sensitive data replaced by
+placeholders before the request leaves; alone, it keeps the requested model).
 
 Compile errors (unknown keys, bad regexes, empty rules or lists, bad actions, duplicate names) raise
 ValueError with a one-line message starting with the rule and the offending key, e.g.
@@ -62,14 +68,15 @@ TIERS = ("frontier", "workhorse", "economy")
 
 
 class Decision(NamedTuple):
-    """The first matching rule and its action; exactly one of `model`/`tier`/`local_only` is set,
-    except that `local_only` may come with a `tier`."""
+    """The first matching rule and its action; at most one of `model`/`tier`/`local_only` is set, except that
+    `local_only` may come with a `tier`; none only when `redact` (the requested model, redacted)."""
 
     rule: str
     index: int  # type: ignore[assignment]  # the rule's position; shadows tuple.index, which nothing here calls
     model: str | None
     tier: str | None
     local_only: bool
+    redact: bool
 
 
 if TYPE_CHECKING:
@@ -89,10 +96,12 @@ class RuleSet(_NativeRuleSet):
     __slots__ = ()
 
     @classmethod
-    def compile(cls, rules: Sequence[Mapping[str, Any]]) -> RuleSet:
-        """Validate and compile `rules` (the parsed `routing_rules` list); ValueError names the bad rule."""
+    def compile(cls, rules: Sequence[Mapping[str, Any]], detector: _native.PiiDetector | None = None,
+                min_confidence: float = 0.7) -> RuleSet:
+        """Validate and compile `rules` (the parsed `routing_rules` list); ValueError names the bad rule.
+        `pii_*` conditions run `detector` (None: the default kinds) and count findings of `min_confidence`."""
         try:
             spec = json.dumps(rules).encode()
         except (TypeError, ValueError) as e:
             raise ValueError(f"routing_rules: not plain YAML data: {e}") from None
-        return cls(spec, Decision)
+        return cls(spec, Decision, detector, min_confidence)

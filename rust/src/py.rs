@@ -5,6 +5,7 @@
 //! where `cargo test` reaches it without a Python interpreter.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use pyo3::exceptions::PyValueError;
 use pyo3::intern;
@@ -200,10 +201,21 @@ fn header_values<'py>(
 #[pymethods]
 impl PyRuleSet {
     /// Compiles `spec` (a JSON list of rules) and makes each rule's decision by calling
-    /// `decision(name, index, model, tier, local_only)`.
+    /// `decision(name, index, model, tier, local_only, redact)`. `pii_*` conditions run `detector`'s
+    /// kinds (None: the defaults) and count findings of at least `min_confidence`.
     #[new]
-    fn new(spec: &[u8], decision: &Bound<'_, PyAny>) -> PyResult<Self> {
-        let inner = rules::RuleSet::compile(spec).map_err(value_error)?;
+    #[pyo3(signature = (spec, decision, detector = None, min_confidence = rules::DEFAULT_MIN_CONFIDENCE))]
+    fn new(
+        spec: &[u8],
+        decision: &Bound<'_, PyAny>,
+        detector: Option<PyRef<'_, PyPiiDetector>>,
+        min_confidence: f64,
+    ) -> PyResult<Self> {
+        let privacy = detector.map(|d| rules::Privacy {
+            detector: Arc::clone(&d.inner),
+            min_confidence,
+        });
+        let inner = rules::RuleSet::compile_with(spec, privacy).map_err(value_error)?;
         let decisions = inner
             .rules
             .iter()
@@ -211,7 +223,14 @@ impl PyRuleSet {
             .map(|(i, r)| {
                 let a = &r.action;
                 let tier = a.tier.map(rules::Tier::as_str);
-                let args = (r.name.as_str(), i, a.model.as_deref(), tier, a.local_only);
+                let args = (
+                    r.name.as_str(),
+                    i,
+                    a.model.as_deref(),
+                    tier,
+                    a.local_only,
+                    a.redact,
+                );
                 decision.call1(args).map(Bound::unbind)
             })
             .collect::<PyResult<_>>()?;
@@ -249,6 +268,21 @@ impl PyRuleSet {
         team: Option<&str>,
         input_tokens: u64,
     ) -> PyResult<Option<Py<PyAny>>> {
+        Ok(self.decide(py, body, headers, key, team, input_tokens)?.0)
+    }
+
+    /// `evaluate`, with the sensitive data a rule's detectors found as `kind:count` pairs sorted by
+    /// kind (`card:1,email:2`; never the values), or None when no rule ran them or they found none.
+    #[pyo3(signature = (body, *, headers = None, key = None, team = None, input_tokens = 0))]
+    fn decide(
+        &self,
+        py: Python<'_>,
+        body: &[u8],
+        headers: Option<&Bound<'_, PyAny>>,
+        key: Option<&str>,
+        team: Option<&str>,
+        input_tokens: u64,
+    ) -> PyResult<(Option<Py<PyAny>>, Option<String>)> {
         let values = match headers {
             Some(h) if !self.header_names.is_empty() => {
                 header_values(h, self.inner.header_names(), &self.header_names)?
@@ -268,8 +302,12 @@ impl PyRuleSet {
             team,
             input_tokens,
         };
-        let index = run(py, body.len(), || self.inner.evaluate(body, &ctx)).map_err(value_error)?;
-        Ok(index.map(|i| self.decisions[i].clone_ref(py)))
+        let outcome = run(py, body.len(), || self.inner.decide(body, &ctx)).map_err(value_error)?;
+        let decision = outcome.rule.map(|i| self.decisions[i].clone_ref(py));
+        let summary = outcome
+            .pii
+            .and_then(|counts| self.inner.pii_summary(&counts));
+        Ok((decision, summary))
     }
 }
 
@@ -277,7 +315,8 @@ impl PyRuleSet {
 /// slices strings.
 #[pyclass(frozen, name = "PiiDetector", module = "mmproxy._native")]
 struct PyPiiDetector {
-    inner: pii::Detector,
+    /// Shared with the rule sets compiled with it: one set of detectors per config.
+    inner: Arc<pii::Detector>,
 }
 
 #[pymethods]
@@ -301,7 +340,9 @@ impl PyPiiDetector {
             .map(|(n, words)| (n.as_str(), words.iter().map(String::as_str).collect()))
             .collect();
         pii::Detector::new(kinds.as_deref(), &patterns, &terms)
-            .map(|inner| PyPiiDetector { inner })
+            .map(|inner| PyPiiDetector {
+                inner: Arc::new(inner),
+            })
             .map_err(PyValueError::new_err)
     }
 

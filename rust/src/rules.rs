@@ -15,19 +15,25 @@
 //! * the text work is done once per request for all rules: every keyword sits in one Aho-Corasick
 //!   automaton (`keywords.rs`) and every body regex in one `RegexSet`, each run at most once per text
 //!   (the system prompt, the last user message), and only when a rule reaches such a condition.
+//! * sensitive-data conditions (`pii_any`, `pii_count`) run the detectors (`crate::pii`) over every
+//!   text the request carries, once, and only when a rule reaches one; rules without them never pay.
 //!
 //! The syntax is documented in python/mmproxy/rules.py.
 
 mod compile;
 mod facts;
+
+pub use compile::DEFAULT_MIN_CONFIDENCE;
 mod keywords;
 
 use std::borrow::Cow;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use regex::{Regex, RegexSet};
 
 use crate::json::InvalidInput;
+use crate::pii::Detector;
 use facts::Facts;
 use keywords::Keywords;
 
@@ -49,12 +55,37 @@ impl Tier {
 }
 
 /// What a matching rule does: route to a model group, or to a tier (optionally local deployments only),
-/// or to local deployments only.
+/// or to local deployments only; and whether sensitive data is redacted first (`redact` alone keeps the
+/// requested model).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Action {
     pub model: Option<String>,
     pub tier: Option<Tier>,
     pub local_only: bool,
+    pub redact: bool,
+}
+
+/// The sensitive-data detectors the `pii_*` conditions run, and the confidence a finding needs to count.
+pub struct Privacy {
+    pub detector: Arc<Detector>,
+    pub min_confidence: f64,
+}
+
+impl std::fmt::Debug for Privacy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Privacy")
+            .field("kinds", &self.detector.kinds())
+            .field("min_confidence", &self.min_confidence)
+            .finish()
+    }
+}
+
+/// A rule decision and the sensitive data found on the way, when a rule needed the detectors.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Outcome {
+    pub rule: Option<usize>,
+    /// Findings per kind, indexed like the detector's kinds; None when no rule ran the detectors.
+    pub pii: Option<Vec<u32>>,
 }
 
 /// The per-request context that does not come from the body.
@@ -99,6 +130,8 @@ pub struct RuleSet {
     keywords: Option<Keywords>,
     regexes: Option<RegexSet>,
     tag_ids: HashMap<String, usize>,
+    /// Present when some rule has a `pii_*` condition.
+    privacy: Option<Privacy>,
 }
 
 /// Where the text of keywords and regexes comes from; the discriminant indexes per-scope tables.
@@ -121,6 +154,7 @@ mod group {
     /// Indexed by scope.
     pub const KEYWORDS: [u16; 3] = [1 << 7, 1 << 8, 1 << 9];
     pub const REGEXES: [u16; 3] = [1 << 10, 1 << 11, 1 << 12];
+    pub const PII: u16 = 1 << 13;
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -208,6 +242,9 @@ struct Tables {
     /// Indexed by scope.
     keywords: [Vec<(u32, AnyAll)>; 3],
     regexes: [Vec<(u32, usize)>; 3],
+    /// `pii_any`: detector kind indexes (None: any kind); `pii_count`: the least number of findings.
+    pii_any: Vec<(u32, Option<Vec<u16>>)>,
+    pii_count: Vec<(u32, u64)>,
 }
 
 /// Which conditions hold, by id.
@@ -231,11 +268,13 @@ impl Bits {
     }
 }
 
-/// Keyword and regex hits per text (0: system prompt, 1: last user message), computed on first use.
+/// Keyword and regex hits per text (0: system prompt, 1: last user message), and findings per
+/// detector kind over every text, computed on first use.
 #[derive(Default)]
 struct Scans {
     keywords: [Option<Vec<bool>>; 2],
     regexes: [Option<Vec<bool>>; 2],
+    pii: Option<Vec<u32>>,
 }
 
 /// A scope's hits, scanning its texts (0: the system prompt, 1: the last user message) on first
@@ -280,17 +319,59 @@ impl RuleSet {
     /// Index of the first rule matching `body` (a raw OpenAI chat request) and `ctx`, if any.
     /// A body that is not a JSON object, or whose `messages` is not a list of objects, is an error.
     pub fn evaluate(&self, body: &[u8], ctx: &Context<'_>) -> Result<Option<usize>, InvalidInput> {
-        let facts = Facts::of(body, &self.tag_ids)?;
-        Ok(self.first_match(&facts, ctx))
+        Ok(self.decide(body, ctx)?.rule)
     }
 
-    fn first_match(&self, facts: &Facts<'_>, ctx: &Context<'_>) -> Option<usize> {
+    /// `evaluate`, with the findings per kind when a rule ran the detectors.
+    pub fn decide(&self, body: &[u8], ctx: &Context<'_>) -> Result<Outcome, InvalidInput> {
+        let facts = Facts::of(body, &self.tag_ids)?;
         let mut state = State {
             truth: Bits::new(self.cond_count),
             done: 0,
             scans: Scans::default(),
         };
-        self.rules.iter().position(|rule| {
+        let rule = self.first_match(body, &facts, ctx, &mut state)?;
+        Ok(Outcome {
+            rule,
+            pii: state.scans.pii,
+        })
+    }
+
+    /// The detector kinds the `pii_*` conditions use (empty without such conditions), indexed like
+    /// [`Outcome::pii`].
+    pub fn pii_kinds(&self) -> &[String] {
+        self.privacy.as_ref().map_or(&[], |p| p.detector.kinds())
+    }
+
+    /// Findings per kind as `kind:count` pairs sorted by kind (`card:1,email:2`), for ledgers and
+    /// headers: what was found, never the values. None when nothing was found.
+    pub fn pii_summary(&self, counts: &[u32]) -> Option<String> {
+        let kinds = self.pii_kinds();
+        let mut found: Vec<(&str, u32)> = counts
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .map(|(k, &n)| (kinds[k].as_str(), n))
+            .collect();
+        found.sort_unstable();
+        (!found.is_empty()).then(|| {
+            let pairs: Vec<String> = found
+                .iter()
+                .map(|(kind, n)| format!("{kind}:{n}"))
+                .collect();
+            pairs.join(",")
+        })
+    }
+
+    fn first_match(
+        &self,
+        body: &[u8],
+        facts: &Facts<'_>,
+        ctx: &Context<'_>,
+        state: &mut State,
+    ) -> Result<Option<usize>, InvalidInput> {
+        let mut failed = None;
+        let found = self.rules.iter().position(|rule| {
             if rule.groups & !state.done == 0 {
                 // Everything the rule reads is known (soon true of every rule): one test, no branch.
                 let hits = state.truth.0[rule.word] & rule.mask;
@@ -300,36 +381,60 @@ impl RuleSet {
                     hits == rule.mask
                 }
             } else {
-                self.holds_by_stage(rule, facts, ctx, &mut state)
+                match self.holds_by_stage(rule, body, facts, ctx, state) {
+                    Ok(holds) => holds,
+                    Err(e) => {
+                        failed = Some(e);
+                        true
+                    }
+                }
             }
-        })
+        });
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(found),
+        }
     }
 
     /// Whether `rule` holds, evaluating the groups of each stage as it is reached. Kept out of line
     /// so the loop above stays small.
     #[inline(never)]
-    fn holds_by_stage(&self, rule: &Rule, f: &Facts<'_>, ctx: &Context<'_>, s: &mut State) -> bool {
+    fn holds_by_stage(
+        &self,
+        rule: &Rule,
+        body: &[u8],
+        f: &Facts<'_>,
+        ctx: &Context<'_>,
+        s: &mut State,
+    ) -> Result<bool, InvalidInput> {
         for stage in &rule.stages {
             if stage.mask == 0 {
                 continue;
             }
             if stage.groups & !s.done != 0 {
-                self.evaluate_groups(stage.groups & !s.done, f, ctx, s);
+                self.evaluate_groups(stage.groups & !s.done, body, f, ctx, s)?;
             }
             let hits = s.truth.0[rule.word] & stage.mask;
             if rule.match_any {
                 if hits != 0 {
-                    return true;
+                    return Ok(true);
                 }
             } else if hits != stage.mask {
-                return false;
+                return Ok(false);
             }
         }
-        !rule.match_any
+        Ok(!rule.match_any)
     }
 
     /// Sets the bits of the conditions that hold in the groups `todo`, for every rule.
-    fn evaluate_groups(&self, todo: u16, f: &Facts<'_>, ctx: &Context<'_>, s: &mut State) {
+    fn evaluate_groups(
+        &self,
+        todo: u16,
+        body: &[u8],
+        f: &Facts<'_>,
+        ctx: &Context<'_>,
+        s: &mut State,
+    ) -> Result<(), InvalidInput> {
         s.done |= todo;
         let t = &self.tables;
         let truth = &mut s.truth;
@@ -405,6 +510,38 @@ impl RuleSet {
                 }
             }
         }
+        if todo & group::PII != 0 {
+            let counts = s.scans.pii.insert(self.scan_pii(body)?);
+            let total: u64 = counts.iter().map(|&n| u64::from(n)).sum();
+            for (id, kinds) in &t.pii_any {
+                let holds = match kinds {
+                    None => total > 0,
+                    Some(kinds) => kinds.iter().any(|&k| counts[k as usize] > 0),
+                };
+                truth.mark(*id, holds);
+            }
+            for &(id, least) in &t.pii_count {
+                truth.mark(id, total >= least);
+            }
+        }
+        Ok(())
+    }
+
+    /// Findings per detector kind over every text of the request, at the configured confidence.
+    fn scan_pii(&self, body: &[u8]) -> Result<Vec<u32>, InvalidInput> {
+        let privacy = self
+            .privacy
+            .as_ref()
+            .expect("a rule set with pii conditions has detectors");
+        let mut counts = vec![0u32; privacy.detector.kinds().len()];
+        for text in facts::every_text(body)? {
+            for finding in privacy.detector.scan(&text) {
+                if finding.confidence >= privacy.min_confidence {
+                    counts[finding.kind as usize] += 1;
+                }
+            }
+        }
+        Ok(counts)
     }
 
     fn scan_keywords(&self, text: &str) -> Vec<bool> {
@@ -583,6 +720,94 @@ mod tests {
                 .starts_with("routing_rules[0] \"z\": route.model")
         );
         assert!(err(json!({})).starts_with("routing_rules: must be a list"));
+    }
+
+    #[test]
+    fn pii_conditions_read_every_text() {
+        let set = rs(json!([
+            {"name": "cards", "when": {"pii_any": ["card", "iban"]}, "route": {"local_only": true}},
+            {"name": "many", "when": {"pii_count": 2}, "route": {"redact": true}},
+            {"name": "some", "when": {"pii_any": ["any"]}, "route": {"tier": "economy"}},
+        ]));
+        let ctx = Context::default();
+        // A card in a tool result, not in the last user message.
+        let tool = json!({"model": "auto", "messages": [
+            {"role": "user", "content": "charge it"},
+            {"role": "assistant", "content": null, "tool_calls": [{"id": "1", "type": "function",
+              "function": {"name": "lookup", "arguments": "{}"}}]},
+            {"role": "tool", "tool_call_id": "1", "content": "card on file: 4111 1111 1111 1111"},
+            {"role": "user", "content": "thanks"}]});
+        let out = set.decide(tool.to_string().as_bytes(), &ctx).unwrap();
+        assert_eq!(out.rule, Some(0));
+        let counts = out.pii.unwrap();
+        let card = set.pii_kinds().iter().position(|k| k == "card").unwrap();
+        assert_eq!(counts[card], 1);
+        assert_eq!(counts.iter().sum::<u32>(), 1);
+        assert_eq!(set.pii_summary(&counts).as_deref(), Some("card:1"));
+        // Two e-mails, one in the system prompt and one in tool call arguments.
+        let two = json!({"messages": [
+            {"role": "system", "content": "escalate to ops@example.com"},
+            {"role": "assistant", "tool_calls": [{"function": {"arguments": "{\"to\": \"jane@example.org\"}"}}]},
+            {"role": "user", "content": "ok"}]});
+        assert_eq!(eval(&set, two, &ctx), Some(1));
+        assert_eq!(
+            eval(&set, chat("mail me at a.b@example.com"), &ctx),
+            Some(2)
+        );
+        let clean = set
+            .decide(chat("hello there").to_string().as_bytes(), &ctx)
+            .unwrap();
+        assert_eq!(clean.rule, None);
+        assert_eq!(clean.pii.unwrap().iter().sum::<u32>(), 0);
+        assert!(set.rules[1].action.redact && set.rules[1].action.model.is_none());
+    }
+
+    #[test]
+    fn pii_detection_runs_only_when_a_rule_reaches_it() {
+        let set = rs(json!([
+            {"name": "first", "when": {"model": "m"}, "route": {"model": "a"}},
+            {"name": "cards", "when": {"pii_any": "card", "has_tools": true}, "route": {"local_only": true}},
+        ]));
+        let ctx = Context::default();
+        let body =
+            json!({"model": "m", "messages": [{"role": "user", "content": "4111 1111 1111 1111"}]});
+        let out = set.decide(body.to_string().as_bytes(), &ctx).unwrap();
+        assert_eq!((out.rule, out.pii), (Some(0), None));
+        // An `all` rule whose cheap condition fails never scans.
+        let body =
+            json!({"model": "x", "messages": [{"role": "user", "content": "4111 1111 1111 1111"}]});
+        let out = set.decide(body.to_string().as_bytes(), &ctx).unwrap();
+        assert_eq!((out.rule, out.pii), (None, None));
+        // A rule set without pii conditions holds no detectors.
+        assert!(rs(json!([{"name": "d", "route": {"model": "a"}}]))
+            .pii_kinds()
+            .is_empty());
+    }
+
+    #[test]
+    fn pii_conditions_use_the_configured_detectors() {
+        let detector = Detector::new(Some(&["email"]), &[("employee", r"EMP-\d{6}")], &[]).unwrap();
+        let privacy = Privacy {
+            detector: Arc::new(detector),
+            min_confidence: 0.7,
+        };
+        let spec = json!([{"name": "hr", "when": {"pii_any": ["employee"]}, "route": {"local_only": true}}]);
+        let set = RuleSet::compile_with(spec.to_string().as_bytes(), Some(privacy)).unwrap();
+        let ctx = Context::default();
+        assert_eq!(eval(&set, chat("badge EMP-123456"), &ctx), Some(0));
+        // A kind the detectors do not have is a compile error naming the rule.
+        let unknown = err(
+            json!([{"name": "c", "when": {"pii_any": ["cards"]}, "route": {"local_only": true}}]),
+        );
+        assert!(
+            unknown.starts_with("routing_rules[0] \"c\": when.pii_any: unknown kind \"cards\""),
+            "{unknown}"
+        );
+        let zero = err(json!([{"name": "n", "when": {"pii_count": 0}, "route": {"redact": true}}]));
+        assert!(
+            zero.contains("when.pii_count: must be at least 1"),
+            "{zero}"
+        );
     }
 
     #[test]

@@ -131,6 +131,8 @@ _MIGRATIONS: tuple[tuple[int, tuple[str, ...]], ...] = (
         f"SELECT user_id, {{no_items}}, {{no_items}}, SUM(spend), {{no_fields}}, MIN(created_at), {{false}} "
         f"FROM {KEYS} WHERE user_id IS NOT NULL GROUP BY user_id",
     )),
+    # The kinds of sensitive data a request carried and how many of each ("card:1,email:2"); never the values.
+    (5, (f"ALTER TABLE {LOGS} ADD COLUMN pii {{text}}",)),
 )
 
 LATEST = _MIGRATIONS[-1][0]

@@ -10,12 +10,13 @@ from mmproxy.spend.record import RequestRecord
 
 if TYPE_CHECKING:
     from mmproxy.pipeline.apis import Inbound
+    from mmproxy.privacy import Redaction
 
 
 class Call:
     """One client request while it runs: who sent it, its record, its budget reservation."""
 
-    __slots__ = ("caller", "capture", "counted", "inbound", "record", "reservation", "started")
+    __slots__ = ("caller", "capture", "counted", "inbound", "record", "redaction", "reservation", "started")
 
     def __init__(self, record: RequestRecord, started: int) -> None:
         self.record = record
@@ -25,6 +26,7 @@ class Call:
         self.reservation: Reservation | None = None
         self.capture: list[bytes] | None = None  # a stream's bytes, kept when the response cache wants them
         self.inbound: Inbound | None = None  # a chat turn's request, for counting its tokens when nothing else did
+        self.redaction: Redaction | None = None  # the placeholders of a redacted request, restored in its answer
 
     def prompt_tokens(self) -> int:
         """Input tokens by the gateway's own count, counted now if nothing needed them before."""

@@ -1,6 +1,7 @@
 """The one request path every client API takes, step by step:
 
-    auth → parse/validate → count → rules → learned router → admit → cache → route (or cascade) → store → account
+    auth → parse/validate → count → rules → redact → learned router → admit → cache → route (or cascade) → store
+    → account
 
 ``serve`` reads top-down in that order. A client API (``apis``) supplies only what differs: how its body
 is parsed and validated, one attempt on a deployment, and the shape its answers and errors leave in.
@@ -59,6 +60,7 @@ class Pipeline:
         self.smart: SmartRouting | None = None  # the learned routers' virtual models, when the config has any
         self.multi: dict[str, MultiCall] = {}  # virtual models that call several models, by name
         self.forwarder = Forwarder(router, accounting.ledger.begin if accounting.ledger is not None else None)
+        self.privacy = config.privacy
         self.lengths = cost.CompletionLengths()  # what budget reservations expect an answer to take
         self.in_flight = 0  # requests being served: what a graceful shutdown waits for
         # Whether a key with a budget may meet a group it may not use (a deployment without a price would count as
@@ -93,11 +95,16 @@ class Pipeline:
                 call.counted = tokens.count_chat(inbound.chat_bytes(), inbound.model).count
             if self.router.rules is not None:                                               # rules
                 target = self.choose(request, call, inbound, headers)
+            if call.redaction is None and self.privacy is not None and self.privacy.always is not None:
+                call.redaction = self.privacy.redaction(self.privacy.always)
+            if call.redaction is not None:                                                  # redact
+                self.redact(call, inbound, headers)
             if self.smart is not None and target in self.smart:                             # learned router
                 target = await self.smart.choose(target, inbound.chat, call, headers)
         if caller.key is not None:                                                          # admit
             await self.admit(call, inbound.model, target, inbound)
-        cache, plan = self.cache, None
+        # A redacted request's answer holds the restored values, and its redacted body is no key: not cached.
+        cache, plan = (self.cache if call.redaction is None else None), None
         if cache is not None:                                                               # cache
             plan, hit = await cache.consult(request.headers, call, api.cache_payload(inbound), inbound.raw,
                                             target, api.endpoint, headers)
@@ -246,15 +253,30 @@ class Pipeline:
     def choose(self, request: web.BaseRequest, call: Call, inbound: Inbound, headers: dict[str, str]) -> str:
         """The group ``routing_rules`` send this request to (the requested model when none matches)."""
         key = call.caller.key
-        target, rule = self.router.choose(
+        target, decision, pii = self.router.choose(
             inbound.model, inbound.chat_bytes(), request.headers, call.counted,
             None if key is None else key.record.key_alias or key.record.key_hash,
             None if key is None else key.record.team_id)
-        if rule is not None:
-            call.record.rule = rule
-            headers["x-mmproxy-route-rule"] = rule
+        if pii is not None:
+            call.record.pii = headers["x-mmproxy-pii"] = pii
+        if decision is not None:
+            call.record.rule = decision.rule
+            headers["x-mmproxy-route-rule"] = decision.rule
             headers["x-mmproxy-route-target"] = target
+            if decision.redact and self.privacy is not None:  # config makes detectors whenever a rule redacts
+                call.redaction = self.privacy.redaction()
         return target
+
+    @staticmethod
+    def redact(call: Call, inbound: Inbound, headers: dict[str, str]) -> None:
+        """Replace the request's sensitive data by placeholders before anything reads it for an upstream; what
+        was redacted (kinds and counts) goes to the ledger and headers when no rule reported its findings."""
+        redaction = call.redaction
+        assert redaction is not None
+        inbound.redact(redaction.value)
+        summary = redaction.summary()
+        if summary is not None and call.record.pii is None:
+            call.record.pii = headers["x-mmproxy-pii"] = summary
 
     async def route(self, call: Call, target: str, attempt: Callable[[Upstream], Awaitable[T]],
                     eligible: Callable[[Deployment], bool] | None = None, limited: bool = True) -> T:

@@ -16,14 +16,14 @@ from typing import TypeVar
 
 from mmproxy.config import Deployment, RouterSettings, Wildcard
 from mmproxy.errors import ProxyError
-from mmproxy.router.failover import Attempt, Failover, Trace
+from mmproxy.router.failover import Attempt, Failover, Trace, untrusted
 from mmproxy.router.groups import ModelGroup, build_groups, target
 from mmproxy.router.health import Health
 from mmproxy.router.shared import SharedState
 from mmproxy.router.strategies import STRATEGIES
 from mmproxy.router.usage import Usage
 from mmproxy.router.wildcards import Wildcards
-from mmproxy.rules import RuleSet
+from mmproxy.rules import Decision, RuleSet
 from mmproxy.validation import unknown_model
 
 log = logging.getLogger("mmproxy")
@@ -92,26 +92,30 @@ class Router:
 
     # -- rules -----------------------------------------------------------------------
     def choose(self, model: str, body: bytes, headers: Mapping[str, str], input_tokens: int, key: str | None,
-               team: str | None) -> tuple[str, str | None]:
-        """The group a request goes to and the routing rule that chose it (None: the requested model).
+               team: str | None) -> tuple[str, Decision | None, str | None]:
+        """The group a request goes to, the routing rule's decision (None: the requested model), and the
+        sensitive data the rules found (``card:1,email:2``; None when no rule looked or none was found).
 
         ``body`` is the request in OpenAI's chat shape, which is what rules read.
         """
         rules = self.rules
         if rules is None:
-            return model, None
-        decision = rules.evaluate(body, headers=headers, input_tokens=input_tokens, key=key, team=team)
+            return model, None, None
+        decision, pii = rules.decide(body, headers=headers, input_tokens=input_tokens, key=key, team=team)
         if decision is None:
             if model == AUTO_MODEL:
                 raise ProxyError(400, f"no routing rule matched this request for model {AUTO_MODEL!r}; "
                                  "add a default rule (one without `when`)", param="model", code="no_route")
-            return model, None
-        chosen = target(decision)
+            return model, None, pii
+        chosen = target(decision, model)
         if self.group(chosen) is None:
+            if decision.local_only:
+                raise untrusted(chosen, f"routing rule {decision.rule!r} keeps this request inside the trust "
+                                "boundary, and no deployment there serves it")
             raise ProxyError(503, f"routing rule {decision.rule!r} chose {chosen!r}, which has no deployment",
                              type="upstream_error", code="no_deployment_for_route")
         log.debug("route: rule %r -> %s", decision.rule, chosen)
-        return chosen, decision.rule
+        return chosen, decision, pii
 
     # -- calls -----------------------------------------------------------------------
     def run(self, name: str, attempt: Callable[[Deployment], Awaitable[T]], trace: Trace, tokens: int = 0,

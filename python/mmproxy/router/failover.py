@@ -28,6 +28,18 @@ _BACKOFF_BASE_S = 0.25
 _MAX_RETRY_WAIT_S = 10.0
 
 
+def untrusted(group: str, why: str) -> ProxyError:
+    """The error of a request that must stay inside the trust boundary when nothing there can take it: never a
+    silent call outside."""
+    return ProxyError(503, f"{why}; no deployment outside it was tried (target {group!r}; mark self-hosted "
+                      "deployments with model_info.trusted: true)", type="upstream_error",
+                      code="no_trusted_deployment")
+
+
+def _inside(deployment: Deployment) -> bool:
+    return deployment.local
+
+
 class Attempt:
     """One try on one deployment: which group it served, and the failure kind when it failed."""
 
@@ -125,6 +137,8 @@ class Failover:
             if position == 1:  # the requested group is done for: its fallbacks, one level deep as in LiteLLM
                 chain += [g if eligible is None else g.only(eligible) for name in self._fallbacks(group.name, error)
                           if (g := self._group(name)) is not None]
+                if group.trusted_only:  # a fallback never takes a request out of the trust boundary
+                    chain[1:] = [g.only(_inside) for g in chain[1:]]
         if error is not None:
             raise error
         raise self._unavailable(group, tokens)
@@ -142,7 +156,11 @@ class Failover:
             await self._shared.failed(deployment_id, kind)
 
     def _unavailable(self, group: ModelGroup, tokens: int) -> ProxyError:
-        """Nothing was tried: every deployment is at its limit or cooling down."""
+        """Nothing was tried: every deployment is at its limit or cooling down (or, inside the trust boundary,
+        there is none)."""
+        if group.trusted_only:
+            return untrusted(group.name, "this request must stay inside the trust boundary, and no deployment "
+                             "there is available (all cooling down or at their limits)")
         usage, health = self._usage, self._health
         if not any(usage.has_room(d, tokens) for d in group.members):
             return ProxyError(429, f"every deployment of {group.name!r} is at its rpm/tpm limit this minute",

@@ -17,11 +17,13 @@ from mmproxy.rules import TIERS, Decision
 
 
 class ModelGroup:
-    __slots__ = ("members", "name")
+    __slots__ = ("members", "name", "trusted_only")
 
-    def __init__(self, name: str, members: list[Deployment]) -> None:
+    def __init__(self, name: str, members: list[Deployment], trusted_only: bool = False) -> None:
         self.name = name
         self.members = members
+        # Its requests must stay inside the trust boundary: no fallback may take them out of it.
+        self.trusted_only = trusted_only
 
     def pick(
         self, health: Health, usage: Usage, strategy: Strategy, tokens: int, avoid: Collection[str] = (),
@@ -40,7 +42,7 @@ class ModelGroup:
 
     def only(self, eligible: Callable[[Deployment], bool]) -> ModelGroup:
         """The group narrowed to the ``eligible`` deployments."""
-        return ModelGroup(self.name, [d for d in self.members if eligible(d)])
+        return ModelGroup(self.name, [d for d in self.members if eligible(d)], self.trusted_only)
 
     def untried(self, health: Health, tried: Collection[str]) -> bool:
         """Whether a healthy deployment this request has not tried yet is left."""
@@ -58,13 +60,17 @@ def build_groups(deployments: Sequence[Deployment]) -> tuple[dict[str, ModelGrou
         virtual[f"tier:{tier}"] = [d for d in chat if d.tier == tier]
         virtual[f"local:{tier}"] = [d for d in virtual["local"] if d.tier == tier]
     return ({name: ModelGroup(name, members) for name, members in by_name.items()},
-            {name: ModelGroup(name, members) for name, members in virtual.items() if members})
+            {name: ModelGroup(name, members, name.startswith("local")) for name, members in virtual.items()
+             if members})
 
 
-def target(decision: Decision) -> str:
-    """The group name a rule's decision routes to."""
+def target(decision: Decision, requested: str) -> str:
+    """The group name a rule's decision routes to (``requested``, the client's model, for a rule that only
+    redacts)."""
     if decision.model is not None:
         return decision.model
     if decision.local_only:
         return f"local:{decision.tier}" if decision.tier else "local"
-    return f"tier:{decision.tier}"
+    if decision.tier is not None:
+        return f"tier:{decision.tier}"
+    return requested

@@ -33,6 +33,7 @@ class RequestRecord:
         "model_group",
         "overhead_ms",
         "parent_id",
+        "pii",
         "prompt_tokens",
         "provider",
         "request_id",
@@ -78,6 +79,7 @@ class RequestRecord:
         self.fallbacks = 0  # groups tried after the requested one
         self.decision: str | None = None  # a learned router's or cascade's decision, as JSON text
         self.parent_id: str | None = None  # a virtual model's sub-call: the client request it served
+        self.pii: str | None = None  # sensitive data found, as kinds and counts ("card:1,email:2"), never values
 
     @property
     def succeeded(self) -> bool:
@@ -118,6 +120,7 @@ COLUMNS: tuple[str, ...] = (
     "fallbacks",
     "decision",
     "parent_id",
+    "pii",
 )
 """Ledger column order. ``started`` is stored as a timestamp; the rest keep their Python types."""
 _ROW = operator.attrgetter(*COLUMNS)

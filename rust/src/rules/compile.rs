@@ -2,15 +2,21 @@
 //! conditions of all rules laid out by group (see [`Tables`]) for evaluation.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use regex::{Regex, RegexBuilder, RegexSetBuilder};
 use serde_json::{Map, Value};
 
 use super::keywords::Keywords;
 use super::{
-    group, Action, AnyAll, Flag, Glob, HeaderWant, Rule, RuleSet, Scope, Stage, Tables, Tier,
+    group, Action, AnyAll, Flag, Glob, HeaderWant, Privacy, Rule, RuleSet, Scope, Stage, Tables,
+    Tier,
 };
 use crate::json::{kind, InvalidInput};
+use crate::pii::Detector;
+
+/// The confidence a finding needs to count when the config does not say.
+pub const DEFAULT_MIN_CONFIDENCE: f64 = 0.7;
 
 /// Compiled size cap per regex, so one pathological pattern cannot take the gateway's memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
@@ -39,6 +45,9 @@ enum Cond {
     Headers(Vec<(String, HeaderWant)>),
     Key(Vec<String>),
     Team(Vec<String>),
+    /// Detector kind indexes, any of which must be found (None: any kind at all).
+    PiiAny(Option<Vec<u16>>),
+    PiiCount(u64),
 }
 
 impl Cond {
@@ -47,7 +56,7 @@ impl Cond {
     fn stage(&self) -> usize {
         match self {
             Cond::Keywords { .. } => 1,
-            Cond::Regex { .. } => 2,
+            Cond::Regex { .. } | Cond::PiiAny(_) | Cond::PiiCount(_) => 2,
             _ => 0,
         }
     }
@@ -63,6 +72,9 @@ struct Parsed {
 
 #[derive(Default)]
 struct Builder {
+    /// The detectors `pii_*` conditions run: the configured ones, else the defaults once a rule needs them.
+    privacy: Option<Privacy>,
+    uses_pii: bool,
     keywords: Vec<String>,
     keyword_ids: HashMap<String, usize>,
     regexes: Vec<String>,
@@ -147,6 +159,44 @@ impl Builder {
             self.regexes.push(pattern.to_owned());
             next
         })
+    }
+
+    /// The detectors, the default ones made on the first `pii_*` condition when none were configured.
+    fn detector(&mut self) -> Result<&Detector, String> {
+        self.uses_pii = true;
+        if self.privacy.is_none() {
+            self.privacy = Some(Privacy {
+                detector: Arc::new(Detector::new(None, &[], &[])?),
+                min_confidence: DEFAULT_MIN_CONFIDENCE,
+            });
+        }
+        Ok(&self.privacy.as_ref().expect("just set").detector)
+    }
+
+    /// `pii_any`'s kinds as detector indexes; `any` or `*` (alone) is any kind.
+    fn pii_kinds(&mut self, v: &Value, key: &str) -> Result<Option<Vec<u16>>, String> {
+        let names = strings(v, key)?;
+        let detector = self.detector()?;
+        if names.iter().any(|n| n == "any" || n == "*") {
+            return Ok(None);
+        }
+        let kinds = detector.kinds();
+        names
+            .iter()
+            .map(|n| {
+                kinds
+                    .iter()
+                    .position(|k| k == n)
+                    .map(|i| i as u16)
+                    .ok_or_else(|| {
+                        format!(
+                            "{key}: unknown kind {n:?}; expected any, or one of {}",
+                            kinds.join(", ")
+                        )
+                    })
+            })
+            .collect::<Result<Vec<u16>, String>>()
+            .map(Some)
     }
 
     fn tag(&mut self, t: String) -> usize {
@@ -274,11 +324,20 @@ impl Builder {
                 }
                 "key" => Cond::Key(strings(v, key)?),
                 "team" => Cond::Team(strings(v, key)?),
+                "pii_any" => Cond::PiiAny(self.pii_kinds(v, key)?),
+                "pii_count" => {
+                    let least = count_of(v, key)?;
+                    if least == 0 {
+                        return Err(format!("{key}: must be at least 1 (0 would match every request)"));
+                    }
+                    self.detector()?;
+                    Cond::PiiCount(least)
+                }
                 _ => {
                     return Err(format!(
                         "{key}: unknown condition; expected model, min_tokens, max_tokens, keywords_any, \
                          keywords_all, regex, in, has_tools, has_images, json_mode, tags_any, tags_all, \
-                         headers, key, team, match"
+                         headers, key, team, pii_any, pii_count, match"
                     ))
                 }
             };
@@ -305,6 +364,7 @@ fn action(v: &Value) -> Result<Action, String> {
         model: None,
         tier: None,
         local_only: false,
+        redact: false,
     };
     for (k, v) in route {
         let key = format!("route.{k}");
@@ -336,15 +396,25 @@ fn action(v: &Value) -> Result<Action, String> {
                 }
                 action.local_only = true;
             }
+            "redact" => {
+                if !bool_of(v, &key)? {
+                    return Err(format!(
+                        "{key}: only `true` is meaningful; drop the key otherwise"
+                    ));
+                }
+                action.redact = true;
+            }
             _ => {
                 return Err(format!(
-                    "{key}: unknown action; expected model, tier, local_only"
+                    "{key}: unknown action; expected model, tier, local_only, redact"
                 ))
             }
         }
     }
     match (&action.model, action.tier, action.local_only) {
-        (None, None, false) => Err("route: needs one of model, tier, local_only".into()),
+        (None, None, false) if !action.redact => {
+            Err("route: needs one of model, tier, local_only, redact".into())
+        }
         (Some(_), Some(_), _) | (Some(_), _, true) => {
             Err("route.model: cannot be combined with tier or local_only".into())
         }
@@ -419,6 +489,14 @@ impl Tables {
                 self.regexes[scope as usize].push((id, regex));
                 group::REGEXES[scope as usize]
             }
+            Cond::PiiAny(kinds) => {
+                self.pii_any.push((id, kinds));
+                group::PII
+            }
+            Cond::PiiCount(least) => {
+                self.pii_count.push((id, least));
+                group::PII
+            }
         }
     }
 }
@@ -426,6 +504,12 @@ impl Tables {
 impl RuleSet {
     /// Compiles a JSON list of rules. The error message starts with the rule's index and name.
     pub fn compile(spec: &[u8]) -> Result<Self, InvalidInput> {
+        Self::compile_with(spec, None)
+    }
+
+    /// `compile`, with the detectors `pii_*` conditions run (None: the default detectors, made only
+    /// when a rule has such a condition).
+    pub fn compile_with(spec: &[u8], privacy: Option<Privacy>) -> Result<Self, InvalidInput> {
         let rules = match serde_json::from_slice::<Value>(spec) {
             Ok(Value::Array(rules)) => rules,
             Ok(other) => {
@@ -436,11 +520,14 @@ impl RuleSet {
             }
             Err(e) => return Err(InvalidInput(format!("routing_rules: not valid JSON: {e}"))),
         };
-        Self::from_values(&rules)
+        Self::from_values(&rules, privacy)
     }
 
-    pub fn from_values(rules: &[Value]) -> Result<Self, InvalidInput> {
-        let mut b = Builder::default();
+    pub fn from_values(rules: &[Value], privacy: Option<Privacy>) -> Result<Self, InvalidInput> {
+        let mut b = Builder {
+            privacy,
+            ..Builder::default()
+        };
         let mut parsed = Vec::with_capacity(rules.len());
         let mut seen: HashMap<String, usize> = HashMap::new();
         for (i, r) in rules.iter().enumerate() {
@@ -513,6 +600,7 @@ impl RuleSet {
             keywords,
             regexes,
             tag_ids: b.tags,
+            privacy: if b.uses_pii { b.privacy } else { None },
         })
     }
 }

@@ -182,6 +182,40 @@ fn text_of(content: &Value) -> Cow<'_, str> {
     }
 }
 
+/// Every text a request carries to the model, for the sensitive-data conditions: each message's text
+/// (every role: system, user, assistant, tool results) and each tool call's arguments. Read by a pass
+/// of its own, made only when a rule reaches such a condition, so rules without one never pay for it.
+pub(super) fn every_text(body: &[u8]) -> Result<Vec<Cow<'_, str>>, InvalidInput> {
+    let fast = std::str::from_utf8(body)
+        .ok()
+        .and_then(|text| serde_json::from_str::<fast::Texts<'_>>(text).ok());
+    if let Some(fast) = fast {
+        return Ok(fast.messages.0);
+    }
+    let map = parse_object(body)?;
+    let mut out = Vec::new();
+    if let Some(Value::Array(messages)) = map.get("messages") {
+        for m in messages {
+            let text = text_of(m.get("content").unwrap_or(&Value::Null));
+            if !text.is_empty() {
+                out.push(Cow::Owned(text.into_owned()));
+            }
+            for call in m
+                .get("tool_calls")
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+            {
+                let args = call.get("function").and_then(|f| f.get("arguments"));
+                if let Some(Value::String(a)) = args {
+                    out.push(Cow::Owned(a.clone()));
+                }
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// The fast path's view of a request body: typed, borrowed, everything else skipped unparsed.
 /// Messages are folded into the facts as they are read, so no message or content part is kept.
 mod fast {
@@ -209,6 +243,64 @@ mod fast {
         response_format: Option<Typed<'a>>,
         #[serde(borrow, default)]
         metadata: Option<Metadata<'a>>,
+    }
+
+    /// The request's texts only (see `every_text`).
+    #[derive(Deserialize)]
+    pub struct Texts<'a> {
+        #[serde(borrow)]
+        pub messages: AllTexts<'a>,
+    }
+
+    /// Every message's text and tool call arguments, in order; empty texts left out.
+    pub struct AllTexts<'a>(pub Vec<Cow<'a, str>>);
+
+    #[derive(Deserialize)]
+    struct TextMessage<'a> {
+        #[serde(borrow, default)]
+        content: Option<Content<'a>>,
+        #[serde(borrow, default)]
+        tool_calls: Option<Vec<ToolCall<'a>>>,
+    }
+
+    #[derive(Deserialize)]
+    struct ToolCall<'a> {
+        #[serde(borrow, default)]
+        function: Option<Function<'a>>,
+    }
+
+    #[derive(Deserialize)]
+    struct Function<'a> {
+        #[serde(borrow, default)]
+        arguments: Option<MaybeStr<'a>>,
+    }
+
+    struct AllTextsVisitor<'a>(PhantomData<&'a ()>);
+
+    impl<'de: 'a, 'a> Visitor<'de> for AllTextsVisitor<'a> {
+        type Value = AllTexts<'a>;
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            f.write_str("a list of messages")
+        }
+        fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+            let mut out = Vec::new();
+            while let Some(m) = seq.next_element::<TextMessage<'a>>()? {
+                let text = m.content.unwrap_or_default().text;
+                if !text.is_empty() {
+                    out.push(text);
+                }
+                for call in m.tool_calls.into_iter().flatten() {
+                    out.extend(call.function.and_then(|f| f.arguments).and_then(|a| a.0));
+                }
+            }
+            Ok(AllTexts(out))
+        }
+    }
+
+    impl<'de: 'a, 'a> Deserialize<'de> for AllTexts<'a> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            d.deserialize_seq(AllTextsVisitor(PhantomData))
+        }
     }
 
     /// What the message list says to the rules.

@@ -5,7 +5,7 @@ pipeline's, the same for all of them."""
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -35,6 +35,15 @@ class Inbound:
         self.chat = chat  # the request in OpenAI's chat shape (None: not a chat turn)
         self._chat_bytes = chat_bytes
         self.completion = completion  # output tokens the request allows; None: not said
+
+    def redact(self, redact: Callable[[Any], Any]) -> None:
+        """Every text of the request passed through ``redact`` (mmproxy.privacy), in the client's body and in its
+        chat shape, before any upstream request is made from either."""
+        body = self.body
+        self.body = redact(body)
+        self.chat = self.body if self.chat is body else redact(self.chat)
+        self.raw = orjson.dumps(self.body)
+        self._chat_bytes = None
 
     def chat_bytes(self) -> bytes:
         """The chat shape as JSON bytes, which token counts and routing rules read (made once, when needed)."""

@@ -44,9 +44,13 @@ class ChatCompletions(ClientAPI):
         if deployment.auto_prompt_cache:  # config keeps it only where the provider has "prompt_caching"
             self._prompt_cache.plan(inbound.raw, body, deployment.upstream_model)
         forwarder = pipeline.forwarder
+        redaction = call.redaction
         if inbound.stream:
             translator = provider.chat_stream(body)
             data = provider.chat_request(body, stream_usage=pipeline.stream_usage or call.caller.key is not None)
             on_usage = UsageChunk(call, deployment, wants_usage(inbound.body) or translator is not None)
+            if redaction is not None:
+                translator = redaction.stream(translator)
             return forwarder.relay_stream(request, call, upstream, data, translator, error_event, headers, on_usage)
-        return forwarder.forward(upstream, provider.chat_request(body), provider.chat_response, call, headers)
+        translate = provider.chat_response if redaction is None else redaction.answers(provider.chat_response)
+        return forwarder.forward(upstream, provider.chat_request(body), translate, call, headers)

@@ -49,7 +49,8 @@ class Messages(ViaChat):
         deployment, provider = upstream.deployment, upstream.provider
         check_chat(deployment, inbound)
         body = {k: v for k, v in inbound.body.items() if k != "cache"}  # the gateway's own control field
-        passthrough = provider.messages_request(body)
+        # A redacted request goes via OpenAI's shape, where its answer's placeholders are restored.
+        passthrough = provider.messages_request(body) if call.redaction is None else None
         forwarder = pipeline.forwarder
         if passthrough is not None:  # the upstream speaks Messages itself: no detour via OpenAI's shape
             if inbound.stream:

@@ -30,8 +30,11 @@ class ViaChat(ClientAPI):
         provider = upstream.provider
         provider.check_params(payload)
         forwarder = pipeline.forwarder
+        redaction = call.redaction
         if payload.get("stream") is True:
             inner = provider.chat_stream(payload)
+            if redaction is not None:  # restored in the chat chunks, before they take the client's shape
+                inner = redaction.stream(inner)
             outer, stream_error = client_stream()
             translator = outer if inner is None else ChainedTranslator(inner, outer)
             return await forwarder.relay_stream(request, call, upstream, provider.chat_request(payload),
@@ -41,4 +44,5 @@ class ViaChat(ClientAPI):
             completion, usage = provider.chat_response(upstream_body)
             return client_answer(completion), usage
 
-        return await forwarder.forward(upstream, provider.chat_request(payload), translate, call, headers)
+        return await forwarder.forward(upstream, provider.chat_request(payload),
+                                       translate if redaction is None else redaction.answers(translate), call, headers)

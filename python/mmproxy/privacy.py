@@ -1,0 +1,252 @@
+"""Privacy routing: the sensitive-data detectors a config compiles once, and redaction per request.
+
+The detectors are the Rust core's (rust/src/pii): built-in kinds (cards by Luhn and issuer, IBANs by
+mod 97, SSNs, phone numbers by number plan, e-mail, IP addresses, credentials, private keys, opt-in
+national ids) and the operator's own patterns and word lists. Routing rules read them through the
+`pii_any`/`pii_count` conditions (mmproxy.rules); this module adds redaction::
+
+    privacy:
+      kinds: [email, phone, card, iban, us_ssn, ip_address, credential, private_key]  # default: these
+      patterns: {employee_id: "EMP-\\d{6}"}     # operator kinds by regex (Rust `regex` syntax)
+      terms: {project: [Bluebird, Nightjar]}    # operator kinds by word list (whole words, any case)
+      min_confidence: 0.7                       # a finding below it does not count
+      redact: [credential, private_key]         # redacted from every request (true: every kind)
+
+Redaction (a rule's `route: {redact: true}`, or `privacy.redact`) replaces each finding in the request
+with a typed placeholder (`[EMAIL_1]`, `[CARD_1]`; one value, one placeholder within a request) before
+anything leaves, and puts the values back where the answer echoes a placeholder, streams included. The
+mapping lives in the request's memory only: the ledger and the headers get kinds and counts, the cache
+neither looks up nor stores a redacted request (its answer holds the restored values, and two requests
+differing only in a redacted value would share a key), and nothing is logged.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Iterator
+from typing import Any
+
+import orjson
+
+from mmproxy._native import PiiDetector
+from mmproxy.providers.base import StreamTranslator
+
+__all__ = ["DEFAULT_MIN_CONFIDENCE", "Privacy", "Redaction"]
+
+DEFAULT_MIN_CONFIDENCE = 0.7
+_PLACEHOLDER = re.compile(r"\[[A-Z0-9_]+_[0-9]+\]")
+_PLACEHOLDER_BYTES = re.compile(rb"\[[A-Z0-9_]+_[0-9]+\]")
+_NOT_TAG = re.compile(r"[^A-Z0-9]+")
+
+
+class Privacy:
+    """A config's detectors, compiled once and shared with its routing rules, and what every request redacts."""
+
+    __slots__ = ("always", "detector", "min_confidence")
+
+    def __init__(self, detector: PiiDetector, min_confidence: float = DEFAULT_MIN_CONFIDENCE,
+                 always: frozenset[str] | None = None) -> None:
+        self.detector = detector
+        self.min_confidence = min_confidence
+        self.always = always  # kinds redacted from every request; None: none, empty: every kind
+
+    def redaction(self, kinds: Collection[str] | None = None) -> Redaction:
+        """A request's redaction of ``kinds`` (None: every kind the detectors find)."""
+        return Redaction(self, kinds)
+
+
+class Redaction:
+    """One request's placeholders: which value each stands for, in this request's memory only."""
+
+    __slots__ = ("_detector", "_kinds", "_min", "_numbers", "originals", "placeholders")
+
+    def __init__(self, privacy: Privacy, kinds: Collection[str] | None) -> None:
+        self._detector = privacy.detector
+        self._min = privacy.min_confidence
+        self._kinds = frozenset(kinds) if kinds else None
+        self._numbers: dict[str, int] = {}  # placeholders made so far, per kind
+        self.placeholders: dict[tuple[str, str], str] = {}  # (kind, value) -> placeholder
+        self.originals: dict[str, str] = {}  # placeholder -> value
+
+    # -- the request ----------------------------------------------------------------
+    def text(self, text: str) -> str:
+        """``text`` with each finding of the redacted kinds replaced by its placeholder."""
+        kinds, least = self._kinds, self._min
+        found = [f for f in self._detector.scan(text) if f[3] >= least and (kinds is None or f[0] in kinds)]
+        if not found:
+            return text
+        pieces: list[str] = []
+        at = 0
+        for kind, start, end, _ in found:
+            pieces += (text[at:start], self._placeholder(kind, text[start:end]))
+            at = end
+        pieces.append(text[at:])
+        return "".join(pieces)
+
+    def value(self, value: Any) -> Any:
+        """A JSON value with every string in it redacted (keys are field names, left alone): whatever the
+        client API's shape, every text the request carries is covered, tool results and arguments included.
+        A ``data:`` URL (an inline image or file) is left whole: a chance match inside base64 would break it."""
+        if isinstance(value, str):
+            return value if value.startswith("data:") else self.text(value)
+        if isinstance(value, list):
+            return [self.value(v) for v in value]
+        if isinstance(value, dict):
+            return {k: self.value(v) for k, v in value.items()}
+        return value
+
+    def summary(self) -> str | None:
+        """What was redacted as ``kind:count`` pairs sorted by kind (distinct values), never the values."""
+        counts: dict[str, int] = {}
+        for kind, _ in self.placeholders:
+            counts[kind] = counts.get(kind, 0) + 1
+        return ",".join(f"{kind}:{n}" for kind, n in sorted(counts.items())) or None
+
+    def _placeholder(self, kind: str, value: str) -> str:
+        placeholder = self.placeholders.get((kind, value))
+        if placeholder is None:
+            number = self._numbers[kind] = self._numbers.get(kind, 0) + 1
+            placeholder = f"[{_NOT_TAG.sub('_', kind.upper())}_{number}]"
+            self.placeholders[kind, value] = placeholder
+            self.originals[placeholder] = value
+        return placeholder
+
+    # -- the answer -----------------------------------------------------------------
+    def restore(self, text: str) -> str:
+        """``text`` with every placeholder of this request replaced by its value (others left as they are)."""
+        originals = self.originals
+        return _PLACEHOLDER.sub(lambda m: originals.get(m.group(), m.group()), text)
+
+    def restore_json(self, body: bytes) -> bytes:
+        """A whole JSON answer with the values back: each inside a JSON string, so each goes in escaped."""
+        originals = self.originals
+
+        def value(m: re.Match[bytes]) -> bytes:
+            original = originals.get(m.group().decode())
+            return m.group() if original is None else orjson.dumps(original)[1:-1]
+
+        return _PLACEHOLDER_BYTES.sub(value, body)
+
+    def answers(self, translate: Callable[[bytes], tuple[bytes, Any]]) -> Callable[[bytes], tuple[bytes, Any]]:
+        """``translate`` (an upstream answer into the client's), with the values restored in what it returns."""
+
+        def restored(body: bytes) -> tuple[bytes, Any]:
+            answer, usage = translate(body)
+            return self.restore_json(answer), usage
+
+        return restored
+
+    def stream(self, inner: StreamTranslator | None) -> StreamTranslator:
+        """A translator restoring values in OpenAI chat chunks, after ``inner`` (None: the upstream's own)."""
+        return RestoringStream(self, inner)
+
+    def held(self, tail: str) -> int:
+        """How many characters at the end of ``tail`` may begin a placeholder, so must wait for the next chunk."""
+        start = tail.rfind("[")
+        if start < 0 or "]" in tail[start:]:
+            return 0
+        piece = tail[start:]
+        return len(piece) if any(p.startswith(piece) for p in self.originals) else 0
+
+
+class RestoringStream(StreamTranslator):
+    """Puts the values back into a stream of OpenAI chat chunks (``delta.content``).
+
+    A placeholder may be split across chunks: a chunk's text that could be the start of one is held back,
+    at most one placeholder's length per choice, and goes out with the next chunk of that choice (or with
+    its last: the chunk with a ``finish_reason``, or before ``[DONE]``). Events without text pass as they
+    came, byte for byte.
+    """
+
+    __slots__ = ("_done", "_held", "_inner", "_last", "_pending", "_redaction", "_usage")
+
+    def __init__(self, redaction: Redaction, inner: StreamTranslator | None) -> None:
+        self._redaction = redaction
+        self._inner = inner
+        self._pending = b""
+        self._held: dict[int, str] = {}  # choice index -> text that may begin a placeholder
+        self._last: dict[str, Any] = {}  # the last chunk's id, model..., for a chunk of held text at the end
+        self._done = False
+        self._usage: dict[str, Any] | None = None
+
+    @property
+    def complete(self) -> bool:  # type: ignore[override]
+        return self._inner.complete if self._inner is not None else self._done
+
+    @property
+    def failed(self) -> bool:  # type: ignore[override]
+        return self._inner is not None and self._inner.failed
+
+    @property
+    def usage(self) -> dict[str, Any] | None:  # type: ignore[override]
+        return self._inner.usage if self._inner is not None else self._usage
+
+    def feed(self, data: bytes) -> bytes:
+        if self._inner is not None:
+            data = self._inner.feed(data)
+        data = self._pending + data.replace(b"\r\n", b"\n")
+        end = data.rfind(b"\n\n")
+        if end < 0:
+            self._pending = data
+            return b""
+        self._pending = data[end + 2:]
+        return b"".join(self._event(event) for event in _events(data[:end + 2]))
+
+    def _event(self, event: bytes) -> bytes:
+        if not event.startswith(b"data:"):
+            return event
+        payload = event[5:].strip()
+        if payload == b"[DONE]":
+            self._done = True
+            return self._flush() + event
+        if b"[" not in payload and not self._held and b'"usage"' not in payload:
+            return event
+        try:
+            chunk = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return event
+        if not isinstance(chunk, dict):
+            return event
+        if isinstance(chunk.get("usage"), dict):
+            self._usage = chunk["usage"]
+            if not chunk.get("choices"):
+                return event
+        self._last = {k: chunk[k] for k in ("id", "object", "created", "model") if k in chunk}
+        for choice in chunk.get("choices") or ():
+            if isinstance(choice, dict):
+                self._restore_choice(choice)
+        return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+    def _restore_choice(self, choice: dict[str, Any]) -> None:
+        delta = choice.get("delta")
+        if not isinstance(delta, dict):
+            return
+        content = delta.get("content")
+        index = choice.get("index", 0)
+        held = self._held.pop(index, "")
+        if not isinstance(content, str):
+            if held:
+                delta["content"] = self._redaction.restore(held)
+            return
+        text = held + content
+        keep = 0 if choice.get("finish_reason") else self._redaction.held(text)
+        if keep:
+            self._held[index] = text[-keep:]
+            text = text[:-keep]
+        delta["content"] = self._redaction.restore(text)
+
+    def _flush(self) -> bytes:
+        """Held text that no later chunk took (the stream ended mid-way through a possible placeholder)."""
+        if not self._held:
+            return b""
+        choices = [{"index": i, "delta": {"content": self._redaction.restore(t)}, "finish_reason": None}
+                   for i, t in sorted(self._held.items())]
+        self._held.clear()
+        return b"data: " + orjson.dumps({**self._last, "choices": choices}) + b"\n\n"
+
+
+def _events(data: bytes) -> Iterator[bytes]:
+    """The complete events in ``data`` (each with its blank-line terminator)."""
+    for event in data.split(b"\n\n"):
+        if event:
+            yield event + b"\n\n"
