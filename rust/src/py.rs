@@ -359,29 +359,19 @@ impl PyPiiDetector {
         let text = utf8(text)?;
         let found = run(py, text.len(), || self.inner.scan(&text));
         let kinds = self.inner.kinds();
-        let mut out = Vec::with_capacity(found.len());
-        if text.is_ascii() {
-            for f in found {
-                out.push((kinds[f.kind as usize].clone(), f.start, f.end, f.confidence));
-            }
-            return Ok(out);
-        }
-        // Byte offsets to character offsets in one walk: the findings are in order and never overlap.
-        let mut walk = text
-            .char_indices()
-            .map(|(b, _)| b)
-            .chain(std::iter::once(text.len()))
-            .enumerate()
-            .peekable();
+        // Byte offsets to character offsets: the characters are counted only up to each finding, from the last
+        // one (the findings are in order and never overlap), so a long text with few findings costs little.
+        let bytes = text.as_bytes();
+        let (mut at, mut chars) = (0, 0);
         let mut char_of = |byte: usize| {
-            while let Some(&(c, b)) = walk.peek() {
-                if b >= byte {
-                    return c;
-                }
-                walk.next();
-            }
-            text.chars().count()
+            chars += bytes[at..byte]
+                .iter()
+                .filter(|&&b| b & 0xC0 != 0x80)
+                .count();
+            at = byte;
+            chars
         };
+        let mut out = Vec::with_capacity(found.len());
         for f in found {
             let start = char_of(f.start);
             let end = char_of(f.end);

@@ -15,7 +15,7 @@
 mod checks;
 mod numbers;
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
 
 pub use checks::{card_network, iban_valid, luhn, ssn_valid, verhoeff};
@@ -82,10 +82,8 @@ enum Anchor {
     PrivateKey,
     /// `Bearer <token>`.
     Bearer,
-    /// A word after which a secret value follows (`password: ...`).
+    /// A word after which a secret value follows (`password: ...`, `the password is ...`).
     SecretWord,
-    /// An operator's dictionary term (index into the custom kinds).
-    Term(u16),
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -149,15 +147,18 @@ const SECRET_WORDS: &[&str] = &[
     "api-key",
     "access_token",
     "auth_token",
-    "access key",
     "token",
 ];
+const LONGEST_SECRET_WORD: usize = 13;
 
 pub struct Detector {
     enabled: [bool; BUILTIN.len()],
     kinds: Vec<String>,
     anchors: Option<AhoCorasick>,
-    roles: Vec<(Anchor, Option<&'static str>)>,
+    roles: Vec<Anchor>,
+    /// The operator's word lists, matched whole and in any case.
+    terms: Option<AhoCorasick>,
+    term_kinds: Vec<u16>,
     patterns: Vec<(u16, Regex)>,
 }
 
@@ -199,44 +200,64 @@ impl Detector {
             let regex = Regex::new(pattern).map_err(|e| format!("pattern {name:?}: {e}"))?;
             compiled.push((add_kind(name)?, regex));
         }
-        let mut words: Vec<String> = Vec::new();
-        let mut roles: Vec<(Anchor, Option<&'static str>)> = Vec::new();
+        let mut terms_words: Vec<String> = Vec::new();
+        let mut term_kinds: Vec<u16> = Vec::new();
         for (name, list) in terms {
             let kind = add_kind(name)?;
             for word in list {
                 if !word.trim().is_empty() {
-                    words.push(word.trim().to_string());
-                    roles.push((Anchor::Term(kind), None));
+                    terms_words.push(word.trim().to_string());
+                    term_kinds.push(kind);
                 }
             }
         }
+        // Exact (case-sensitive) literals, which the automaton's SIMD prefilter skips prose for; the few case
+        // variants people write are listed. `password:`-style words are found from their `:` or `=` instead
+        // (numbers::walk), which prose has few of.
+        let mut words: Vec<String> = Vec::new();
+        let mut roles: Vec<Anchor> = Vec::new();
         if on[CREDENTIAL as usize] {
             for &(prefix, min, max, class) in KEYS {
                 words.push(prefix.to_string());
-                roles.push((Anchor::Key { min, max, class }, Some(prefix)));
+                roles.push(Anchor::Key { min, max, class });
             }
             words.push("eyJ".into());
-            roles.push((Anchor::Jwt, Some("eyJ")));
-            words.push("bearer ".into());
-            roles.push((Anchor::Bearer, None));
-            for word in SECRET_WORDS {
-                words.push(word.to_string());
-                roles.push((Anchor::SecretWord, None));
+            roles.push(Anchor::Jwt);
+            for bearer in ["Bearer ", "bearer ", "BEARER "] {
+                words.push(bearer.into());
+                roles.push(Anchor::Bearer);
+            }
+            for phrase in [
+                "password",
+                "Password",
+                "PASSWORD",
+                "passphrase",
+                "Passphrase",
+                "passwd",
+            ] {
+                words.push(phrase.into()); // "my password is ..." has no `:` to find it by
+                roles.push(Anchor::SecretWord);
             }
         }
         if on[PRIVATE_KEY as usize] {
             words.push("-----BEGIN ".into());
-            roles.push((Anchor::PrivateKey, Some("-----BEGIN ")));
+            roles.push(Anchor::PrivateKey);
         }
-        // Leftmost-longest, so `sk_live_` wins over `sk-`'s neighbours and `client_secret` over `secret`.
-        // A DFA: the patterns are few and the text long, so a table lookup per byte beats the NFA's walk.
+        // Leftmost-longest, so `sk_live_` wins over `sk-`'s neighbours.
         let anchors = (!words.is_empty())
+            .then(|| {
+                AhoCorasickBuilder::new()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .build(&words)
+            })
+            .transpose()
+            .map_err(|e| e.to_string())?;
+        let terms = (!terms_words.is_empty())
             .then(|| {
                 AhoCorasickBuilder::new()
                     .ascii_case_insensitive(true)
                     .match_kind(MatchKind::LeftmostLongest)
-                    .kind(Some(AhoCorasickKind::DFA))
-                    .build(&words)
+                    .build(&terms_words)
             })
             .transpose()
             .map_err(|e| e.to_string())?;
@@ -245,6 +266,8 @@ impl Detector {
             kinds,
             anchors,
             roles,
+            terms,
+            term_kinds,
             patterns: compiled,
         })
     }
@@ -279,30 +302,33 @@ impl Detector {
     }
 
     fn anchored(&self, text: &str, found: &mut Vec<Finding>) {
-        let Some(anchors) = &self.anchors else { return };
         let bytes = text.as_bytes();
-        for m in anchors.find_iter(text) {
-            let (start, end) = (m.start(), m.end());
-            let (anchor, exact) = self.roles[m.pattern().as_usize()];
-            if exact.is_some_and(|p| &bytes[start..end] != p.as_bytes()) {
-                continue; // a case-sensitive prefix matched in another case
+        if let Some(anchors) = &self.anchors {
+            for m in anchors.find_iter(text) {
+                let (start, end) = (m.start(), m.end());
+                let finding = match self.roles[m.pattern().as_usize()] {
+                    Anchor::Key { min, max, class } => key(bytes, start, end, min, max, class),
+                    Anchor::Jwt => jwt(bytes, start),
+                    Anchor::PrivateKey => private_key(text, start),
+                    Anchor::Bearer => bearer(bytes, start, end),
+                    Anchor::SecretWord => secret_value(bytes, start, end),
+                };
+                found.extend(finding);
             }
-            let finding = match anchor {
-                Anchor::Key { min, max, class } => key(bytes, start, end, min, max, class),
-                Anchor::Jwt => jwt(bytes, start),
-                Anchor::PrivateKey => private_key(text, start),
-                Anchor::Bearer => bearer(bytes, start, end),
-                Anchor::SecretWord => secret_value(bytes, start, end),
-                Anchor::Term(kind) => {
-                    (word_start(bytes, start) && word_end(bytes, end)).then_some(Finding {
+        }
+        if let Some(terms) = &self.terms {
+            for m in terms.find_iter(text) {
+                let (start, end) = (m.start(), m.end());
+                if word_start(bytes, start) && word_end(bytes, end) {
+                    let kind = self.term_kinds[m.pattern().as_usize()];
+                    found.push(Finding {
                         kind,
                         start,
                         end,
                         confidence: 1.0,
-                    })
+                    });
                 }
-            };
-            found.extend(finding);
+            }
         }
     }
 }
@@ -419,7 +445,30 @@ fn bearer(bytes: &[u8], start: usize, end: usize) -> Option<Finding> {
     })
 }
 
-/// `password: hunter2`, `"api_key": "..."`, `secret=...`, `the password is ...`: the value after it.
+/// At a `:` or `=`: the value after it when the word before it names a secret (`"api_key": "..."`, `secret=...`).
+pub(crate) fn secret_at_separator(bytes: &[u8], separator: usize) -> Option<Finding> {
+    let mut end = separator;
+    while end > 0 && matches!(bytes[end - 1], b' ' | b'"' | b'\'') {
+        end -= 1;
+    }
+    let mut start = end;
+    while start > 0
+        && end - start <= LONGEST_SECRET_WORD
+        && (bytes[start - 1].is_ascii_alphanumeric()
+            || bytes[start - 1] == b'_'
+            || bytes[start - 1] == b'-')
+    {
+        start -= 1;
+    }
+    let word = &bytes[start..end];
+    SECRET_WORDS
+        .iter()
+        .any(|w| w.as_bytes().eq_ignore_ascii_case(word))
+        .then(|| secret_value(bytes, start, end))
+        .flatten()
+}
+
+/// `password: hunter2`, `secret=...`, `the password is ...`: the value after the word at `start..end`.
 fn secret_value(bytes: &[u8], start: usize, end: usize) -> Option<Finding> {
     if !word_start(bytes, start) {
         return None;

@@ -5,8 +5,8 @@ use std::net::Ipv6Addr;
 
 use super::checks::{card_network, iban_valid, luhn, nino_valid, ssn_valid, verhoeff};
 use super::{
-    word_end, word_start, Detector, Finding, CARD, CA_SIN, EMAIL, IBAN, IN_AADHAAR, IP_ADDRESS,
-    PHONE, UK_NINO, US_SSN,
+    secret_at_separator, word_end, word_start, Detector, Finding, CARD, CA_SIN, CREDENTIAL, EMAIL,
+    IBAN, IN_AADHAAR, IP_ADDRESS, PHONE, UK_NINO, US_SSN,
 };
 
 const MAX_GROUPS: usize = 8;
@@ -17,6 +17,7 @@ const AT: u8 = 1;
 const NUMBER: u8 = 2;
 const LETTER: u8 = 4;
 const COLON: u8 = 8;
+const EQUALS: u8 = 16;
 static STARTS: [u8; 256] = {
     let mut table = [0u8; 256];
     let mut b = 0;
@@ -26,6 +27,7 @@ static STARTS: [u8; 256] = {
             b'0'..=b'9' | b'+' | b'(' => NUMBER,
             b'A'..=b'Z' => LETTER,
             b':' => COLON,
+            b'=' => EQUALS,
             _ => 0,
         };
         b += 1;
@@ -47,11 +49,24 @@ pub(super) fn walk(d: &Detector, bytes: &[u8], found: &mut Vec<Finding>) {
     if d.on(IBAN) || d.on(UK_NINO) {
         wanted |= LETTER;
     }
-    if d.on(IP_ADDRESS) {
+    let secrets = d.on(CREDENTIAL);
+    if d.on(IP_ADDRESS) || secrets {
         wanted |= COLON;
     }
+    if secrets {
+        wanted |= EQUALS;
+    }
+    let n = bytes.len();
     let mut i = 0;
-    while i < bytes.len() {
+    while i < n {
+        // Prose is mostly lower-case letters and spaces, which start nothing: eight bytes at a time past them.
+        if i + 8 <= n {
+            let word = u64::from_le_bytes(bytes[i..i + 8].try_into().expect("eight bytes"));
+            if !may_start(word) {
+                i += 8;
+                continue;
+            }
+        }
         let class = STARTS[bytes[i] as usize] & wanted;
         if class == 0 {
             i += 1;
@@ -61,11 +76,38 @@ pub(super) fn walk(d: &Detector, bytes: &[u8], found: &mut Vec<Finding>) {
             AT => email(bytes, i, found),
             NUMBER if word_start(bytes, i) => number(d, bytes, i, found),
             LETTER if word_start(bytes, i) => letter_led(d, bytes, i, found),
-            COLON => ipv6(bytes, i, found),
+            COLON => {
+                found.extend(secrets.then(|| secret_at_separator(bytes, i)).flatten());
+                if d.on(IP_ADDRESS) {
+                    ipv6(bytes, i, found)
+                } else {
+                    None
+                }
+            }
+            EQUALS => {
+                found.extend(secret_at_separator(bytes, i));
+                None
+            }
             _ => None,
         };
         i = next.map_or(i + 1, |j| j.max(i + 1));
     }
+}
+
+/// Whether any byte of `word` is in `(` ..= `Z` (0x28-0x5A): every byte that starts something is (digits, capitals,
+/// `@ : = + (`); lower-case letters, spaces and bytes of multi-byte characters are not. The SWAR range test from
+/// "Bit Twiddling Hacks" (hasbetween), valid for bytes below 0x80; bytes above never count.
+pub(super) fn may_start(word: u64) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const LOW7: u64 = ONES * 127;
+    const LOWER: u64 = 0x27; // exclusive bounds
+    const UPPER: u64 = 0x5B;
+    let low = word & LOW7;
+    ((ONES * (127 + UPPER)).wrapping_sub(low)
+        & !word
+        & low.wrapping_add(ONES * (127 - LOWER))
+        & (ONES * 128))
+        != 0
 }
 
 // -- e-mail ---------------------------------------------------------------------------------------------

@@ -230,3 +230,38 @@ fn offsets_are_bytes_of_utf8_text() {
     let f = d.scan(text)[0];
     assert_eq!(&text[f.start..f.end], "jane@example.com");
 }
+
+#[test]
+fn the_eight_byte_skip_sees_every_byte_that_may_start_a_finding() {
+    for b in 0u8..=255 {
+        for at in 0..8 {
+            let mut word = *b"abcdefgh";
+            word[at] = b;
+            let interesting = (0x28..=0x5A).contains(&b);
+            assert_eq!(
+                super::numbers::may_start(u64::from_le_bytes(word)),
+                interesting,
+                "byte {b:#x} at {at}"
+            );
+        }
+    }
+}
+
+#[test]
+fn secret_words_before_a_separator_or_is() {
+    let d = detector();
+    one(
+        &d,
+        "my password is Tr0ub4dor&3 ok",
+        "credential",
+        "Tr0ub4dor&3",
+    );
+    one(&d, "API_KEY=q8F2kLmZ91xR", "credential", "q8F2kLmZ91xR");
+    one(
+        &d,
+        "client_secret : 'zX9-ab12CD34'",
+        "credential",
+        "zX9-ab12CD34",
+    );
+    none(&d, "ratio=1.5 and key: value and note: hello");
+}
