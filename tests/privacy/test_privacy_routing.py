@@ -241,3 +241,28 @@ def test_kinds_redacted_from_every_request_without_a_rule(simulator: Process, si
         assert raw.headers["x-mmproxy-pii"] == "credential:1"
     finally:
         gw.stop()
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_virtual_models_members_see_placeholders_and_the_client_its_values(simulator: Process, sim: SimControl,
+                                                                           tmp_path: Path, stream: bool):
+    config = _config(simulator.url)
+    config["model_list"].append({"model_name": "agreed", "consensus": {"members": ["cloud", "onprem"],
+                                                                       "min_agreement": 0.5}})
+    gw = start_gateway(tmp_path, config)
+    try:
+        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=MASTER_KEY, max_retries=0)
+        text = f"Forward this to {EMAIL}"
+        sim.reset()
+        if stream:
+            chunks = client.chat.completions.create(model="agreed", messages=[{"role": "user", "content": text}],
+                                                    stream=True, extra_body=ECHO)
+            answer = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+        else:
+            answer = client.chat.completions.create(model="agreed", messages=[{"role": "user", "content": text}],
+                                                    extra_body=ECHO).choices[0].message.content
+        assert answer == text
+        sent = _sent_upstream(sim)
+        assert EMAIL not in sent and "[EMAIL_1]" in sent  # every member was asked with the placeholder
+    finally:
+        gw.stop()

@@ -180,6 +180,10 @@ class SubCalls:
         headers["x-mmproxy-request-id"] = self.call.record.request_id  # the client request's, not the sub-call's
         body = answer.response.body
         assert isinstance(body, bytes)
+        redaction = self.call.redaction
+        if redaction is not None:
+            # Sub-calls, judges and reviewers saw only the placeholders; the client gets its own values back.
+            body = redaction.restore_json(body)
         own = {k: v for k, v in answer.response.headers.items() if k.lower().startswith("x-mmproxy-")}
         if inbound.stream:
             return await self._stream(api, inbound, body, {**own, **headers})
@@ -188,7 +192,7 @@ class SubCalls:
         if extension is not None:
             document = orjson.loads(body)
             document[extension[0]] = extension[1]
-            body = orjson.dumps(document)
+            body = orjson.dumps(document) if redaction is None else redaction.restore_json(orjson.dumps(document))
         return web.Response(body=body, content_type=_JSON, headers={**own, **headers})
 
     async def _stream(self, api: ClientAPI, inbound: Inbound, body: bytes,

@@ -108,7 +108,8 @@ class Router:
                                  "add a default rule (one without `when`)", param="model", code="no_route")
             return model, None, pii
         chosen = target(decision, model)
-        if self.group(chosen) is None:
+        # A rule that only redacts keeps the requested model, which is resolved like any (a virtual model too).
+        if chosen != model and self.group(chosen) is None:
             if decision.local_only:
                 raise untrusted(chosen, f"routing rule {decision.rule!r} keeps this request inside the trust "
                                 "boundary, and no deployment there serves it")
