@@ -117,6 +117,16 @@ class Redaction:
         originals = self.originals
         return _PLACEHOLDER.sub(lambda m: originals.get(m.group(), m.group()), text)
 
+    def restore_escaped(self, text: str) -> str:
+        """``text`` inside a JSON document (a tool call's ``arguments``) with the values back, JSON-escaped."""
+        originals = self.originals
+
+        def value(m: re.Match[str]) -> str:
+            original = originals.get(m.group())
+            return m.group() if original is None else orjson.dumps(original).decode()[1:-1]
+
+        return _PLACEHOLDER.sub(value, text)
+
     def restore_json(self, body: bytes) -> bytes:
         """A whole JSON answer with the values back: each inside a JSON string, so each goes in escaped."""
         originals = self.originals
@@ -150,21 +160,24 @@ class Redaction:
 
 
 class RestoringStream(StreamTranslator):
-    """Puts the values back into a stream of OpenAI chat chunks (``delta.content``).
+    """Puts the values back into a stream of OpenAI chat chunks: the text (``delta.content``) and each tool call's
+    ``arguments`` (JSON-escaped there).
 
-    A placeholder may be split across chunks: a chunk's text that could be the start of one is held back,
-    at most one placeholder's length per choice, and goes out with the next chunk of that choice (or with
-    its last: the chunk with a ``finish_reason``, or before ``[DONE]``). Events without text pass as they
-    came, byte for byte.
+    A placeholder may be split across chunks: text that could be the start of one is held back, at most one
+    placeholder's length per choice and per tool call, and goes out with the next piece of the same text (or with
+    the choice's last chunk, the one with a ``finish_reason``, or before ``[DONE]``). Events without text pass as
+    they came, byte for byte.
     """
 
     __slots__ = ("_done", "_held", "_inner", "_last", "_pending", "_redaction", "_usage")
+
+    _CONTENT = -1  # the slot of a choice's text; a tool call's is its index
 
     def __init__(self, redaction: Redaction, inner: StreamTranslator | None) -> None:
         self._redaction = redaction
         self._inner = inner
         self._pending = b""
-        self._held: dict[int, str] = {}  # choice index -> text that may begin a placeholder
+        self._held: dict[tuple[int, int], str] = {}  # (choice, slot) -> text that may begin a placeholder
         self._last: dict[str, Any] = {}  # the last chunk's id, model..., for a chunk of held text at the end
         self._done = False
         self._usage: dict[str, Any] | None = None
@@ -221,28 +234,61 @@ class RestoringStream(StreamTranslator):
         delta = choice.get("delta")
         if not isinstance(delta, dict):
             return
-        content = delta.get("content")
         index = choice.get("index", 0)
-        held = self._held.pop(index, "")
-        if not isinstance(content, str):
+        final = bool(choice.get("finish_reason"))
+        content = delta.get("content")
+        text = self._take((index, self._CONTENT), content if isinstance(content, str) else None, final)
+        if text is not None:
+            delta["content"] = self._redaction.restore(text)
+        calls = delta.get("tool_calls")
+        seen: set[int] = set()
+        for call in calls if isinstance(calls, list) else ():
+            function = call.get("function") if isinstance(call, dict) else None
+            if not isinstance(function, dict) or not isinstance(call.get("index", 0), int):
+                continue
+            seen.add(call.get("index", 0))
+            arguments = function.get("arguments")
+            text = self._take((index, call.get("index", 0)), arguments if isinstance(arguments, str) else None,
+                              final)
+            if text is not None:
+                function["arguments"] = self._redaction.restore_escaped(text)
+        if final:  # the choice's last chunk: what its tool calls still hold goes out with it
+            rest = [{"index": slot, "function": {"arguments": self._redaction.restore_escaped(self._held.pop(key))}}
+                    for key in sorted(self._held) if key[0] == index and (slot := key[1]) >= 0 and slot not in seen]
+            if rest:
+                delta["tool_calls"] = [*(calls if isinstance(calls, list) else ()), *rest]
+
+    def _take(self, key: tuple[int, int], piece: str | None, final: bool) -> str | None:
+        """The text of ``key`` to send now (None: nothing): what was held plus ``piece``, less what may begin a
+        placeholder (held until the next piece, unless this is the choice's last chunk)."""
+        held = self._held.pop(key, "")
+        if piece is None:
+            if key[1] == self._CONTENT and held:
+                return held  # a chunk without text: the held text goes out in it
             if held:
-                delta["content"] = self._redaction.restore(held)
-            return
-        text = held + content
-        keep = 0 if choice.get("finish_reason") else self._redaction.held(text)
+                self._held[key] = held
+            return None
+        text = held + piece
+        keep = 0 if final else self._redaction.held(text)
         if keep:
-            self._held[index] = text[-keep:]
+            self._held[key] = text[-keep:]
             text = text[:-keep]
-        delta["content"] = self._redaction.restore(text)
+        return text
 
     def _flush(self) -> bytes:
         """Held text that no later chunk took (the stream ended mid-way through a possible placeholder)."""
         if not self._held:
             return b""
-        choices = [{"index": i, "delta": {"content": self._redaction.restore(t)}, "finish_reason": None}
-                   for i, t in sorted(self._held.items())]
+        choices: dict[int, dict[str, Any]] = {}
+        for (index, slot), text in sorted(self._held.items()):
+            delta = choices.setdefault(index, {"index": index, "delta": {}, "finish_reason": None})["delta"]
+            if slot == self._CONTENT:
+                delta["content"] = self._redaction.restore(text)
+            else:
+                delta.setdefault("tool_calls", []).append(
+                    {"index": slot, "function": {"arguments": self._redaction.restore_escaped(text)}})
         self._held.clear()
-        return b"data: " + orjson.dumps({**self._last, "choices": choices}) + b"\n\n"
+        return b"data: " + orjson.dumps({**self._last, "choices": list(choices.values())}) + b"\n\n"
 
 
 def _events(data: bytes) -> Iterator[bytes]:

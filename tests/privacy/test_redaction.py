@@ -75,6 +75,30 @@ def test_a_placeholder_split_across_chunks_is_restored(finish: bool):
         assert chunks >= 3  # only a possible placeholder is held back, not the stream
 
 
+@pytest.mark.parametrize("finish", [True, False])
+def test_tool_call_arguments_split_across_chunks_get_the_values_back_escaped(finish: bool):
+    redaction = Privacy(PiiDetector(patterns=[("home_dir", r'C:\\Users\\"?\w+')])).redaction()
+    redaction.text(f'mail {EMAIL} from C:\\Users\\"ada')
+    pieces = ['{"to": "[EM', 'AIL_1]", "pa', 'th": "[HOME_', 'DIR_1]"}']
+    data = b""
+    for i, piece in enumerate(pieces):
+        call = {"index": 0, "function": {"arguments": piece}, **({"id": "t1", "type": "function"} if i == 0 else {})}
+        data += b"data: " + orjson.dumps({"id": "c", "choices": [{"index": 0, "delta": {"tool_calls": [call]},
+                                                                  "finish_reason": None}]}) + b"\n\n"
+    if finish:
+        data += b"data: " + orjson.dumps({"id": "c", "choices": [{"index": 0, "delta": {},
+                                                                  "finish_reason": "tool_calls"}]}) + b"\n\n"
+    data += b"data: [DONE]\n\n"
+    for cut in range(len(data) + 1):
+        stream = redaction.stream(None)
+        out = stream.feed(data[:cut]) + stream.feed(data[cut:])
+        arguments = "".join(call["function"].get("arguments") or ""
+                            for line in out.split(b"\n\n") if line.startswith(b"data: {")
+                            for choice in orjson.loads(line[6:])["choices"]
+                            for call in choice["delta"].get("tool_calls") or ())
+        assert orjson.loads(arguments) == {"to": EMAIL, "path": 'C:\\Users\\"ada'}, cut
+
+
 def test_brackets_that_are_no_placeholder_pass_at_once():
     redaction, _ = _redacted(f"mail {EMAIL}")
     stream = redaction.stream(None)
