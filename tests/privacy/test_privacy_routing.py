@@ -266,3 +266,20 @@ def test_a_virtual_models_members_see_placeholders_and_the_client_its_values(sim
         assert EMAIL not in sent and "[EMAIL_1]" in sent  # every member was asked with the placeholder
     finally:
         gw.stop()
+
+
+def test_kinds_redacted_from_every_request_reach_embeddings_too(simulator: Process, sim: SimControl,
+                                                                tmp_path: Path):
+    config = _config(simulator.url, privacy={"redact": ["credential", "email"]})
+    del config["routing_rules"]
+    config["model_list"].append(_openai_wire("embed", "pv-embed", simulator.url, mode="embedding"))
+    gw = start_gateway(tmp_path, config)
+    try:
+        client = openai.OpenAI(base_url=f"{gw.url}/v1", api_key=MASTER_KEY, max_retries=0)
+        key = "sk-proj-a1B2c3D4e5F6g7H8i9J0k1L2m3N4"
+        raw = client.embeddings.with_raw_response.create(model="embed", input=[f"rotate {key}", f"mail {EMAIL}"])
+        assert len(raw.parse().data) == 2
+        assert sim.last()["body"]["input"] == ["rotate [CREDENTIAL_1]", "mail [EMAIL_1]"]
+        assert raw.headers["x-mmproxy-pii"] == "credential:1,email:1"
+    finally:
+        gw.stop()

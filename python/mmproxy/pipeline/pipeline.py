@@ -101,6 +101,9 @@ class Pipeline:
                 self.redact(call, inbound, headers)
             if self.smart is not None and target in self.smart:                             # learned router
                 target = await self.smart.choose(target, inbound.chat, call, headers)
+        elif self.privacy is not None and self.privacy.always is not None:                 # redact (embeddings)
+            call.redaction = self.privacy.redaction(self.privacy.always)
+            self.redact(call, inbound, headers)
         if caller.key is not None:                                                          # admit
             await self.admit(call, inbound.model, target, inbound)
         # A redacted request's answer holds the restored values, and its redacted body is no key: not cached.
