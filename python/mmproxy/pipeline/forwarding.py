@@ -144,8 +144,7 @@ class Forwarder:
             )
             response.enable_chunked_encoding()
             if self._on_stream is not None:
-                self._on_stream(record)
-                await asyncio.sleep(0)  # its provisional row is written at the end of this turn: before the headers
+                self._on_stream(record)  # its provisional row is on disk before the headers leave
             try:
                 await response.prepare(request)
                 record.ttft_ms = (time.perf_counter_ns() - call.started) / _NS_PER_MS

@@ -69,7 +69,7 @@ class Pipeline:
             bool(router.wildcards) or any(map(_unpriced, router.groups.values())))
         keys, ledger, metrics = accounting.keys, accounting.ledger, accounting.metrics
         self.keys = keys
-        self._spooled = ledger is not None  # its rows go to the spool at the end of each turn of the event loop
+        self._persist = ledger.persist if ledger is not None else None  # a row on disk before its answer leaves
         # Input tokens are counted per request only when something reads them (tpm limits, rules, budgets).
         self._count_tokens = config.rules is not None or any(d.tpm for d in config.deployments)
         # Something reads every stream's usage (its cost, its tokens) unless ledger, metrics and tpm limits
@@ -164,11 +164,10 @@ class Pipeline:
                     if record.status == 200 and record.completion_tokens and record.model_group is not None \
                             and record.cache not in ("hit", "semantic-hit"):
                         self.lengths.observe(record.model_group, record.completion_tokens)
-            if endpoint is not None and self._spooled and not response.prepared:
-                # The ledger's spool writes the rows of a turn of the event loop at its end: yielding once lets
-                # that write go first, so the row is on disk before the answer naming it leaves (a SIGKILL in
-                # between would lose it), and one write still serves every request of the turn.
-                await asyncio.sleep(0)
+            if endpoint is not None and self._persist is not None and not response.prepared:
+                # The spool writes a turn's rows at its end; this answer leaves before that, so its row (with any
+                # others buffered) is written now: a SIGKILL in between would lose it.
+                self._persist()
             return response
 
         return run

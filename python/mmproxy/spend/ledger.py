@@ -89,11 +89,20 @@ class Ledger:
             self._full.set()
 
     def begin(self, record: RequestRecord) -> None:
-        """A stream's headers are leaving: spool its provisional row (see the module's docstring)."""
+        """A stream's headers are leaving: spool its provisional row (see the module's docstring), on disk before
+        they go."""
         if self._spool is not None:
             row = record.row()
             provisional = (*row[:_ERROR_CODE], INTERRUPTED, *row[_ERROR_CODE + 1:])
             self._begun[record.request_id] = self._spool.append(provisional)
+            self._spool.write()
+
+    def persist(self) -> None:
+        """An answer is about to leave: the rows spooled so far (its own, and those of requests that finished
+        earlier in this turn of the event loop) go to the kernel now rather than at the turn's end, so no answer is
+        ever ahead of its row."""
+        if self._spool is not None:
+            self._spool.write()
 
     async def start(self) -> None:
         if self._spool is not None and self._task is None:

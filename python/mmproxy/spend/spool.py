@@ -5,10 +5,11 @@ forced restart) lost the queue — 125 of 9,271 answered requests in one test un
 appended to a file opened with ``O_APPEND``, which the kernel keeps through the death of the process (not
 through a power cut: that would need an fsync per row, ~1,000 times dearer). The rows of one turn of the event
 loop go out as one JSON line (a list of rows) in one ``write`` at its end, which under load shares the encoding
-call and the system call among many requests; outside an event loop each row is written at once. A request's
-answer waits for that write (``Pipeline.handler`` yields once before answering, a stream before its headers):
-under load a turn lasts milliseconds and serves dozens of requests, and a SIGKILL within it lost the rows of
-answers already sent (3 to 20 per kill in a soak). Files are
+call and the system call among many requests; outside an event loop each row is written at once. An answer
+about to leave cannot wait for the turn's end, though: under load a turn lasts milliseconds and serves dozens of
+requests, and a SIGKILL within it lost the rows of answers already sent (3 to 20 per kill in a soak). So the
+handler writes what is buffered just before its answer leaves (``Ledger.persist``, a stream before its headers):
+its row and those of the requests that finished before it in the turn, in one ``write``. Files are
 segments of about ``SEGMENT_BYTES``; a segment is deleted once every row in it is committed. A process that
 starts finds the segments a dead one left, and its ledger writes their rows again: the database keeps one row
 per request id, and adds a key's spend only for a row it did not have, so a row written twice counts once.
