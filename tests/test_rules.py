@@ -34,9 +34,14 @@ def body(
     return json.dumps({"model": model, "messages": messages, **extra}).encode()
 
 
+def evaluate(rules: RuleSet, request: bytes, **ctx: Any) -> Decision | None:
+    """The decision alone (the gateway's ``decide`` also says what the sensitive-data conditions found)."""
+    return rules.decide(request, **ctx)[0]
+
+
 def hit(when: dict[str, Any], request: bytes, **ctx: Any) -> bool:
     rules = RuleSet.compile([{"name": "r", "when": when, "route": {"model": "m"}}, FALLBACK])
-    decision = rules.evaluate(request, **ctx)
+    decision = evaluate(rules, request, **ctx)
     assert decision is not None
     return decision.rule == "r"
 
@@ -262,28 +267,28 @@ def test_issue_example_first_match_wins() -> None:
     assert len(rules) == 4
     tools = [{"type": "function", "function": {"name": "f"}}]
     # Matches rules 0, 1 and 2: the first wins.
-    d = rules.evaluate(body("def f(): my diagnosis", tools=tools), input_tokens=500)
+    d = evaluate(rules, body("def f(): my diagnosis", tools=tools), input_tokens=500)
     assert d == Decision("sensitive-stays-local", 0, None, None, True, False)
-    d = rules.evaluate(body("class Foo", tools=tools), input_tokens=500)
+    d = evaluate(rules, body("class Foo", tools=tools), input_tokens=500)
     assert d == Decision("code-to-frontier", 1, None, "frontier", False, False)
-    d = rules.evaluate(body("class Foo", tools=tools), input_tokens=10)
+    d = evaluate(rules, body("class Foo", tools=tools), input_tokens=10)
     assert d == Decision("tools-to-workhorse", 2, "gpt-4o-mini", None, False, False)
-    assert rules.evaluate(body("hello"), input_tokens=10) == Decision("default", 3, None, "economy", False, False)
+    assert evaluate(rules, body("hello"), input_tokens=10) == Decision("default", 3, None, "economy", False, False)
     assert rules.decisions[3].tier == "economy"
 
 
 def test_no_match_without_default() -> None:
     rules = RuleSet.compile([{"name": "only", "when": {"has_tools": True}, "route": {"tier": "frontier"}}])
-    assert rules.evaluate(body()) is None
+    assert evaluate(rules, body()) is None
 
 
 def test_local_only_with_tier() -> None:
     rules = RuleSet.compile([{"name": "l", "route": {"local_only": True, "tier": "workhorse"}}])
-    assert rules.evaluate(body()) == Decision("l", 0, None, "workhorse", True, False)
+    assert evaluate(rules, body()) == Decision("l", 0, None, "workhorse", True, False)
 
 
 def test_empty_rule_list_matches_nothing() -> None:
-    assert RuleSet.compile([]).evaluate(body()) is None
+    assert evaluate(RuleSet.compile([]), body()) is None
 
 
 def test_large_body_and_threads() -> None:
@@ -294,7 +299,7 @@ def test_large_body_and_threads() -> None:
 
     def work() -> None:
         for _ in range(20):
-            results.append(rules.evaluate(big))
+            results.append(evaluate(rules, big))
 
     threads = [threading.Thread(target=work) for _ in range(4)]
     for t in threads:
@@ -378,7 +383,7 @@ MALFORMED = [
 def test_malformed_body(bad: bytes) -> None:
     rules = RuleSet.compile(ISSUE_RULES)
     with pytest.raises(ValueError):
-        rules.evaluate(bad)
+        evaluate(rules, bad)
 
 
 def test_odd_but_valid_bodies() -> None:
@@ -394,5 +399,5 @@ def test_odd_but_valid_bodies() -> None:
         "messages": [{"role": "assistant", "content": None}, {"role": "tool", "content": "x"}],
         "metadata": {"tags": [1, None, "a"]},
     }
-    assert rules.evaluate(json.dumps(odd).encode()) == Decision("t", 1, "b", None, False, False)
-    assert rules.evaluate(b'{"messages": []}') == Decision("fallback", 2, None, "economy", False, False)
+    assert evaluate(rules, json.dumps(odd).encode()) == Decision("t", 1, "b", None, False, False)
+    assert evaluate(rules, b'{"messages": []}') == Decision("fallback", 2, None, "economy", False, False)

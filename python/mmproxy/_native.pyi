@@ -79,7 +79,7 @@ def prompt_features(text: str) -> list[float]:
 class RuleSet(Generic[_D]):
     """Compiled `routing_rules` (syntax in mmproxy/rules.py); immutable and thread-safe.
 
-    Generic over the type of decision the `decision` factory makes, which `evaluate` hands back as is.
+    Generic over the type of decision the `decision` factory makes, which `decide` hands back as is.
     Subclassed by `mmproxy.rules.RuleSet`, which passes its `Decision` type as `decision`. Not subscriptable
     at runtime: `RuleSet[X]` is for type checkers only.
     """
@@ -93,7 +93,7 @@ class RuleSet(Generic[_D]):
     ) -> None:
         """Compile a JSON list of rules; ValueError starting with the rule's index, name and key.
 
-        `decision(name, index, model, tier, local_only, redact)` is called once per rule; `evaluate` returns its
+        `decision(name, index, model, tier, local_only, redact)` is called once per rule; `decide` returns its
         results. `pii_any`/`pii_count` conditions run `detector` (None: the default kinds), counting findings of at
         least `min_confidence`; the detector is shared, not copied.
         """
@@ -103,23 +103,6 @@ class RuleSet(Generic[_D]):
         """Every rule's decision, in rule order."""
 
     def __len__(self) -> int: ...
-    def evaluate(
-        self,
-        body: bytes,
-        *,
-        headers: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-        key: str | None = None,
-        team: str | None = None,
-        input_tokens: int = 0,
-    ) -> _D | None:
-        """The decision of the first rule matching the raw chat body and context, or None; ValueError on a
-        malformed body.
-
-        Only the headers some rule reads are looked at: a multidict (aiohttp's CIMultiDictProxy) is asked
-        for each by `getall`, so every value counts; a mapping or (name, value) pairs are matched
-        case-insensitively.
-        """
-
     def decide(
         self,
         body: bytes,
@@ -129,8 +112,14 @@ class RuleSet(Generic[_D]):
         team: str | None = None,
         input_tokens: int = 0,
     ) -> tuple[_D | None, str | None]:
-        """`evaluate`, with what the sensitive-data conditions found: `kind:count` pairs sorted by kind
-        (`card:1,email:2`, never the values), or None when no rule ran the detectors or they found nothing."""
+        """The decision of the first rule matching the raw chat body and context (or None), and what the
+        sensitive-data conditions found: `kind:count` pairs sorted by kind (`card:1,email:2`, never the values), or
+        None when no rule ran the detectors or they found nothing. ValueError on a malformed body.
+
+        Only the headers some rule reads are looked at: a multidict (aiohttp's CIMultiDictProxy) is asked
+        for each by `getall`, so every value counts; a mapping or (name, value) pairs are matched
+        case-insensitively.
+        """
 
 class PiiDetector:
     """Sensitive-data detectors (rust/src/pii), compiled once: built-in kinds, operator regexes and word lists.

@@ -135,7 +135,7 @@ fn prompt_features(
 }
 
 /// A compiled `routing_rules` list (see python/mmproxy/rules.py); immutable, shared across threads.
-/// `mmproxy.rules.RuleSet` subclasses it, so a request's `evaluate` runs no Python code.
+/// `mmproxy.rules.RuleSet` subclasses it, so a request's `decide` runs no Python code.
 #[pyclass(frozen, subclass, name = "RuleSet", module = "mmproxy._native")]
 struct PyRuleSet {
     inner: rules::RuleSet,
@@ -257,22 +257,9 @@ impl PyRuleSet {
         self.decisions.len()
     }
 
-    /// The decision of the first rule matching a raw chat request body and its context, or None.
-    #[pyo3(signature = (body, *, headers = None, key = None, team = None, input_tokens = 0))]
-    fn evaluate(
-        &self,
-        py: Python<'_>,
-        body: &[u8],
-        headers: Option<&Bound<'_, PyAny>>,
-        key: Option<&str>,
-        team: Option<&str>,
-        input_tokens: u64,
-    ) -> PyResult<Option<Py<PyAny>>> {
-        Ok(self.decide(py, body, headers, key, team, input_tokens)?.0)
-    }
-
-    /// `evaluate`, with the sensitive data a rule's detectors found as `kind:count` pairs sorted by
-    /// kind (`card:1,email:2`; never the values), or None when no rule ran them or they found none.
+    /// The decision of the first rule matching a raw chat request body and its context (or None), and
+    /// the sensitive data a rule's detectors found as `kind:count` pairs sorted by kind (`card:1,email:2`;
+    /// never the values), or None when no rule ran them or they found none.
     #[pyo3(signature = (body, *, headers = None, key = None, team = None, input_tokens = 0))]
     fn decide(
         &self,
