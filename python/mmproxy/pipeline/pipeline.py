@@ -95,15 +95,12 @@ class Pipeline:
                 call.counted = tokens.count_chat(inbound.chat_bytes(), inbound.model).count
             if self.router.rules is not None:                                               # rules
                 target = self.choose(request, call, inbound, headers)
-            if call.redaction is None and self.privacy is not None and self.privacy.always is not None:
-                call.redaction = self.privacy.redaction(self.privacy.always)
-            if call.redaction is not None:                                                  # redact
-                self.redact(call, inbound, headers)
-            if self.smart is not None and target in self.smart:                             # learned router
-                target = await self.smart.choose(target, inbound.chat, call, headers)
-        elif self.privacy is not None and self.privacy.always is not None:                 # redact (embeddings)
-            call.redaction = self.privacy.redaction(self.privacy.always)
+        if call.redaction is None and self.privacy is not None and self.privacy.always is not None:
+            call.redaction = self.privacy.redaction(self.privacy.always)  # every API, embeddings too
+        if call.redaction is not None:                                                      # redact
             self.redact(call, inbound, headers)
+        if api.chat and self.smart is not None and target in self.smart:                    # learned router
+            target = await self.smart.choose(target, inbound.chat, call, headers)
         if caller.key is not None:                                                          # admit
             await self.admit(call, inbound.model, target, inbound)
         # A redacted request's answer holds the restored values, and its redacted body is no key: not cached.
