@@ -95,6 +95,35 @@ async function report(groupBy) {
   return api(`/ui/api/report?group_by=${encodeURIComponent(groupBy)}&period=${periodSelect.value}`);
 }
 
+// -- forms that create keys and teams --------------------------------------------------------------------------
+// A form that creates a record through the API, then reloads its tab with ``shown(record)`` as a notice, or shows
+// the API's error: the page applies no rule of its own.
+function createForm(id, url, tab, note, toBody, shown, ...controls) {
+  const form = h("form", { class: "inline", id, on: { submit: async (event) => {
+    event.preventDefault();
+    try {
+      const made = await api(url, { method: "POST", body: JSON.stringify(toBody(new FormData(form))) });
+      note.replaceChildren(h("p", { class: "notice", role: "status" }, ...shown(made)));
+      await show(tab, note);
+    } catch (error) {
+      note.replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
+    }
+  } } }, ...controls);
+  return form;
+}
+
+// ``body`` with the budget, the model list and the ``names`` fields the form filled in (an empty one is left out).
+function optional(fields, body, ...names) {
+  if (fields.get("max_budget")) body.max_budget = Number(fields.get("max_budget"));
+  if (fields.get("models")) body.models = String(fields.get("models")).split(",").map((m) => m.trim()).filter(Boolean);
+  for (const name of names) if (fields.get(name)) body[name] = fields.get(name);
+  return body;
+}
+
+const budgetInput = () => h("input", { name: "max_budget", placeholder: "budget USD", type: "number", step: "any",
+  min: "0", "aria-label": "budget" });
+const modelsInput = () => h("input", { name: "models", placeholder: "models (comma-separated)", "aria-label": "models" });
+
 // -- tabs -----------------------------------------------------------------------------------------------------
 const tabs = {
   async overview() {
@@ -202,29 +231,15 @@ const tabs = {
   async keys() {
     const [listing, teams] = await Promise.all([api("/key/list?return_full_object=true&size=1000"), api("/team/list")]);
     const created = h("div");
-    const form = h("form", { class: "inline", id: "new-key", on: { submit: async (event) => {
-      event.preventDefault();
-      const fields = new FormData(form);
-      const body = { key_alias: fields.get("key_alias") || null };
-      if (fields.get("max_budget")) body.max_budget = Number(fields.get("max_budget"));
-      if (fields.get("models")) body.models = String(fields.get("models")).split(",").map((m) => m.trim()).filter(Boolean);
-      if (fields.get("duration")) body.duration = fields.get("duration");
-      if (fields.get("team_id")) body.team_id = fields.get("team_id");
-      try {
-        const key = await api("/key/generate", { method: "POST", body: JSON.stringify(body) });
-        created.replaceChildren(h("p", { class: "notice", role: "status" }, "New key (shown once): ", h("code", { id: "created-key" }, key.key)));
-        await show("keys", created);
-      } catch (error) {
-        created.replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
-      }
-    } } },
-    h("input", { name: "key_alias", placeholder: "alias", "aria-label": "alias" }),
-    h("input", { name: "max_budget", placeholder: "budget USD", type: "number", step: "any", min: "0", "aria-label": "budget" }),
-    h("input", { name: "models", placeholder: "models (comma-separated)", "aria-label": "models" }),
-    h("input", { name: "duration", placeholder: "expires after (e.g. 30d)", "aria-label": "duration" }),
-    h("select", { name: "team_id", "aria-label": "team" }, h("option", { value: "" }, "no team"),
-      teams.map((t) => h("option", { value: t.team_id }, t.team_alias || t.team_id))),
-    h("button", { type: "submit" }, "Create key"));
+    const form = createForm("new-key", "/key/generate", "keys", created,
+      (fields) => optional(fields, { key_alias: fields.get("key_alias") || null }, "duration", "team_id"),
+      (key) => ["New key (shown once): ", h("code", { id: "created-key" }, key.key)],
+      h("input", { name: "key_alias", placeholder: "alias", "aria-label": "alias" }),
+      budgetInput(), modelsInput(),
+      h("input", { name: "duration", placeholder: "expires after (e.g. 30d)", "aria-label": "duration" }),
+      h("select", { name: "team_id", "aria-label": "team" }, h("option", { value: "" }, "no team"),
+        teams.map((t) => h("option", { value: t.team_id }, t.team_alias || t.team_id))),
+      h("button", { type: "submit" }, "Create key"));
     const revoke = (key) => async () => {
       if (!confirm(`Revoke ${key.key_alias || key.key_name}? Requests with it will be refused at once.`)) return;
       await api("/key/delete", { method: "POST", body: JSON.stringify({ keys: [key.token] }) });
@@ -242,26 +257,14 @@ const tabs = {
 tabs.teams = async function teams() {
   const listing = await api("/team/list");
   const note = h("div");
-  const form = h("form", { class: "inline", id: "new-team", on: { submit: async (event) => {
-    event.preventDefault();
-    const fields = new FormData(form);
-    const body = { team_alias: fields.get("team_alias") || null };
-    if (fields.get("max_budget")) body.max_budget = Number(fields.get("max_budget"));
-    if (fields.get("models")) body.models = String(fields.get("models")).split(",").map((m) => m.trim()).filter(Boolean);
-    if (fields.get("budget_duration")) body.budget_duration = fields.get("budget_duration");
-    try {
-      const team = await api("/team/new", { method: "POST", body: JSON.stringify(body) });
-      note.replaceChildren(h("p", { class: "notice", role: "status" }, "Team created: ", h("code", {}, team.team_id)));
-      await show("teams", note);
-    } catch (error) {
-      note.replaceChildren(h("p", { class: "error", role: "alert" }, error.message));
-    }
-  } } },
-  h("input", { name: "team_alias", placeholder: "team name", "aria-label": "team name" }),
-  h("input", { name: "max_budget", placeholder: "budget USD", type: "number", step: "any", min: "0", "aria-label": "budget" }),
-  h("input", { name: "budget_duration", placeholder: "resets every (e.g. 30d)", "aria-label": "budget period" }),
-  h("input", { name: "models", placeholder: "models (comma-separated)", "aria-label": "models" }),
-  h("button", { type: "submit" }, "Create team"));
+  const form = createForm("new-team", "/team/new", "teams", note,
+    (fields) => optional(fields, { team_alias: fields.get("team_alias") || null }, "budget_duration"),
+    (team) => ["Team created: ", h("code", {}, team.team_id)],
+    h("input", { name: "team_alias", placeholder: "team name", "aria-label": "team name" }),
+    budgetInput(),
+    h("input", { name: "budget_duration", placeholder: "resets every (e.g. 30d)", "aria-label": "budget period" }),
+    modelsInput(),
+    h("button", { type: "submit" }, "Create team"));
   const remove = (team) => async () => {
     if (!confirm(`Delete team ${team.team_alias || team.team_id} and its keys?`)) return;
     await api("/team/delete", { method: "POST", body: JSON.stringify({ team_ids: [team.team_id] }) });
