@@ -46,7 +46,7 @@ class Admin(Management):
         if not isinstance(supplied, str) or not supplied:
             raise bad_request("key is required (the key itself or its token)", param="key")
         key_hash = supplied if len(supplied) == 64 and not supplied.startswith("sk-") else hash_key(supplied)
-        record = await self._db_call(self._db.get_key(key_hash))
+        record = await self.db_call(self._db.get_key(key_hash))
         if record is None:
             raise ProxyError(404, "no such key", code="key_not_found", param="key")
         self._catch_up(record)
@@ -75,7 +75,7 @@ class Admin(Management):
             raise bad_request("keys must be a non-empty list of keys or tokens", param="keys")
         records = [await self._find(key) for key in supplied]
         hashes = [r.key_hash for r in records]
-        await self._db_call(self._db.delete_keys(hashes))
+        await self.db_call(self._db.delete_keys(hashes))
         self._keys.forget(KeyRecord, hashes)
         return json_response({"deleted_keys": hashes})
 
@@ -83,7 +83,7 @@ class Admin(Management):
         await self.gateway.require_admin(request)
         query = request.query
         number, size = page(query)
-        records = await self._db_call(self._db.list_records(KeyRecord, size, (number - 1) * size,
+        records = await self.db_call(self._db.list_records(KeyRecord, size, (number - 1) * size,
                                                             team_id=query.get("team_id"),
                                                             user_id=query.get("user_id")))
         full = query.get("return_full_object") == "true"
@@ -96,7 +96,7 @@ class Admin(Management):
         query = request.query
         await self._flush()
         api_key = query.get("api_key")
-        rows = await self._db_call(self._db.spend_logs(
+        rows = await self.db_call(self._db.spend_logs(
             request_id=query.get("request_id"),
             key_hash=hash_key(api_key) if api_key and api_key.startswith("sk-") else api_key,
             team_id=query.get("team_id"),
@@ -115,8 +115,8 @@ class Admin(Management):
             raise bad_request(f"group_by must be one of {', '.join(_GROUPS)}", param="group_by")
         await self._flush()
         start, end = _time(query, "start"), _time(query, "end")
-        rows = await self._db_call(self._db.spend_report(group_by, start, end))
-        by_cache = rows if group_by == "cache" else await self._db_call(self._db.spend_report("cache", start, end))
+        rows = await self.db_call(self._db.spend_report(group_by, start, end))
+        by_cache = rows if group_by == "cache" else await self.db_call(self._db.spend_report("cache", start, end))
         return json_response({"group_by": group_by, "start": start, "end": end, "groups": rows,
                               "savings": savings(by_cache)})
 
@@ -140,10 +140,10 @@ class Admin(Management):
             raise bad_request("send a score, a label or both", param="score")
         await self._flush()
         if not caller.admin:
-            rows = await self._db_call(self._db.spend_logs(request_id=request_id, limit=1))
+            rows = await self.db_call(self._db.spend_logs(request_id=request_id, limit=1))
             if not rows or not caller.owns(rows[0]["key_hash"], rows[0]["team_id"]):
                 raise _unknown_request(request_id)
-        if not await self._db_call(self._db.add_feedback(request_id, None if score is None else float(score), label,
+        if not await self.db_call(self._db.add_feedback(request_id, None if score is None else float(score), label,
                                                           comment)):
             raise _unknown_request(request_id)
         return json_response({"request_id": request_id, "stored": True})

@@ -73,7 +73,7 @@ class Management:
         await self._flush()
         return self._db
 
-    async def _db_call(self, pending: Awaitable[T]) -> T:
+    async def db_call(self, pending: Awaitable[T]) -> T:
         """A database operation; a database that is down or failing is a 503 that says so (without the password
         of its URL), not an internal error. ValueError is the database's verdict on the record (a taken id) and
         passes through."""
@@ -89,7 +89,7 @@ class Management:
         """Write queued ledger rows before a read, so a client sees its own requests."""
         ledger = self.gateway.ledger
         if ledger is not None:
-            await self._db_call(ledger.flush())
+            await self.db_call(ledger.flush())
 
     async def _body(self, request: web.BaseRequest) -> dict[str, Any]:
         return (await self.gateway.pipeline.read_json(request))[0]
@@ -97,7 +97,7 @@ class Management:
     # -- records ---------------------------------------------------------------------------------
     async def _stored(self, kind: type[R], ident: str, param: str) -> R:
         """A stored record with this process's spend when it is ahead of the ledger's last write; 404 if unknown."""
-        record = await self._db_call(self._db.get_record(kind, ident))
+        record = await self.db_call(self._db.get_record(kind, ident))
         if record is None:
             raise ProxyError(404, f"no such {kind.KIND}: {ident!r}", code=f"{kind.KIND}_not_found", param=param)
         self._catch_up(record)
@@ -111,7 +111,7 @@ class Management:
     async def _insert(self, record: Record, param: str) -> None:
         """Store a new record and serve it at once; 400 when its id is taken (as LiteLLM answers)."""
         try:
-            await self._db_call(self._db.insert_record(record))
+            await self.db_call(self._db.insert_record(record))
         except ValueError:
             raise ProxyError(400, f"{record.KIND} {record.ident!r} already exists", code=f"{record.KIND}_exists",
                              param=param) from None
@@ -141,17 +141,17 @@ class Management:
         for name, value in changes.items():
             setattr(record, name, value)
         if (self._keys.known(KeyRecord, record.key_hash) is not None
-                or await self._db_call(self._db.get_key(record.key_hash)) is not None):
+                or await self.db_call(self._db.get_key(record.key_hash)) is not None):
             raise ProxyError(409, "this key already exists", code="key_exists", param="key")
         await self._check_owners(changes, now)
-        await self._db_call(self._db.insert_key(record))
+        await self.db_call(self._db.insert_key(record))
         self._keys.add(record)
         return record
 
     async def _list(self, kind: type[R], query: Any) -> tuple[list[R], int, int]:
         """A page of records, each with this process's spend: (records, page, size)."""
         number, size = page(query)
-        records = await self._db_call(self._db.list_records(kind, size, (number - 1) * size))
+        records = await self.db_call(self._db.list_records(kind, size, (number - 1) * size))
         for record in records:
             self._catch_up(record)
         return records, number, size
@@ -170,7 +170,7 @@ class Management:
     async def _update(self, record: R, param: str, changes: dict[str, Any]) -> R:
         """Store ``changes`` (checked by the caller) to a stored record and serve it at once; 404 if it is gone."""
         kind = type(record)
-        updated = await self._db_call(self._db.update_record(kind, record.ident, changes)) if changes else record
+        updated = await self.db_call(self._db.update_record(kind, record.ident, changes)) if changes else record
         if updated is None:
             raise ProxyError(404, f"no such {kind.KIND}: {record.ident!r}", code=f"{kind.KIND}_not_found",
                              param=param)
@@ -182,10 +182,10 @@ class Management:
         await self._check_teams(changes)
         user_id = changes.get("user_id")
         if user_id and self._keys.known(UserRecord, user_id) is None \
-                and await self._db_call(self._db.get_record(UserRecord, user_id)) is None:
+                and await self.db_call(self._db.get_record(UserRecord, user_id)) is None:
             user = blank(UserRecord, user_id, now)
             try:
-                await self._db_call(self._db.insert_record(user))
+                await self.db_call(self._db.insert_record(user))
             except ValueError:
                 return  # made by another request meanwhile
             self._keys.add(user)
@@ -196,12 +196,12 @@ class Management:
         wanted += [("teams", team) for team in changes.get("teams", ())]
         for param, team in wanted:
             if self._keys.known(TeamRecord, team) is None \
-                    and await self._db_call(self._db.get_record(TeamRecord, team)) is None:
+                    and await self.db_call(self._db.get_record(TeamRecord, team)) is None:
                 raise bad_request(f"team {team!r} does not exist: create it with /team/new first", param=param)
 
     async def _owned_keys(self, column: str, ident: str) -> list[KeyRecord]:
         """The keys of a team or user (``column``: team_id or user_id), each with this process's spend."""
-        records = await self._db_call(self._db.list_records(KeyRecord, MAX_LIMIT, 0, **{column: ident}))
+        records = await self.db_call(self._db.list_records(KeyRecord, MAX_LIMIT, 0, **{column: ident}))
         for record in records:
             self._catch_up(record)
         return records
@@ -217,9 +217,9 @@ class Management:
         for ident in idents:
             await self._stored(kind, ident, param)
         hashes = [key.key_hash for ident in idents for key in await self._owned_keys(column, ident)]
-        await self._db_call(self._db.delete_records(KeyRecord, hashes))
+        await self.db_call(self._db.delete_records(KeyRecord, hashes))
         self._keys.forget(KeyRecord, hashes)
-        await self._db_call(self._db.delete_records(kind, idents))
+        await self.db_call(self._db.delete_records(kind, idents))
         self._keys.forget(kind, idents)
         return json_response({f"deleted_{kind.KIND}s": idents, "deleted_keys": hashes})
 

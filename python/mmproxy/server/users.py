@@ -43,7 +43,7 @@ class Users(Management):
         user_id = text_id(request.query.get("user_id"), "user_id")
         record = await self._stored(UserRecord, user_id, "user_id")
         keys = await self._owned_keys("user_id", user_id)
-        teams = [await self._db_call(self._db.get_record(TeamRecord, team_id)) for team_id in record.teams]
+        teams = [await self.db_call(self._db.get_record(TeamRecord, team_id)) for team_id in record.teams]
         return json_response({"user_id": user_id, "user_info": fields.owner_view(record),
                               "keys": [fields.view(key) for key in keys],
                               "teams": [fields.owner_view(team) for team in teams if team is not None]})

@@ -111,10 +111,10 @@ class Dashboard:
         bucket = next((b for b in _BUCKETS_S if period / b <= 60), _BUCKETS_S[-1])
         start = (time.time() // bucket) * bucket - period + bucket
         own = None if caller.key is None else caller.key.record.key_hash
-        db = await self.admin.fresh_db()
-        totals = await db.spend_report(group_by, start, key_hash=own)
-        series = await db.spend_report(group_by, start, key_hash=own, bucket_s=bucket)
-        by_cache = totals if group_by == "cache" else await db.spend_report("cache", start, key_hash=own)
+        db, stored = await self.admin.fresh_db(), self.admin.db_call
+        totals = await stored(db.spend_report(group_by, start, key_hash=own))
+        series = await stored(db.spend_report(group_by, start, key_hash=own, bucket_s=bucket))
+        by_cache = totals if group_by == "cache" else await stored(db.spend_report("cache", start, key_hash=own))
         return web.Response(body=orjson.dumps({
             "group_by": group_by, "start": start, "bucket_s": bucket, "totals": totals, "series": series,
             "cache": by_cache, "savings": savings(by_cache)}), content_type="application/json")
@@ -126,7 +126,7 @@ class Dashboard:
         period = _period(request.query.get("period"))
         own = None if caller.key is None else caller.key.record.key_hash
         db = await self.admin.fresh_db()
-        rows = await db.spend_logs(key_hash=own, start=time.time() - period, limit=_DECISION_ROWS)
+        rows = await self.admin.db_call(db.spend_logs(key_hash=own, start=time.time() - period, limit=_DECISION_ROWS))
         outcomes: dict[tuple[str, str], Counter[str]] = defaultdict(Counter)
         escalated: Counter[str] = Counter()
         for row in rows:
