@@ -35,7 +35,6 @@ __all__ = ["DEFAULT_MIN_CONFIDENCE", "Privacy", "Redaction"]
 
 DEFAULT_MIN_CONFIDENCE = 0.7
 _PLACEHOLDER = re.compile(r"\[[A-Z0-9_]+_[0-9]+\]")
-_PLACEHOLDER_BYTES = re.compile(rb"\[[A-Z0-9_]+_[0-9]+\]")
 _NOT_TAG = re.compile(r"[^A-Z0-9]+")
 
 
@@ -129,13 +128,7 @@ class Redaction:
 
     def restore_json(self, body: bytes) -> bytes:
         """A whole JSON answer with the values back: each inside a JSON string, so each goes in escaped."""
-        originals = self.originals
-
-        def value(m: re.Match[bytes]) -> bytes:
-            original = originals.get(m.group().decode())
-            return m.group() if original is None else orjson.dumps(original)[1:-1]
-
-        return _PLACEHOLDER_BYTES.sub(value, body)
+        return self.restore_escaped(body.decode("utf-8", "surrogateescape")).encode("utf-8", "surrogateescape")
 
     def answers(self, translate: Callable[[bytes], tuple[bytes, Any]]) -> Callable[[bytes], tuple[bytes, Any]]:
         """``translate`` (an upstream answer into the client's), with the values restored in what it returns."""
